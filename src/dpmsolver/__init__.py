@@ -1,0 +1,59 @@
+"""dpmsolver: DPM-Solver and DPM-Solver++ samplers for diffusion models.
+
+Native API::
+
+    import dpmsolver as dpm
+    schedule = dpm.VPSchedule.discrete(betas=betas)
+    model = dpm.Denoiser(net, schedule, prediction="noise")
+    x0 = dpm.sample(model, x_T, steps=20)        # DPM-Solver++(2M)
+
+Drop-in replacement for the authors' single file::
+
+    from dpmsolver import NoiseScheduleVP, model_wrapper, DPM_Solver
+"""
+
+from .compat import DPM_Solver, NoiseScheduleVP, model_wrapper
+from .grids import singlestep_orders, time_grid
+from .model import (
+    ClassifierFree,
+    ClassifierGuidance,
+    Denoiser,
+    DiffusionModel,
+    DynamicThresholding,
+    to_data,
+    to_noise,
+)
+from .sampler import ModelOutputError, sample
+from .schedules import (
+    CosineVPSchedule,
+    DiscreteVPSchedule,
+    Level,
+    LinearVPSchedule,
+    NoiseSchedule,
+    VPSchedule,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DPM_Solver",
+    "ClassifierFree",
+    "ClassifierGuidance",
+    "CosineVPSchedule",
+    "Denoiser",
+    "DiffusionModel",
+    "DiscreteVPSchedule",
+    "DynamicThresholding",
+    "Level",
+    "LinearVPSchedule",
+    "ModelOutputError",
+    "NoiseSchedule",
+    "NoiseScheduleVP",
+    "VPSchedule",
+    "model_wrapper",
+    "sample",
+    "singlestep_orders",
+    "time_grid",
+    "to_data",
+    "to_noise",
+]

@@ -1,0 +1,35 @@
+"""Input checking shared by the public functions: one clear error per bad argument."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
+    """Raise ValueError unless `value` is one of `allowed`."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        listed = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"{name} must be one of {listed}; got {value!r}")
+
+
+def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    """Raise TypeError for a non-integer and ValueError outside [lo, hi]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be {bound}; got {value}")
+    return value
+
+
+def check_float(name: str, value: Any, *, positive: bool = False) -> float:
+    """Raise TypeError for a non-number and ValueError for NaN/Inf (or <= 0 if positive)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value) or (positive and value <= 0):
+        what = "a finite number > 0" if positive else "a finite number"
+        raise ValueError(f"{name} must be {what}; got {value!r}")
+    return float(value)

@@ -1,0 +1,145 @@
+"""Update rules of DPM-Solver (noise form) and DPM-Solver++ (data form) as coefficients.
+
+Every update is linear in the current state x and in earlier model outputs m_j:
+
+    x_new = cx * x + sum_j cm[j] * m[j]
+
+so a rule is fully described by host float64 numbers computed once per run from the time
+grid. Both forms share one set of formulas. For a step s -> t with h = lambda_t - lambda_s:
+
+    noise form (DPM-Solver, m = eps_pred):   x_t = (alpha_t/alpha_s) x - sigma_t Sum_k phi_{k+1}(h) D_k
+    data form (DPM-Solver++, m = x0_pred):   x_t = (sigma_t/sigma_s) x - alpha_t Sum_k phi_{k+1}(-h) D_k
+
+with phi_1(z) = e^z - 1, phi_2(z) = phi_1(z)/z - 1, phi_3(z) = phi_2(z)/z - 1/2 and D_k the
+k-th finite difference of the model output (scaled by h^k). Writing (scale, mult, z) for
+(alpha_t/alpha_s, sigma_t, h) or (sigma_t/sigma_s, alpha_t, -h) gives one code path.
+References: Lu et al., DPM-Solver (NeurIPS 2022), eqs. (3.7)-(3.9) and Algorithms 1-2;
+DPM-Solver++ (2022), Algorithms 1-2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from .schedules import Level
+
+__all__ = ["Form", "Linear", "SolverType", "multistep_update", "phi", "singlestep_tableau"]
+
+Form = Literal["noise", "data"]
+SolverType = Literal["dpmsolver", "taylor"]
+
+# Below this |z| the phi-functions are summed as power series: the closed forms divide a
+# difference of O(1) numbers by z^k and lose about k * log10(1/|z|) digits.
+_SERIES_BELOW = 0.05
+
+
+@dataclass(frozen=True)
+class Linear:
+    """x_new = cx * x + sum_j cm[j] * m[j] (m[0] is the first model output of the rule)."""
+
+    cx: float
+    cm: tuple[float, ...]
+
+
+def phi(k: int, z: float) -> float:
+    """phi_k(z) = (e^z - sum_{j<k} z^j / j!) / z^(k-1), k = 1, 2, 3 (phi_1 = expm1)."""
+    if k == 1:
+        return math.expm1(z)
+    if abs(z) < _SERIES_BELOW:
+        # phi_k(z) = sum_{n>=1} z^n / (n + k - 1)!; 13 terms reach double precision here.
+        return sum(z**n / math.factorial(n + k - 1) for n in range(1, 14))
+    p2 = math.expm1(z) / z - 1.0
+    return p2 if k == 2 else p2 / z - 0.5
+
+
+def _transfer(form: Form, s: Level, t: Level) -> tuple[float, float, float]:
+    """(scale, mult, z) of the exact linear part for a step s -> t in the given form."""
+    h = t.lambda_ - s.lambda_
+    if form == "noise":
+        return t.alpha / s.alpha, t.sigma, h
+    return t.sigma / s.sigma, t.alpha, -h
+
+
+def _combine(scale: float, mult: float, terms: list[tuple[float, np.ndarray]]) -> Linear:
+    """scale * x - mult * sum_k c_k * (vector of weights on m_j)."""
+    total = sum(c * v for c, v in terms)
+    return Linear(scale, tuple(float(-mult * w) for w in total))
+
+
+def multistep_update(form: Form, solver_type: SolverType, levels: list[Level]) -> Linear:
+    """Multistep DPM-Solver(++) of order k = len(levels) - 1 (1 model call per step).
+
+    `levels` = [t_prev_0, t_prev_1, ..., t_prev_{k-1}, t]: the newest earlier time first,
+    then the target; m[j] is the model output at t_prev_j. Order 1 is DDIM; order 2 is
+    DPM-Solver++(2M); order 3 is DPM-Solver++(3M) (same formula for both solver types,
+    as in the authors' code).
+    """
+    *prev, t = levels
+    k = len(prev)
+    scale, mult, z = _transfer(form, prev[0], t)
+    h = t.lambda_ - prev[0].lambda_
+    e = np.eye(k)
+    if k == 1:
+        return _combine(scale, mult, [(phi(1, z), e[0])])
+    r0 = (prev[0].lambda_ - prev[1].lambda_) / h
+    d1_0 = (e[0] - e[1]) / r0
+    if k == 2:
+        c = 0.5 * phi(1, z) if solver_type == "dpmsolver" else phi(2, z)
+        return _combine(scale, mult, [(phi(1, z), e[0]), (c, d1_0)])
+    if k != 3:  # internal
+        raise ValueError(f"multistep order must be 1, 2 or 3; got {k}")
+    r1 = (prev[1].lambda_ - prev[2].lambda_) / h
+    d1_1 = (e[1] - e[2]) / r1
+    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+    d2 = (d1_0 - d1_1) / (r0 + r1)
+    return _combine(scale, mult, [(phi(1, z), e[0]), (phi(2, z), d1), (phi(3, z), d2)])
+
+
+def singlestep_tableau(
+    form: Form,
+    solver_type: SolverType,
+    s: Level,
+    stages: list[Level],
+    t: Level,
+    r: list[float],
+) -> list[Linear]:
+    """Singlestep DPM-Solver(++) of order k = len(stages) + 1 (k model calls per step).
+
+    The model is evaluated at s and at the intermediate levels `stages`, whose lambdas are
+    lambda_s + r[j] h. Returns k linear rules: rule j < k - 1 gives the state at stages[j]
+    from (x, m[0..j]); the last gives x_t from (x, m[0..k-1]). Order 1 is DDIM, order 2 is
+    DPM-Solver-2 (r1 = 1/2 by default), order 3 is DPM-Solver-3 (r1 = 1/3, r2 = 2/3).
+    """
+    k = len(stages) + 1
+    scale, mult, z = _transfer(form, s, t)
+    e = np.eye(k)
+    rules: list[Linear] = []
+    for j, stage in enumerate(stages):
+        scale_j, mult_j, _ = _transfer(form, s, stage)
+        z_j = r[j] * z
+        ej = np.eye(j + 1)  # stage j sees the outputs m[0..j] only
+        terms = [(phi(1, z_j), ej[0])]
+        if j == 1:  # the second stage of order 3 already uses a first difference
+            terms.append((r[1] / r[0] * phi(2, z_j), ej[1] - ej[0]))
+        rules.append(_combine(scale_j, mult_j, terms))
+    if k == 1:
+        rules.append(_combine(scale, mult, [(phi(1, z), e[0])]))
+    elif k == 2:
+        c = 0.5 * phi(1, z) if solver_type == "dpmsolver" else phi(2, z)
+        rules.append(_combine(scale, mult, [(phi(1, z), e[0]), (c / r[0], e[1] - e[0])]))
+    elif solver_type == "dpmsolver":
+        rules.append(_combine(scale, mult, [(phi(1, z), e[0]),
+                                            (phi(2, z) / r[1], e[2] - e[0])]))
+    else:
+        r1, r2 = r
+        d1_0 = (e[1] - e[0]) / r1
+        d1_1 = (e[2] - e[0]) / r2
+        d1 = (r2 * d1_0 - r1 * d1_1) / (r2 - r1)
+        d2 = 2.0 * (d1_1 - d1_0) / (r2 - r1)
+        rules.append(_combine(scale, mult, [(phi(1, z), e[0]), (phi(2, z), d1),
+                                            (phi(3, z), d2)]))
+    return rules

@@ -1,0 +1,245 @@
+"""Model adapter: a user's network plus guidance, seen by the solvers as eps_pred or x0_pred.
+
+Every parameterisation is an affine function of x_t and the network output, with
+x_t = alpha_t x0 + sigma_t eps:
+    noise:  eps = out
+    x0:     x0 = out
+    v:      v = alpha_t eps - sigma_t x0           (Salimans & Ho, 2022)
+    score:  score = grad log p_t(x_t) = -eps / sigma_t
+Classifier-free guidance mixes two outputs linearly, so it is applied to the raw outputs
+(one network call on the doubled batch [uncond, cond]); classifier guidance adds
+-scale * sigma_t * grad log p(c | x_t) to eps (Dhariwal & Nichol, 2021).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import Tensor
+
+from ._checks import check_choice
+from .schedules import Level, NoiseSchedule
+
+__all__ = [
+    "ClassifierFree",
+    "ClassifierGuidance",
+    "Denoiser",
+    "DiffusionModel",
+    "DynamicThresholding",
+    "Prediction",
+    "Target",
+    "to_data",
+    "to_noise",
+]
+
+Prediction = Literal["noise", "x0", "v", "score"]
+Target = Literal["noise", "data"]
+PREDICTIONS: tuple[str, ...] = ("noise", "x0", "v", "score")
+
+Scalar = float | Tensor
+
+
+def to_noise(out: Tensor, x: Tensor, alpha: Scalar, sigma: Scalar, prediction: str) -> Tensor:
+    """eps_pred from a network output of kind `prediction` at (alpha_t, sigma_t)."""
+    if prediction == "noise":
+        return out
+    if prediction == "x0":
+        return (x - alpha * out) / sigma
+    if prediction == "v":
+        # eps = (sigma x + alpha v) / (alpha^2 + sigma^2); the denominator is 1 for VP.
+        return (sigma * x + alpha * out) / (alpha * alpha + sigma * sigma)
+    if prediction == "score":
+        return -sigma * out
+    raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+
+
+def to_data(out: Tensor, x: Tensor, alpha: Scalar, sigma: Scalar, prediction: str) -> Tensor:
+    """x0_pred from a network output of kind `prediction` at (alpha_t, sigma_t)."""
+    if prediction == "noise":
+        return (x - sigma * out) / alpha
+    if prediction == "x0":
+        return out
+    if prediction == "v":
+        return (alpha * x - sigma * out) / (alpha * alpha + sigma * sigma)
+    if prediction == "score":
+        return (x + (sigma * sigma) * out) / alpha
+    raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+
+
+class DiffusionModel(Protocol):
+    """What the solvers call: the model's noise or data prediction at one noise level."""
+
+    schedule: NoiseSchedule
+
+    def __call__(self, x: Tensor, level: Level, target: Target) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class ClassifierFree:
+    """Classifier-free guidance: out = out_uncond + scale * (out_cond - out_uncond).
+
+    The network is called as net(x, t_input, cond, **model_kwargs) once on the doubled batch.
+    With scale == 1 or uncond None it is called once on `cond` alone.
+    """
+
+    scale: float
+    cond: Any
+    uncond: Any = None
+
+
+@dataclass(frozen=True)
+class ClassifierGuidance:
+    """Classifier guidance: eps <- eps - scale * sigma_t * grad_x log p(cond | x_t).
+
+    `classifier(x, t_input, cond, **classifier_kwargs)` returns log-probabilities (B,) whose
+    gradient with respect to x is taken with autograd.
+    """
+
+    classifier: Callable[..., Tensor]
+    scale: float
+    cond: Any
+    classifier_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DynamicThresholding:
+    """Dynamic thresholding of x0_pred (Imagen, Saharia et al. 2022).
+
+    Per sample, s = max(quantile(|x0|, ratio), max_val); x0 <- clip(x0, -s, s) / s.
+    """
+
+    ratio: float = 0.995
+    max_val: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.ratio <= 1.0:
+            raise ValueError(f"ratio must lie in (0, 1], got {self.ratio!r}")
+        if not self.max_val > 0:
+            raise ValueError(f"max_val must be > 0, got {self.max_val!r}")
+
+    def __call__(self, x0: Tensor, t: object = None) -> Tensor:
+        flat = x0.abs().reshape(x0.shape[0], -1)
+        # quantile needs float32/64; half inputs are measured in float32.
+        s = torch.quantile(flat if flat.dtype in (torch.float32, torch.float64) else flat.float(),
+                           self.ratio, dim=1).to(x0.dtype)
+        s = torch.clamp(s, min=self.max_val).reshape((-1,) + (1,) * (x0.dim() - 1))
+        return torch.clamp(x0, -s, s) / s
+
+
+def time_input_dtype(x: Tensor) -> torch.dtype:
+    """Networks take float32 times unless the caller samples in float64."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+class Denoiser:
+    """Wrap a network as a DiffusionModel for `dpmsolver.sample`.
+
+    Args:
+        net: the network, called as net(x, t_input, **model_kwargs), or with the condition
+            as third argument under classifier-free guidance. t_input has shape (batch,) and
+            holds `schedule.model_time(t)` (the step index for discrete schedules).
+        schedule: the noise schedule the network was trained with.
+        prediction: what the network outputs: "noise" (eps), "x0", "v" or "score".
+        guidance: None, `ClassifierFree(...)` or `ClassifierGuidance(...)`.
+        model_kwargs: extra keyword arguments for every network call.
+        x0_correction: optional function (x0_pred, t) -> x0_pred applied to every data
+            prediction, e.g. `DynamicThresholding()`; only valid with DPM-Solver++.
+    """
+
+    def __init__(
+        self,
+        net: Callable[..., Tensor],
+        schedule: NoiseSchedule,
+        prediction: Prediction = "noise",
+        guidance: ClassifierFree | ClassifierGuidance | None = None,
+        model_kwargs: Mapping[str, Any] | None = None,
+        x0_correction: Callable[[Tensor, float], Tensor] | None = None,
+    ) -> None:
+        if not callable(net):
+            raise TypeError(f"net must be callable, got {type(net).__name__}")
+        if not isinstance(schedule, NoiseSchedule):
+            raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+        check_choice("prediction", prediction, PREDICTIONS)
+        if guidance is not None and not isinstance(guidance, ClassifierFree | ClassifierGuidance):
+            raise TypeError(
+                "guidance must be None, ClassifierFree(...) or ClassifierGuidance(...), "
+                f"got {type(guidance).__name__}")
+        if isinstance(guidance, ClassifierFree) and guidance.cond is None:
+            raise ValueError("ClassifierFree guidance needs cond (the condition), got None")
+        if isinstance(guidance, ClassifierGuidance):
+            if guidance.cond is None:
+                raise ValueError("ClassifierGuidance needs cond (the class labels), got None")
+            if not callable(guidance.classifier):
+                raise TypeError("ClassifierGuidance.classifier must be callable")
+        if x0_correction is not None and not callable(x0_correction):
+            raise TypeError("x0_correction must be callable or None")
+        self.net = net
+        self.schedule = schedule
+        self.prediction = prediction
+        self.guidance = guidance
+        self.model_kwargs = dict(model_kwargs or {})
+        self.x0_correction = x0_correction
+
+    def _t_input(self, x: Tensor, t: float | Tensor, batch: int) -> Tensor:
+        dtype = time_input_dtype(x)
+        if isinstance(t, Tensor):
+            t_in = self.schedule.model_time(t.reshape(-1)).to(dtype=dtype, device=x.device)
+            t_in = t_in.expand(x.shape[0]) if t_in.numel() == 1 else t_in
+            return torch.cat([t_in] * (batch // x.shape[0]))
+        return torch.full((batch,), float(self.schedule.model_time(t)), dtype=dtype,
+                          device=x.device)
+
+    def raw(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """The (guided) network output at time t, before any change of parameterisation."""
+        g = self.guidance
+        if isinstance(g, ClassifierFree):
+            if g.scale == 1.0 or g.uncond is None:
+                return self.net(x, self._t_input(x, t, x.shape[0]), g.cond, **self.model_kwargs)
+            x_in = torch.cat([x, x])
+            c_in = (torch.cat([g.uncond, g.cond]) if isinstance(g.cond, Tensor)
+                    else [g.uncond, g.cond])
+            out = self.net(x_in, self._t_input(x, t, x_in.shape[0]), c_in, **self.model_kwargs)
+            if not isinstance(out, Tensor) or out.shape[0] != x_in.shape[0]:
+                return out  # the sampler reports the bad output with the step and time
+            out_uncond, out_cond = out.chunk(2)
+            return out_uncond + g.scale * (out_cond - out_uncond)
+        return self.net(x, self._t_input(x, t, x.shape[0]), **self.model_kwargs)
+
+    def classifier_grad(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """grad_x log p(cond | x_t) by autograd (classifier guidance)."""
+        g = self.guidance
+        if not isinstance(g, ClassifierGuidance):  # internal
+            raise TypeError("classifier_grad needs ClassifierGuidance")
+        with torch.enable_grad():
+            x_in = x.detach().requires_grad_(True)
+            log_prob = g.classifier(x_in, self._t_input(x, t, x.shape[0]), g.cond,
+                                    **dict(g.classifier_kwargs))
+            return torch.autograd.grad(log_prob.sum(), x_in)[0]
+
+    def predict(
+        self, x: Tensor, t: float | Tensor, alpha: Scalar, sigma: Scalar, target: Target
+    ) -> Tensor:
+        """eps_pred (target 'noise') or x0_pred (target 'data') at time t.
+
+        t, alpha, sigma are host floats, or tensors broadcastable against x (per sample).
+        """
+        out = self.raw(x, t)
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            return out  # the sampler reports the bad output with the step and time
+        prediction: str = self.prediction
+        if isinstance(self.guidance, ClassifierGuidance):
+            eps = to_noise(out, x, alpha, sigma, prediction)
+            out = eps - (self.guidance.scale * sigma) * self.classifier_grad(x, t)
+            prediction = "noise"
+        if target == "noise":
+            return to_noise(out, x, alpha, sigma, prediction)
+        x0 = to_data(out, x, alpha, sigma, prediction)
+        if self.x0_correction is not None:
+            x0 = self.x0_correction(x0, t)  # type: ignore[arg-type]
+        return x0
+
+    def __call__(self, x: Tensor, level: Level, target: Target) -> Tensor:
+        return self.predict(x, level.t, level.alpha, level.sigma, target)

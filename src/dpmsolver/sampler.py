@@ -1,0 +1,336 @@
+"""The sampling loop: walks a time grid with DPM-Solver (noise form) or DPM-Solver++ (data form).
+
+`sample` is the native entry point. All update coefficients are computed once per run in
+float64 (see `coefficients`); the loop applies each as one scale and a few fused axpys in
+the caller's dtype, and reads nothing back from the device while it runs (the finiteness
+check is accumulated on the device and read once at the end).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ._checks import check_choice, check_float, check_int
+from .coefficients import Form, Linear, SolverType, multistep_update, singlestep_tableau
+from .grids import SKIP_TYPES, SkipType, singlestep_orders, time_grid
+from .model import DiffusionModel, Denoiser, Target
+from .schedules import Level, NoiseSchedule
+
+__all__ = ["ALGORITHMS", "METHODS", "Algorithm", "Method", "ModelOutputError", "sample"]
+
+Algorithm = Literal["dpmsolver++", "dpmsolver"]
+Method = Literal["multistep", "singlestep", "singlestep_fixed", "adaptive"]
+ALGORITHMS: tuple[str, ...] = ("dpmsolver++", "dpmsolver")
+METHODS: tuple[str, ...] = ("multistep", "singlestep", "singlestep_fixed", "adaptive")
+SOLVER_TYPES: tuple[str, ...] = ("dpmsolver", "taylor")
+
+XtCorrection = Callable[[Tensor, float, int], Tensor]
+Callback = Callable[[int, float, Tensor], None]
+
+
+class ModelOutputError(ValueError):
+    """The model returned a wrong shape or non-finite values; says at which step and time."""
+
+
+class _Evaluator:
+    """Calls the model, checks its output and counts calls."""
+
+    def __init__(self, model: DiffusionModel, target: Target, check_finite: bool) -> None:
+        self.model = model
+        self.target = target
+        self.check_finite = check_finite
+        self.calls = 0
+        self._finite: list[Tensor] = []
+        self._where: list[tuple[int, float]] = []
+
+    def __call__(self, x: Tensor, level: Level, step: int, target: Target | None = None) -> Tensor:
+        out = self.model(x, level, target or self.target)
+        self.calls += 1
+        if not isinstance(out, Tensor):
+            raise ModelOutputError(
+                f"model returned {type(out).__name__} at step {step} (t={level.t:.6g}); "
+                "expected a tensor")
+        if out.shape != x.shape:
+            raise ModelOutputError(
+                f"model output at step {step} (t={level.t:.6g}) has shape {tuple(out.shape)}, "
+                f"expected the input's shape {tuple(x.shape)}")
+        if out.dtype != x.dtype:
+            out = out.to(x.dtype)
+        if self.check_finite:
+            self._finite.append(torch.isfinite(out).all())
+            self._where.append((step, level.t))
+        return out
+
+    def raise_if_nonfinite(self) -> None:
+        """The one read-back of the run: report the first non-finite model output."""
+        if not self._finite:
+            return
+        ok = torch.stack(self._finite).cpu()
+        if not bool(ok.all()):
+            i = int((~ok).nonzero()[0, 0])
+            step, t = self._where[i]
+            raise ModelOutputError(
+                f"model returned NaN or Inf at step {step} (t={t:.6g}); check the network "
+                "and its inputs (dtype, conditioning)")
+
+
+def accumulation_dtype(x: Tensor) -> torch.dtype:
+    """The dtype an update is combined in: one step wider than the state's.
+
+    The noise-form update subtracts terms far larger than its result (alpha_t/alpha_s
+    reaches ~20 in the first steps), so rounding each product in the state's dtype costs
+    digits; combining in the wider dtype and rounding once keeps float32 runs closer to the
+    exact answer than the reference's float32 arithmetic. MPS has no float64.
+    """
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    if x.dtype == torch.float32 and x.device.type != "mps":
+        return torch.float64
+    return x.dtype
+
+
+def _apply(rule: Linear, x: Tensor, ms: Sequence[Tensor]) -> Tensor:
+    """x_new = cx x + sum_j cm[j] m[j], combined in the accumulation dtype, rounded once."""
+    acc = accumulation_dtype(x)
+    out = x.to(acc) * rule.cx
+    for c, m in zip(rule.cm, ms, strict=True):
+        out.add_(m.to(acc), alpha=c)
+    return out.to(x.dtype)
+
+
+def _resolve_times(
+    schedule: NoiseSchedule, t_start: float | None, t_end: float | None
+) -> tuple[float, float]:
+    t_s = schedule.t_max if t_start is None else check_float("t_start", t_start)
+    t_e = schedule.t_min if t_end is None else check_float("t_end", t_end)
+    for name, value in (("t_start", t_s), ("t_end", t_e)):
+        if not schedule.contains(value):
+            raise ValueError(
+                f"{name}={value!r} is outside the schedule's time range {schedule.time_range()}")
+    if t_s == t_e:
+        raise ValueError(f"t_start and t_end must differ; both are {t_s!r}")
+    return t_s, t_e
+
+
+def sample(
+    model: DiffusionModel,
+    x: Tensor,
+    *,
+    steps: int = 20,
+    order: int = 2,
+    method: Method = "multistep",
+    algorithm: Algorithm = "dpmsolver++",
+    skip_type: SkipType = "time_uniform",
+    t_start: float | None = None,
+    t_end: float | None = None,
+    lower_order_final: bool = True,
+    denoise_to_zero: bool = False,
+    solver_type: SolverType = "dpmsolver",
+    atol: float = 0.0078,
+    rtol: float = 0.05,
+    correcting_xt_fn: XtCorrection | None = None,
+    callback: Callback | None = None,
+    check_finite: bool = True,
+) -> Tensor:
+    """Solve the diffusion ODE from x at t_start to t_end with DPM-Solver or DPM-Solver++.
+
+    Args:
+        model: a `Denoiser` (or any `DiffusionModel`) that gives eps_pred / x0_pred.
+        x: the state at t_start (x_T ~ N(0, sigma_T^2 I) for sampling); any float dtype
+            and device, kept for the result.
+        steps: number of model calls (NFE) for the fixed-step methods.
+        order: 1, 2 or 3 (1 is DDIM).
+        method: 'multistep' (Adams-like, 1 call per step: DPM-Solver++(2M)/(3M)),
+            'singlestep' (Runge-Kutta-like, orders mixed to use exactly `steps` calls),
+            'singlestep_fixed' (steps // order steps of order `order`), or 'adaptive'
+            (DPM-Solver-12 / -23 for order 2 / 3, step size from atol/rtol; ignores steps).
+        algorithm: 'dpmsolver++' (data form; stable with guidance and thresholding) or
+            'dpmsolver' (noise form).
+        skip_type: time grid, 'time_uniform', 'logSNR' or 'time_quadratic'.
+        t_start, t_end: start and end times; default schedule.t_max and schedule.t_min.
+            t_start < t_end runs the ODE from data to noise (inversion).
+        lower_order_final: multistep with steps < 10 lowers the order of the final steps,
+            as the authors' code does; this stabilises very few steps.
+        denoise_to_zero: finish with x = x0_pred(x, t_end) (one more model call).
+        solver_type: 'dpmsolver' or 'taylor' form of the second/third-order corrections.
+        atol, rtol: tolerances of the adaptive method.
+        correcting_xt_fn: optional (x, t, step) -> x applied after every step (and, for
+            multistep, after the first model call at step 0).
+        callback: optional (step, t, x) called at step 0 and after every step.
+        check_finite: report a model output with NaN/Inf (with its step and time) at the end
+            of the run; costs one device reduction per call and one read-back per run.
+
+    Returns:
+        The state at t_end, in x's dtype and on x's device.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must have a floating dtype, got {x.dtype}")
+    if x.dim() < 1 or x.shape[0] < 1:
+        raise ValueError(f"x must have a batch dimension, got shape {tuple(x.shape)}")
+    schedule = getattr(model, "schedule", None)
+    if not isinstance(schedule, NoiseSchedule) or not callable(model):
+        raise TypeError("model must be a Denoiser (or a DiffusionModel with a .schedule)")
+    check_choice("method", method, METHODS)
+    check_choice("algorithm", algorithm, ALGORITHMS)
+    check_choice("skip_type", skip_type, SKIP_TYPES)
+    check_choice("solver_type", solver_type, SOLVER_TYPES)
+    check_int("order", order, 1, 3)
+    if method != "adaptive":
+        check_int("steps", steps, 1)
+    t_s, t_e = _resolve_times(schedule, t_start, t_end)
+    form: Form = "data" if algorithm == "dpmsolver++" else "noise"
+    if (form == "noise" and isinstance(model, Denoiser)
+            and model.x0_correction is not None):
+        raise ValueError(
+            "x0_correction (e.g. thresholding) acts on x0_pred and needs "
+            "algorithm='dpmsolver++'; got algorithm='dpmsolver'")
+    ev = _Evaluator(model, "data" if form == "data" else "noise", check_finite)
+
+    with torch.no_grad():
+        if method == "multistep":
+            if steps < order:
+                raise ValueError(f"multistep needs steps >= order; got steps={steps}, order={order}")
+            x, last = _multistep(ev, schedule, form, solver_type, x, steps, order, skip_type,
+                                 t_s, t_e, lower_order_final, correcting_xt_fn, callback)
+        elif method == "adaptive":
+            if order not in (2, 3):
+                raise ValueError(f"adaptive needs order 2 or 3; got order={order}")
+            if correcting_xt_fn is not None:
+                raise ValueError("correcting_xt_fn is not supported with method='adaptive'")
+            check_float("atol", atol, positive=True)
+            check_float("rtol", rtol, positive=True)
+            from .adaptive import adaptive_solve
+
+            x, last = adaptive_solve(ev, schedule, form, solver_type, x, order, t_s, t_e,
+                                     atol, rtol, callback)
+        else:
+            if method == "singlestep_fixed" and steps < order:
+                raise ValueError(
+                    f"singlestep_fixed needs steps >= order; got steps={steps}, order={order}")
+            x, last = _singlestep(ev, schedule, form, solver_type, x, steps, order, method,
+                                  skip_type, t_s, t_e, correcting_xt_fn, callback)
+        if denoise_to_zero:
+            level = schedule.levels([t_e])[0]
+            x = ev(x, level, last + 1, target="data")
+            if correcting_xt_fn is not None:
+                x = correcting_xt_fn(x, t_e, last + 1)
+            if callback is not None:
+                callback(last + 1, t_e, x)
+    ev.raise_if_nonfinite()
+    return x
+
+
+def _multistep(
+    ev: _Evaluator, schedule: NoiseSchedule, form: Form, solver_type: SolverType, x: Tensor,
+    steps: int, order: int, skip_type: str, t_s: float, t_e: float, lower_order_final: bool,
+    correcting_xt_fn: XtCorrection | None, callback: Callback | None,
+) -> tuple[Tensor, int]:
+    """Multistep DPM-Solver(++): warm up with orders 1..order-1, then order `order`."""
+    levels = schedule.levels(time_grid(schedule, skip_type, t_s, t_e, steps))
+    rules = []
+    for i in range(1, steps + 1):
+        k = min(order, i)
+        if lower_order_final and steps < 10:
+            k = min(k, steps + 1 - i)
+        rules.append(multistep_update(form, solver_type, [levels[i - 1 - j] for j in range(k)]
+                                      + [levels[i]]))
+    history = [ev(x, levels[0], 0)]  # newest first; at most `order` outputs are kept
+    if correcting_xt_fn is not None:
+        x = correcting_xt_fn(x, levels[0].t, 0)
+    if callback is not None:
+        callback(0, levels[0].t, x)
+    for i, rule in enumerate(rules, start=1):
+        x = _apply(rule, x, history[: len(rule.cm)])
+        if correcting_xt_fn is not None:
+            x = correcting_xt_fn(x, levels[i].t, i)
+        if callback is not None:
+            callback(i, levels[i].t, x)
+        if i < steps:
+            history.insert(0, ev(x, levels[i], i))
+            del history[order:]
+    return x, steps
+
+
+def singlestep_plan(
+    schedule: NoiseSchedule, method: str, steps: int, order: int, skip_type: str, t_s: float,
+    t_e: float,
+) -> tuple[list[float], list[int]]:
+    """Outer times and per-step orders of the singlestep methods."""
+    if method == "singlestep":
+        orders = singlestep_orders(steps, order)
+        if skip_type == "logSNR":
+            outer = time_grid(schedule, skip_type, t_s, t_e, len(orders))
+        else:
+            # Sub-sample the `steps`-interval grid at the cumulative orders, so each
+            # step of order k spans k intervals of the fine grid.
+            fine = time_grid(schedule, skip_type, t_s, t_e, steps)
+            idx = [0]
+            for k in orders:
+                idx.append(idx[-1] + k)
+            outer = fine[idx]
+    else:
+        orders = [order] * (steps // order)
+        outer = time_grid(schedule, skip_type, t_s, t_e, len(orders))
+    return outer.tolist(), orders
+
+
+def singlestep_rules(
+    schedule: NoiseSchedule, form: Form, solver_type: SolverType, skip_type: str, s: float,
+    t: float, k: int, r: list[float] | None = None,
+) -> tuple[list[Level], list[Linear]]:
+    """Evaluation levels [s, s1, ...] and the tableau of one singlestep step of order k.
+
+    Intermediate lambdas are lambda_s + r_j h; by default r_j follows the same spacing
+    as the grid (r = 1/2 or 1/3, 2/3 for logSNR), as the authors' code does.
+    """
+    lam = schedule.lambda_(torch.tensor([s, t], dtype=torch.float64)).tolist()
+    h = lam[1] - lam[0]
+    if r is None:
+        inner = schedule.lambda_(time_grid(schedule, skip_type, s, t, k)).tolist()
+        r = [(li - lam[0]) / h for li in inner[1:k]]
+    stage_t = schedule.inverse_lambda(
+        torch.tensor([lam[0] + rj * h for rj in r], dtype=torch.float64))
+    levels = schedule.levels([s, *stage_t.tolist(), t])
+    return levels[:-1], singlestep_tableau(form, solver_type, levels[0], levels[1:-1],
+                                           levels[-1], r)
+
+
+def run_singlestep(
+    ev: _Evaluator, x: Tensor, levels: list[Level], rules: list[Linear], step: int,
+    known: Sequence[Tensor] = (),
+) -> tuple[Tensor, list[Tensor]]:
+    """One singlestep step; `known` holds model outputs already computed at levels[0..]."""
+    ms = list(known)
+    if not ms:
+        ms.append(ev(x, levels[0], step))
+    for j, rule in enumerate(rules[:-1], start=1):
+        if j < len(ms):
+            continue
+        ms.append(ev(_apply(rule, x, ms), levels[j], step))
+    return _apply(rules[-1], x, ms), ms
+
+
+def _singlestep(
+    ev: _Evaluator, schedule: NoiseSchedule, form: Form, solver_type: SolverType, x: Tensor,
+    steps: int, order: int, method: str, skip_type: str, t_s: float, t_e: float,
+    correcting_xt_fn: XtCorrection | None, callback: Callback | None,
+) -> tuple[Tensor, int]:
+    """Singlestep DPM-Solver(++) (DPM-Solver-fast for method='singlestep')."""
+    outer, orders = singlestep_plan(schedule, method, steps, order, skip_type, t_s, t_e)
+    plans = [singlestep_rules(schedule, form, solver_type, skip_type, outer[i], outer[i + 1], k)
+             for i, k in enumerate(orders)]
+    if callback is not None:
+        callback(0, outer[0], x)
+    for i, (levels, rules) in enumerate(plans):
+        x, _ = run_singlestep(ev, x, levels, rules, i)
+        if correcting_xt_fn is not None:
+            x = correcting_xt_fn(x, outer[i + 1], i)
+        if callback is not None:
+            callback(i + 1, outer[i + 1], x)
+    return x, max(len(plans) - 1, 0)

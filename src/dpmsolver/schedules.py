@@ -1,0 +1,290 @@
+"""Noise schedules: alpha_t, sigma_t and the half log-SNR lambda_t of a Gaussian diffusion.
+
+A schedule defines q(x_t | x_0) = N(alpha_t x_0, sigma_t^2 I) for t in [t_min, t_max] and
+lambda_t = log(alpha_t / sigma_t), strictly decreasing in t. The solvers only ever need
+log alpha_t, sigma_t, lambda_t and the inverse t(lambda); every method here computes them in
+float64 (on the device of its input) whatever dtype the caller samples in.
+
+VP schedules (alpha_t^2 + sigma_t^2 = 1) are defined by log alpha_t alone:
+sigma_t = sqrt(1 - alpha_t^2), computed as sqrt(-expm1(2 log alpha_t)) to keep digits at small t.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["Level", "NoiseSchedule", "VPSchedule", "DiscreteVPSchedule", "LinearVPSchedule",
+           "CosineVPSchedule"]
+
+# The reference drops the tail of a discrete table whose lambda falls below this value
+# (cosine-beta tables reach lambda ~ -10 at the last index, where alpha_t is ~1e-4 and the
+# noise-to-data conversion loses all precision).
+CLIPPED_LAMBDA = -5.1
+
+
+class Level(NamedTuple):
+    """One time point with its schedule values, as host float64 numbers."""
+
+    t: float
+    alpha: float
+    sigma: float
+    lambda_: float
+
+
+def _f64(t: Tensor | float) -> Tensor:
+    if isinstance(t, Tensor):
+        return t.to(torch.float64)
+    return torch.tensor(t, dtype=torch.float64)
+
+
+def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
+    """Piecewise linear interpolation through (xp, fp), xp increasing; linear extrapolation
+    beyond the ends (the reference extends the outermost segments the same way)."""
+    xp = xp.to(x.device)
+    fp = fp.to(x.device)
+    idx = torch.searchsorted(xp, x.contiguous()).clamp(1, xp.numel() - 1)
+    x0, x1 = xp[idx - 1], xp[idx]
+    f0, f1 = fp[idx - 1], fp[idx]
+    return f0 + (x - x0) * (f1 - f0) / (x1 - x0)
+
+
+class NoiseSchedule(ABC):
+    """Base class: subclasses give log alpha_t, sigma_t and the inverse of lambda_t.
+
+    Attributes:
+        t_min: smallest time the model was trained on (the default end of sampling).
+        t_max: largest time (the default start of sampling, x_T ~ N(0, sigma_T^2 I)).
+    """
+
+    t_min: float
+    t_max: float
+
+    @abstractmethod
+    def log_alpha(self, t: Tensor | float) -> Tensor:
+        """log alpha_t in float64."""
+
+    @abstractmethod
+    def sigma(self, t: Tensor | float) -> Tensor:
+        """sigma_t in float64."""
+
+    @abstractmethod
+    def inverse_lambda(self, lambda_: Tensor | float) -> Tensor:
+        """The time t with lambda_t = lambda_, in float64."""
+
+    def model_time(self, t: Tensor | float) -> Tensor:
+        """The time input the network was trained with (default: t itself)."""
+        return _f64(t)
+
+    def time_range(self) -> str:
+        """The times allowed as t_start / t_end, in words."""
+        return f"[{self.t_min:.6g}, {self.t_max:.6g}]"
+
+    def contains(self, t: float) -> bool:
+        """Whether t is an allowed start or end time."""
+        tol = 1e-12 * max(1.0, abs(self.t_max))
+        return self.t_min - tol <= t <= self.t_max + tol
+
+    def alpha(self, t: Tensor | float) -> Tensor:
+        """alpha_t in float64."""
+        return torch.exp(self.log_alpha(t))
+
+    def lambda_(self, t: Tensor | float) -> Tensor:
+        """lambda_t = log alpha_t - log sigma_t in float64."""
+        return self.log_alpha(t) - torch.log(self.sigma(t))
+
+    def levels(self, t: Tensor | list[float] | np.ndarray) -> list[Level]:
+        """Host float64 values (t, alpha_t, sigma_t, lambda_t) for each time in `t`."""
+        tt = torch.as_tensor(np.asarray(t, dtype=np.float64)).reshape(-1) if not isinstance(
+            t, Tensor) else t.detach().to("cpu", torch.float64).reshape(-1)
+        cols = zip(tt.tolist(), self.alpha(tt).tolist(), self.sigma(tt).tolist(),
+                   self.lambda_(tt).tolist(), strict=True)
+        return [Level(*c) for c in cols]
+
+
+class VPSchedule(NoiseSchedule, ABC):
+    """Variance-preserving schedules: alpha_t^2 + sigma_t^2 = 1.
+
+    Build one with `VPSchedule.discrete(betas=...)`, `VPSchedule.linear()` or
+    `VPSchedule.cosine()`.
+    """
+
+    def sigma(self, t: Tensor | float) -> Tensor:
+        return torch.sqrt(-torch.expm1(2.0 * self.log_alpha(t)))
+
+    def lambda_(self, t: Tensor | float) -> Tensor:
+        log_alpha = self.log_alpha(t)
+        return log_alpha - 0.5 * torch.log(-torch.expm1(2.0 * log_alpha))
+
+    @staticmethod
+    def _log_alpha_of_lambda(lambda_: Tensor | float) -> Tensor:
+        # alpha^2 = 1 / (1 + e^{-2 lambda}) for VP, written stably for large |lambda|.
+        return -0.5 * torch.nn.functional.softplus(-2.0 * _f64(lambda_))
+
+    @staticmethod
+    def discrete(
+        betas: Tensor | np.ndarray | None = None,
+        alphas_cumprod: Tensor | np.ndarray | None = None,
+    ) -> DiscreteVPSchedule:
+        """A discrete-time DDPM schedule given by `betas` or `alphas_cumprod` (one of them)."""
+        return DiscreteVPSchedule(betas=betas, alphas_cumprod=alphas_cumprod)
+
+    @staticmethod
+    def linear(beta_0: float = 0.1, beta_1: float = 20.0) -> LinearVPSchedule:
+        """The continuous-time linear VP-SDE schedule of score SDE (beta_0 = 0.1, beta_1 = 20)."""
+        return LinearVPSchedule(beta_0, beta_1)
+
+    @staticmethod
+    def cosine(s: float = 0.008, t_max: float = 0.9946) -> CosineVPSchedule:
+        """The continuous-time cosine schedule of improved DDPM, ending at t_max = 0.9946."""
+        return CosineVPSchedule(s, t_max)
+
+
+def _as_f64_vector(name: str, value: Tensor | np.ndarray) -> Tensor:
+    if not isinstance(value, Tensor | np.ndarray | list | tuple):
+        raise TypeError(f"{name} must be a 1-D tensor or array, got {type(value).__name__}")
+    arr = torch.as_tensor(np.asarray(value.detach().cpu() if isinstance(value, Tensor) else value,
+                                     dtype=np.float64))
+    if arr.ndim != 1 or arr.numel() < 2:
+        raise ValueError(f"{name} must be 1-D with at least 2 entries, got shape {tuple(arr.shape)}")
+    if not torch.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite, got non-finite entries")
+    return arr
+
+
+class DiscreteVPSchedule(VPSchedule):
+    """Discrete-time VP schedule (DDPM), treated as continuous.
+
+    Step n = 0..N-1 of the table sits at t_n = (n + 1) / N; log alpha_t is interpolated
+    piecewise linearly between these points, so t(lambda) is exact. Where lambda at the
+    table's tail falls below -5.1 (cosine betas) those entries are dropped, as the reference
+    does, and t_max becomes N' / N. The network gets the index-valued time input
+    time_input_scale * (t - 1 / N), i.e. n = N t - 1, in [0, N - 1].
+
+    Args:
+        betas / alphas_cumprod: the table (exactly one of them), any float dtype; used in float64.
+        clip_lambda: drop the tail entries whose lambda is below this (None keeps all).
+        respace_after_clip: spread the kept N' entries over [1/N', 1] instead of keeping
+            their places (n + 1) / N; the reference does this.
+        time_input_scale: defaults to N (the model's own step index). The reference hard-codes
+            1000; `dpmsolver.NoiseScheduleVP` reproduces both.
+    """
+
+    def __init__(
+        self,
+        betas: Tensor | np.ndarray | None = None,
+        alphas_cumprod: Tensor | np.ndarray | None = None,
+        *,
+        clip_lambda: float | None = CLIPPED_LAMBDA,
+        respace_after_clip: bool = False,
+        time_input_scale: float | None = None,
+    ) -> None:
+        if (betas is None) == (alphas_cumprod is None):
+            raise ValueError("give exactly one of betas= or alphas_cumprod= for a discrete schedule")
+        if betas is not None:
+            b = _as_f64_vector("betas", betas)
+            if not ((b > 0).all() and (b < 1).all()):
+                raise ValueError("betas must lie in (0, 1)")
+            log_alphas = 0.5 * torch.cumsum(torch.log1p(-b), 0)
+        else:
+            a = _as_f64_vector("alphas_cumprod", alphas_cumprod)  # type: ignore[arg-type]
+            if not ((a > 0).all() and (a < 1).all()):
+                raise ValueError("alphas_cumprod must lie in (0, 1)")
+            log_alphas = 0.5 * torch.log(a)
+        if not (log_alphas[1:] < log_alphas[:-1]).all():
+            raise ValueError("the schedule's alphas_cumprod must be strictly decreasing")
+        n_table = log_alphas.numel()
+        lambdas = log_alphas - 0.5 * torch.log(-torch.expm1(2.0 * log_alphas))
+        if clip_lambda is not None:
+            n_drop = int((lambdas < clip_lambda).sum())
+            if n_drop > 0:
+                log_alphas = log_alphas[:-n_drop]
+        n_kept = log_alphas.numel()
+        if n_kept < 2:
+            raise ValueError("fewer than 2 table entries have lambda above the clipping value")
+        self.total_n = n_kept if respace_after_clip else n_table
+        self.time_input_scale = (
+            float(time_input_scale) if time_input_scale is not None else float(self.total_n))
+        self.log_alpha_table = log_alphas
+        self.t_table = torch.arange(1, n_kept + 1, dtype=torch.float64) / self.total_n
+        self.t_min = 1.0 / self.total_n
+        self.t_max = n_kept / self.total_n
+
+    def log_alpha(self, t: Tensor | float) -> Tensor:
+        return _interp(_f64(t), self.t_table, self.log_alpha_table)
+
+    def inverse_lambda(self, lambda_: Tensor | float) -> Tensor:
+        log_alpha = self._log_alpha_of_lambda(lambda_)
+        # log alpha is decreasing in t: flip the table so the abscissae increase.
+        return _interp(log_alpha, self.log_alpha_table.flip(0), self.t_table.flip(0))
+
+    def model_time(self, t: Tensor | float) -> Tensor:
+        return self.time_input_scale * (_f64(t) - 1.0 / self.total_n)
+
+
+class _ContinuousVP(VPSchedule, ABC):
+    """Continuous-time VP schedules accept any end time in (0, t_max]; t_min is the default."""
+
+    def time_range(self) -> str:
+        return f"(0, {self.t_max:.6g}]"
+
+    def contains(self, t: float) -> bool:
+        return 0.0 < t <= self.t_max * (1 + 1e-12)
+
+
+class LinearVPSchedule(_ContinuousVP):
+    """Continuous VP-SDE with beta(t) = beta_0 + t (beta_1 - beta_0) on t in [0, 1]:
+    log alpha_t = -(beta_1 - beta_0) t^2 / 4 - beta_0 t / 2. The default end time is 1e-3."""
+
+    def __init__(self, beta_0: float = 0.1, beta_1: float = 20.0) -> None:
+        if not (math.isfinite(beta_0) and math.isfinite(beta_1) and 0 <= beta_0 < beta_1):
+            raise ValueError(
+                f"need 0 <= beta_0 < beta_1, got beta_0={beta_0!r}, beta_1={beta_1!r}")
+        self.beta_0 = float(beta_0)
+        self.beta_1 = float(beta_1)
+        self.t_min = 1e-3
+        self.t_max = 1.0
+
+    def log_alpha(self, t: Tensor | float) -> Tensor:
+        t = _f64(t)
+        return -0.25 * t**2 * (self.beta_1 - self.beta_0) - 0.5 * t * self.beta_0
+
+    def inverse_lambda(self, lambda_: Tensor | float) -> Tensor:
+        # Solve (b1 - b0) t^2 / 4 + b0 t / 2 + log alpha = 0 for t >= 0, in the form that
+        # does not cancel when log alpha is tiny.
+        neg_log_alpha = -self._log_alpha_of_lambda(lambda_)
+        half_b0 = 0.5 * self.beta_0
+        disc = half_b0**2 + (self.beta_1 - self.beta_0) * neg_log_alpha
+        return 2.0 * neg_log_alpha / (half_b0 + torch.sqrt(disc))
+
+
+class CosineVPSchedule(_ContinuousVP):
+    """Continuous cosine schedule (improved DDPM): alpha_t = cos((t + s)/(1 + s) pi/2) / alpha_0.
+
+    It ends at t_max = 0.9946 (lambda ~ -5.1) rather than 1, where alpha_t -> 0 and the
+    noise-to-data conversion breaks down; the default end time is 1e-3.
+    """
+
+    def __init__(self, s: float = 0.008, t_max: float = 0.9946) -> None:
+        if not (0 < s < 1):
+            raise ValueError(f"s must lie in (0, 1), got {s!r}")
+        if not (0 < t_max < 1):
+            raise ValueError(f"t_max must lie in (0, 1), got {t_max!r}")
+        self.s = float(s)
+        self.log_alpha_0 = math.log(math.cos(self.s / (1.0 + self.s) * math.pi / 2.0))
+        self.t_min = 1e-3
+        self.t_max = float(t_max)
+
+    def log_alpha(self, t: Tensor | float) -> Tensor:
+        angle = (_f64(t) + self.s) / (1.0 + self.s) * (math.pi / 2.0)
+        return torch.log(torch.cos(angle)) - self.log_alpha_0
+
+    def inverse_lambda(self, lambda_: Tensor | float) -> Tensor:
+        log_alpha = self._log_alpha_of_lambda(lambda_)
+        angle = torch.arccos(torch.exp(log_alpha + self.log_alpha_0))
+        return angle * 2.0 * (1.0 + self.s) / math.pi - self.s
