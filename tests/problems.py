@@ -35,29 +35,30 @@ def golden() -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
 def golden_schedule(name: str, dtype: torch.dtype) -> NoiseScheduleVP:
     _, a = golden()
     if name == "discrete_betas_linear":
-        return NoiseScheduleVP("discrete", betas=torch.tensor(a["betas_linear"]).to(dtype),
-                               dtype=dtype)
+        return NoiseScheduleVP(
+            "discrete", betas=torch.tensor(a["betas_linear"]).to(dtype), dtype=dtype
+        )
     if name == "discrete_alphas_cumprod_sd":
-        return NoiseScheduleVP("discrete",
-                               alphas_cumprod=torch.tensor(a["alphas_cumprod_sd"]).to(dtype),
-                               dtype=dtype)
+        return NoiseScheduleVP(
+            "discrete", alphas_cumprod=torch.tensor(a["alphas_cumprod_sd"]).to(dtype), dtype=dtype
+        )
     if name == "discrete_betas_cosine":
-        return NoiseScheduleVP("discrete", betas=torch.tensor(a["betas_cosine"]).to(dtype),
-                               dtype=dtype)
+        return NoiseScheduleVP(
+            "discrete", betas=torch.tensor(a["betas_cosine"]).to(dtype), dtype=dtype
+        )
     if name == "linear":
-        return NoiseScheduleVP("linear", continuous_beta_0=0.1, continuous_beta_1=20.0,
-                               dtype=dtype)
+        return NoiseScheduleVP("linear", continuous_beta_0=0.1, continuous_beta_1=20.0, dtype=dtype)
     if name == "linear_beta1_10":
-        return NoiseScheduleVP("linear", continuous_beta_0=0.1, continuous_beta_1=10.0,
-                               dtype=dtype)
+        return NoiseScheduleVP("linear", continuous_beta_0=0.1, continuous_beta_1=10.0, dtype=dtype)
     raise KeyError(name)
 
 
 @functools.cache
 def golden_mixture() -> GaussianMixture:
     _, a = golden()
-    return GaussianMixture(a["gmm_means"], a["gmm_log_weights"], a["gmm_stds"] ** 2,
-                           sample_shape=(2, 2, 4))
+    return GaussianMixture(
+        a["gmm_means"], a["gmm_log_weights"], a["gmm_stds"] ** 2, sample_shape=(2, 2, 4)
+    )
 
 
 class GoldenNet:
@@ -85,16 +86,22 @@ class GoldenNet:
         self.calls += 1
         xf = x.to(torch.float64)
         alpha, sigma = self.alpha_sigma(t_input, x.dim())
-        x0 = golden_mixture().posterior_mean(xf, alpha.reshape(-1), sigma.reshape(-1),
-                                             component=cond)
+        x0 = golden_mixture().posterior_mean(
+            xf, alpha.reshape(-1), sigma.reshape(-1), component=cond
+        )
         eps = (xf - alpha * x0) / sigma
-        out = {"noise": lambda: eps, "x_start": lambda: x0,
-               "v": lambda: alpha * eps - sigma * x0, "score": lambda: -eps / sigma}
+        out = {
+            "noise": lambda: eps,
+            "x_start": lambda: x0,
+            "v": lambda: alpha * eps - sigma * x0,
+            "score": lambda: -eps / sigma,
+        }
         return out[self.model_type]().to(x.dtype)
 
     def classifier(self, x: Tensor, t_input: Tensor, cond: Tensor) -> Tensor:
         """log r_c(x_t) of the full mixture (differentiable in x)."""
         alpha, sigma = self.alpha_sigma(t_input, x.dim())
-        log_r = golden_mixture().log_responsibilities(x.to(torch.float64), alpha.reshape(-1),
-                                                      sigma.reshape(-1))
+        log_r = golden_mixture().log_responsibilities(
+            x.to(torch.float64), alpha.reshape(-1), sigma.reshape(-1)
+        )
         return log_r[torch.arange(x.shape[0]), cond]

@@ -14,13 +14,19 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
-from dpmsolver import DPM_Solver, model_wrapper
 from problems import GoldenNet, golden, golden_schedule
 
+from dpmsolver import DPM_Solver, model_wrapper
+
 CASES, ARRAYS = golden()
-SOLVER_KEYS = ("lower_order_final", "denoise_to_zero", "solver_type", "t_start", "t_end",
-               "return_intermediate")
+SOLVER_KEYS = (
+    "lower_order_final",
+    "denoise_to_zero",
+    "solver_type",
+    "t_start",
+    "t_end",
+    "return_intermediate",
+)
 
 
 def run_case(case: dict[str, Any], dtype: torch.dtype) -> tuple[Any, int]:
@@ -29,18 +35,30 @@ def run_case(case: dict[str, Any], dtype: torch.dtype) -> tuple[Any, int]:
     condition = torch.tensor(ARRAYS["condition"])
     kwargs: dict[str, Any] = {}
     if case["guidance"] == "classifier-free":
-        kwargs = dict(guidance_type="classifier-free", condition=condition,
-                      unconditional_condition=torch.full_like(condition, -1),
-                      guidance_scale=case.get("guidance_scale", 3.0))
+        kwargs = dict(
+            guidance_type="classifier-free",
+            condition=condition,
+            unconditional_condition=torch.full_like(condition, -1),
+            guidance_scale=case.get("guidance_scale", 3.0),
+        )
     elif case["guidance"] == "classifier":
-        kwargs = dict(guidance_type="classifier", condition=condition, guidance_scale=2.0,
-                      classifier_fn=net.classifier)
+        kwargs = dict(
+            guidance_type="classifier",
+            condition=condition,
+            guidance_scale=2.0,
+            classifier_fn=net.classifier,
+        )
     model_fn = model_wrapper(net, ns, model_type=case["model_type"], **kwargs)
-    solver = DPM_Solver(model_fn, ns, algorithm_type=case["algorithm_type"],
-                        correcting_x0_fn=case.get("correcting_x0_fn"))
+    solver = DPM_Solver(
+        model_fn,
+        ns,
+        algorithm_type=case["algorithm_type"],
+        correcting_x0_fn=case.get("correcting_x0_fn"),
+    )
     opts = {k: case[k] for k in SOLVER_KEYS if k in case}
-    opts.update(steps=case["steps"], order=case["order"], skip_type=case["skip_type"],
-                method=case["method"])
+    opts.update(
+        steps=case["steps"], order=case["order"], skip_type=case["skip_type"], method=case["method"]
+    )
     if case.get("call") == "inverse":
         out = solver.inverse(torch.tensor(ARRAYS["x_data"]).to(dtype), **opts)
     else:
@@ -49,8 +67,10 @@ def run_case(case: dict[str, Any], dtype: torch.dtype) -> tuple[Any, int]:
 
 
 def case_id(case: dict[str, Any]) -> str:
-    return f"{case['id']}-{case['schedule']}-{case['algorithm_type']}-{case['method']}" \
+    return (
+        f"{case['id']}-{case['schedule']}-{case['algorithm_type']}-{case['method']}"
         f"{case['order']}-{case['skip_type']}"
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)

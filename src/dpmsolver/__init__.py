@@ -36,10 +36,10 @@ from .schedules import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "DPM_Solver",
     "ClassifierFree",
     "ClassifierGuidance",
     "CosineVPSchedule",
+    "DPM_Solver",
     "Denoiser",
     "DiffusionModel",
     "DiscreteVPSchedule",

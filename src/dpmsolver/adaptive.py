@@ -17,7 +17,14 @@ import torch
 from torch import Tensor
 
 from .coefficients import Form, SolverType, singlestep_tableau
-from .sampler import Callback, ModelOutputError, _apply, _Evaluator, run_singlestep, singlestep_rules
+from .sampler import (
+    Callback,
+    ModelOutputError,
+    _apply,
+    _Evaluator,
+    run_singlestep,
+    singlestep_rules,
+)
 from .schedules import NoiseSchedule
 
 H_INIT = 0.05
@@ -27,8 +34,17 @@ MAX_TRIALS = 10_000
 
 
 def adaptive_solve(
-    ev: _Evaluator, schedule: NoiseSchedule, form: Form, solver_type: SolverType, x: Tensor,
-    order: int, t_s: float, t_e: float, atol: float, rtol: float, callback: Callback | None,
+    ev: _Evaluator,
+    schedule: NoiseSchedule,
+    form: Form,
+    solver_type: SolverType,
+    x: Tensor,
+    order: int,
+    t_s: float,
+    t_e: float,
+    atol: float,
+    rtol: float,
+    callback: Callback | None,
 ) -> tuple[Tensor, int]:
     """Integrate from t_s to t_e with DPM-Solver-12 (order 2) or -23 (order 3)."""
     r = [0.5] if order == 2 else [1.0 / 3.0, 2.0 / 3.0]
@@ -54,7 +70,8 @@ def adaptive_solve(
         if not math.isfinite(err):
             raise ModelOutputError(
                 f"adaptive step from t={s:.6g} to t={t:.6g} gave a non-finite error estimate; "
-                "the model returned NaN or Inf")
+                "the model returned NaN or Inf"
+            )
         if err <= 1.0:
             x, x_prev, s = x_high, x_low, t
             lam_s = float(schedule.lambda_(s))
@@ -67,5 +84,5 @@ def adaptive_solve(
         if abs(h) > abs(remaining):
             h = remaining
     raise RuntimeError(
-        f"adaptive solver did not reach t_end={t_e} in {MAX_TRIALS} trial steps; "
-        "loosen atol/rtol")
+        f"adaptive solver did not reach t_end={t_e} in {MAX_TRIALS} trial steps; loosen atol/rtol"
+    )

@@ -7,8 +7,10 @@ Every update is linear in the current state x and in earlier model outputs m_j:
 so a rule is fully described by host float64 numbers computed once per run from the time
 grid. Both forms share one set of formulas. For a step s -> t with h = lambda_t - lambda_s:
 
-    noise form (DPM-Solver, m = eps_pred):   x_t = (alpha_t/alpha_s) x - sigma_t Sum_k phi_{k+1}(h) D_k
-    data form (DPM-Solver++, m = x0_pred):   x_t = (sigma_t/sigma_s) x - alpha_t Sum_k phi_{k+1}(-h) D_k
+    noise form (DPM-Solver, m = eps_pred):
+        x_t = (alpha_t/alpha_s) x - sigma_t Sum_k phi_{k+1}(h) D_k
+    data form (DPM-Solver++, m = x0_pred):
+        x_t = (sigma_t/sigma_s) x - alpha_t Sum_k phi_{k+1}(-h) D_k
 
 with phi_1(z) = e^z - 1, phi_2(z) = phi_1(z)/z - 1, phi_3(z) = phi_2(z)/z - 1/2 and D_k the
 k-th finite difference of the model output (scaled by h^k). Writing (scale, mult, z) for
@@ -66,7 +68,7 @@ def _transfer(form: Form, s: Level, t: Level) -> tuple[float, float, float]:
 
 def _combine(scale: float, mult: float, terms: list[tuple[float, np.ndarray]]) -> Linear:
     """scale * x - mult * sum_k c_k * (vector of weights on m_j)."""
-    total = sum(c * v for c, v in terms)
+    total = np.sum([c * v for c, v in terms], axis=0)
     return Linear(scale, tuple(float(-mult * w) for w in total))
 
 
@@ -132,14 +134,12 @@ def singlestep_tableau(
         c = 0.5 * phi(1, z) if solver_type == "dpmsolver" else phi(2, z)
         rules.append(_combine(scale, mult, [(phi(1, z), e[0]), (c / r[0], e[1] - e[0])]))
     elif solver_type == "dpmsolver":
-        rules.append(_combine(scale, mult, [(phi(1, z), e[0]),
-                                            (phi(2, z) / r[1], e[2] - e[0])]))
+        rules.append(_combine(scale, mult, [(phi(1, z), e[0]), (phi(2, z) / r[1], e[2] - e[0])]))
     else:
         r1, r2 = r
         d1_0 = (e[1] - e[0]) / r1
         d1_1 = (e[2] - e[0]) / r2
         d1 = (r2 * d1_0 - r1 * d1_1) / (r2 - r1)
         d2 = 2.0 * (d1_1 - d1_0) / (r2 - r1)
-        rules.append(_combine(scale, mult, [(phi(1, z), e[0]), (phi(2, z), d1),
-                                            (phi(3, z), d2)]))
+        rules.append(_combine(scale, mult, [(phi(1, z), e[0]), (phi(2, z), d1), (phi(3, z), d2)]))
     return rules

@@ -70,8 +70,11 @@ class NoiseScheduleVP:
             if betas is None and alphas_cumprod is None:
                 raise ValueError("schedule='discrete' needs betas= or alphas_cumprod=")
             native = DiscreteVPSchedule(
-                betas=betas, alphas_cumprod=None if betas is not None else alphas_cumprod,
-                respace_after_clip=True, time_input_scale=1000.0)
+                betas=betas,
+                alphas_cumprod=None if betas is not None else alphas_cumprod,
+                respace_after_clip=True,
+                time_input_scale=1000.0,
+            )
             self.native = native
             self.total_N = native.total_n
             self.T = 1.0
@@ -146,7 +149,8 @@ def model_wrapper(
     """
     if not isinstance(noise_schedule, NoiseScheduleVP):
         raise TypeError(
-            f"noise_schedule must be a NoiseScheduleVP, got {type(noise_schedule).__name__}")
+            f"noise_schedule must be a NoiseScheduleVP, got {type(noise_schedule).__name__}"
+        )
     check_choice("model_type", model_type, ("noise", "x_start", "v", "score"))
     check_choice("guidance_type", guidance_type, ("uncond", "classifier", "classifier-free"))
     guidance: ClassifierFree | ClassifierGuidance | None = None
@@ -155,15 +159,21 @@ def model_wrapper(
             raise ValueError("guidance_type='classifier' needs classifier_fn, got None")
         if condition is None:
             raise ValueError("guidance_type='classifier' needs condition, got None")
-        guidance = ClassifierGuidance(classifier_fn, guidance_scale, condition,
-                                      dict(classifier_kwargs))
+        guidance = ClassifierGuidance(
+            classifier_fn, guidance_scale, condition, dict(classifier_kwargs)
+        )
     elif guidance_type == "classifier-free":
         if condition is None:
             raise ValueError("guidance_type='classifier-free' needs condition, got None")
         guidance = ClassifierFree(guidance_scale, condition, unconditional_condition)
     prediction = "x0" if model_type == "x_start" else model_type
-    denoiser = Denoiser(model, noise_schedule.native, prediction=prediction,  # type: ignore[arg-type]
-                        guidance=guidance, model_kwargs=model_kwargs)
+    denoiser = Denoiser(
+        model,
+        noise_schedule.native,
+        prediction=prediction,  # type: ignore[arg-type]
+        guidance=guidance,
+        model_kwargs=model_kwargs,
+    )
     return _WrappedModel(denoiser, noise_schedule)
 
 
@@ -171,7 +181,9 @@ class _CompatModel:
     """Adapts model_fn(x, t_continuous) -> eps to the native DiffusionModel protocol."""
 
     def __init__(
-        self, model_fn: Callable[[Tensor, Tensor], Tensor], ns: NoiseScheduleVP,
+        self,
+        model_fn: Callable[[Tensor, Tensor], Tensor],
+        ns: NoiseScheduleVP,
         correcting_x0_fn: Callable[[Tensor, Tensor], Tensor] | None,
     ) -> None:
         self.model_fn = model_fn
@@ -216,12 +228,12 @@ class DPM_Solver:
             raise TypeError(f"model_fn must be callable, got {type(model_fn).__name__}")
         if not isinstance(noise_schedule, NoiseScheduleVP):
             raise TypeError(
-                f"noise_schedule must be a NoiseScheduleVP, got {type(noise_schedule).__name__}")
+                f"noise_schedule must be a NoiseScheduleVP, got {type(noise_schedule).__name__}"
+            )
         check_choice("algorithm_type", algorithm_type, ALGORITHMS)
         if isinstance(correcting_x0_fn, str):
             check_choice("correcting_x0_fn", correcting_x0_fn, ("dynamic_thresholding",))
-            correcting_x0_fn = DynamicThresholding(dynamic_thresholding_ratio,
-                                                   thresholding_max_val)
+            correcting_x0_fn = DynamicThresholding(dynamic_thresholding_ratio, thresholding_max_val)
         elif correcting_x0_fn is not None and not callable(correcting_x0_fn):
             raise TypeError("correcting_x0_fn must be None, 'dynamic_thresholding' or callable")
         if correcting_xt_fn is not None and not callable(correcting_xt_fn):
@@ -271,33 +283,62 @@ class DPM_Solver:
         alpha_t = native.alpha(t.reshape(-1)).to(x.device, x.dtype)
         sigma_t = native.sigma(t.reshape(-1)).to(x.device, x.dtype)
         if noise is None:
-            noise = torch.randn((t.reshape(-1).shape[0], *x.shape), device=x.device,
-                                dtype=x.dtype)
+            noise = torch.randn((t.reshape(-1).shape[0], *x.shape), device=x.device, dtype=x.dtype)
         xs = x.reshape((-1, *x.shape))
         xt = expand_dims(alpha_t, xs.dim()) * xs + expand_dims(sigma_t, xs.dim()) * noise
         return xt.squeeze(0) if t.reshape(-1).shape[0] == 1 else xt
 
-    def inverse(self, x: Tensor, steps: int = 20, t_start: float | None = None,
-                t_end: float | None = None, order: int = 2, skip_type: str = "time_uniform",
-                method: str = "multistep", lower_order_final: bool = True,
-                denoise_to_zero: bool = False, solver_type: str = "dpmsolver",
-                atol: float = 0.0078, rtol: float = 0.05,
-                return_intermediate: bool = False) -> Any:
+    def inverse(
+        self,
+        x: Tensor,
+        steps: int = 20,
+        t_start: float | None = None,
+        t_end: float | None = None,
+        order: int = 2,
+        skip_type: str = "time_uniform",
+        method: str = "multistep",
+        lower_order_final: bool = True,
+        denoise_to_zero: bool = False,
+        solver_type: str = "dpmsolver",
+        atol: float = 0.0078,
+        rtol: float = 0.05,
+        return_intermediate: bool = False,
+    ) -> Any:
         """Run the ODE from data at t_start (default 1/N) to noise at t_end (default T)."""
         t_0 = 1.0 / self.noise_schedule.total_N if t_start is None else t_start
         t_T = self.noise_schedule.T if t_end is None else t_end
-        return self.sample(x, steps=steps, t_start=t_0, t_end=t_T, order=order,
-                           skip_type=skip_type, method=method,
-                           lower_order_final=lower_order_final, denoise_to_zero=denoise_to_zero,
-                           solver_type=solver_type, atol=atol, rtol=rtol,
-                           return_intermediate=return_intermediate)
+        return self.sample(
+            x,
+            steps=steps,
+            t_start=t_0,
+            t_end=t_T,
+            order=order,
+            skip_type=skip_type,
+            method=method,
+            lower_order_final=lower_order_final,
+            denoise_to_zero=denoise_to_zero,
+            solver_type=solver_type,
+            atol=atol,
+            rtol=rtol,
+            return_intermediate=return_intermediate,
+        )
 
-    def sample(self, x: Tensor, steps: int = 20, t_start: float | None = None,
-               t_end: float | None = None, order: int = 2, skip_type: str = "time_uniform",
-               method: str = "multistep", lower_order_final: bool = True,
-               denoise_to_zero: bool = False, solver_type: str = "dpmsolver",
-               atol: float = 0.0078, rtol: float = 0.05,
-               return_intermediate: bool = False) -> Any:
+    def sample(
+        self,
+        x: Tensor,
+        steps: int = 20,
+        t_start: float | None = None,
+        t_end: float | None = None,
+        order: int = 2,
+        skip_type: str = "time_uniform",
+        method: str = "multistep",
+        lower_order_final: bool = True,
+        denoise_to_zero: bool = False,
+        solver_type: str = "dpmsolver",
+        atol: float = 0.0078,
+        rtol: float = 0.05,
+        return_intermediate: bool = False,
+    ) -> Any:
         """Sample from x at t_start (default T) to t_end (default 1/N); see `dpmsolver.sample`.
 
         Returns x_end, or (x_end, intermediates) with return_intermediate=True.
@@ -316,14 +357,27 @@ class DPM_Solver:
         xt_fn = self.correcting_xt_fn
         time_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
         out = sample(
-            self._model, x, steps=steps, order=order, method=method,  # type: ignore[arg-type]
+            self._model,
+            x,
+            steps=steps,
+            order=order,
+            method=method,  # type: ignore[arg-type]
             algorithm=self.algorithm_type,  # type: ignore[arg-type]
-            skip_type=skip_type, t_start=t_T, t_end=t_0,  # type: ignore[arg-type]
-            lower_order_final=lower_order_final, denoise_to_zero=denoise_to_zero,
-            solver_type=solver_type, atol=atol, rtol=rtol,  # type: ignore[arg-type]
-            correcting_xt_fn=None if xt_fn is None else (
+            skip_type=skip_type,
+            t_start=t_T,
+            t_end=t_0,  # type: ignore[arg-type]
+            lower_order_final=lower_order_final,
+            denoise_to_zero=denoise_to_zero,
+            solver_type=solver_type,
+            atol=atol,
+            rtol=rtol,  # type: ignore[arg-type]
+            correcting_xt_fn=None
+            if xt_fn is None
+            else (
                 lambda xx, t, step: xt_fn(
-                    xx, torch.full((1,), t, dtype=time_dtype, device=xx.device), step)),
+                    xx, torch.full((1,), t, dtype=time_dtype, device=xx.device), step
+                )
+            ),
             callback=keep if return_intermediate else None,
         )
         return (out, intermediates) if return_intermediate else out

@@ -31,7 +31,8 @@ def time_grid(
     if skip_type == "logSNR":
         lam = schedule.lambda_(torch.tensor([t_start, t_end], dtype=torch.float64))
         grid = schedule.inverse_lambda(
-            torch.linspace(float(lam[0]), float(lam[1]), steps + 1, dtype=torch.float64))
+            torch.linspace(float(lam[0]), float(lam[1]), steps + 1, dtype=torch.float64)
+        )
     elif skip_type == "time_uniform":
         grid = torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64)
     else:

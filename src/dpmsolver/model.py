@@ -123,8 +123,11 @@ class DynamicThresholding:
     def __call__(self, x0: Tensor, t: object = None) -> Tensor:
         flat = x0.abs().reshape(x0.shape[0], -1)
         # quantile needs float32/64; half inputs are measured in float32.
-        s = torch.quantile(flat if flat.dtype in (torch.float32, torch.float64) else flat.float(),
-                           self.ratio, dim=1).to(x0.dtype)
+        s = torch.quantile(
+            flat if flat.dtype in (torch.float32, torch.float64) else flat.float(),
+            self.ratio,
+            dim=1,
+        ).to(x0.dtype)
         s = torch.clamp(s, min=self.max_val).reshape((-1,) + (1,) * (x0.dim() - 1))
         return torch.clamp(x0, -s, s) / s
 
@@ -166,7 +169,8 @@ class Denoiser:
         if guidance is not None and not isinstance(guidance, ClassifierFree | ClassifierGuidance):
             raise TypeError(
                 "guidance must be None, ClassifierFree(...) or ClassifierGuidance(...), "
-                f"got {type(guidance).__name__}")
+                f"got {type(guidance).__name__}"
+            )
         if isinstance(guidance, ClassifierFree) and guidance.cond is None:
             raise ValueError("ClassifierFree guidance needs cond (the condition), got None")
         if isinstance(guidance, ClassifierGuidance):
@@ -189,8 +193,9 @@ class Denoiser:
             t_in = self.schedule.model_time(t.reshape(-1)).to(dtype=dtype, device=x.device)
             t_in = t_in.expand(x.shape[0]) if t_in.numel() == 1 else t_in
             return torch.cat([t_in] * (batch // x.shape[0]))
-        return torch.full((batch,), float(self.schedule.model_time(t)), dtype=dtype,
-                          device=x.device)
+        return torch.full(
+            (batch,), float(self.schedule.model_time(t)), dtype=dtype, device=x.device
+        )
 
     def raw(self, x: Tensor, t: float | Tensor) -> Tensor:
         """The (guided) network output at time t, before any change of parameterisation."""
@@ -199,8 +204,9 @@ class Denoiser:
             if g.scale == 1.0 or g.uncond is None:
                 return self.net(x, self._t_input(x, t, x.shape[0]), g.cond, **self.model_kwargs)
             x_in = torch.cat([x, x])
-            c_in = (torch.cat([g.uncond, g.cond]) if isinstance(g.cond, Tensor)
-                    else [g.uncond, g.cond])
+            c_in = (
+                torch.cat([g.uncond, g.cond]) if isinstance(g.cond, Tensor) else [g.uncond, g.cond]
+            )
             out = self.net(x_in, self._t_input(x, t, x_in.shape[0]), c_in, **self.model_kwargs)
             if not isinstance(out, Tensor) or out.shape[0] != x_in.shape[0]:
                 return out  # the sampler reports the bad output with the step and time
@@ -215,8 +221,9 @@ class Denoiser:
             raise TypeError("classifier_grad needs ClassifierGuidance")
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
-            log_prob = g.classifier(x_in, self._t_input(x, t, x.shape[0]), g.cond,
-                                    **dict(g.classifier_kwargs))
+            log_prob = g.classifier(
+                x_in, self._t_input(x, t, x.shape[0]), g.cond, **dict(g.classifier_kwargs)
+            )
             return torch.autograd.grad(log_prob.sum(), x_in)[0]
 
     def predict(

@@ -17,7 +17,7 @@ from torch import Tensor
 from ._checks import check_choice, check_float, check_int
 from .coefficients import Form, Linear, SolverType, multistep_update, singlestep_tableau
 from .grids import SKIP_TYPES, SkipType, singlestep_orders, time_grid
-from .model import DiffusionModel, Denoiser, Target
+from .model import Denoiser, DiffusionModel, Target
 from .schedules import Level, NoiseSchedule
 
 __all__ = ["ALGORITHMS", "METHODS", "Algorithm", "Method", "ModelOutputError", "sample"]
@@ -53,11 +53,13 @@ class _Evaluator:
         if not isinstance(out, Tensor):
             raise ModelOutputError(
                 f"model returned {type(out).__name__} at step {step} (t={level.t:.6g}); "
-                "expected a tensor")
+                "expected a tensor"
+            )
         if out.shape != x.shape:
             raise ModelOutputError(
                 f"model output at step {step} (t={level.t:.6g}) has shape {tuple(out.shape)}, "
-                f"expected the input's shape {tuple(x.shape)}")
+                f"expected the input's shape {tuple(x.shape)}"
+            )
         if out.dtype != x.dtype:
             out = out.to(x.dtype)
         if self.check_finite:
@@ -75,7 +77,8 @@ class _Evaluator:
             step, t = self._where[i]
             raise ModelOutputError(
                 f"model returned NaN or Inf at step {step} (t={t:.6g}); check the network "
-                "and its inputs (dtype, conditioning)")
+                "and its inputs (dtype, conditioning)"
+            )
 
 
 def accumulation_dtype(x: Tensor) -> torch.dtype:
@@ -110,7 +113,8 @@ def _resolve_times(
     for name, value in (("t_start", t_s), ("t_end", t_e)):
         if not schedule.contains(value):
             raise ValueError(
-                f"{name}={value!r} is outside the schedule's time range {schedule.time_range()}")
+                f"{name}={value!r} is outside the schedule's time range {schedule.time_range()}"
+            )
     if t_s == t_e:
         raise ValueError(f"t_start and t_end must differ; both are {t_s!r}")
     return t_s, t_e
@@ -185,19 +189,34 @@ def sample(
         check_int("steps", steps, 1)
     t_s, t_e = _resolve_times(schedule, t_start, t_end)
     form: Form = "data" if algorithm == "dpmsolver++" else "noise"
-    if (form == "noise" and isinstance(model, Denoiser)
-            and model.x0_correction is not None):
+    if form == "noise" and isinstance(model, Denoiser) and model.x0_correction is not None:
         raise ValueError(
             "x0_correction (e.g. thresholding) acts on x0_pred and needs "
-            "algorithm='dpmsolver++'; got algorithm='dpmsolver'")
+            "algorithm='dpmsolver++'; got algorithm='dpmsolver'"
+        )
     ev = _Evaluator(model, "data" if form == "data" else "noise", check_finite)
 
     with torch.no_grad():
         if method == "multistep":
             if steps < order:
-                raise ValueError(f"multistep needs steps >= order; got steps={steps}, order={order}")
-            x, last = _multistep(ev, schedule, form, solver_type, x, steps, order, skip_type,
-                                 t_s, t_e, lower_order_final, correcting_xt_fn, callback)
+                raise ValueError(
+                    f"multistep needs steps >= order; got steps={steps}, order={order}"
+                )
+            x, last = _multistep(
+                ev,
+                schedule,
+                form,
+                solver_type,
+                x,
+                steps,
+                order,
+                skip_type,
+                t_s,
+                t_e,
+                lower_order_final,
+                correcting_xt_fn,
+                callback,
+            )
         elif method == "adaptive":
             if order not in (2, 3):
                 raise ValueError(f"adaptive needs order 2 or 3; got order={order}")
@@ -207,14 +226,29 @@ def sample(
             check_float("rtol", rtol, positive=True)
             from .adaptive import adaptive_solve
 
-            x, last = adaptive_solve(ev, schedule, form, solver_type, x, order, t_s, t_e,
-                                     atol, rtol, callback)
+            x, last = adaptive_solve(
+                ev, schedule, form, solver_type, x, order, t_s, t_e, atol, rtol, callback
+            )
         else:
             if method == "singlestep_fixed" and steps < order:
                 raise ValueError(
-                    f"singlestep_fixed needs steps >= order; got steps={steps}, order={order}")
-            x, last = _singlestep(ev, schedule, form, solver_type, x, steps, order, method,
-                                  skip_type, t_s, t_e, correcting_xt_fn, callback)
+                    f"singlestep_fixed needs steps >= order; got steps={steps}, order={order}"
+                )
+            x, last = _singlestep(
+                ev,
+                schedule,
+                form,
+                solver_type,
+                x,
+                steps,
+                order,
+                method,
+                skip_type,
+                t_s,
+                t_e,
+                correcting_xt_fn,
+                callback,
+            )
         if denoise_to_zero:
             level = schedule.levels([t_e])[0]
             x = ev(x, level, last + 1, target="data")
@@ -227,9 +261,19 @@ def sample(
 
 
 def _multistep(
-    ev: _Evaluator, schedule: NoiseSchedule, form: Form, solver_type: SolverType, x: Tensor,
-    steps: int, order: int, skip_type: str, t_s: float, t_e: float, lower_order_final: bool,
-    correcting_xt_fn: XtCorrection | None, callback: Callback | None,
+    ev: _Evaluator,
+    schedule: NoiseSchedule,
+    form: Form,
+    solver_type: SolverType,
+    x: Tensor,
+    steps: int,
+    order: int,
+    skip_type: str,
+    t_s: float,
+    t_e: float,
+    lower_order_final: bool,
+    correcting_xt_fn: XtCorrection | None,
+    callback: Callback | None,
 ) -> tuple[Tensor, int]:
     """Multistep DPM-Solver(++): warm up with orders 1..order-1, then order `order`."""
     levels = schedule.levels(time_grid(schedule, skip_type, t_s, t_e, steps))
@@ -238,8 +282,9 @@ def _multistep(
         k = min(order, i)
         if lower_order_final and steps < 10:
             k = min(k, steps + 1 - i)
-        rules.append(multistep_update(form, solver_type, [levels[i - 1 - j] for j in range(k)]
-                                      + [levels[i]]))
+        rules.append(
+            multistep_update(form, solver_type, [levels[i - 1 - j] for j in range(k)] + [levels[i]])
+        )
     history = [ev(x, levels[0], 0)]  # newest first; at most `order` outputs are kept
     if correcting_xt_fn is not None:
         x = correcting_xt_fn(x, levels[0].t, 0)
@@ -258,7 +303,12 @@ def _multistep(
 
 
 def singlestep_plan(
-    schedule: NoiseSchedule, method: str, steps: int, order: int, skip_type: str, t_s: float,
+    schedule: NoiseSchedule,
+    method: str,
+    steps: int,
+    order: int,
+    skip_type: str,
+    t_s: float,
     t_e: float,
 ) -> tuple[list[float], list[int]]:
     """Outer times and per-step orders of the singlestep methods."""
@@ -281,8 +331,14 @@ def singlestep_plan(
 
 
 def singlestep_rules(
-    schedule: NoiseSchedule, form: Form, solver_type: SolverType, skip_type: str, s: float,
-    t: float, k: int, r: list[float] | None = None,
+    schedule: NoiseSchedule,
+    form: Form,
+    solver_type: SolverType,
+    skip_type: str,
+    s: float,
+    t: float,
+    k: int,
+    r: list[float] | None = None,
 ) -> tuple[list[Level], list[Linear]]:
     """Evaluation levels [s, s1, ...] and the tableau of one singlestep step of order k.
 
@@ -295,14 +351,20 @@ def singlestep_rules(
         inner = schedule.lambda_(time_grid(schedule, skip_type, s, t, k)).tolist()
         r = [(li - lam[0]) / h for li in inner[1:k]]
     stage_t = schedule.inverse_lambda(
-        torch.tensor([lam[0] + rj * h for rj in r], dtype=torch.float64))
+        torch.tensor([lam[0] + rj * h for rj in r], dtype=torch.float64)
+    )
     levels = schedule.levels([s, *stage_t.tolist(), t])
-    return levels[:-1], singlestep_tableau(form, solver_type, levels[0], levels[1:-1],
-                                           levels[-1], r)
+    return levels[:-1], singlestep_tableau(
+        form, solver_type, levels[0], levels[1:-1], levels[-1], r
+    )
 
 
 def run_singlestep(
-    ev: _Evaluator, x: Tensor, levels: list[Level], rules: list[Linear], step: int,
+    ev: _Evaluator,
+    x: Tensor,
+    levels: list[Level],
+    rules: list[Linear],
+    step: int,
     known: Sequence[Tensor] = (),
 ) -> tuple[Tensor, list[Tensor]]:
     """One singlestep step; `known` holds model outputs already computed at levels[0..]."""
@@ -317,14 +379,26 @@ def run_singlestep(
 
 
 def _singlestep(
-    ev: _Evaluator, schedule: NoiseSchedule, form: Form, solver_type: SolverType, x: Tensor,
-    steps: int, order: int, method: str, skip_type: str, t_s: float, t_e: float,
-    correcting_xt_fn: XtCorrection | None, callback: Callback | None,
+    ev: _Evaluator,
+    schedule: NoiseSchedule,
+    form: Form,
+    solver_type: SolverType,
+    x: Tensor,
+    steps: int,
+    order: int,
+    method: str,
+    skip_type: str,
+    t_s: float,
+    t_e: float,
+    correcting_xt_fn: XtCorrection | None,
+    callback: Callback | None,
 ) -> tuple[Tensor, int]:
     """Singlestep DPM-Solver(++) (DPM-Solver-fast for method='singlestep')."""
     outer, orders = singlestep_plan(schedule, method, steps, order, skip_type, t_s, t_e)
-    plans = [singlestep_rules(schedule, form, solver_type, skip_type, outer[i], outer[i + 1], k)
-             for i, k in enumerate(orders)]
+    plans = [
+        singlestep_rules(schedule, form, solver_type, skip_type, outer[i], outer[i + 1], k)
+        for i, k in enumerate(orders)
+    ]
     if callback is not None:
         callback(0, outer[0], x)
     for i, (levels, rules) in enumerate(plans):

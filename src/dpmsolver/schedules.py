@@ -19,8 +19,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Level", "NoiseSchedule", "VPSchedule", "DiscreteVPSchedule", "LinearVPSchedule",
-           "CosineVPSchedule"]
+__all__ = [
+    "CosineVPSchedule",
+    "DiscreteVPSchedule",
+    "Level",
+    "LinearVPSchedule",
+    "NoiseSchedule",
+    "VPSchedule",
+]
 
 # The reference drops the tail of a discrete table whose lambda falls below this value
 # (cosine-beta tables reach lambda ~ -10 at the last index, where alpha_t is ~1e-4 and the
@@ -100,10 +106,18 @@ class NoiseSchedule(ABC):
 
     def levels(self, t: Tensor | list[float] | np.ndarray) -> list[Level]:
         """Host float64 values (t, alpha_t, sigma_t, lambda_t) for each time in `t`."""
-        tt = torch.as_tensor(np.asarray(t, dtype=np.float64)).reshape(-1) if not isinstance(
-            t, Tensor) else t.detach().to("cpu", torch.float64).reshape(-1)
-        cols = zip(tt.tolist(), self.alpha(tt).tolist(), self.sigma(tt).tolist(),
-                   self.lambda_(tt).tolist(), strict=True)
+        tt = (
+            torch.as_tensor(np.asarray(t, dtype=np.float64)).reshape(-1)
+            if not isinstance(t, Tensor)
+            else t.detach().to("cpu", torch.float64).reshape(-1)
+        )
+        cols = zip(
+            tt.tolist(),
+            self.alpha(tt).tolist(),
+            self.sigma(tt).tolist(),
+            self.lambda_(tt).tolist(),
+            strict=True,
+        )
         return [Level(*c) for c in cols]
 
 
@@ -148,10 +162,13 @@ class VPSchedule(NoiseSchedule, ABC):
 def _as_f64_vector(name: str, value: Tensor | np.ndarray) -> Tensor:
     if not isinstance(value, Tensor | np.ndarray | list | tuple):
         raise TypeError(f"{name} must be a 1-D tensor or array, got {type(value).__name__}")
-    arr = torch.as_tensor(np.asarray(value.detach().cpu() if isinstance(value, Tensor) else value,
-                                     dtype=np.float64))
+    arr = torch.as_tensor(
+        np.asarray(value.detach().cpu() if isinstance(value, Tensor) else value, dtype=np.float64)
+    )
     if arr.ndim != 1 or arr.numel() < 2:
-        raise ValueError(f"{name} must be 1-D with at least 2 entries, got shape {tuple(arr.shape)}")
+        raise ValueError(
+            f"{name} must be 1-D with at least 2 entries, got shape {tuple(arr.shape)}"
+        )
     if not torch.isfinite(arr).all():
         raise ValueError(f"{name} must be finite, got non-finite entries")
     return arr
@@ -185,7 +202,9 @@ class DiscreteVPSchedule(VPSchedule):
         time_input_scale: float | None = None,
     ) -> None:
         if (betas is None) == (alphas_cumprod is None):
-            raise ValueError("give exactly one of betas= or alphas_cumprod= for a discrete schedule")
+            raise ValueError(
+                "give exactly one of betas= or alphas_cumprod= for a discrete schedule"
+            )
         if betas is not None:
             b = _as_f64_vector("betas", betas)
             if not ((b > 0).all() and (b < 1).all()):
@@ -209,7 +228,8 @@ class DiscreteVPSchedule(VPSchedule):
             raise ValueError("fewer than 2 table entries have lambda above the clipping value")
         self.total_n = n_kept if respace_after_clip else n_table
         self.time_input_scale = (
-            float(time_input_scale) if time_input_scale is not None else float(self.total_n))
+            float(time_input_scale) if time_input_scale is not None else float(self.total_n)
+        )
         self.log_alpha_table = log_alphas
         self.t_table = torch.arange(1, n_kept + 1, dtype=torch.float64) / self.total_n
         self.t_min = 1.0 / self.total_n
@@ -243,8 +263,7 @@ class LinearVPSchedule(_ContinuousVP):
 
     def __init__(self, beta_0: float = 0.1, beta_1: float = 20.0) -> None:
         if not (math.isfinite(beta_0) and math.isfinite(beta_1) and 0 <= beta_0 < beta_1):
-            raise ValueError(
-                f"need 0 <= beta_0 < beta_1, got beta_0={beta_0!r}, beta_1={beta_1!r}")
+            raise ValueError(f"need 0 <= beta_0 < beta_1, got beta_0={beta_0!r}, beta_1={beta_1!r}")
         self.beta_0 = float(beta_0)
         self.beta_1 = float(beta_1)
         self.t_min = 1e-3
