@@ -29,10 +29,19 @@ import numpy as np
 
 from .schedules import Level
 
-__all__ = ["Form", "Linear", "SolverType", "multistep_update", "phi", "singlestep_tableau"]
+__all__ = [
+    "Form",
+    "Linear",
+    "Multistep3",
+    "SolverType",
+    "multistep_update",
+    "phi",
+    "singlestep_tableau",
+]
 
 Form = Literal["noise", "data"]
 SolverType = Literal["dpmsolver", "taylor"]
+Multistep3 = Literal["damped", "exact"]
 
 # Below this |z| the phi-functions are summed as power series: the closed forms divide a
 # difference of O(1) numbers by z^k and lose about k * log10(1/|z|) digits.
@@ -72,13 +81,19 @@ def _combine(scale: float, mult: float, terms: list[tuple[float, np.ndarray]]) -
     return Linear(scale, tuple(float(-mult * w) for w in total))
 
 
-def multistep_update(form: Form, solver_type: SolverType, levels: list[Level]) -> Linear:
+def multistep_update(
+    form: Form, solver_type: SolverType, levels: list[Level], multistep3: Multistep3 = "damped"
+) -> Linear:
     """Multistep DPM-Solver(++) of order k = len(levels) - 1 (1 model call per step).
 
     `levels` = [t_prev_0, t_prev_1, ..., t_prev_{k-1}, t]: the newest earlier time first,
     then the target; m[j] is the model output at t_prev_j. Order 1 is DDIM; order 2 is
-    DPM-Solver++(2M); order 3 is DPM-Solver++(3M) (same formula for both solver types,
-    as in the authors' code).
+    DPM-Solver++(2M); order 3 is DPM-Solver++(3M) (one formula for both solver types).
+
+    Order 3: D2 = (D1_0 - D1_1) / (r0 + r1) estimates h^2 m''/2, while the Taylor term of
+    the integral is phi_3 h^2 m'' = 2 phi_3 D2. multistep3='exact' uses 2 phi_3 D2 and
+    converges at order 3; 'damped' uses phi_3 D2, as the authors' code does, and converges
+    at order 2 but has the lower error at 10-40 steps on time-uniform grids (see README).
     """
     *prev, t = levels
     k = len(prev)
@@ -98,7 +113,8 @@ def multistep_update(form: Form, solver_type: SolverType, levels: list[Level]) -
     d1_1 = (e[1] - e[2]) / r1
     d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
     d2 = (d1_0 - d1_1) / (r0 + r1)
-    return _combine(scale, mult, [(phi(1, z), e[0]), (phi(2, z), d1), (phi(3, z), d2)])
+    c2 = 2.0 * phi(3, z) if multistep3 == "exact" else phi(3, z)
+    return _combine(scale, mult, [(phi(1, z), e[0]), (phi(2, z), d1), (c2, d2)])
 
 
 def singlestep_tableau(

@@ -15,7 +15,14 @@ import torch
 from torch import Tensor
 
 from ._checks import check_choice, check_float, check_int
-from .coefficients import Form, Linear, SolverType, multistep_update, singlestep_tableau
+from .coefficients import (
+    Form,
+    Linear,
+    Multistep3,
+    SolverType,
+    multistep_update,
+    singlestep_tableau,
+)
 from .grids import SKIP_TYPES, SkipType, singlestep_orders, time_grid
 from .model import Denoiser, DiffusionModel, Target
 from .schedules import Level, NoiseSchedule
@@ -136,6 +143,7 @@ def sample(
     solver_type: SolverType = "dpmsolver",
     atol: float = 0.0078,
     rtol: float = 0.05,
+    multistep3: Multistep3 = "damped",
     correcting_xt_fn: XtCorrection | None = None,
     callback: Callback | None = None,
     check_finite: bool = True,
@@ -162,6 +170,10 @@ def sample(
         denoise_to_zero: finish with x = x0_pred(x, t_end) (one more model call).
         solver_type: 'dpmsolver' or 'taylor' form of the second/third-order corrections.
         atol, rtol: tolerances of the adaptive method.
+        multistep3: the third-order multistep rule: 'damped' (the authors': second
+            difference at half its Taylor weight; global order 2, lowest error at 10-40
+            steps on time-uniform grids) or 'exact' (global order 3; better with logSNR
+            grids and many steps).
         correcting_xt_fn: optional (x, t, step) -> x applied after every step (and, for
             multistep, after the first model call at step 0).
         callback: optional (step, t, x) called at step 0 and after every step.
@@ -185,6 +197,7 @@ def sample(
     check_choice("skip_type", skip_type, SKIP_TYPES)
     check_choice("solver_type", solver_type, SOLVER_TYPES)
     check_int("order", order, 1, 3)
+    check_choice("multistep3", multistep3, ("damped", "exact"))
     if method != "adaptive":
         check_int("steps", steps, 1)
     t_s, t_e = _resolve_times(schedule, t_start, t_end)
@@ -214,6 +227,7 @@ def sample(
                 t_s,
                 t_e,
                 lower_order_final,
+                multistep3,
                 correcting_xt_fn,
                 callback,
             )
@@ -272,6 +286,7 @@ def _multistep(
     t_s: float,
     t_e: float,
     lower_order_final: bool,
+    multistep3: Multistep3,
     correcting_xt_fn: XtCorrection | None,
     callback: Callback | None,
 ) -> tuple[Tensor, int]:
@@ -282,9 +297,8 @@ def _multistep(
         k = min(order, i)
         if lower_order_final and steps < 10:
             k = min(k, steps + 1 - i)
-        rules.append(
-            multistep_update(form, solver_type, [levels[i - 1 - j] for j in range(k)] + [levels[i]])
-        )
+        prev = [levels[i - 1 - j] for j in range(k)]
+        rules.append(multistep_update(form, solver_type, [*prev, levels[i]], multistep3))
     history = [ev(x, levels[0], 0)]  # newest first; at most `order` outputs are kept
     if correcting_xt_fn is not None:
         x = correcting_xt_fn(x, levels[0].t, 0)
