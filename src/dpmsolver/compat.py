@@ -375,6 +375,7 @@ class DPM_Solver:
             t_end=t_0,
             lower_order_final=lower_order_final,
             denoise_to_zero=denoise_to_zero,
+            lower_order_final_below=10,
             solver_type=solver_type,
             atol=atol,
             rtol=rtol,

