@@ -1,0 +1,68 @@
+"""The `dpmsolver sample` main job and the examples, run as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dpmsolver._png import read_png
+from dpmsolver.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300
+    )
+
+
+def test_sample_writes_a_grid_png(tmp_path: Path) -> None:
+    out = tmp_path / "grid.png"
+    proc = run(
+        "-m", "dpmsolver", "sample", "--n", "12", "--nrow", "4", "--steps", "6", "--out", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "6 model calls" in proc.stdout
+    image = read_png(out)
+    # 3 rows x 4 columns of 8x8 tiles, 1-pixel borders, upscaled 4x.
+    assert image.shape == ((3 * 8 + 2) * 4, (4 * 8 + 3) * 4)
+    assert image.dtype == np.uint8 and image.min() < 40 and image.max() > 215
+
+
+def test_sample_is_reproducible_by_seed(tmp_path: Path) -> None:
+    paths = [tmp_path / f"{i}.png" for i in range(3)]
+    for path, seed in zip(paths, ["1", "1", "2"], strict=True):
+        assert main(["sample", "--n", "4", "--steps", "5", "--seed", seed, "--out", str(path)]) == 0
+    a, b, c = (read_png(p) for p in paths)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sample", "--steps", "0"],
+        ["sample", "--n", "0"],
+        ["sample", "--order", "5"],
+        ["sample", "--method", "bogus"],
+        ["frobnicate"],
+    ],
+)
+def test_bad_arguments_exit_2_without_traceback(args: list[str]) -> None:
+    proc = run("-m", "dpmsolver", *args)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "error:" in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
+def test_examples_run(example: Path) -> None:
+    proc = run(str(example))
+    assert proc.returncode == 0, proc.stderr
+    assert "samples: (16, 1, 8, 8)" in proc.stdout
