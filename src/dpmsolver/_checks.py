@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
+
+import torch
 
 
 def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
@@ -26,8 +29,13 @@ def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
 
 
 def check_float(name: str, value: Any, *, positive: bool = False) -> float:
-    """Raise TypeError for a non-number and ValueError for NaN/Inf (or <= 0 if positive)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """Raise TypeError for a non-number and ValueError for NaN/Inf (or <= 0 if positive).
+
+    Accepts Python and NumPy real scalars and one-element tensors.
+    """
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float, got {type(value).__name__} {value!r}")
     if not math.isfinite(value) or (positive and value <= 0):
         what = "a finite number > 0" if positive else "a finite number"

@@ -213,7 +213,7 @@ def sample(
             "x0_correction (e.g. thresholding) acts on x0_pred and needs "
             "algorithm='dpmsolver++'; got algorithm='dpmsolver'"
         )
-    ev = _Evaluator(model, "data" if form == "data" else "noise", check_finite)
+    ev = _Evaluator(model, form, check_finite)
 
     with torch.no_grad():
         if method == "multistep":

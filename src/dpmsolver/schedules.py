@@ -106,11 +106,7 @@ class NoiseSchedule(ABC):
 
     def levels(self, t: Tensor | list[float] | np.ndarray) -> list[Level]:
         """Host float64 values (t, alpha_t, sigma_t, lambda_t) for each time in `t`."""
-        tt = (
-            torch.as_tensor(np.asarray(t, dtype=np.float64)).reshape(-1)
-            if not isinstance(t, Tensor)
-            else t.detach().to("cpu", torch.float64).reshape(-1)
-        )
+        tt = torch.as_tensor(t, dtype=torch.float64, device="cpu").reshape(-1)
         cols = zip(
             tt.tolist(),
             self.alpha(tt).tolist(),

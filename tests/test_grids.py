@@ -1,0 +1,171 @@
+"""Time grids (time_grid) and the order plan of DPM-Solver-fast (singlestep_orders)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dpmsolver import NoiseSchedule, VPSchedule, singlestep_orders, time_grid
+
+F64 = torch.float64
+SKIP_TYPES = ["time_uniform", "logSNR", "time_quadratic"]
+SCHEDULES: dict[str, NoiseSchedule] = {
+    "discrete": VPSchedule.discrete(betas=np.linspace(1e-4, 0.02, 1000)),
+    "linear": VPSchedule.linear(),
+    "cosine": VPSchedule.cosine(),
+}
+STEPS = [1, 2, 7, 20, 250]
+
+
+def ends(schedule: NoiseSchedule, direction: str) -> tuple[float, float]:
+    t_hi, t_lo = schedule.t_max, schedule.t_min
+    return (t_hi, t_lo) if direction == "descending" else (t_lo, t_hi)
+
+
+def check_shape_ends_monotone(grid: torch.Tensor, t_start: float, t_end: float, steps: int) -> None:
+    assert grid.dtype == F64
+    assert grid.shape == (steps + 1,)
+    assert grid[0].item() == t_start
+    assert grid[-1].item() == t_end
+    diffs = grid[1:] - grid[:-1]
+    if t_start > t_end:
+        assert bool((diffs < 0).all())
+    else:
+        assert bool((diffs > 0).all())
+
+
+@pytest.mark.parametrize("steps", STEPS)
+@pytest.mark.parametrize("direction", ["descending", "ascending"])
+@pytest.mark.parametrize("skip_type", SKIP_TYPES)
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_grid_shape_ends_and_monotone(
+    name: str, skip_type: str, direction: str, steps: int
+) -> None:
+    s = SCHEDULES[name]
+    t_start, t_end = ends(s, direction)
+    grid = time_grid(s, skip_type, t_start, t_end, steps)
+    check_shape_ends_monotone(grid, t_start, t_end, steps)
+
+
+@pytest.mark.parametrize("skip_type", SKIP_TYPES)
+@pytest.mark.parametrize("name", list(SCHEDULES))
+@settings(max_examples=25, deadline=None)
+@given(u=st.floats(0.0, 1.0), v=st.floats(0.0, 1.0), steps=st.integers(1, 200))
+def test_grid_properties_for_any_interval(
+    name: str, skip_type: str, u: float, v: float, steps: int
+) -> None:
+    s = SCHEDULES[name]
+    t_start = s.t_min + u * (s.t_max - s.t_min)
+    t_end = s.t_min + v * (s.t_max - s.t_min)
+    if abs(t_start - t_end) < 1e-3:
+        t_end = t_start - 1e-3 if t_start - 1e-3 >= s.t_min else t_start + 1e-3
+    grid = time_grid(s, skip_type, t_start, t_end, steps)
+    check_shape_ends_monotone(grid, t_start, t_end, steps)
+
+
+@pytest.mark.parametrize("direction", ["descending", "ascending"])
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_logsnr_grid_uniform_in_lambda(name: str, direction: str) -> None:
+    s = SCHEDULES[name]
+    t_start, t_end = ends(s, direction)
+    steps = 25
+    grid = time_grid(s, "logSNR", t_start, t_end, steps)
+    lam = s.lambda_(grid)
+    lam_s, lam_e = s.lambda_(torch.tensor([t_start, t_end], dtype=F64)).tolist()
+    expected = lam_s + (lam_e - lam_s) * torch.arange(steps + 1, dtype=F64) / steps
+    assert (lam - expected).abs().max().item() <= 1e-10
+    h = lam[1:] - lam[:-1]
+    assert (h - (lam_e - lam_s) / steps).abs().max().item() <= 1e-10
+
+
+@pytest.mark.parametrize("direction", ["descending", "ascending"])
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_time_uniform_grid_uniform_in_t(name: str, direction: str) -> None:
+    s = SCHEDULES[name]
+    t_start, t_end = ends(s, direction)
+    steps = 30
+    grid = time_grid(s, "time_uniform", t_start, t_end, steps)
+    expected = t_start + (t_end - t_start) * np.arange(steps + 1) / steps
+    np.testing.assert_allclose(grid.numpy(), expected, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("direction", ["descending", "ascending"])
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_time_quadratic_grid_uniform_in_sqrt_t(name: str, direction: str) -> None:
+    s = SCHEDULES[name]
+    t_start, t_end = ends(s, direction)
+    steps = 30
+    grid = time_grid(s, "time_quadratic", t_start, t_end, steps)
+    root = grid.sqrt()
+    expected = t_start**0.5 + (t_end**0.5 - t_start**0.5) * np.arange(steps + 1) / steps
+    np.testing.assert_allclose(root.numpy(), expected, rtol=0, atol=1e-12)
+    d = root[1:] - root[:-1]
+    assert (d - d.mean()).abs().max().item() <= 1e-12
+
+
+def test_grid_is_cpu_float64_and_fresh() -> None:
+    s = SCHEDULES["discrete"]
+    a = time_grid(s, "time_uniform", 1.0, 0.001, 10)
+    a[3] = 123.0
+    b = time_grid(s, "time_uniform", 1.0, 0.001, 10)
+    assert b.device.type == "cpu"
+    assert b[3].item() == pytest.approx(1.0 - 3 * 0.999 / 10, abs=1e-15)
+
+
+def test_unknown_skip_type() -> None:
+    with pytest.raises(ValueError, match="skip_type must be one of"):
+        time_grid(SCHEDULES["linear"], "uniform", 1.0, 1e-3, 10)
+
+
+# ---------------------------------------------------------------------- singlestep_orders
+
+
+def expected_orders(steps: int, order: int) -> list[int]:
+    """The rules of the docstring (DPM-Solver paper, Section 3.4)."""
+    if order == 1:
+        return [1] * steps
+    if order == 2:
+        return [2] * (steps // 2) + ([1] if steps % 2 else [])
+    q, r = divmod(steps, 3)
+    if r == 0:
+        return [3] * (q - 1) + [2, 1]
+    return [3] * q + ([1] if r == 1 else [2])
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+@pytest.mark.parametrize("steps", range(1, 31))
+def test_singlestep_orders_rules(steps: int, order: int) -> None:
+    orders = singlestep_orders(steps, order)
+    assert sum(orders) == steps
+    assert all(1 <= k <= order for k in orders)
+    assert orders == expected_orders(steps, order)
+    # only the last two entries may be below `order`, and they never increase
+    assert orders[:-2] == [order] * max(len(orders) - 2, 0)
+    assert orders == sorted(orders, reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("steps", "order", "expected"),
+    [
+        (1, 1, [1]),
+        (5, 1, [1, 1, 1, 1, 1]),
+        (1, 2, [1]),
+        (2, 2, [2]),
+        (7, 2, [2, 2, 2, 1]),
+        (8, 2, [2, 2, 2, 2]),
+        (1, 3, [1]),
+        (2, 3, [2]),
+        (3, 3, [2, 1]),
+        (4, 3, [3, 1]),
+        (5, 3, [3, 2]),
+        (6, 3, [3, 2, 1]),
+        (10, 3, [3, 3, 3, 1]),
+        (15, 3, [3, 3, 3, 3, 2, 1]),
+        (20, 3, [3, 3, 3, 3, 3, 3, 2]),
+    ],
+)
+def test_singlestep_orders_table(steps: int, order: int, expected: list[int]) -> None:
+    assert singlestep_orders(steps, order) == expected
