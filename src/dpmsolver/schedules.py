@@ -281,7 +281,7 @@ class LinearVPSchedule(_ContinuousVP):
 class CosineVPSchedule(_ContinuousVP):
     """Continuous cosine schedule (improved DDPM): alpha_t = cos((t + s)/(1 + s) pi/2) / alpha_0.
 
-    It ends at t_max = 0.9946 (lambda ~ -5.1) rather than 1, where alpha_t -> 0 and the
+    It ends at t_max = 0.9946 (lambda ~ -4.8) rather than 1, where alpha_t -> 0 and the
     noise-to-data conversion breaks down; the default end time is 1e-3.
     """
 
