@@ -99,3 +99,13 @@ def test_thresholding_needs_the_data_form() -> None:
     )
     with pytest.raises(ValueError, match="algorithm='dpmsolver\\+\\+'"):
         dpm.sample(model, torch.zeros(1, 4), algorithm="dpmsolver")
+
+
+def test_classifier_free_conditions_must_be_tensors() -> None:
+    schedule = ddpm_linear_schedule()
+    with pytest.raises(TypeError, match="cond and uncond must be tensors"):
+        dpm.Denoiser(
+            lambda x, t, c: x,
+            schedule,
+            guidance=dpm.ClassifierFree(scale=2.0, cond=[1, 2], uncond=[0, 0]),
+        )

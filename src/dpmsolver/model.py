@@ -171,8 +171,17 @@ class Denoiser:
                 "guidance must be None, ClassifierFree(...) or ClassifierGuidance(...), "
                 f"got {type(guidance).__name__}"
             )
-        if isinstance(guidance, ClassifierFree) and guidance.cond is None:
-            raise ValueError("ClassifierFree guidance needs cond (the condition), got None")
+        if isinstance(guidance, ClassifierFree):
+            if guidance.cond is None:
+                raise ValueError("ClassifierFree guidance needs cond (the condition), got None")
+            if guidance.uncond is not None and not (
+                isinstance(guidance.cond, Tensor) and isinstance(guidance.uncond, Tensor)
+            ):
+                raise TypeError(
+                    "ClassifierFree cond and uncond must be tensors (they are concatenated "
+                    f"into one batch); got {type(guidance.cond).__name__} and "
+                    f"{type(guidance.uncond).__name__}"
+                )
         if isinstance(guidance, ClassifierGuidance):
             if guidance.cond is None:
                 raise ValueError("ClassifierGuidance needs cond (the class labels), got None")
@@ -204,9 +213,7 @@ class Denoiser:
             if g.scale == 1.0 or g.uncond is None:
                 return self.net(x, self._t_input(x, t, x.shape[0]), g.cond, **self.model_kwargs)
             x_in = torch.cat([x, x])
-            c_in = (
-                torch.cat([g.uncond, g.cond]) if isinstance(g.cond, Tensor) else [g.uncond, g.cond]
-            )
+            c_in = torch.cat([g.uncond, g.cond])
             out = self.net(x_in, self._t_input(x, t, x_in.shape[0]), c_in, **self.model_kwargs)
             if not isinstance(out, Tensor) or out.shape[0] != x_in.shape[0]:
                 return out  # the sampler reports the bad output with the step and time
