@@ -189,7 +189,6 @@ class _CompatModel:
         correcting_x0_fn: Callable[[Tensor, Tensor], Tensor] | None,
     ) -> None:
         self.model_fn = model_fn
-        self.ns = ns
         self.schedule = ns.native
         self.correcting_x0_fn = correcting_x0_fn
 
