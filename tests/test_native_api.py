@@ -109,3 +109,32 @@ def test_classifier_free_conditions_must_be_tensors() -> None:
             schedule,
             guidance=dpm.ClassifierFree(scale=2.0, cond=[1, 2], uncond=[0, 0]),
         )
+
+
+@pytest.mark.parametrize("method", ["multistep", "singlestep_fixed"])
+def test_user_timesteps_equal_the_same_grid_by_name(method: str) -> None:
+    model = load("digits-exact")
+    schedule = model.schedule
+    x_T = model.sample_noise(4, torch.Generator().manual_seed(1), torch.float64)
+    order = 2
+    steps = 12
+    by_name = dpm.sample(model, x_T, steps=steps, order=order, method=method, skip_type="logSNR")
+    n = steps if method == "multistep" else steps // order
+    grid = dpm.time_grid(schedule, "logSNR", schedule.t_max, schedule.t_min, n)
+    given = dpm.sample(model, x_T, timesteps=grid.tolist(), order=order, method=method)
+    torch.testing.assert_close(given, by_name, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("timesteps", "match"),
+    [
+        ([0.5], "at least 2 entries"),
+        ([0.5, 0.6, 0.4], "strictly decreasing"),
+        ([2.0, 0.5], "outside the schedule's time range"),
+        ([0.5, float("nan")], "finite"),
+    ],
+)
+def test_bad_timesteps(timesteps: list[float], match: str) -> None:
+    model = load("digits-exact")
+    with pytest.raises(ValueError, match=match):
+        dpm.sample(model, torch.zeros(1, 1, 8, 8), timesteps=timesteps)

@@ -30,6 +30,7 @@ from .schedules import (
     Level,
     LinearVPSchedule,
     NoiseSchedule,
+    VESchedule,
     VPSchedule,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "ModelOutputError",
     "NoiseSchedule",
     "NoiseScheduleVP",
+    "VESchedule",
     "VPSchedule",
     "model_wrapper",
     "sample",

@@ -127,6 +127,29 @@ def _resolve_times(
     return t_s, t_e
 
 
+def _check_timesteps(schedule: NoiseSchedule, timesteps: Sequence[float] | Tensor) -> Tensor:
+    grid = torch.as_tensor(
+        timesteps.detach().cpu() if isinstance(timesteps, Tensor) else timesteps,
+        dtype=torch.float64,
+    )
+    if grid.ndim != 1 or grid.numel() < 2:
+        raise ValueError(
+            f"timesteps must be 1-D with at least 2 entries, got shape {tuple(grid.shape)}"
+        )
+    if not bool(torch.isfinite(grid).all()):
+        raise ValueError("timesteps must be finite")
+    diffs = grid[1:] - grid[:-1]
+    if not (bool((diffs < 0).all()) or bool((diffs > 0).all())):
+        raise ValueError("timesteps must be strictly decreasing (or increasing for inversion)")
+    for value in (float(grid[0]), float(grid[-1])):
+        if not schedule.contains(value):
+            raise ValueError(
+                f"timesteps entry {value!r} is outside the schedule's time range "
+                f"{schedule.time_range()}"
+            )
+    return grid
+
+
 def sample(
     model: DiffusionModel,
     x: Tensor,
@@ -138,6 +161,7 @@ def sample(
     skip_type: SkipType = "time_uniform",
     t_start: float | None = None,
     t_end: float | None = None,
+    timesteps: Sequence[float] | Tensor | None = None,
     lower_order_final: bool = True,
     lower_order_final_below: int = 15,
     denoise_to_zero: bool = False,
@@ -166,6 +190,10 @@ def sample(
         skip_type: time grid, 'time_uniform', 'logSNR' or 'time_quadratic'.
         t_start, t_end: start and end times; default schedule.t_max and schedule.t_min.
             t_start < t_end runs the ODE from data to noise (inversion).
+        timesteps: a user-given grid of times (strictly monotone, inside the schedule's
+            range) used instead of steps / skip_type / t_start / t_end. Multistep takes one
+            step per interval; singlestep methods one step of order `order` per interval,
+            with intermediate points uniform in lambda.
         lower_order_final: multistep runs with fewer than `lower_order_final_below` steps
             lower the order of their final steps (the last step of a time-uniform grid is
             by far the largest in lambda); this stabilises few-step sampling.
@@ -204,9 +232,17 @@ def sample(
     check_choice("solver_type", solver_type, SOLVER_TYPES)
     check_int("order", order, 1, 3)
     check_choice("multistep3", multistep3, ("damped", "exact"))
-    if method != "adaptive":
-        check_int("steps", steps, 1)
-    t_s, t_e = _resolve_times(schedule, t_start, t_end)
+    grid: Tensor | None = None
+    if timesteps is not None:
+        if method == "adaptive":
+            raise ValueError("timesteps cannot be used with method='adaptive'")
+        grid = _check_timesteps(schedule, timesteps)
+        steps = grid.numel() - 1
+        t_s, t_e = float(grid[0]), float(grid[-1])
+    else:
+        if method != "adaptive":
+            check_int("steps", steps, 1)
+        t_s, t_e = _resolve_times(schedule, t_start, t_end)
     form: Form = "data" if algorithm == "dpmsolver++" else "noise"
     if form == "noise" and isinstance(model, Denoiser) and model.x0_correction is not None:
         raise ValueError(
@@ -227,11 +263,8 @@ def sample(
                 form,
                 solver_type,
                 x,
-                steps,
+                grid if grid is not None else time_grid(schedule, skip_type, t_s, t_e, steps),
                 order,
-                skip_type,
-                t_s,
-                t_e,
                 lower_order_final,
                 lower_order_final_below,
                 multistep3,
@@ -251,22 +284,24 @@ def sample(
                 ev, schedule, form, solver_type, x, order, t_s, t_e, atol, rtol, callback
             )
         else:
-            if method == "singlestep_fixed" and steps < order:
+            if method == "singlestep_fixed" and steps < order and grid is None:
                 raise ValueError(
                     f"singlestep_fixed needs steps >= order; got steps={steps}, order={order}"
                 )
+            if grid is not None:
+                outer, orders, inner = grid.tolist(), [order] * steps, "logSNR"
+            else:
+                outer, orders = singlestep_plan(schedule, method, steps, order, skip_type, t_s, t_e)
+                inner = skip_type
             x, last = _singlestep(
                 ev,
                 schedule,
                 form,
                 solver_type,
                 x,
-                steps,
-                order,
-                method,
-                skip_type,
-                t_s,
-                t_e,
+                outer,
+                orders,
+                inner,
                 correcting_xt_fn,
                 callback,
             )
@@ -288,11 +323,8 @@ def _multistep(
     form: Form,
     solver_type: SolverType,
     x: Tensor,
-    steps: int,
+    grid: Tensor,
     order: int,
-    skip_type: str,
-    t_s: float,
-    t_e: float,
     lower_order_final: bool,
     lower_order_final_below: int,
     multistep3: Multistep3,
@@ -300,7 +332,8 @@ def _multistep(
     callback: Callback | None,
 ) -> tuple[Tensor, int]:
     """Multistep DPM-Solver(++): warm up with orders 1..order-1, then order `order`."""
-    levels = schedule.levels(time_grid(schedule, skip_type, t_s, t_e, steps))
+    levels = schedule.levels(grid)
+    steps = len(levels) - 1
     rules = []
     for i in range(1, steps + 1):
         k = min(order, i)
@@ -407,19 +440,15 @@ def _singlestep(
     form: Form,
     solver_type: SolverType,
     x: Tensor,
-    steps: int,
-    order: int,
-    method: str,
-    skip_type: str,
-    t_s: float,
-    t_e: float,
+    outer: list[float],
+    orders: list[int],
+    inner_skip_type: str,
     correcting_xt_fn: XtCorrection | None,
     callback: Callback | None,
 ) -> tuple[Tensor, int]:
-    """Singlestep DPM-Solver(++) (DPM-Solver-fast for method='singlestep')."""
-    outer, orders = singlestep_plan(schedule, method, steps, order, skip_type, t_s, t_e)
+    """Singlestep DPM-Solver(++): one step of orders[i] from outer[i] to outer[i + 1]."""
     plans = [
-        singlestep_rules(schedule, form, solver_type, skip_type, outer[i], outer[i + 1], k)
+        singlestep_rules(schedule, form, solver_type, inner_skip_type, outer[i], outer[i + 1], k)
         for i, k in enumerate(orders)
     ]
     if callback is not None:

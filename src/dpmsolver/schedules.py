@@ -303,3 +303,43 @@ class CosineVPSchedule(_ContinuousVP):
         log_alpha = self._log_alpha_of_lambda(lambda_)
         angle = torch.arccos(torch.exp(log_alpha + self.log_alpha_0))
         return angle * 2.0 * (1.0 + self.s) / math.pi - self.s
+
+
+class VESchedule(NoiseSchedule):
+    """Variance-exploding schedule in k-diffusion / EDM scaling: x_t = x_0 + sigma eps.
+
+    Time is sigma itself: alpha_t = 1, sigma_t = t, lambda_t = -log t, t(lambda) = e^{-lambda}.
+    Any sigma > 0 is allowed as a start or end; sigma_min / sigma_max are the defaults. A VP
+    model is one of these after x -> x / alpha_t and sigma -> sigma_t / alpha_t.
+    """
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0) -> None:
+        if not (math.isfinite(sigma_min) and math.isfinite(sigma_max)):
+            raise ValueError(
+                f"sigma_min and sigma_max must be finite; got {sigma_min}, {sigma_max}"
+            )
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(
+                f"need 0 < sigma_min < sigma_max; got sigma_min={sigma_min!r}, "
+                f"sigma_max={sigma_max!r}"
+            )
+        self.t_min = float(sigma_min)
+        self.t_max = float(sigma_max)
+
+    def log_alpha(self, t: Tensor | float) -> Tensor:
+        return torch.zeros_like(_f64(t))
+
+    def sigma(self, t: Tensor | float) -> Tensor:
+        return _f64(t)
+
+    def lambda_(self, t: Tensor | float) -> Tensor:
+        return -torch.log(_f64(t))
+
+    def inverse_lambda(self, lambda_: Tensor | float) -> Tensor:
+        return torch.exp(-_f64(lambda_))
+
+    def time_range(self) -> str:
+        return "(0, inf)"
+
+    def contains(self, t: float) -> bool:
+        return 0.0 < t < math.inf

@@ -1,0 +1,303 @@
+"""k-diffusion-style samplers: drop-in functions for code that calls `k_diffusion.sampling`.
+
+Every sampler has the signature `(model, x, sigmas, extra_args=None, callback=None,
+disable=None, ...)`:
+    model(x, sigma, **extra_args) -> denoised, a denoiser D(x, sigma) in VE scaling
+        (x = x0 + sigma eps; `sigma` has shape (batch,));
+    sigmas: descending noise levels, normally ending in 0 (then the last step returns the
+        model's denoised prediction, as k-diffusion does);
+    callback: called once per sigma with {'x', 'i', 'sigma', 'sigma_hat', 'denoised'};
+    disable: True hides the progress bar (shown with tqdm, when installed).
+They run the core sampler (`dpmsolver.sample`) on a `VESchedule`, so the update rules are
+the same as everywhere else in dpmsolver.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._checks import check_float, check_int
+from .model import Target
+from .sampler import sample
+from .schedules import Level, NoiseSchedule, VESchedule
+
+__all__ = [
+    "get_sigmas_exponential",
+    "get_sigmas_karras",
+    "get_sigmas_logsnr",
+    "sample_dpm_adaptive",
+    "sample_dpm_solver",
+    "sample_dpmpp_2m",
+    "sample_dpmpp_2s",
+    "sample_dpmpp_3m",
+]
+
+KCallback = Callable[[dict[str, Any]], None]
+
+
+def _append_zero(sigmas: Tensor) -> Tensor:
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def _check_range(n: int, sigma_min: float, sigma_max: float) -> None:
+    check_int("n", n, 1)
+    check_float("sigma_min", sigma_min, positive=True)
+    check_float("sigma_max", sigma_max, positive=True)
+    if not sigma_min < sigma_max:
+        raise ValueError(f"need sigma_min < sigma_max; got {sigma_min!r} and {sigma_max!r}")
+
+
+def get_sigmas_karras(
+    n: int, sigma_min: float, sigma_max: float, rho: float = 7.0, device: Any = "cpu"
+) -> Tensor:
+    """n sigmas spaced uniformly in sigma^(1/rho) (Karras et al. 2022), then a final 0."""
+    _check_range(n, sigma_min, sigma_max)
+    check_float("rho", rho, positive=True)
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    sigmas = (hi + ramp * (lo - hi)) ** rho
+    sigmas[0], sigmas[-1] = sigma_max, sigma_min if n > 1 else sigma_max
+    return _append_zero(sigmas).to(device=device, dtype=torch.get_default_dtype())
+
+
+def get_sigmas_exponential(
+    n: int, sigma_min: float, sigma_max: float, device: Any = "cpu"
+) -> Tensor:
+    """n sigmas spaced uniformly in log sigma, then a final 0."""
+    _check_range(n, sigma_min, sigma_max)
+    sigmas = torch.exp(
+        torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64)
+    )
+    return _append_zero(sigmas).to(device=device, dtype=torch.get_default_dtype())
+
+
+def get_sigmas_logsnr(n: int, sigma_min: float, sigma_max: float, device: Any = "cpu") -> Tensor:
+    """n sigmas uniform in lambda = -log sigma (DPM-Solver's logSNR grid), then a final 0.
+
+    In VE scaling lambda = -log sigma, so this is the same grid as `get_sigmas_exponential`.
+    """
+    return get_sigmas_exponential(n, sigma_min, sigma_max, device)
+
+
+class _Progress:
+    def __init__(self, total: int, disable: bool | None) -> None:
+        self.bar = None
+        if not disable:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:  # tqdm is optional
+                return
+            self.bar = tqdm(total=total)
+
+    def update(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _VEDenoiser:
+    """A k-diffusion denoiser seen as a dpmsolver DiffusionModel on a VE schedule."""
+
+    def __init__(
+        self,
+        model: Callable[..., Tensor],
+        schedule: VESchedule,
+        extra_args: dict[str, Any],
+        index: dict[float, int],
+        callback: KCallback | None,
+        progress: _Progress,
+    ) -> None:
+        self.model = model
+        self.schedule: NoiseSchedule = schedule
+        self.extra_args = extra_args
+        self.index = index
+        self.callback = callback
+        self.progress = progress
+        self.last: tuple[float, Tensor] | None = None
+
+    def __call__(self, x: Tensor, level: Level, target: Target) -> Tensor:
+        sigma_in = torch.full((x.shape[0],), level.sigma, dtype=x.dtype, device=x.device)
+        denoised = self.model(x, sigma_in, **self.extra_args)
+        if not isinstance(denoised, Tensor) or denoised.shape != x.shape:
+            return denoised  # the sampler reports it with the step and time
+        self.last = (level.t, denoised)
+        i = self.index.get(level.t)
+        if i is not None:
+            self.progress.update()
+            if self.callback is not None:
+                sigma = x.new_tensor(level.sigma)
+                self.callback(
+                    {"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised}
+                )
+        if target == "data":
+            return denoised
+        return (x - denoised) / level.sigma
+
+
+def _check_sigmas(sigmas: Tensor) -> list[float]:
+    if not isinstance(sigmas, Tensor) or sigmas.ndim != 1 or sigmas.numel() < 2:
+        raise ValueError("sigmas must be a 1-D tensor with at least 2 entries")
+    values = sigmas.detach().to("cpu", torch.float64).tolist()
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError("sigmas must be finite")
+    if any(b >= a for a, b in itertools.pairwise(values)):
+        raise ValueError("sigmas must be strictly decreasing")
+    if values[-1] < 0 or values[-2] <= 0:
+        raise ValueError("sigmas must be positive, except a final 0")
+    return values
+
+
+def sample_dpm_solver(
+    model: Callable[..., Tensor],
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: KCallback | None = None,
+    disable: bool | None = None,
+    order: int = 2,
+    method: str = "multistep",
+    algorithm: str = "dpmsolver++",
+    solver_type: str = "dpmsolver",
+    lower_order_final: bool = True,
+    multistep3: str = "damped",
+) -> Tensor:
+    """DPM-Solver(++) of any order and method on a k-diffusion sigma grid.
+
+    method 'multistep' takes one model call per sigma; 'singlestep' takes a step of order
+    `order` (that many calls) per interval, with intermediate points uniform in lambda.
+    A final sigma of 0 is reached by returning the denoised prediction at the last
+    positive sigma.
+    """
+    values = _check_sigmas(sigmas)
+    to_zero = values[-1] == 0.0
+    grid = values[:-1] if to_zero else values
+    index = {s: i for i, s in enumerate(grid)}
+    progress = _Progress(len(grid), disable)
+    # Any sigma > 0 is valid on a VE schedule; its own range only sets defaults.
+    schedule = VESchedule(grid[-1], grid[0]) if len(grid) > 1 else VESchedule(grid[0], 2 * grid[0])
+    denoiser = _VEDenoiser(model, schedule, dict(extra_args or {}), index, callback, progress)
+    try:
+        if len(grid) == 1:
+            level = schedule.levels(grid)[0]
+            return denoiser(x, level, "data")
+        return sample(
+            denoiser,
+            x,
+            timesteps=grid,
+            order=order,
+            method=method,  # type: ignore[arg-type]
+            algorithm=algorithm,  # type: ignore[arg-type]
+            solver_type=solver_type,  # type: ignore[arg-type]
+            lower_order_final=lower_order_final,
+            multistep3=multistep3,  # type: ignore[arg-type]
+            denoise_to_zero=to_zero,
+        )
+    finally:
+        progress.close()
+
+
+def sample_dpmpp_2m(
+    model: Callable[..., Tensor],
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: KCallback | None = None,
+    disable: bool | None = None,
+) -> Tensor:
+    """DPM-Solver++(2M): second-order multistep, one model call per sigma."""
+    return sample_dpm_solver(
+        model, x, sigmas, extra_args, callback, disable, order=2, lower_order_final=False
+    )
+
+
+def sample_dpmpp_3m(
+    model: Callable[..., Tensor],
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: KCallback | None = None,
+    disable: bool | None = None,
+) -> Tensor:
+    """DPM-Solver++(3M): third-order multistep, one model call per sigma."""
+    return sample_dpm_solver(
+        model, x, sigmas, extra_args, callback, disable, order=3, lower_order_final=False
+    )
+
+
+def sample_dpmpp_2s(
+    model: Callable[..., Tensor],
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: KCallback | None = None,
+    disable: bool | None = None,
+) -> Tensor:
+    """DPM-Solver++(2S): second-order singlestep (midpoint in lambda), two calls per step."""
+    return sample_dpm_solver(
+        model, x, sigmas, extra_args, callback, disable, order=2, method="singlestep"
+    )
+
+
+def sample_dpm_adaptive(
+    model: Callable[..., Tensor],
+    x: Tensor,
+    sigma_min: float,
+    sigma_max: float,
+    extra_args: dict[str, Any] | None = None,
+    callback: KCallback | None = None,
+    disable: bool | None = None,
+    order: int = 3,
+    rtol: float = 0.05,
+    atol: float = 0.0078,
+    algorithm: str = "dpmsolver++",
+) -> Tensor:
+    """Adaptive DPM-Solver-12 / -23 from sigma_max to sigma_min (no final step to 0).
+
+    The callback gets one dict per accepted step: the new x and sigma, and the most recent
+    denoised prediction (from the step's last model call).
+    """
+    check_float("sigma_min", sigma_min, positive=True)
+    check_float("sigma_max", sigma_max, positive=True)
+    if not sigma_min < sigma_max:
+        raise ValueError(f"need sigma_min < sigma_max; got {sigma_min!r} and {sigma_max!r}")
+    schedule = VESchedule(sigma_min, sigma_max)
+    progress = _Progress(0, disable)
+    denoiser = _VEDenoiser(model, schedule, dict(extra_args or {}), {}, None, progress)
+
+    def on_step(step: int, t: float, x_t: Tensor) -> None:
+        if step > 0 and callback is not None and denoiser.last is not None:
+            sigma = x_t.new_tensor(t)
+            callback(
+                {
+                    "x": x_t,
+                    "i": step - 1,
+                    "sigma": sigma,
+                    "sigma_hat": sigma,
+                    "denoised": denoiser.last[1],
+                }
+            )
+
+    try:
+        return sample(
+            denoiser,
+            x,
+            order=order,
+            method="adaptive",
+            algorithm=algorithm,  # type: ignore[arg-type]
+            t_start=sigma_max,
+            t_end=sigma_min,
+            atol=atol,
+            rtol=rtol,
+            callback=on_step,
+        )
+    finally:
+        progress.close()
