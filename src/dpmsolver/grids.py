@@ -5,6 +5,8 @@ t_start and t_end.
     logSNR:         uniform in lambda (recommended for low-resolution pixel models)
     time_uniform:   uniform in t (recommended for high-resolution and latent models)
     time_quadratic: uniform in sqrt(t) (DDIM's choice for CIFAR-10)
+    karras:         uniform in sigma^(1/7), sigma = sigma_t / alpha_t = e^{-lambda}
+                    (Karras et al. 2022, rho = 7)
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from .schedules import NoiseSchedule
 
 __all__ = ["SKIP_TYPES", "SkipType", "singlestep_orders", "time_grid"]
 
-SkipType = Literal["logSNR", "time_uniform", "time_quadratic"]
-SKIP_TYPES: tuple[str, ...] = ("logSNR", "time_uniform", "time_quadratic")
+SkipType = Literal["logSNR", "time_uniform", "time_quadratic", "karras"]
+SKIP_TYPES: tuple[str, ...] = ("logSNR", "time_uniform", "time_quadratic", "karras")
+KARRAS_RHO = 7.0
 
 
 def time_grid(
@@ -28,11 +31,15 @@ def time_grid(
 ) -> Tensor:
     """steps + 1 times from t_start to t_end spaced by `skip_type` (float64, CPU)."""
     check_choice("skip_type", skip_type, SKIP_TYPES)
-    if skip_type == "logSNR":
-        lam = schedule.lambda_(torch.tensor([t_start, t_end], dtype=torch.float64))
-        grid = schedule.inverse_lambda(
-            torch.linspace(float(lam[0]), float(lam[1]), steps + 1, dtype=torch.float64)
-        )
+    if skip_type in ("logSNR", "karras"):
+        lam = schedule.lambda_(torch.tensor([t_start, t_end], dtype=torch.float64)).tolist()
+        if skip_type == "logSNR":
+            lams = torch.linspace(lam[0], lam[1], steps + 1, dtype=torch.float64)
+        else:
+            ends = torch.tensor(lam, dtype=torch.float64).neg().exp() ** (1 / KARRAS_RHO)
+            ramp = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
+            lams = -KARRAS_RHO * torch.log(ends[0] + ramp * (ends[1] - ends[0]))
+        grid = schedule.inverse_lambda(lams)
     elif skip_type == "time_uniform":
         grid = torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64)
     else:

@@ -1,0 +1,379 @@
+"""A diffusers scheduler running dpmsolver's update rules: `DPMSolverScheduler`.
+
+    pipe.scheduler = DPMSolverScheduler.from_config(pipe.scheduler.config)
+
+It implements the scheduler protocol that diffusers pipelines call (set_timesteps, timesteps,
+scale_model_input, step, add_noise, order, set_begin_index). Every step applies a
+coefficient rule from `dpmsolver.coefficients`, computed once in `set_timesteps` in float64,
+so its trajectory is the one `dpmsolver.sample` computes on the same grid.
+
+What it does differently from diffusers' DPMSolverMultistepScheduler:
+  - the network is evaluated at the exact (fractional) timestep the solver assumes;
+  - by default the run ends at the authors' end point t = 1/N (the training schedule's
+    smallest noise level) instead of jumping to sigma = 0 from t ~ 90/1000 in one
+    first-order step (`final_noise_level="zero"` gives that jump when asked);
+  - `step` reads nothing back from the device and keeps only the last `solver_order`
+    model outputs;
+  - learned-variance outputs (twice the channels) are split at half their channels.
+diffusers is an optional dependency, imported only by this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_dpmsolver_multistep import (
+    betas_for_alpha_bar,
+    rescale_zero_terminal_snr,
+)
+from diffusers.schedulers.scheduling_utils import (
+    KarrasDiffusionSchedulers,
+    SchedulerMixin,
+    SchedulerOutput,
+)
+from torch import Tensor
+
+from ._checks import check_choice, check_int
+from .coefficients import Form, Linear, multistep_update
+from .grids import SKIP_TYPES, time_grid
+from .model import DynamicThresholding, to_data, to_noise
+from .sampler import ALGORITHMS, SOLVER_TYPES, _apply, singlestep_plan, singlestep_rules
+from .schedules import DiscreteVPSchedule, Level
+
+__all__ = ["DPMSolverScheduler"]
+
+PREDICTION_TYPES = {"epsilon": "noise", "sample": "x0", "v_prediction": "v"}
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What step() does with the model output at one timestep.
+
+    The output m joins `history`; the returned sample is `rule` applied to the state
+    saved at the start of the current step (singlestep) or the current sample (multistep).
+    """
+
+    level: Level
+    rule: Linear
+    starts_step: bool  # singlestep: this call begins a step (the state to keep)
+    # First-order rule to the end of this call's step, used when sampling begins here
+    # without the history the rule needs (img2img: set_begin_index inside the grid).
+    restart: Linear | None
+
+
+class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
+    """DPM-Solver / DPM-Solver++ as a diffusers scheduler.
+
+    Config (beyond the training schedule: num_train_timesteps, beta_start, beta_end,
+    beta_schedule, trained_betas, rescale_betas_zero_snr):
+        algorithm_type: 'dpmsolver++' (data form; use with guidance) or 'dpmsolver'.
+        solver_order: 1, 2 or 3.
+        method: 'multistep' (one call per step) or 'singlestep' (orders mixed so the
+            number of calls is num_inference_steps).
+        skip_type: 'time_uniform', 'logSNR', 'time_quadratic' or 'karras'.
+        prediction_type: 'epsilon', 'sample' or 'v_prediction'.
+        solver_type: 'dpmsolver' or 'taylor'.
+        thresholding, dynamic_thresholding_ratio, sample_max_value: dynamic thresholding
+            of x0_pred (dpmsolver++ only; pixel-space models).
+        lower_order_final: multistep with fewer than 15 steps lowers the order at the end.
+        final_step_first_order: take the last step with first order (DDIM).
+        final_noise_level: 'last' ends at the training schedule's smallest noise level
+            t = 1/N (the authors' end point); 'zero' makes the last step a jump to sigma = 0
+            (returns x0_pred), as diffusers' schedulers do.
+        denoise_to_zero: with final_noise_level='last', one more model call at t = 1/N
+            returns its x0_pred.
+    """
+
+    _compatibles = [e.name for e in KarrasDiffusionSchedulers]  # noqa: RUF012 (diffusers' API)
+    order = 1
+
+    @register_to_config
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        beta_schedule: str = "linear",
+        trained_betas: Any = None,
+        prediction_type: str = "epsilon",
+        algorithm_type: str = "dpmsolver++",
+        solver_order: int = 2,
+        method: str = "multistep",
+        skip_type: str = "time_uniform",
+        solver_type: str = "dpmsolver",
+        thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        sample_max_value: float = 1.0,
+        lower_order_final: bool = True,
+        final_step_first_order: bool = False,
+        final_noise_level: str = "last",
+        denoise_to_zero: bool = False,
+        rescale_betas_zero_snr: bool = False,
+    ) -> None:
+        check_int("num_train_timesteps", num_train_timesteps, 2)
+        check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
+        check_choice("prediction_type", prediction_type, tuple(PREDICTION_TYPES))
+        check_choice("algorithm_type", algorithm_type, ALGORITHMS)
+        check_int("solver_order", solver_order, 1, 3)
+        check_choice("method", method, ("multistep", "singlestep"))
+        check_choice("skip_type", skip_type, SKIP_TYPES)
+        check_choice("solver_type", solver_type, SOLVER_TYPES)
+        check_choice("final_noise_level", final_noise_level, ("last", "zero"))
+        if thresholding and algorithm_type != "dpmsolver++":
+            raise ValueError("thresholding needs algorithm_type='dpmsolver++'")
+        if denoise_to_zero and final_noise_level == "zero":
+            raise ValueError("denoise_to_zero needs final_noise_level='last'")
+        n = num_train_timesteps
+        if trained_betas is not None:
+            betas = torch.as_tensor(trained_betas, dtype=torch.float64)
+        elif beta_schedule == "linear":
+            betas = torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
+        elif beta_schedule == "scaled_linear":
+            betas = torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float64) ** 2
+        else:
+            betas = betas_for_alpha_bar(n).to(torch.float64)
+        if rescale_betas_zero_snr:
+            betas = rescale_zero_terminal_snr(betas)
+        alphas_cumprod = torch.cumprod(1.0 - betas, 0)
+        # Zero terminal SNR makes alpha_T = 0; the lambda < -5.1 safeguard drops that tail.
+        alphas_cumprod = alphas_cumprod.clamp(min=2.0**-24)
+        self.noise_schedule = DiscreteVPSchedule(alphas_cumprod=alphas_cumprod)
+        self.alphas_cumprod = alphas_cumprod.to(torch.float32)
+        self.init_noise_sigma = 1.0
+        self.num_inference_steps: int | None = None
+        self.timesteps = torch.zeros(0)
+        self.sigmas = torch.zeros(0)
+        self._calls: list[_Call] = []
+        self._history: list[Tensor] = []
+        self._step_start: Tensor | None = None
+        self._step_index: int | None = None
+        self._begin_index: int | None = None
+        self._thresholding = (
+            DynamicThresholding(dynamic_thresholding_ratio, sample_max_value)
+            if thresholding
+            else None
+        )
+
+    @property
+    def _cfg(self) -> Any:
+        return self.config  # a FrozenDict with attribute access
+
+    # -- the diffusers protocol -------------------------------------------------------------
+
+    @property
+    def step_index(self) -> int | None:
+        """Index of the next call of step() in `timesteps`."""
+        return self._step_index
+
+    @property
+    def begin_index(self) -> int | None:
+        """Index of the first timestep, set by pipelines (img2img) with set_begin_index."""
+        return self._begin_index
+
+    def set_begin_index(self, begin_index: int = 0) -> None:
+        """Start sampling at timesteps[begin_index] (img2img / strength)."""
+        check_int("begin_index", begin_index, 0)
+        self._begin_index = begin_index
+
+    def __len__(self) -> int:
+        return int(self._cfg.num_train_timesteps)
+
+    def scale_model_input(self, sample: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        """VP models take x_t as it is."""
+        return sample
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        timesteps: list[float] | Tensor | None = None,
+        sigmas: list[float] | Tensor | None = None,
+    ) -> None:
+        """Build the time grid and every step's coefficients.
+
+        Give `num_inference_steps` (model calls), or custom `timesteps` (the training
+        timesteps to evaluate the network at, descending) or `sigmas` (VE noise levels
+        sigma_t / alpha_t, descending; a final 0 asks for the jump to sigma = 0).
+        """
+        cfg = self._cfg
+        ns = self.noise_schedule
+        given = [v is not None for v in (num_inference_steps, timesteps, sigmas)]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of num_inference_steps, timesteps or sigmas")
+        to_zero = cfg.final_noise_level == "zero"
+        if timesteps is not None or sigmas is not None:
+            values = torch.as_tensor(
+                timesteps if timesteps is not None else sigmas, dtype=torch.float64
+            ).cpu()
+            if values.ndim != 1 or values.numel() < 1:
+                raise ValueError("timesteps / sigmas must be a non-empty 1-D sequence")
+            if sigmas is not None:
+                to_zero = bool(values[-1] == 0)
+                values = values[:-1] if to_zero else values
+                times = ns.inverse_lambda(-torch.log(values))
+            else:
+                times = (values + 1.0) / ns.total_n
+            if times.numel() > 1 and not bool((times[1:] < times[:-1]).all()):
+                raise ValueError("timesteps / sigmas must be strictly decreasing")
+            if not to_zero and float(times[-1]) <= ns.t_min:
+                to_zero = True  # already at the smallest level: the last step goes to 0
+            grid = times if to_zero else torch.cat([times, torch.tensor([ns.t_min])])
+            self._plan(grid.tolist(), to_zero, [cfg.solver_order] * (grid.numel() - 1), True)
+        else:
+            check_int("num_inference_steps", num_inference_steps, 1)
+            self._plan_by_count(int(num_inference_steps), to_zero)  # type: ignore[arg-type]
+        if cfg.denoise_to_zero:
+            level = ns.levels([ns.t_min])[0]
+            self._calls.append(_Call(level, Linear(0.0, (1.0,)), True, None))
+        model_times = [ns.model_time(c.level.t).item() for c in self._calls]
+        # float64 so the network sees the exact level the solver assumes (MPS has no float64).
+        on_mps = torch.device(device).type == "mps" if device is not None else False
+        self.timesteps = torch.tensor(
+            model_times, dtype=torch.float32 if on_mps else torch.float64, device=device
+        )
+        # VE noise levels sigma_t / alpha_t of every call, then of where the run ends.
+        ve = [c.level.sigma / c.level.alpha for c in self._calls]
+        end = ns.levels([ns.t_min])[0]
+        final = 0.0 if to_zero or cfg.denoise_to_zero else end.sigma / end.alpha
+        self.sigmas = torch.tensor([*ve, final], dtype=torch.float64, device=device)
+        self.num_inference_steps = len(self._calls)
+        self._history = []
+        self._step_start = None
+        self._step_index = None
+        self._begin_index = None
+
+    def _plan_by_count(self, n: int, to_zero: bool) -> None:
+        cfg = self._cfg
+        ns = self.noise_schedule
+        order = cfg.solver_order
+        if cfg.method == "multistep":
+            # With the jump to zero the last call sits at the end of an (n - 1)-step grid.
+            intervals = n - 1 if to_zero else n
+            grid = (
+                time_grid(ns, cfg.skip_type, ns.t_max, ns.t_min, intervals).tolist()
+                if intervals > 0
+                else [ns.t_max]
+            )
+            self._plan(grid, to_zero, [order] * intervals, False)
+            return
+        steps = n - 1 if to_zero else n
+        if steps == 0:
+            self._plan([ns.t_max], to_zero, [], False)
+            return
+        outer, orders = singlestep_plan(
+            ns, "singlestep", steps, order, cfg.skip_type, ns.t_max, ns.t_min
+        )
+        self._plan(outer, to_zero, orders, False)
+
+    def _plan(self, grid: list[float], to_zero: bool, orders: list[int], given: bool) -> None:
+        """Calls for a grid of step boundaries; a final jump to zero if `to_zero`."""
+        cfg = self._cfg
+        ns = self.noise_schedule
+        form: Form = "data" if cfg.algorithm_type == "dpmsolver++" else "noise"
+        levels = ns.levels(grid)
+        steps = len(grid) - 1
+        calls: list[_Call] = []
+        if cfg.method == "multistep":
+            for i in range(steps):
+                k = min(cfg.solver_order, i + 1)
+                if cfg.lower_order_final and steps < 15:
+                    k = min(k, steps - i)
+                if cfg.final_step_first_order and i == steps - 1 and not to_zero:
+                    k = 1
+                prev = [levels[i - j] for j in range(k)]
+                rule = multistep_update(form, cfg.solver_type, [*prev, levels[i + 1]])
+                restart = multistep_update(form, cfg.solver_type, [levels[i], levels[i + 1]])
+                calls.append(_Call(levels[i], rule, True, restart))
+        else:
+            inner = "logSNR" if given else cfg.skip_type
+            for i, k in enumerate(orders):
+                stage_levels, rules = singlestep_rules(
+                    ns, form, cfg.solver_type, inner, grid[i], grid[i + 1], k
+                )
+                for j, (lvl, rule) in enumerate(zip(stage_levels, rules, strict=True)):
+                    restart = None
+                    if j > 0:
+                        restart = singlestep_rules(
+                            ns, form, cfg.solver_type, inner, lvl.t, grid[i + 1], 1
+                        )[1][0]
+                    calls.append(_Call(lvl, rule, j == 0, restart))
+        if to_zero:
+            last = levels[-1]
+            # The limit h -> inf of the first-order step: x_0 = x0_pred.
+            rule = (
+                Linear(0.0, (1.0,))
+                if form == "data"
+                else Linear(1.0 / last.alpha, (-last.sigma / last.alpha,))
+            )
+            calls.append(_Call(last, rule, True, None))
+        self._calls = calls
+
+    def step(
+        self,
+        model_output: Tensor,
+        timestep: float | Tensor,
+        sample: Tensor,
+        generator: torch.Generator | None = None,
+        return_dict: bool = True,
+    ) -> SchedulerOutput | tuple[Tensor]:
+        """One model output in, the next sample out (no host-device synchronisation)."""
+        if not self._calls:
+            raise ValueError("call set_timesteps before step")
+        if self._step_index is None:
+            self._step_index = self._begin_index or 0
+        i = self._step_index
+        if i >= len(self._calls):
+            raise ValueError(f"step called {i + 1} times; set_timesteps planned {len(self._calls)}")
+        call = self._calls[i]
+        if (
+            model_output.shape[1] == 2 * sample.shape[1]
+            and model_output.shape[2:] == sample.shape[2:]
+        ):
+            model_output = model_output[:, : sample.shape[1]]  # learned variance: keep the mean
+        if model_output.shape != sample.shape:
+            raise ValueError(
+                f"model_output has shape {tuple(model_output.shape)} at step {i}, expected "
+                f"{tuple(sample.shape)}"
+            )
+        m = self._convert(model_output, sample, call.level)
+        if self._cfg.method == "multistep":
+            self._history.insert(0, m)
+            del self._history[self._cfg.solver_order :]
+            rule = call.rule
+            if len(self._history) < len(rule.cm) and call.restart is not None:
+                rule = call.restart  # sampling began here: no earlier outputs yet
+            prev = _apply(rule, sample, self._history[: len(rule.cm)])
+        else:
+            rule = call.rule
+            if call.starts_step or self._step_start is None:
+                self._step_start, self._history = sample, []
+                if not call.starts_step and call.restart is not None:
+                    rule = call.restart  # sampling begins inside a step
+            self._history.append(m)
+            prev = _apply(rule, self._step_start, self._history)
+        self._step_index = i + 1
+        if not return_dict:
+            return (prev,)
+        return SchedulerOutput(prev_sample=prev)
+
+    def _convert(self, out: Tensor, x: Tensor, level: Level) -> Tensor:
+        prediction = PREDICTION_TYPES[self._cfg.prediction_type]
+        if self._cfg.algorithm_type == "dpmsolver":
+            return to_noise(out, x, level.alpha, level.sigma, prediction)
+        x0 = to_data(out, x, level.alpha, level.sigma, prediction)
+        if self._thresholding is not None:
+            x0 = self._thresholding(x0)
+        return x0
+
+    def add_noise(self, original_samples: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
+        """x_t = alpha_t x_0 + sigma_t noise at (possibly fractional) training timesteps."""
+        ns = self.noise_schedule
+        t = (torch.as_tensor(timesteps, device=original_samples.device).double() + 1.0) / ns.total_n
+        shape = (-1,) + (1,) * (original_samples.dim() - 1)
+        alpha = ns.alpha(t).to(original_samples.dtype).reshape(shape)
+        sigma = ns.sigma(t).to(original_samples.dtype).reshape(shape)
+        return alpha * original_samples + sigma * noise

@@ -1,0 +1,285 @@
+"""The diffusers face: DPMSolverScheduler in real pipelines (tiny random weights, offline),
+against the core sampler, and on the configs diffusers users bring."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from diffusers import (
+    AutoencoderKL,
+    PNDMScheduler,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+import dpmsolver as dpm
+from dpmsolver.diffusers import DPMSolverScheduler
+from dpmsolver.models import ExactModel, load_digits_gmm
+
+DATA = Path(__file__).parent / "data"
+SD_SCHEDULER_CONFIG = dict(  # Stable Diffusion 1.x's scheduler config
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    set_alpha_to_one=False,
+    skip_prk_steps=True,
+    steps_offset=1,
+    clip_sample=False,
+)
+COMBOS = list(
+    itertools.product(["dpmsolver++", "dpmsolver"], [1, 2, 3], ["multistep", "singlestep"])
+)
+
+
+def components() -> dict[str, object]:
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=2,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(4, 8),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=2,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+            hidden_size=32,
+            intermediate_size=37,
+            layer_norm_eps=1e-5,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=100,
+        )
+    )
+    tokenizer = CLIPTokenizer(
+        str(DATA / "tiny_clip_vocab.json"), str(DATA / "tiny_clip_merges.txt"), model_max_length=77
+    )
+    return dict(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=PNDMScheduler.from_config(SD_SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def parts() -> dict[str, object]:
+    return components()
+
+
+def count_unet_calls(pipe: StableDiffusionPipeline) -> list[int]:
+    calls: list[int] = []
+    pipe.unet.register_forward_hook(lambda *args: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize(("algorithm", "order", "method"), COMBOS)
+def test_text_to_image_and_image_to_image(parts, algorithm: str, order: int, method: str):
+    pipe = StableDiffusionPipeline(**parts)
+    pipe.scheduler = DPMSolverScheduler.from_config(
+        pipe.scheduler.config, algorithm_type=algorithm, solver_order=order, method=method
+    )
+    pipe.set_progress_bar_config(disable=True)
+    calls = count_unet_calls(pipe)
+    image = pipe(
+        "a cat",
+        num_inference_steps=6,
+        height=32,
+        width=32,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images
+    assert image.shape == (1, 32, 32, 3) and np.isfinite(image).all()
+    assert len(calls) == 6
+    img2img = StableDiffusionImg2ImgPipeline(**{**parts, "scheduler": pipe.scheduler})
+    img2img.set_progress_bar_config(disable=True)
+    calls = count_unet_calls(img2img)
+    out = img2img(
+        "a dog",
+        image=torch.rand(1, 3, 32, 32),
+        strength=0.5,
+        num_inference_steps=10,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images
+    assert out.shape == (1, 32, 32, 3) and np.isfinite(out).all()
+    assert len(calls) == 5  # strength 0.5 of 10 steps
+
+
+def exact_eps(schedule: dpm.DiscreteVPSchedule):
+    gmm = load_digits_gmm()
+
+    def unet(x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        t = (torch.as_tensor(timestep).double() + 1) / schedule.total_n
+        alpha, sigma = schedule.alpha(t), schedule.sigma(t)
+        return (x - alpha * gmm.posterior_mean(x, alpha, sigma)) / sigma
+
+    return unet
+
+
+def run_scheduler(scheduler, x: torch.Tensor, steps: int) -> torch.Tensor:
+    scheduler.set_timesteps(steps)
+    unet = (
+        exact_eps(scheduler.noise_schedule) if isinstance(scheduler, DPMSolverScheduler) else None
+    )
+    for t in scheduler.timesteps:
+        x = scheduler.step(unet(x, t), t, x).prev_sample
+    return x
+
+
+@pytest.mark.parametrize(("algorithm", "order", "method"), COMBOS)
+@pytest.mark.parametrize("skip_type", ["time_uniform", "logSNR", "karras"])
+def test_trajectory_equals_the_core_sampler(
+    algorithm: str, order: int, method: str, skip_type: str
+) -> None:
+    config = dict(
+        SD_SCHEDULER_CONFIG,
+        algorithm_type=algorithm,
+        solver_order=order,
+        method=method,
+        skip_type=skip_type,
+    )
+    scheduler = DPMSolverScheduler.from_config(config)
+    model = ExactModel(load_digits_gmm(), scheduler.noise_schedule)
+    x_T = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for steps in (5, 10, 20):
+        ours = run_scheduler(scheduler, x_T, steps)
+        core = dpm.sample(
+            model,
+            x_T,
+            steps=steps,
+            order=order,
+            method=method,
+            algorithm=algorithm,
+            skip_type=skip_type,
+        )
+        torch.testing.assert_close(ours, core, rtol=0, atol=1e-6)
+
+
+def test_step_keeps_dtype_and_splits_learned_variance() -> None:
+    scheduler = DPMSolverScheduler.from_config(SD_SCHEDULER_CONFIG)
+    scheduler.set_timesteps(4)
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float16)
+    eps = torch.randn(2, 3, 4, 4, dtype=torch.float16)
+    with_variance = torch.cat([eps, torch.full_like(eps, 1e4)], dim=1)
+    a = scheduler.step(with_variance, scheduler.timesteps[0], x).prev_sample
+    scheduler.set_timesteps(4)
+    b = scheduler.step(eps, scheduler.timesteps[0], x).prev_sample
+    assert a.dtype == torch.float16
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(beta_schedule="squaredcos_cap_v2", skip_type="karras"),
+        dict(beta_schedule="squaredcos_cap_v2"),
+        dict(SD_SCHEDULER_CONFIG, rescale_betas_zero_snr=True, prediction_type="v_prediction"),
+        dict(SD_SCHEDULER_CONFIG, skip_type="karras", method="singlestep", solver_order=3),
+    ],
+    ids=["cosine-karras", "cosine", "zero-snr", "sd-karras-singlestep"],
+)
+def test_every_step_count_gives_distinct_finite_timesteps(config: dict) -> None:
+    scheduler = DPMSolverScheduler.from_config(config)
+    for steps in range(1, 51):
+        scheduler.set_timesteps(steps)
+        ts = scheduler.timesteps
+        assert len(ts) == steps
+        assert torch.isfinite(ts).all() and bool((ts[1:] < ts[:-1]).all())
+        assert float(ts[-1]) >= 0 and float(ts[0]) <= config.get("num_train_timesteps", 1000)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5, 10, 25])
+def test_run_ends_at_the_smallest_training_noise_level_not_a_jump(steps: int) -> None:
+    scheduler = DPMSolverScheduler.from_config(SD_SCHEDULER_CONFIG)
+    end = scheduler.noise_schedule.levels([1 / 1000])[0]
+    sigma_min = end.sigma / end.alpha  # about 0.029 for Stable Diffusion's schedule
+    scheduler.set_timesteps(steps)
+    assert len(scheduler.sigmas) == steps + 1
+    assert float(scheduler.sigmas[-1]) == pytest.approx(sigma_min, rel=1e-12)
+    # Asked for the jump to zero, it starts from that same smallest level.
+    jump = DPMSolverScheduler.from_config(SD_SCHEDULER_CONFIG, final_noise_level="zero")
+    jump.set_timesteps(steps)
+    assert float(jump.sigmas[-1]) == 0.0
+    assert float(jump.sigmas[-2]) == pytest.approx(
+        sigma_min if steps > 1 else float(jump.sigmas[0]), rel=1e-12
+    )
+
+
+def test_custom_timesteps_and_sigmas() -> None:
+    scheduler = DPMSolverScheduler.from_config(SD_SCHEDULER_CONFIG)
+    scheduler.set_timesteps(timesteps=[999, 800, 600, 400, 200, 100])
+    torch.testing.assert_close(
+        scheduler.timesteps, torch.tensor([999, 800, 600, 400, 200, 100.0], dtype=torch.float64)
+    )
+    scheduler.set_timesteps(sigmas=[14.0, 5.0, 1.0, 0.1, 0.0])
+    assert len(scheduler.timesteps) == 4
+    with pytest.raises(ValueError, match="exactly one"):
+        scheduler.set_timesteps(5, timesteps=[999, 500])
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        scheduler.set_timesteps(timesteps=[100, 500])
+
+
+def test_add_noise_at_fractional_timesteps() -> None:
+    scheduler = DPMSolverScheduler.from_config(SD_SCHEDULER_CONFIG)
+    x0 = torch.randn(2, 4)
+    noise = torch.randn(2, 4)
+    out = scheduler.add_noise(x0, noise, torch.tensor([10, 10]))
+    ac = scheduler.alphas_cumprod[10].double()
+    torch.testing.assert_close(out, (ac.sqrt() * x0 + (1 - ac).sqrt() * noise).float())
+    mid = scheduler.add_noise(x0, noise, torch.tensor([10.5, 10.5]))
+    lo, hi = scheduler.add_noise(x0, noise, torch.tensor([10, 11])).unbind(), None
+    assert not torch.equal(mid, out) and lo is not None and hi is None
+
+
+def test_config_round_trip_through_a_saved_pipeline(parts, tmp_path: Path) -> None:
+    pipe = StableDiffusionPipeline(**parts)
+    pipe.scheduler = DPMSolverScheduler.from_config(
+        pipe.scheduler.config, solver_order=3, skip_type="logSNR"
+    )
+    pipe.save_pretrained(tmp_path)
+    loaded = DPMSolverScheduler.from_pretrained(tmp_path, subfolder="scheduler")
+    public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
+    assert public(loaded.config) == public(pipe.scheduler.config)
+    reloaded = StableDiffusionPipeline.from_pretrained(tmp_path)
+    assert isinstance(reloaded.scheduler, DPMSolverScheduler)
+    assert reloaded.scheduler.config.solver_order == 3
+
+
+def test_bad_config() -> None:
+    with pytest.raises(ValueError, match="solver_order must be between 1 and 3"):
+        DPMSolverScheduler(solver_order=4)
+    with pytest.raises(ValueError, match="skip_type must be one of"):
+        DPMSolverScheduler(skip_type="uniform")
+    with pytest.raises(ValueError, match="thresholding needs"):
+        DPMSolverScheduler(thresholding=True, algorithm_type="dpmsolver")
