@@ -283,3 +283,66 @@ def test_bad_config() -> None:
         DPMSolverScheduler(skip_type="uniform")
     with pytest.raises(ValueError, match="thresholding needs"):
         DPMSolverScheduler(thresholding=True, algorithm_type="dpmsolver")
+
+
+PIPELINE_CONFIGS = {
+    # The scheduler configs these pipelines ship (the keys that matter, plus some extras
+    # that DPMSolverScheduler ignores).
+    "sd2-v": dict(SD_SCHEDULER_CONFIG, prediction_type="v_prediction"),
+    "sdxl": dict(
+        SD_SCHEDULER_CONFIG,
+        timestep_spacing="leading",
+        interpolation_type="linear",
+        use_karras_sigmas=False,
+        sample_max_value=1.0,
+    ),
+    "deepfloyd-if": dict(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        variance_type="learned_range",
+        thresholding=True,
+        dynamic_thresholding_ratio=0.95,
+        sample_max_value=1.5,
+        clip_sample=True,
+        clip_sample_range=1.0,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", PIPELINE_CONFIGS)
+def test_from_pipeline_configs(name: str) -> None:
+    scheduler = DPMSolverScheduler.from_config(PIPELINE_CONFIGS[name])
+    scheduler.set_timesteps(8)
+    x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    channels = 6 if name == "deepfloyd-if" else 3  # IF predicts a learned variance too
+    for t in scheduler.timesteps:
+        out = torch.randn(1, channels, 8, 8, generator=torch.Generator().manual_seed(int(t)))
+        x = scheduler.step(out, t, x).prev_sample
+    assert torch.isfinite(x).all() and x.dtype == torch.float32
+    if name == "deepfloyd-if":
+        assert scheduler.config.thresholding and scheduler.config.sample_max_value == 1.5
+
+
+def test_importing_dpmsolver_does_not_import_diffusers() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, dpmsolver, dpmsolver.k_diffusion, dpmsolver.models; "
+        "assert 'diffusers' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_step_does_not_synchronise_on_cuda() -> None:
+    scheduler = DPMSolverScheduler.from_config(SD_SCHEDULER_CONFIG, solver_order=3)
+    scheduler.set_timesteps(10, device="cuda")
+    x = torch.randn(2, 4, 16, 16, device="cuda")
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for t in scheduler.timesteps:
+            x = scheduler.step(torch.randn_like(x), t, x).prev_sample
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert x.device.type == "cuda"
