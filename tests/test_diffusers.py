@@ -257,9 +257,12 @@ def test_add_noise_at_fractional_timesteps() -> None:
     out = scheduler.add_noise(x0, noise, torch.tensor([10, 10]))
     ac = scheduler.alphas_cumprod[10].double()
     torch.testing.assert_close(out, (ac.sqrt() * x0 + (1 - ac).sqrt() * noise).float())
-    mid = scheduler.add_noise(x0, noise, torch.tensor([10.5, 10.5]))
-    lo, hi = scheduler.add_noise(x0, noise, torch.tensor([10, 11])).unbind(), None
-    assert not torch.equal(mid, out) and lo is not None and hi is None
+    # Between two training steps alpha_t is interpolated (log-linearly), strictly between.
+    ones, zeros = torch.ones(3, 1), torch.zeros(3, 1)
+    alphas = scheduler.add_noise(ones, zeros, torch.tensor([10.0, 10.5, 11.0])).squeeze(1)
+    assert alphas[0] > alphas[1] > alphas[2]
+    log_mid = 0.5 * (alphas[0].double().log() + alphas[2].double().log())
+    assert float(alphas[1].double().log()) == pytest.approx(float(log_mid), abs=1e-6)
 
 
 def test_config_round_trip_through_a_saved_pipeline(parts, tmp_path: Path) -> None:
