@@ -50,10 +50,12 @@ _SERIES_BELOW = 0.05
 
 @dataclass(frozen=True)
 class Linear:
-    """x_new = cx * x + sum_j cm[j] * m[j] (m[0] is the first model output of the rule)."""
+    """x_new = cx * x + sum_j cm[j] * m[j] + noise * z, z ~ N(0, I) (m[0] is the first model
+    output of the rule; noise is 0 for the ODE solvers)."""
 
     cx: float
     cm: tuple[float, ...]
+    noise: float = 0.0
 
 
 def phi(k: int, z: float) -> float:
@@ -159,3 +161,30 @@ def singlestep_tableau(
         d2 = 2.0 * (d1_1 - d1_0) / (r2 - r1)
         rules.append(_combine(scale, mult, [(phi(1, z), e[0]), (phi(2, z), d1), (phi(3, z), d2)]))
     return rules
+
+
+def sde_multistep_update(solver_type: SolverType, levels: list[Level], eta: float) -> Linear:
+    """SDE-DPM-Solver++ of order k = len(levels) - 1 (1 or 2; data form, 1 call per step).
+
+    Solves the reverse SDE whose noise is scaled by eta (0: the ODE, i.e. DPM-Solver++;
+    1: the full SDE of DPM-Solver++ Section 5). With h = lambda_t - lambda_s and
+    h_eta = (1 + eta) h:
+        x_t = (sigma_t/sigma_s) e^{-eta h} x + alpha_t (1 - e^{-h_eta}) x0_s
+              + alpha_t c (x0_s - x0_prev) / r0 + sigma_t sqrt(1 - e^{-2 eta h}) z
+    where r0 = h_prev / h and c = (1 - e^{-h_eta}) / 2 ('dpmsolver', the midpoint form) or
+    1 - (1 - e^{-h_eta}) / h_eta ('taylor'). At eta = 0 both equal DPM-Solver++'s rules.
+    eta = 1, order 2 is the "DPM-Solver++(2M) SDE" sampler.
+    """
+    *prev, t = levels
+    s = prev[0]
+    h = t.lambda_ - s.lambda_
+    h_eta = (1.0 + eta) * h
+    decay = -math.expm1(-h_eta)  # 1 - e^{-h_eta}
+    cx = t.sigma / s.sigma * math.exp(-eta * h)
+    noise = t.sigma * math.sqrt(-math.expm1(-2.0 * eta * h)) if eta > 0 else 0.0
+    if len(prev) == 1:
+        return Linear(cx, (t.alpha * decay,), noise)
+    r0 = (s.lambda_ - prev[1].lambda_) / h
+    c = 0.5 * decay if solver_type == "dpmsolver" else -phi(2, -h_eta)
+    w = t.alpha * c / r0
+    return Linear(cx, (t.alpha * decay + w, -w), noise)

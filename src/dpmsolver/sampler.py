@@ -21,6 +21,7 @@ from .coefficients import (
     Multistep3,
     SolverType,
     multistep_update,
+    sde_multistep_update,
     singlestep_tableau,
 )
 from .grids import SKIP_TYPES, SkipType, singlestep_orders, time_grid
@@ -103,12 +104,20 @@ def accumulation_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
-def _apply(rule: Linear, x: Tensor, ms: Sequence[Tensor]) -> Tensor:
-    """x_new = cx x + sum_j cm[j] m[j], combined in the accumulation dtype, rounded once."""
+def _apply(
+    rule: Linear, x: Tensor, ms: Sequence[Tensor], generator: torch.Generator | None = None
+) -> Tensor:
+    """x_new = cx x + sum_j cm[j] m[j] (+ noise z), combined in the accumulation dtype and
+    rounded once. z is drawn in float32 on the generator's device, so a seed gives the same
+    noise whatever device x is on."""
     acc = accumulation_dtype(x)
     out = x.to(acc) * rule.cx
     for c, m in zip(rule.cm, ms, strict=True):
         out.add_(m.to(acc), alpha=c)
+    if rule.noise:
+        device = generator.device if generator is not None else x.device
+        z = torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32)
+        out.add_(z.to(out.device, acc), alpha=rule.noise)
     return out.to(x.dtype)
 
 
@@ -169,6 +178,8 @@ def sample(
     atol: float = 0.0078,
     rtol: float = 0.05,
     multistep3: Multistep3 = "damped",
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
     correcting_xt_fn: XtCorrection | None = None,
     callback: Callback | None = None,
     check_finite: bool = True,
@@ -208,6 +219,10 @@ def sample(
             difference at half its Taylor weight; global order 2, lowest error at 10-40
             steps on time-uniform grids) or 'exact' (global order 3; better with logSNR
             grids and many steps).
+        eta: noise of the reverse SDE, 0 (the ODE, default) to 1 (SDE-DPM-Solver++, the
+            "DPM-Solver++(2M) SDE" sampler); needs algorithm='dpmsolver++', method
+            'multistep' and order 1 or 2.
+        generator: torch.Generator for the SDE noise; a seed reproduces a sample exactly.
         correcting_xt_fn: optional (x, t, step) -> x applied after every step (and, for
             multistep, after the first model call at step 0).
         callback: optional (step, t, x) called at step 0 and after every step.
@@ -232,6 +247,17 @@ def sample(
     check_choice("solver_type", solver_type, SOLVER_TYPES)
     check_int("order", order, 1, 3)
     check_choice("multistep3", multistep3, ("damped", "exact"))
+    eta = check_float("eta", eta)
+    if eta != 0.0:
+        if not 0.0 < eta <= 1.0:
+            raise ValueError(f"eta must lie in [0, 1]; got {eta}")
+        if algorithm != "dpmsolver++" or method != "multistep" or order > 2:
+            raise ValueError(
+                "eta > 0 (SDE-DPM-Solver++) needs algorithm='dpmsolver++', "
+                f"method='multistep' and order 1 or 2; got {algorithm!r}, {method!r}, {order}"
+            )
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     grid: Tensor | None = None
     if timesteps is not None:
         if method == "adaptive":
@@ -268,6 +294,8 @@ def sample(
                 lower_order_final,
                 lower_order_final_below,
                 multistep3,
+                eta,
+                generator,
                 correcting_xt_fn,
                 callback,
             )
@@ -328,6 +356,8 @@ def _multistep(
     lower_order_final: bool,
     lower_order_final_below: int,
     multistep3: Multistep3,
+    eta: float,
+    generator: torch.Generator | None,
     correcting_xt_fn: XtCorrection | None,
     callback: Callback | None,
 ) -> tuple[Tensor, int]:
@@ -340,14 +370,17 @@ def _multistep(
         if lower_order_final and steps < lower_order_final_below:
             k = min(k, steps + 1 - i)
         prev = [levels[i - 1 - j] for j in range(k)]
-        rules.append(multistep_update(form, solver_type, [*prev, levels[i]], multistep3))
+        if eta > 0:
+            rules.append(sde_multistep_update(solver_type, [*prev, levels[i]], eta))
+        else:
+            rules.append(multistep_update(form, solver_type, [*prev, levels[i]], multistep3))
     history = [ev(x, levels[0], 0)]  # newest first; at most `order` outputs are kept
     if correcting_xt_fn is not None:
         x = correcting_xt_fn(x, levels[0].t, 0)
     if callback is not None:
         callback(0, levels[0].t, x)
     for i, rule in enumerate(rules, start=1):
-        x = _apply(rule, x, history[: len(rule.cm)])
+        x = _apply(rule, x, history[: len(rule.cm)], generator)
         if correcting_xt_fn is not None:
             x = correcting_xt_fn(x, levels[i].t, i)
         if callback is not None:
