@@ -6,6 +6,8 @@ x_t = alpha_t x0 + sigma_t eps:
     x0:     x0 = out
     v:      v = alpha_t eps - sigma_t x0           (Salimans & Ho, 2022)
     score:  score = grad log p_t(x_t) = -eps / sigma_t
+    flow:   velocity v = eps - x0 (flow matching / rectified flow, d x_t / d sigma_t when
+            alpha_t = 1 - sigma_t)
 Classifier-free guidance mixes two outputs linearly, so it is applied to the raw outputs
 (one network call on the doubled batch [uncond, cond]); classifier guidance adds
 -scale * sigma_t * grad log p(c | x_t) to eps (Dhariwal & Nichol, 2021).
@@ -35,9 +37,9 @@ __all__ = [
     "to_noise",
 ]
 
-Prediction = Literal["noise", "x0", "v", "score"]
+Prediction = Literal["noise", "x0", "v", "score", "flow"]
 Target = Literal["noise", "data"]
-PREDICTIONS: tuple[str, ...] = ("noise", "x0", "v", "score")
+PREDICTIONS: tuple[str, ...] = ("noise", "x0", "v", "score", "flow")
 
 Scalar = float | Tensor
 
@@ -53,6 +55,9 @@ def to_noise(out: Tensor, x: Tensor, alpha: Scalar, sigma: Scalar, prediction: s
         return (sigma * x + alpha * out) / (alpha * alpha + sigma * sigma)
     if prediction == "score":
         return -sigma * out
+    if prediction == "flow":
+        # x + alpha v = (alpha + sigma) eps for v = eps - x0.
+        return (x + alpha * out) / (alpha + sigma)
     raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
 
 
@@ -66,6 +71,8 @@ def to_data(out: Tensor, x: Tensor, alpha: Scalar, sigma: Scalar, prediction: st
         return (alpha * x - sigma * out) / (alpha * alpha + sigma * sigma)
     if prediction == "score":
         return (x + (sigma * sigma) * out) / alpha
+    if prediction == "flow":
+        return (x - sigma * out) / (alpha + sigma)
     raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -21,10 +22,14 @@ from torch import Tensor
 
 __all__ = [
     "CosineVPSchedule",
+    "CustomSchedule",
     "DiscreteVPSchedule",
+    "EDMSchedule",
+    "FlowSchedule",
     "Level",
     "LinearVPSchedule",
     "NoiseSchedule",
+    "VESchedule",
     "VPSchedule",
 ]
 
@@ -343,3 +348,136 @@ class VESchedule(NoiseSchedule):
 
     def contains(self, t: float) -> bool:
         return 0.0 < t < math.inf
+
+
+class EDMSchedule(VESchedule):
+    """EDM (Karras et al. 2022): VE scaling with sigma in [0.002, 80]; time is sigma, and the
+    network (an EDM denoiser D(x; sigma), prediction='x0') gets sigma as its time input."""
+
+
+class FlowSchedule(NoiseSchedule):
+    """Flow matching / rectified flow: x_t = (1 - sigma_t) x_0 + sigma_t eps (alpha = 1 - sigma).
+
+    With shift s (SD3-style resolution shift), sigma_t = s t / (1 + (s - 1) t) for the
+    sampler's time t in (0, 1); s = 1 gives sigma_t = t. Time grids are spaced in t, so the
+    shift moves steps towards high noise. The network gets time_scale * sigma_t (SD3 and
+    FLUX-like models: time_scale = 1000). t = 1 (alpha = 0, lambda = -inf) is excluded: the
+    default start is t_max = 0.999, where x_T ~ N(0, I) differs from pure noise by 1e-3.
+    """
+
+    def __init__(
+        self,
+        shift: float = 1.0,
+        t_min: float = 1e-3,
+        t_max: float = 0.999,
+        time_scale: float = 1.0,
+    ) -> None:
+        if not (math.isfinite(shift) and shift > 0):
+            raise ValueError(f"shift must be a finite number > 0; got {shift!r}")
+        if not 0 < t_min < t_max < 1:
+            raise ValueError(f"need 0 < t_min < t_max < 1; got t_min={t_min!r}, t_max={t_max!r}")
+        self.shift = float(shift)
+        self.t_min = float(t_min)
+        self.t_max = float(t_max)
+        self.time_scale = float(time_scale)
+
+    def sigma(self, t: Tensor | float) -> Tensor:
+        t = _f64(t)
+        return self.shift * t / (1.0 + (self.shift - 1.0) * t)
+
+    def log_alpha(self, t: Tensor | float) -> Tensor:
+        return torch.log1p(-self.sigma(t))
+
+    def lambda_(self, t: Tensor | float) -> Tensor:
+        sigma = self.sigma(t)
+        return torch.log1p(-sigma) - torch.log(sigma)
+
+    def inverse_lambda(self, lambda_: Tensor | float) -> Tensor:
+        sigma = torch.sigmoid(-_f64(lambda_))
+        return sigma / (self.shift - (self.shift - 1.0) * sigma)
+
+    def model_time(self, t: Tensor | float) -> Tensor:
+        return self.time_scale * self.sigma(t)
+
+    def contains(self, t: float) -> bool:
+        return 0.0 < t < 1.0
+
+
+class CustomSchedule(NoiseSchedule):
+    """A schedule from two callables alpha(t), sigma(t) on [t_min, t_max] (float64 tensors in
+    and out), with t(lambda) found by bisection. `CustomSchedule.from_table` builds one from
+    sampled values. lambda must be strictly decreasing; this is checked on a 4097-point grid.
+    """
+
+    _BISECTIONS = 64
+
+    def __init__(
+        self,
+        alpha: Callable[[Tensor], Tensor],
+        sigma: Callable[[Tensor], Tensor],
+        t_min: float,
+        t_max: float,
+        model_time: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        if not (callable(alpha) and callable(sigma)):
+            raise TypeError("alpha and sigma must be callables of a float64 tensor")
+        if not (math.isfinite(t_min) and math.isfinite(t_max) and t_min < t_max):
+            raise ValueError(f"need finite t_min < t_max; got {t_min!r}, {t_max!r}")
+        self._alpha, self._sigma, self._model_time = alpha, sigma, model_time
+        self.t_min, self.t_max = float(t_min), float(t_max)
+        t = torch.linspace(self.t_min, self.t_max, 4097, dtype=torch.float64)
+        a, s = self.alpha(t), self.sigma(t)
+        if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(s).all())):
+            bad = float(t[~(torch.isfinite(a) & torch.isfinite(s))][0])
+            raise ValueError(f"the schedule returned NaN or Inf at t={bad:.6g}")
+        if not (bool((a > 0).all()) and bool((s > 0).all())):
+            raise ValueError("alpha(t) and sigma(t) must be > 0 on [t_min, t_max]")
+        lam = torch.log(a) - torch.log(s)
+        if not bool((lam[1:] < lam[:-1]).all()):
+            i = int((lam[1:] >= lam[:-1]).nonzero()[0, 0])
+            raise ValueError(
+                f"lambda = log(alpha/sigma) must be strictly decreasing in t; it is not near "
+                f"t={float(t[i]):.6g}"
+            )
+
+    @classmethod
+    def from_table(
+        cls, t: Tensor | np.ndarray, alpha: Tensor | np.ndarray, sigma: Tensor | np.ndarray
+    ) -> CustomSchedule:
+        """Interpolate log alpha and log sigma piecewise linearly between sampled times."""
+        tt = _as_f64_vector("t", t)
+        la = torch.log(_as_f64_vector("alpha", alpha))
+        ls = torch.log(_as_f64_vector("sigma", sigma))
+        if not (tt.shape == la.shape == ls.shape):
+            raise ValueError("t, alpha and sigma must have the same length")
+        if not bool((tt[1:] > tt[:-1]).all()):
+            raise ValueError("t must be strictly increasing")
+        return cls(
+            lambda x: torch.exp(_interp(x, tt, la)),
+            lambda x: torch.exp(_interp(x, tt, ls)),
+            float(tt[0]),
+            float(tt[-1]),
+        )
+
+    def alpha(self, t: Tensor | float) -> Tensor:
+        return self._alpha(_f64(t)).to(torch.float64)
+
+    def sigma(self, t: Tensor | float) -> Tensor:
+        return self._sigma(_f64(t)).to(torch.float64)
+
+    def log_alpha(self, t: Tensor | float) -> Tensor:
+        return torch.log(self.alpha(t))
+
+    def model_time(self, t: Tensor | float) -> Tensor:
+        return self._model_time(_f64(t)) if self._model_time is not None else _f64(t)
+
+    def inverse_lambda(self, lambda_: Tensor | float) -> Tensor:
+        target = _f64(lambda_)
+        lo = torch.full_like(target, self.t_min)
+        hi = torch.full_like(target, self.t_max)
+        for _ in range(self._BISECTIONS):  # lambda decreases in t
+            mid = 0.5 * (lo + hi)
+            above = self.lambda_(mid) > target
+            lo = torch.where(above, mid, lo)
+            hi = torch.where(above, hi, mid)
+        return 0.5 * (lo + hi)
