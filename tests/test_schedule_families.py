@@ -190,3 +190,21 @@ def test_table_schedule_matches_its_source() -> None:
     # log alpha and log sigma are interpolated linearly between 2001 samples.
     torch.testing.assert_close(table.lambda_(probe), source.lambda_(probe), rtol=1e-4, atol=0)
     torch.testing.assert_close(table.inverse_lambda(table.lambda_(probe)), probe, rtol=0, atol=1e-9)
+
+
+def test_sigmas_are_timesteps_in_ve_units() -> None:
+    schedule = dpm.VPSchedule.linear()
+    model = ExactModel(digits_mixture(), schedule)
+    x_T = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    grid = dpm.time_grid(schedule, "karras", 1.0, 1e-3, 8)
+    sigmas = torch.exp(-schedule.lambda_(grid))
+    by_sigma = dpm.sample(model, x_T, sigmas=sigmas)
+    torch.testing.assert_close(by_sigma, dpm.sample(model, x_T, timesteps=grid), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        dpm.time_grid(schedule, "exponential", 1.0, 1e-3, 8),
+        dpm.time_grid(schedule, "logSNR", 1.0, 1e-3, 8),
+        rtol=0,
+        atol=0,
+    )
+    with pytest.raises(ValueError, match="sigmas must be > 0"):
+        dpm.sample(model, x_T, sigmas=[1.0, 0.0])

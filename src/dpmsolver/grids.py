@@ -7,6 +7,8 @@ t_start and t_end.
     time_quadratic: uniform in sqrt(t) (DDIM's choice for CIFAR-10)
     karras:         uniform in sigma^(1/7), sigma = sigma_t / alpha_t = e^{-lambda}
                     (Karras et al. 2022, rho = 7)
+    exponential:    uniform in log sigma, sigma = sigma_t / alpha_t: the logSNR grid under
+                    k-diffusion's name
 """
 
 from __future__ import annotations
@@ -21,8 +23,14 @@ from .schedules import NoiseSchedule
 
 __all__ = ["SKIP_TYPES", "SkipType", "singlestep_orders", "time_grid"]
 
-SkipType = Literal["logSNR", "time_uniform", "time_quadratic", "karras"]
-SKIP_TYPES: tuple[str, ...] = ("logSNR", "time_uniform", "time_quadratic", "karras")
+SkipType = Literal["logSNR", "time_uniform", "time_quadratic", "karras", "exponential"]
+SKIP_TYPES: tuple[str, ...] = (
+    "logSNR",
+    "time_uniform",
+    "time_quadratic",
+    "karras",
+    "exponential",
+)
 KARRAS_RHO = 7.0
 
 
@@ -31,9 +39,9 @@ def time_grid(
 ) -> Tensor:
     """steps + 1 times from t_start to t_end spaced by `skip_type` (float64, CPU)."""
     check_choice("skip_type", skip_type, SKIP_TYPES)
-    if skip_type in ("logSNR", "karras"):
+    if skip_type in ("logSNR", "karras", "exponential"):
         lam = schedule.lambda_(torch.tensor([t_start, t_end], dtype=torch.float64)).tolist()
-        if skip_type == "logSNR":
+        if skip_type != "karras":
             lams = torch.linspace(lam[0], lam[1], steps + 1, dtype=torch.float64)
         else:
             ends = torch.tensor(lam, dtype=torch.float64).neg().exp() ** (1 / KARRAS_RHO)

@@ -171,6 +171,7 @@ def sample(
     t_start: float | None = None,
     t_end: float | None = None,
     timesteps: Sequence[float] | Tensor | None = None,
+    sigmas: Sequence[float] | Tensor | None = None,
     lower_order_final: bool = True,
     lower_order_final_below: int = 15,
     denoise_to_zero: bool = False,
@@ -205,6 +206,8 @@ def sample(
             range) used instead of steps / skip_type / t_start / t_end. Multistep takes one
             step per interval; singlestep methods one step of order `order` per interval,
             with intermediate points uniform in lambda.
+        sigmas: the same as `timesteps`, given as noise levels sigma_t / alpha_t (the VE /
+            k-diffusion convention), positive and strictly monotone.
         lower_order_final: multistep runs with fewer than `lower_order_final_below` steps
             lower the order of their final steps (the last step of a time-uniform grid is
             by far the largest in lambda); this stabilises few-step sampling.
@@ -259,6 +262,15 @@ def sample(
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     grid: Tensor | None = None
+    if sigmas is not None:
+        if timesteps is not None:
+            raise ValueError("give timesteps or sigmas, not both")
+        levels = torch.as_tensor(
+            sigmas.detach().cpu() if isinstance(sigmas, Tensor) else sigmas, dtype=torch.float64
+        )
+        if not bool((levels > 0).all()):
+            raise ValueError("sigmas must be > 0 (the run ends at the last one)")
+        timesteps = schedule.inverse_lambda(-torch.log(levels))
     if timesteps is not None:
         if method == "adaptive":
             raise ValueError("timesteps cannot be used with method='adaptive'")
