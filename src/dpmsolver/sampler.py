@@ -199,7 +199,8 @@ def sample(
             (DPM-Solver-12 / -23 for order 2 / 3, step size from atol/rtol; ignores steps).
         algorithm: 'dpmsolver++' (data form; stable with guidance and thresholding) or
             'dpmsolver' (noise form).
-        skip_type: time grid, 'time_uniform', 'logSNR' or 'time_quadratic'.
+        skip_type: time grid: 'time_uniform', 'logSNR', 'time_quadratic', 'karras' or
+            'exponential' (see `grids`).
         t_start, t_end: start and end times; default schedule.t_max and schedule.t_min.
             t_start < t_end runs the ODE from data to noise (inversion).
         timesteps: a user-given grid of times (strictly monotone, inside the schedule's
