@@ -44,6 +44,52 @@ def test_sample_is_reproducible_by_seed(tmp_path: Path) -> None:
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
+def test_bench_writes_table_csv_json_and_plot(tmp_path: Path) -> None:
+    proc = run(
+        "-m",
+        "dpmsolver",
+        "bench",
+        "--steps",
+        "4,8",
+        "--solvers",
+        "ddim,dpm++3m",
+        "--n",
+        "4",
+        "--reference-nfe",
+        "60",
+        "--no-baselines",
+        "--out",
+        str(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "dpm++3m" in proc.stdout and "8 steps" in proc.stdout
+    rows = (tmp_path / "bench.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("solver,steps,nfe,rms_error") and len(rows) == 5
+    assert (tmp_path / "bench.json").exists()
+    plot = tmp_path / "bench.png"
+    assert plot.exists() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_compare_writes_one_png_with_a_row_per_solver(tmp_path: Path) -> None:
+    out = tmp_path / "compare.png"
+    proc = run(
+        "-m",
+        "dpmsolver",
+        "compare",
+        "--steps",
+        "5,10",
+        "--solvers",
+        "ddim,dpm++2m",
+        "--n",
+        "2",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    # rows: 2 solvers + the reference; columns: 2 seeds x 2 step counts; 8x8 tiles, 4x.
+    assert read_png(out).shape == ((3 * 8 + 2) * 4, (4 * 8 + 3) * 4)
+
+
 @pytest.mark.parametrize(
     "args",
     [
@@ -52,13 +98,18 @@ def test_sample_is_reproducible_by_seed(tmp_path: Path) -> None:
         ["sample", "--order", "5"],
         ["sample", "--method", "bogus"],
         ["frobnicate"],
+        ["bench", "--steps", "4,x"],
+        ["bench", "--solvers", "rk4"],
+        ["compare", "--steps", "0"],
+        ["sample", "--threads", "0"],
     ],
 )
 def test_bad_arguments_exit_2_without_traceback(args: list[str]) -> None:
     proc = run("-m", "dpmsolver", *args)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert "error:" in proc.stderr.strip().splitlines()[-1]
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("dpmsolver") and "error:" in proc.stderr
 
 
 @pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)

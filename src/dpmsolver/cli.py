@@ -1,4 +1,9 @@
-"""The `dpmsolver` command: `dpmsolver sample` draws a grid of digits from the built-in model."""
+"""The `dpmsolver` command: sample, bench and compare on the built-in models.
+
+dpmsolver sample  --model digits-exact --steps 10 --out grid.png
+dpmsolver bench   --model digits-net --steps 4,5,6,8,10,15,20,25,50 --out bench/
+dpmsolver compare --steps 5,10,20 --solvers ddim,dpm++2m,dpm++3m --out compare.png
+"""
 
 from __future__ import annotations
 
@@ -7,37 +12,143 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 import torch
 
+from .bench import SOLVERS
 from .grids import SKIP_TYPES
+from .models.exact import MODELS
 from .sampler import ALGORITHMS, METHODS, sample
+
+DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def _names(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [n for n in names if n not in SOLVERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown solver {', '.join(unknown) or text!r}; choose from {', '.join(SOLVERS)}"
+        )
+    return names
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default="digits-exact",
+        choices=MODELS,
+        help="built-in model: the exact digits mixture or the trained digits network",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the starting noise")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of the samples")
+    p.add_argument("--skip-type", default="logSNR", choices=SKIP_TYPES, help="time grid")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads (default 1: the built-in models are too small to gain)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dpmsolver", description="DPM-Solver and DPM-Solver++ samplers for diffusion models."
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser(
         "sample",
-        help="sample digits from the built-in exact model and write a PNG grid",
-        description="Sample from the built-in exact digits model (a Gaussian mixture fitted "
-        "to scikit-learn's 8x8 digits, on DDPM's linear schedule) and write a PNG grid.",
+        help="sample a built-in model and write a PNG grid",
+        description="Sample a built-in model and write the samples as a PNG grid.",
     )
-    p.add_argument("--model", default="digits-exact", choices=["digits-exact"])
+    _common(p)
     p.add_argument("--algorithm", "--solver", default="dpmsolver++", choices=ALGORITHMS)
     p.add_argument("--method", default="multistep", choices=METHODS)
     p.add_argument("--order", type=int, default=2, choices=[1, 2, 3])
     p.add_argument("--steps", type=int, default=10, help="model calls (default 10)")
-    p.add_argument("--skip-type", default="logSNR", choices=SKIP_TYPES)
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nrow", type=int, default=8, help="images per row of the grid")
-    p.add_argument("--out", type=Path, default=Path("out/digits.png"))
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, default=Path("out/digits.png"), help="PNG to write")
+    b = sub.add_parser(
+        "bench",
+        help="error of each solver against the exact ODE solution",
+        description="For each solver and step count, the RMS error against a high-accuracy "
+        "solution from the same x_T; writes bench.csv, bench.json and bench.png (error vs "
+        "model calls, log-log, needs matplotlib) to --out and prints the table.",
+    )
+    _common(b)
+    b.add_argument(
+        "--steps",
+        type=_int_list,
+        default=[4, 5, 6, 8, 10, 15, 20, 25, 50],
+        help="comma-separated step counts (default 4,5,6,8,10,15,20,25,50)",
+    )
+    b.add_argument(
+        "--solvers",
+        type=_names,
+        default=["ddim", "dpm++2m", "dpm++3m", "dpm++3s", "dpm3s"],
+        help=f"comma-separated, from: {', '.join(SOLVERS)}",
+    )
+    b.add_argument("--n", type=int, default=64, help="samples per run (default 64)")
+    b.add_argument(
+        "--reference-nfe",
+        type=int,
+        default=3000,
+        help="model calls of the reference solve (default 3000)",
+    )
+    b.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="skip diffusers' schedulers even if diffusers is installed",
+    )
+    b.add_argument("--out", type=Path, default=Path("out/bench"), help="folder for the files")
+    c = sub.add_parser(
+        "compare",
+        help="one PNG: the same seeds by several solvers and step counts",
+        description="Writes one PNG: a row per solver, with --n samples for each step count "
+        "side by side, and a last row with the reference solution of the same seeds.",
+    )
+    _common(c)
+    c.add_argument("--steps", type=_int_list, default=[5, 10, 20])
+    c.add_argument("--solvers", type=_names, default=["ddim", "dpm++2m", "dpm++3m"])
+    c.add_argument("--n", type=int, default=4, help="seeds per cell (default 4)")
+    c.add_argument("--out", type=Path, default=Path("out/compare.png"))
     return parser
+
+
+def _start(model: Any, n: int, seed: int, dtype: torch.dtype, device: str) -> torch.Tensor:
+    schedule = model.schedule
+    sigma_T = float(schedule.sigma(schedule.t_max))
+    gen = torch.Generator().manual_seed(seed)
+    return (sigma_T * torch.randn(n, 1, 8, 8, generator=gen, dtype=torch.float64)).to(
+        device=device, dtype=dtype
+    )
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -46,10 +157,8 @@ def _sample(args: argparse.Namespace) -> int:
 
     if args.steps < 1 or args.n < 1:
         raise ValueError("--steps and --n must be >= 1")
-    dtype = getattr(torch, args.dtype)
     model = load(args.model)
-    generator = torch.Generator().manual_seed(args.seed)
-    x_T = model.sample_noise(args.n, generator=generator, dtype=dtype).to(args.device)
+    x_T = _start(model, args.n, args.seed, DTYPES[args.dtype], args.device)
     start = time.perf_counter()
     x0 = sample(
         model,
@@ -62,10 +171,74 @@ def _sample(args: argparse.Namespace) -> int:
     )
     seconds = time.perf_counter() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_png(args.out, image_grid(x0.cpu(), nrow=args.nrow))
+    write_png(args.out, image_grid(x0.float().cpu(), nrow=args.nrow))
+    calls = getattr(model, "calls", None)
+    what = f"{calls} model calls" if calls is not None else f"{args.steps} steps"
     print(
-        f"{args.algorithm} {args.method} order {args.order}: {args.n} samples, "
-        f"{model.calls} model calls in {seconds:.2f} s -> {args.out}"
+        f"{args.model}: {args.algorithm} {args.method} order {args.order}, {args.n} samples, "
+        f"{what} in {seconds:.2f} s -> {args.out}"
+    )
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from . import bench
+    from .models import load
+
+    model = load(args.model)
+    start = time.perf_counter()
+    result = bench.run(
+        model,
+        steps=args.steps,
+        solvers=args.solvers,
+        n=args.n,
+        seed=args.seed,
+        skip_type=args.skip_type,
+        reference_nfe=args.reference_nfe,
+        dtype=DTYPES[args.dtype],
+        device=args.device,
+        baselines=not args.no_baselines,
+    )
+    result.extra["model"] = args.model
+    args.out.mkdir(parents=True, exist_ok=True)
+    result.to_csv(args.out / "bench.csv")
+    result.to_json(args.out / "bench.json")
+    print(result.table())
+    try:
+        result.plot(args.out / "bench.png")
+        plotted = ", bench.png"
+    except ImportError:
+        plotted = " (no plot: matplotlib is not installed)"
+    print(
+        f"{time.perf_counter() - start:.1f} s; wrote bench.csv, bench.json{plotted} to {args.out}"
+    )
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from . import bench
+    from ._png import image_grid, write_png
+    from .models import load
+
+    model = load(args.model)
+    x_T = _start(model, args.n, args.seed, DTYPES[args.dtype], args.device)
+    cells = []
+    for name in args.solvers:
+        for steps in args.steps:
+            cells.append(
+                sample(model, x_T, steps=steps, skip_type=args.skip_type, **bench.SOLVERS[name][1])
+                .float()
+                .cpu()
+            )
+    ref = bench.reference(model, x_T.double(), skip_type=args.skip_type).float().cpu()
+    blank = torch.full_like(ref, float("nan"))
+    cells += [ref] + [blank] * (len(args.steps) - 1)
+    images = torch.cat(cells)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_png(args.out, image_grid(images, nrow=args.n * len(args.steps)))
+    print(
+        f"rows: {', '.join(args.solvers)}, reference; columns: {args.n} seeds at each of "
+        f"{', '.join(map(str, args.steps))} steps -> {args.out}"
     )
     return 0
 
@@ -73,9 +246,14 @@ def _sample(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `dpmsolver` console script."""
     args = _parser().parse_args(argv)
+    if args.threads < 1:
+        print("dpmsolver: error: --threads must be >= 1", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    run = {"sample": _sample, "bench": _bench, "compare": _compare}[args.command]
     try:
-        return _sample(args)
-    except (ValueError, TypeError, OSError) as err:
+        return run(args)
+    except (ValueError, TypeError, OSError, RuntimeError) as err:
         print(f"dpmsolver: error: {err}", file=sys.stderr)
         return 2
 

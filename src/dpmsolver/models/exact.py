@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -9,7 +11,7 @@ from ..model import Target
 from ..schedules import Level, NoiseSchedule, VPSchedule
 from .gmm import GaussianMixture, load_digits_gmm
 
-__all__ = ["ExactModel", "ddpm_linear_schedule", "load"]
+__all__ = ["MODELS", "ExactModel", "ddpm_linear_schedule", "load"]
 
 
 def ddpm_linear_schedule(n: int = 1000) -> VPSchedule:
@@ -47,9 +49,20 @@ class ExactModel:
         return sigma_t * torch.randn(shape, generator=generator, dtype=dtype)
 
 
-def load(name: str = "digits-exact", schedule: NoiseSchedule | None = None) -> ExactModel:
-    """A built-in model by name. 'digits-exact': the mixture fitted to scikit-learn's 8x8
-    digits (pixels in [-1, 1]), on DDPM's linear schedule unless `schedule` is given."""
-    if name != "digits-exact":
-        raise ValueError(f"name must be one of 'digits-exact'; got {name!r}")
-    return ExactModel(load_digits_gmm(), schedule or ddpm_linear_schedule())
+MODELS = ("digits-exact", "digits-net")
+
+
+def load(name: str = "digits-exact", schedule: NoiseSchedule | None = None) -> Any:
+    """A built-in model by name, with its schedule as `.schedule`.
+
+    'digits-exact': the Gaussian mixture fitted to scikit-learn's 8x8 digits (pixels in
+    [-1, 1]), whose denoiser is exact; 'digits-net': a small network trained on the same
+    digits (a `Denoiser`). Both use DDPM's linear schedule unless `schedule` is given.
+    """
+    if name == "digits-exact":
+        return ExactModel(load_digits_gmm(), schedule or ddpm_linear_schedule())
+    if name == "digits-net":
+        from .digits_net import load_digits_net
+
+        return load_digits_net(schedule)
+    raise ValueError(f"name must be one of {', '.join(repr(m) for m in MODELS)}; got {name!r}")

@@ -1,0 +1,64 @@
+"""dpmsolver.bench: the reference solve, the rows, and the files it writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from problems import reference_solution
+
+from dpmsolver import bench
+from dpmsolver.models import load
+
+
+def test_reference_solve_agrees_with_scipy() -> None:
+    model = load("digits-exact")
+    s = model.schedule
+    x_T = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ours = bench.reference(model, x_T, nfe=3000)
+    scipy = reference_solution(model.mixture, s, x_T, s.t_max, s.t_min)
+    assert float((ours - scipy).abs().max()) < 1e-6
+
+
+def test_run_rows_summary_and_files(tmp_path: Path) -> None:
+    result = bench.run(
+        load("digits-exact"),
+        steps=[5, 10, 50],
+        solvers=["ddim", "dpm++3m"],
+        n=8,
+        reference_nfe=600,
+        baselines=False,
+    )
+    assert [(r.solver, r.steps, r.nfe) for r in result.rows] == [
+        ("ddim", 5, 5),
+        ("ddim", 10, 10),
+        ("ddim", 50, 50),
+        ("dpm++3m", 5, 5),
+        ("dpm++3m", 10, 10),
+        ("dpm++3m", 50, 50),
+    ]
+    errors = {(r.solver, r.steps): r.rms_error for r in result.rows}
+    assert errors["dpm++3m", 50] < errors["dpm++3m", 10] < errors["ddim", 10]
+    assert result.reference_error < 1e-4
+    assert "dpm++3m reaches DDIM's 50-call error" in result.summary()
+    result.to_csv(tmp_path / "b.csv")
+    result.to_json(tmp_path / "b.json")
+    rows = list(csv.DictReader((tmp_path / "b.csv").open()))
+    assert len(rows) == 6 and rows[0]["solver"] == "ddim" and float(rows[0]["rms_error"]) > 0
+    assert len(json.loads((tmp_path / "b.json").read_text())["rows"]) == 6
+    table = result.table()
+    assert "dpm++3m" in table and "50 steps" in table
+
+
+def test_diffusers_baselines_join_for_discrete_schedules() -> None:
+    pytest.importorskip("diffusers")
+    result = bench.run(load("digits-exact"), steps=[10], solvers=["ddim"], n=4, reference_nfe=300)
+    assert {r.solver for r in result.rows} == {"ddim", "diffusers-dpm++2m", "diffusers-unipc"}
+
+
+def test_unknown_solver() -> None:
+    with pytest.raises(ValueError, match="solvers: unknown 'rk4'"):
+        bench.run(load("digits-exact"), solvers=["rk4"])
