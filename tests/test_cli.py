@@ -117,3 +117,25 @@ def test_examples_run(example: Path) -> None:
     proc = run(str(example))
     assert proc.returncode == 0, proc.stderr
     assert "samples: (16, 1, 8, 8)" in proc.stdout
+
+
+def test_sample_the_trained_network(tmp_path: Path) -> None:
+    out = tmp_path / "net.png"
+    proc = run(
+        "-m",
+        "dpmsolver",
+        "sample",
+        "--model",
+        "digits-net",
+        "--n",
+        "4",
+        "--nrow",
+        "4",
+        "--steps",
+        "5",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "digits-net" in proc.stdout
+    assert read_png(out).shape == ((8 + 0) * 4, (4 * 8 + 3) * 4)

@@ -1,6 +1,16 @@
-"""Built-in models: data distributions with exact (closed-form) denoisers."""
+"""Built-in models: data distributions with exact denoisers, and a small trained network."""
 
-from dpmsolver.models.exact import ExactModel, ddpm_linear_schedule, load
+from dpmsolver.models.digits_net import DigitsNet, load_digits_net
+from dpmsolver.models.exact import MODELS, ExactModel, ddpm_linear_schedule, load
 from dpmsolver.models.gmm import GaussianMixture, load_digits_gmm
 
-__all__ = ["ExactModel", "GaussianMixture", "ddpm_linear_schedule", "load", "load_digits_gmm"]
+__all__ = [
+    "MODELS",
+    "DigitsNet",
+    "ExactModel",
+    "GaussianMixture",
+    "ddpm_linear_schedule",
+    "load",
+    "load_digits_gmm",
+    "load_digits_net",
+]
