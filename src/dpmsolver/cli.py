@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import torch
 
 from .bench import SOLVERS
-from .grids import SKIP_TYPES
+from .grids import SKIP_TYPES, singlestep_orders
 from .models.exact import MODELS
 from .sampler import ALGORITHMS, METHODS, sample
 
@@ -95,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--nrow", type=int, default=8, help="images per row of the grid")
     p.add_argument("--out", type=Path, default=Path("out/digits.png"), help="PNG to write")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     b = sub.add_parser(
         "bench",
         help="error of each solver against the exact ODE solution",
@@ -151,6 +152,17 @@ def _start(model: Any, n: int, seed: int, dtype: torch.dtype, device: str) -> to
     )
 
 
+def _progress_bar(total: int | None, quiet: bool) -> Any:
+    """A tqdm bar on stderr when tqdm is installed (an optional dependency)."""
+    if quiet:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="sampling", unit="step", leave=False)
+
+
 def _sample(args: argparse.Namespace) -> int:
     from ._png import image_grid, write_png
     from .models import load
@@ -159,16 +171,32 @@ def _sample(args: argparse.Namespace) -> int:
         raise ValueError("--steps and --n must be >= 1")
     model = load(args.model)
     x_T = _start(model, args.n, args.seed, DTYPES[args.dtype], args.device)
+    total = {
+        "multistep": args.steps,
+        "singlestep": len(singlestep_orders(args.steps, args.order)),
+        "singlestep_fixed": args.steps // args.order,
+    }.get(args.method)  # adaptive: unknown in advance
+    bar = _progress_bar(total, args.quiet)
+
+    def advance(step: int, t: float, x: torch.Tensor) -> None:
+        if bar is not None and step > 0:
+            bar.update(1)
+
     start = time.perf_counter()
-    x0 = sample(
-        model,
-        x_T,
-        steps=args.steps,
-        order=args.order,
-        method=args.method,
-        algorithm=args.algorithm,
-        skip_type=args.skip_type,
-    )
+    try:
+        x0 = sample(
+            model,
+            x_T,
+            steps=args.steps,
+            order=args.order,
+            method=args.method,
+            algorithm=args.algorithm,
+            skip_type=args.skip_type,
+            callback=advance,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
     seconds = time.perf_counter() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_png(args.out, image_grid(x0.float().cpu(), nrow=args.nrow))
