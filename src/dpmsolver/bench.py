@@ -28,7 +28,7 @@ from ._checks import check_int
 from .model import DiffusionModel
 from .sampler import sample
 
-__all__ = ["SOLVERS", "BenchResult", "Row", "run"]
+__all__ = ["SOLVERS", "BenchResult", "Row", "counting", "reference", "run", "start_noise"]
 
 # name: (description, options of dpmsolver.sample)
 SOLVERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -167,7 +167,18 @@ def reference(
     return sample(model, x_T, steps=nfe, order=3, method="singlestep_fixed", skip_type=skip_type)  # type: ignore[arg-type]
 
 
-def _counting(model: DiffusionModel) -> tuple[Any, list[int]]:
+def start_noise(model: DiffusionModel, n: int, seed: int) -> Tensor:
+    """x_T ~ N(0, sigma_T^2 I), float64, shaped like the model's samples (default 1x8x8)."""
+    check_int("n", n, 1)
+    schedule = model.schedule
+    shape = getattr(getattr(model, "mixture", None), "sample_shape", (1, 8, 8))
+    sigma_T = float(schedule.sigma(schedule.t_max))
+    gen = torch.Generator().manual_seed(seed)
+    return sigma_T * torch.randn((n, *shape), generator=gen, dtype=torch.float64)
+
+
+def counting(model: DiffusionModel) -> tuple[Any, list[int]]:
+    """The model wrapped to count its calls in the returned one-element list."""
     calls = [0]
 
     class Counted:
@@ -209,18 +220,13 @@ def run(
     for s in steps:
         check_int("steps", s, 1)
     check_int("reference_nfe", reference_nfe, 6)
-    schedule = model.schedule
     if x_T is None:
-        check_int("n", n, 1)
-        gen = torch.Generator().manual_seed(seed)
-        shape = getattr(getattr(model, "mixture", None), "sample_shape", (1, 8, 8))
-        sigma_T = float(schedule.sigma(schedule.t_max))
-        x_T = sigma_T * torch.randn((n, *shape), generator=gen, dtype=torch.float64)
+        x_T = start_noise(model, n, seed)
     x_T = x_T.to(device=device, dtype=dtype)
     ref = reference(model, x_T, reference_nfe, skip_type)
     check = reference(model, x_T, reference_nfe // 2, skip_type)
     rows: list[Row] = []
-    counted, calls = _counting(model)
+    counted, calls = counting(model)
     for name in solvers:
         opts = SOLVERS[name][1]
         for s in steps:

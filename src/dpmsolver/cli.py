@@ -12,11 +12,12 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import torch
 
-from .bench import SOLVERS
+from ._progress import Progress
+from .bench import SOLVERS, counting, start_noise
 from .grids import SKIP_TYPES, singlestep_orders
 from .models.exact import MODELS
 from .sampler import ALGORITHMS, METHODS, sample
@@ -143,44 +144,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _start(model: Any, n: int, seed: int, dtype: torch.dtype, device: str) -> torch.Tensor:
-    schedule = model.schedule
-    sigma_T = float(schedule.sigma(schedule.t_max))
-    gen = torch.Generator().manual_seed(seed)
-    return (sigma_T * torch.randn(n, 1, 8, 8, generator=gen, dtype=torch.float64)).to(
-        device=device, dtype=dtype
-    )
-
-
-def _progress_bar(total: int | None, quiet: bool) -> Any:
-    """A tqdm bar on stderr when tqdm is installed (an optional dependency)."""
-    if quiet:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc="sampling", unit="step", leave=False)
-
-
 def _sample(args: argparse.Namespace) -> int:
     from ._png import image_grid, write_png
     from .models import load
 
     if args.steps < 1 or args.n < 1:
         raise ValueError("--steps and --n must be >= 1")
-    model = load(args.model)
-    x_T = _start(model, args.n, args.seed, DTYPES[args.dtype], args.device)
+    model, calls = counting(load(args.model))
+    x_T = start_noise(model, args.n, args.seed).to(args.device, DTYPES[args.dtype])
     total = {
         "multistep": args.steps,
         "singlestep": len(singlestep_orders(args.steps, args.order)),
         "singlestep_fixed": args.steps // args.order,
     }.get(args.method)  # adaptive: unknown in advance
-    bar = _progress_bar(total, args.quiet)
+    bar = Progress(total, args.quiet, desc="sampling", unit="step", leave=False)
 
     def advance(step: int, t: float, x: torch.Tensor) -> None:
-        if bar is not None and step > 0:
-            bar.update(1)
+        if step > 0:
+            bar.update()
 
     start = time.perf_counter()
     try:
@@ -195,16 +176,13 @@ def _sample(args: argparse.Namespace) -> int:
             callback=advance,
         )
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     seconds = time.perf_counter() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_png(args.out, image_grid(x0.float().cpu(), nrow=args.nrow))
-    calls = getattr(model, "calls", None)
-    what = f"{calls} model calls" if calls is not None else f"{args.steps} steps"
     print(
         f"{args.model}: {args.algorithm} {args.method} order {args.order}, {args.n} samples, "
-        f"{what} in {seconds:.2f} s -> {args.out}"
+        f"{calls[0]} model calls in {seconds:.2f} s -> {args.out}"
     )
     return 0
 
@@ -249,7 +227,7 @@ def _compare(args: argparse.Namespace) -> int:
     from .models import load
 
     model = load(args.model)
-    x_T = _start(model, args.n, args.seed, DTYPES[args.dtype], args.device)
+    x_T = start_noise(model, args.n, args.seed).to(args.device, DTYPES[args.dtype])
     cells = []
     for name in args.solvers:
         for steps in args.steps:

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_float, check_int
+from ._progress import Progress
 from .model import Target
 from .sampler import sample
 from .schedules import Level, NoiseSchedule, VESchedule
@@ -85,25 +86,6 @@ def get_sigmas_logsnr(n: int, sigma_min: float, sigma_max: float, device: Any = 
     return get_sigmas_exponential(n, sigma_min, sigma_max, device)
 
 
-class _Progress:
-    def __init__(self, total: int, disable: bool | None) -> None:
-        self.bar = None
-        if not disable:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:  # tqdm is optional
-                return
-            self.bar = tqdm(total=total)
-
-    def update(self) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 class _VEDenoiser:
     """A k-diffusion denoiser seen as a dpmsolver DiffusionModel on a VE schedule."""
 
@@ -114,7 +96,7 @@ class _VEDenoiser:
         extra_args: dict[str, Any],
         index: dict[float, int],
         callback: KCallback | None,
-        progress: _Progress,
+        progress: Progress,
     ) -> None:
         self.model = model
         self.schedule: NoiseSchedule = schedule
@@ -181,7 +163,7 @@ def sample_dpm_solver(
     to_zero = values[-1] == 0.0
     grid = values[:-1] if to_zero else values
     index = {s: i for i, s in enumerate(grid)}
-    progress = _Progress(len(grid), disable)
+    progress = Progress(len(grid), disable)
     # Any sigma > 0 is valid on a VE schedule; its own range only sets defaults.
     schedule = VESchedule(grid[-1], grid[0]) if len(grid) > 1 else VESchedule(grid[0], 2 * grid[0])
     denoiser = _VEDenoiser(model, schedule, dict(extra_args or {}), index, callback, progress)
@@ -270,7 +252,7 @@ def sample_dpm_adaptive(
     if not sigma_min < sigma_max:
         raise ValueError(f"need sigma_min < sigma_max; got {sigma_min!r} and {sigma_max!r}")
     schedule = VESchedule(sigma_min, sigma_max)
-    progress = _Progress(0, disable)
+    progress = Progress(0, disable)
     denoiser = _VEDenoiser(model, schedule, dict(extra_args or {}), {}, None, progress)
 
     def on_step(step: int, t: float, x_t: Tensor) -> None:
