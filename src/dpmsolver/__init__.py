@@ -23,7 +23,7 @@ from .model import (
     to_data,
     to_noise,
 )
-from .sampler import ModelOutputError, sample
+from .sampler import ModelOutputError, Sampler, sample
 from .schedules import (
     CosineVPSchedule,
     CustomSchedule,
@@ -56,6 +56,7 @@ __all__ = [
     "ModelOutputError",
     "NoiseSchedule",
     "NoiseScheduleVP",
+    "Sampler",
     "VESchedule",
     "VPSchedule",
     "model_wrapper",

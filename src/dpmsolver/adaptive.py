@@ -21,7 +21,7 @@ from .coefficients import Form, SolverType, singlestep_tableau
 from .sampler import (
     Callback,
     ModelOutputError,
-    _apply,
+    _combine,
     _Evaluator,
     run_singlestep,
     singlestep_rules,
@@ -65,7 +65,7 @@ def adaptive_solve(
         x_high, ms = run_singlestep(ev, x, levels, rules, accepted)
         t_level = schedule.levels([t])[0]
         lower = singlestep_tableau(form, solver_type, levels[0], levels[1:-1], t_level, r[:-1])
-        x_low = _apply(lower[-1], x, ms[: order - 1])
+        x_low = _combine(lower[-1], x, ms[: order - 1])
         delta = torch.clamp(rtol * torch.maximum(x_low.abs(), x_prev.abs()), min=atol)
         ratio = ((x_high - x_low) / delta).reshape(x.shape[0], -1)
         err = float(ratio.square().mean(dim=1).sqrt().max())

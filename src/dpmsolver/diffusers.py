@@ -40,7 +40,7 @@ from ._checks import check_choice, check_int
 from .coefficients import Form, Linear, multistep_update
 from .grids import SKIP_TYPES, time_grid
 from .model import DynamicThresholding, to_data, to_noise
-from .sampler import ALGORITHMS, SOLVER_TYPES, _apply, singlestep_plan, singlestep_rules
+from .sampler import ALGORITHMS, SOLVER_TYPES, _combine, singlestep_plan, singlestep_rules
 from .schedules import DiscreteVPSchedule, Level
 
 __all__ = ["DPMSolverScheduler"]
@@ -333,7 +333,9 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             model_output.shape[1] == 2 * sample.shape[1]
             and model_output.shape[2:] == sample.shape[2:]
         ):
-            model_output = model_output[:, : sample.shape[1]]  # learned variance: keep the mean
+            # Learned variance: keep the mean, contiguous so it rounds as an unsplit output
+            # would (CPU half kernels round strided inputs differently).
+            model_output = model_output[:, : sample.shape[1]].contiguous()
         if model_output.shape != sample.shape:
             raise ValueError(
                 f"model_output has shape {tuple(model_output.shape)} at step {i}, expected "
@@ -346,7 +348,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             rule = call.rule
             if len(self._history) < len(rule.cm) and call.restart is not None:
                 rule = call.restart  # sampling began here: no earlier outputs yet
-            prev = _apply(rule, sample, self._history[: len(rule.cm)])
+            prev = _combine(rule, sample, self._history[: len(rule.cm)])
         else:
             rule = call.rule
             if call.starts_step or self._step_start is None:
@@ -354,7 +356,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                 if not call.starts_step and call.restart is not None:
                     rule = call.restart  # sampling begins inside a step
             self._history.append(m)
-            prev = _apply(rule, self._step_start, self._history)
+            prev = _combine(rule, self._step_start, self._history)
         self._step_index = i + 1
         if not return_dict:
             return (prev,)

@@ -49,6 +49,8 @@ def to_noise(out: Tensor, x: Tensor, alpha: Scalar, sigma: Scalar, prediction: s
     if prediction == "noise":
         return out
     if prediction == "x0":
+        if isinstance(alpha, float) and isinstance(sigma, float):
+            return torch.add(x, out, alpha=-alpha).mul_(1.0 / sigma)  # two passes, not three
         return (x - alpha * out) / sigma
     if prediction == "v":
         # eps = (sigma x + alpha v) / (alpha^2 + sigma^2); the denominator is 1 for VP.
@@ -64,6 +66,8 @@ def to_noise(out: Tensor, x: Tensor, alpha: Scalar, sigma: Scalar, prediction: s
 def to_data(out: Tensor, x: Tensor, alpha: Scalar, sigma: Scalar, prediction: str) -> Tensor:
     """x0_pred from a network output of kind `prediction` at (alpha_t, sigma_t)."""
     if prediction == "noise":
+        if isinstance(alpha, float) and isinstance(sigma, float):
+            return torch.add(x, out, alpha=-sigma).mul_(1.0 / alpha)  # two passes, not three
         return (x - sigma * out) / alpha
     if prediction == "x0":
         return out
@@ -203,8 +207,12 @@ class Denoiser:
         self.model_kwargs = dict(model_kwargs or {})
         self.x0_correction = x0_correction
 
-    def _t_input(self, x: Tensor, t: float | Tensor, batch: int) -> Tensor:
+    def _t_input(
+        self, x: Tensor, t: float | Tensor, batch: int, model_t: float | None = None
+    ) -> Tensor:
         dtype = time_input_dtype(x)
+        if model_t is not None:
+            return torch.full((batch,), model_t, dtype=dtype, device=x.device)
         if isinstance(t, Tensor):
             t_in = self.schedule.model_time(t.reshape(-1)).to(dtype=dtype, device=x.device)
             t_in = t_in.expand(x.shape[0]) if t_in.numel() == 1 else t_in
@@ -213,22 +221,26 @@ class Denoiser:
             (batch,), float(self.schedule.model_time(t)), dtype=dtype, device=x.device
         )
 
-    def raw(self, x: Tensor, t: float | Tensor) -> Tensor:
+    def raw(self, x: Tensor, t: float | Tensor, model_t: float | None = None) -> Tensor:
         """The (guided) network output at time t, before any change of parameterisation."""
         g = self.guidance
         if isinstance(g, ClassifierFree):
             if g.scale == 1.0 or g.uncond is None:
-                return self.net(x, self._t_input(x, t, x.shape[0]), g.cond, **self.model_kwargs)
+                return self.net(
+                    x, self._t_input(x, t, x.shape[0], model_t), g.cond, **self.model_kwargs
+                )
             x_in = torch.cat([x, x])
             c_in = torch.cat([g.uncond, g.cond])
-            out = self.net(x_in, self._t_input(x, t, x_in.shape[0]), c_in, **self.model_kwargs)
+            out = self.net(
+                x_in, self._t_input(x, t, x_in.shape[0], model_t), c_in, **self.model_kwargs
+            )
             if not isinstance(out, Tensor) or out.shape[0] != x_in.shape[0]:
                 return out  # the sampler reports the bad output with the step and time
             out_uncond, out_cond = out.chunk(2)
             return out_uncond + g.scale * (out_cond - out_uncond)
-        return self.net(x, self._t_input(x, t, x.shape[0]), **self.model_kwargs)
+        return self.net(x, self._t_input(x, t, x.shape[0], model_t), **self.model_kwargs)
 
-    def classifier_grad(self, x: Tensor, t: float | Tensor) -> Tensor:
+    def classifier_grad(self, x: Tensor, t: float | Tensor, model_t: float | None = None) -> Tensor:
         """grad_x log p(cond | x_t) by autograd (classifier guidance)."""
         g = self.guidance
         if not isinstance(g, ClassifierGuidance):  # internal
@@ -236,24 +248,31 @@ class Denoiser:
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
             log_prob = g.classifier(
-                x_in, self._t_input(x, t, x.shape[0]), g.cond, **dict(g.classifier_kwargs)
+                x_in, self._t_input(x, t, x.shape[0], model_t), g.cond, **dict(g.classifier_kwargs)
             )
             return torch.autograd.grad(log_prob.sum(), x_in)[0]
 
     def predict(
-        self, x: Tensor, t: float | Tensor, alpha: Scalar, sigma: Scalar, target: Target
+        self,
+        x: Tensor,
+        t: float | Tensor,
+        alpha: Scalar,
+        sigma: Scalar,
+        target: Target,
+        model_t: float | None = None,
     ) -> Tensor:
         """eps_pred (target 'noise') or x0_pred (target 'data') at time t.
 
-        t, alpha, sigma are host floats, or tensors broadcastable against x (per sample).
+        t, alpha, sigma are host floats, or tensors broadcastable against x (per sample);
+        model_t, when given, is the network's time input for a float t (saves rebuilding it).
         """
-        out = self.raw(x, t)
+        out = self.raw(x, t, model_t)
         if not isinstance(out, Tensor) or out.shape != x.shape:
             return out  # the sampler reports the bad output with the step and time
         prediction: str = self.prediction
         if isinstance(self.guidance, ClassifierGuidance):
             eps = to_noise(out, x, alpha, sigma, prediction)
-            out = eps - (self.guidance.scale * sigma) * self.classifier_grad(x, t)
+            out = eps - (self.guidance.scale * sigma) * self.classifier_grad(x, t, model_t)
             prediction = "noise"
         if target == "noise":
             return to_noise(out, x, alpha, sigma, prediction)
@@ -263,4 +282,4 @@ class Denoiser:
         return x0
 
     def __call__(self, x: Tensor, level: Level, target: Target) -> Tensor:
-        return self.predict(x, level.t, level.alpha, level.sigma, target)
+        return self.predict(x, level.t, level.alpha, level.sigma, target, level.model_t)

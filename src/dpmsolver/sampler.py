@@ -1,15 +1,18 @@
 """The sampling loop: walks a time grid with DPM-Solver (noise form) or DPM-Solver++ (data form).
 
-`sample` is the native entry point. All update coefficients are computed once per run in
-float64 (see `coefficients`); the loop applies each as one scale and a few fused axpys in
-the caller's dtype, and reads nothing back from the device while it runs (the finiteness
-check is accumulated on the device and read once at the end).
+`sample` is the native entry point; `Sampler` is the same run planned once for many calls
+(and for `torch.compile`). All update coefficients are computed in float64 when a setting
+is first planned (see `coefficients`); the loop applies each as a few fused axpys and one
+scale in the caller's dtype, and reads nothing back from the device while it runs (the
+finiteness check is accumulated on the device and read once at the end).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -28,7 +31,15 @@ from .grids import SKIP_TYPES, SkipType, singlestep_orders, time_grid
 from .model import Denoiser, DiffusionModel, Target
 from .schedules import Level, NoiseSchedule
 
-__all__ = ["ALGORITHMS", "METHODS", "Algorithm", "Method", "ModelOutputError", "sample"]
+__all__ = [
+    "ALGORITHMS",
+    "METHODS",
+    "Algorithm",
+    "Method",
+    "ModelOutputError",
+    "Sampler",
+    "sample",
+]
 
 Algorithm = Literal["dpmsolver++", "dpmsolver"]
 Method = Literal["multistep", "singlestep", "singlestep_fixed", "adaptive"]
@@ -42,6 +53,18 @@ Callback = Callable[[int, float, Tensor], None]
 
 class ModelOutputError(ValueError):
     """The model returned a wrong shape or non-finite values; says at which step and time."""
+
+
+def _finite_flag(out: Tensor) -> Tensor:
+    """A 0-d tensor that is finite iff `out` is (up to float32 overflow of the sum).
+
+    One read-only reduction: NaN and Inf survive a sum, and it costs a fraction of
+    isfinite(out).all(), which writes a mask and reads it again (10-20x slower on CPU).
+    Half-precision sums accumulate in float32 so 65504 is no limit.
+    """
+    if out.dtype in (torch.float16, torch.bfloat16):
+        return out.sum(dtype=torch.float32)
+    return out.sum()
 
 
 class _Evaluator:
@@ -71,15 +94,20 @@ class _Evaluator:
         if out.dtype != x.dtype:
             out = out.to(x.dtype)
         if self.check_finite:
-            self._finite.append(torch.isfinite(out).all())
+            self._finite.append(_finite_flag(out))
             self._where.append((step, level.t))
         return out
 
+    def flags(self) -> Tensor | None:
+        """The per-call finiteness flags, stacked on the device (no read-back)."""
+        return torch.stack(self._finite) if self._finite else None
+
     def raise_if_nonfinite(self) -> None:
         """The one read-back of the run: report the first non-finite model output."""
-        if not self._finite:
+        flags = self.flags()
+        if flags is None:
             return
-        ok = torch.stack(self._finite).cpu()
+        ok = torch.isfinite(flags).cpu()
         if not bool(ok.all()):
             i = int((~ok).nonzero()[0, 0])
             step, t = self._where[i]
@@ -89,36 +117,29 @@ class _Evaluator:
             )
 
 
-def accumulation_dtype(x: Tensor) -> torch.dtype:
-    """The dtype an update is combined in: one step wider than the state's.
-
-    The noise-form update subtracts terms far larger than its result (alpha_t/alpha_s
-    reaches ~20 in the first steps), so rounding each product in the state's dtype costs
-    digits; combining in the wider dtype and rounding once keeps float32 runs closer to the
-    exact answer than the reference's float32 arithmetic. MPS has no float64.
-    """
-    if x.dtype in (torch.float16, torch.bfloat16):
-        return torch.float32
-    if x.dtype == torch.float32 and x.device.type != "mps":
-        return torch.float64
-    return x.dtype
-
-
-def _apply(
+def _combine(
     rule: Linear, x: Tensor, ms: Sequence[Tensor], generator: torch.Generator | None = None
 ) -> Tensor:
-    """x_new = cx x + sum_j cm[j] m[j] (+ noise z), combined in the accumulation dtype and
-    rounded once. z is drawn in float32 on the generator's device, so a seed gives the same
-    noise whatever device x is on."""
-    acc = accumulation_dtype(x)
-    out = x.to(acc) * rule.cx
-    for c, m in zip(rule.cm, ms, strict=True):
-        out.add_(m.to(acc), alpha=c)
+    """x_new = cx * (x + sum_j (cm[j]/cx) m[j] (+ (noise/cx) z)), in x's dtype.
+
+    Passes over memory: 1 + len(ms) (+1 for noise): one allocating axpy, in-place axpys,
+    and the exact linear part cx applied last. Scaling last is the exponential integrator's
+    own structure (x/alpha or x/sigma moves by the increment, then the linear part maps it
+    exactly), and keeps float32 at or below the reference's float32 error on every golden
+    case; scaling first, or summing in float32 in the order written, does not. z is drawn
+    in float32 on the generator's device, so a seed gives the same noise on any device.
+    """
+    cx = rule.cx
+    out = torch.add(x, ms[0], alpha=rule.cm[0] / cx)
+    for c, m in zip(rule.cm[1:], ms[1:], strict=True):
+        out.add_(m, alpha=c / cx)
     if rule.noise:
         device = generator.device if generator is not None else x.device
         z = torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32)
-        out.add_(z.to(out.device, acc), alpha=rule.noise)
-    return out.to(x.dtype)
+        out.add_(z.to(out.device, out.dtype), alpha=rule.noise / cx)
+    if cx != 1.0:
+        out.mul_(cx)
+    return out
 
 
 def _resolve_times(
@@ -231,169 +252,357 @@ def sample(
             multistep, after the first model call at step 0).
         callback: optional (step, t, x) called at step 0 and after every step.
         check_finite: report a model output with NaN/Inf (with its step and time) at the end
-            of the run; costs one device reduction per call and one read-back per run.
+            of the run; costs one sum per call (a finite output whose float32 sum overflows,
+            |values| ~ 1e34, is reported too) and one read-back per run.
 
     Returns:
         The state at t_end, in x's dtype and on x's device.
     """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"x must have a floating dtype, got {x.dtype}")
-    if x.dim() < 1 or x.shape[0] < 1:
-        raise ValueError(f"x must have a batch dimension, got shape {tuple(x.shape)}")
-    schedule = getattr(model, "schedule", None)
-    if not isinstance(schedule, NoiseSchedule) or not callable(model):
-        raise TypeError("model must be a Denoiser (or a DiffusionModel with a .schedule)")
-    check_choice("method", method, METHODS)
-    check_choice("algorithm", algorithm, ALGORITHMS)
-    check_choice("skip_type", skip_type, SKIP_TYPES)
-    check_choice("solver_type", solver_type, SOLVER_TYPES)
-    check_int("order", order, 1, 3)
-    check_choice("multistep3", multistep3, ("damped", "exact"))
-    eta = check_float("eta", eta)
-    if eta != 0.0:
-        if not 0.0 < eta <= 1.0:
-            raise ValueError(f"eta must lie in [0, 1]; got {eta}")
-        if algorithm != "dpmsolver++" or method != "multistep" or order > 2:
-            raise ValueError(
-                "eta > 0 (SDE-DPM-Solver++) needs algorithm='dpmsolver++', "
-                f"method='multistep' and order 1 or 2; got {algorithm!r}, {method!r}, {order}"
-            )
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    grid: Tensor | None = None
-    if sigmas is not None:
-        if timesteps is not None:
-            raise ValueError("give timesteps or sigmas, not both")
-        levels = torch.as_tensor(
-            sigmas.detach().cpu() if isinstance(sigmas, Tensor) else sigmas, dtype=torch.float64
-        )
-        if not bool((levels > 0).all()):
-            raise ValueError("sigmas must be > 0 (the run ends at the last one)")
-        timesteps = schedule.inverse_lambda(-torch.log(levels))
-    if timesteps is not None:
-        if method == "adaptive":
-            raise ValueError("timesteps cannot be used with method='adaptive'")
-        grid = _check_timesteps(schedule, timesteps)
-        steps = grid.numel() - 1
-        t_s, t_e = float(grid[0]), float(grid[-1])
-    else:
-        if method != "adaptive":
-            check_int("steps", steps, 1)
-        t_s, t_e = _resolve_times(schedule, t_start, t_end)
-    form: Form = "data" if algorithm == "dpmsolver++" else "noise"
-    if form == "noise" and isinstance(model, Denoiser) and model.x0_correction is not None:
-        raise ValueError(
-            "x0_correction (e.g. thresholding) acts on x0_pred and needs "
-            "algorithm='dpmsolver++'; got algorithm='dpmsolver'"
-        )
-    ev = _Evaluator(model, form, check_finite)
+    return Sampler(
+        model,
+        steps=steps,
+        order=order,
+        method=method,
+        algorithm=algorithm,
+        skip_type=skip_type,
+        t_start=t_start,
+        t_end=t_end,
+        timesteps=timesteps,
+        sigmas=sigmas,
+        lower_order_final=lower_order_final,
+        lower_order_final_below=lower_order_final_below,
+        denoise_to_zero=denoise_to_zero,
+        solver_type=solver_type,
+        atol=atol,
+        rtol=rtol,
+        multistep3=multistep3,
+        eta=eta,
+        correcting_xt_fn=correcting_xt_fn,
+        callback=callback,
+        check_finite=check_finite,
+    )(x, generator=generator)
 
-    with torch.no_grad():
-        if method == "multistep":
-            if steps < order:
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a run needs that does not depend on x: the levels and the update rules.
+
+    multistep: `levels` is the grid and `rules[i]` takes levels[i] to levels[i + 1];
+    singlestep: `levels` holds the outer times and `stages[i]` the evaluation levels and
+    tableau of step i. Built in float64 on the host, once per setting (see `_plan`).
+    """
+
+    levels: list[Level]
+    rules: list[Linear] = field(default_factory=list)
+    stages: list[tuple[list[Level], list[Linear]]] = field(default_factory=list)
+
+
+# Plans by schedule and setting: repeated runs (batches, benchmarks, pipelines) skip the
+# float64 planning, which costs as much as a 20-step loop on a small latent.
+_PLANS: weakref.WeakKeyDictionary[NoiseSchedule, dict[tuple[object, ...], _Plan]] = (
+    weakref.WeakKeyDictionary()
+)
+_PLANS_PER_SCHEDULE = 32
+
+
+def _plan(schedule: NoiseSchedule, key: tuple[object, ...], build: Callable[[], _Plan]) -> _Plan:
+    plans = _PLANS.setdefault(schedule, {})
+    plan = plans.get(key)
+    if plan is None:
+        plan = build()
+        if len(plans) >= _PLANS_PER_SCHEDULE:
+            del plans[next(iter(plans))]
+        plans[key] = plan
+    return plan
+
+
+class Sampler:
+    """A planned DPM-Solver run: arguments checked and coefficients computed once, then
+    called on any number of starting states.
+
+    `Sampler(model, **options)(x)` equals `sample(model, x, **options)` (same options, see
+    `sample`; the generator is given per call). The loop reads nothing back from the device
+    and only calls the model and fused tensor ops, so `compile()` can hand it to
+    `torch.compile(fullgraph=True)` and it can be captured in a CUDA graph.
+    """
+
+    def __init__(
+        self,
+        model: DiffusionModel,
+        *,
+        steps: int = 20,
+        order: int = 2,
+        method: Method = "multistep",
+        algorithm: Algorithm = "dpmsolver++",
+        skip_type: SkipType = "time_uniform",
+        t_start: float | None = None,
+        t_end: float | None = None,
+        timesteps: Sequence[float] | Tensor | None = None,
+        sigmas: Sequence[float] | Tensor | None = None,
+        lower_order_final: bool = True,
+        lower_order_final_below: int = 15,
+        denoise_to_zero: bool = False,
+        solver_type: SolverType = "dpmsolver",
+        atol: float = 0.0078,
+        rtol: float = 0.05,
+        multistep3: Multistep3 = "damped",
+        eta: float = 0.0,
+        correcting_xt_fn: XtCorrection | None = None,
+        callback: Callback | None = None,
+        check_finite: bool = True,
+    ) -> None:
+        schedule = getattr(model, "schedule", None)
+        if not isinstance(schedule, NoiseSchedule) or not callable(model):
+            raise TypeError("model must be a Denoiser (or a DiffusionModel with a .schedule)")
+        check_choice("method", method, METHODS)
+        check_choice("algorithm", algorithm, ALGORITHMS)
+        check_choice("skip_type", skip_type, SKIP_TYPES)
+        check_choice("solver_type", solver_type, SOLVER_TYPES)
+        check_int("order", order, 1, 3)
+        check_choice("multistep3", multistep3, ("damped", "exact"))
+        eta = check_float("eta", eta)
+        if eta != 0.0:
+            if not 0.0 < eta <= 1.0:
+                raise ValueError(f"eta must lie in [0, 1]; got {eta}")
+            if algorithm != "dpmsolver++" or method != "multistep" or order > 2:
                 raise ValueError(
-                    f"multistep needs steps >= order; got steps={steps}, order={order}"
+                    "eta > 0 (SDE-DPM-Solver++) needs algorithm='dpmsolver++', "
+                    f"method='multistep' and order 1 or 2; got {algorithm!r}, {method!r}, {order}"
                 )
-            x, last = _multistep(
-                ev,
-                schedule,
-                form,
-                solver_type,
-                x,
-                grid if grid is not None else time_grid(schedule, skip_type, t_s, t_e, steps),
-                order,
-                lower_order_final,
-                lower_order_final_below,
-                multistep3,
-                eta,
-                generator,
-                correcting_xt_fn,
-                callback,
+        grid: Tensor | None = None
+        if sigmas is not None:
+            if timesteps is not None:
+                raise ValueError("give timesteps or sigmas, not both")
+            noise_levels = torch.as_tensor(
+                sigmas.detach().cpu() if isinstance(sigmas, Tensor) else sigmas,
+                dtype=torch.float64,
             )
-        elif method == "adaptive":
+            if not bool((noise_levels > 0).all()):
+                raise ValueError("sigmas must be > 0 (the run ends at the last one)")
+            timesteps = schedule.inverse_lambda(-torch.log(noise_levels))
+        if timesteps is not None:
+            if method == "adaptive":
+                raise ValueError("timesteps cannot be used with method='adaptive'")
+            grid = _check_timesteps(schedule, timesteps)
+            steps = grid.numel() - 1
+            t_s, t_e = float(grid[0]), float(grid[-1])
+        else:
+            if method != "adaptive":
+                check_int("steps", steps, 1)
+            t_s, t_e = _resolve_times(schedule, t_start, t_end)
+        form: Form = "data" if algorithm == "dpmsolver++" else "noise"
+        if form == "noise" and isinstance(model, Denoiser) and model.x0_correction is not None:
+            raise ValueError(
+                "x0_correction (e.g. thresholding) acts on x0_pred and needs "
+                "algorithm='dpmsolver++'; got algorithm='dpmsolver'"
+            )
+        if method == "multistep" and steps < order:
+            raise ValueError(f"multistep needs steps >= order; got steps={steps}, order={order}")
+        if method == "singlestep_fixed" and steps < order and grid is None:
+            raise ValueError(
+                f"singlestep_fixed needs steps >= order; got steps={steps}, order={order}"
+            )
+        if method == "adaptive":
             if order not in (2, 3):
                 raise ValueError(f"adaptive needs order 2 or 3; got order={order}")
             if correcting_xt_fn is not None:
                 raise ValueError("correcting_xt_fn is not supported with method='adaptive'")
             check_float("atol", atol, positive=True)
             check_float("rtol", rtol, positive=True)
-            from .adaptive import adaptive_solve
-
-            x, last = adaptive_solve(
-                ev, schedule, form, solver_type, x, order, t_s, t_e, atol, rtol, callback
-            )
-        else:
-            if method == "singlestep_fixed" and steps < order and grid is None:
-                raise ValueError(
-                    f"singlestep_fixed needs steps >= order; got steps={steps}, order={order}"
-                )
-            if grid is not None:
-                outer, orders, inner = grid.tolist(), [order] * steps, "logSNR"
-            else:
-                outer, orders = singlestep_plan(schedule, method, steps, order, skip_type, t_s, t_e)
-                inner = skip_type
-            x, last = _singlestep(
-                ev,
+        self.model = model
+        self.schedule = schedule
+        self.method = method
+        self.form = form
+        self.solver_type = solver_type
+        self.order = order
+        self.t_start, self.t_end = t_s, t_e
+        self.denoise_to_zero = denoise_to_zero
+        self.atol, self.rtol = atol, rtol
+        self.eta = eta
+        self.correcting_xt_fn = correcting_xt_fn
+        self.callback = callback
+        self.check_finite = check_finite
+        self._end = schedule.levels([t_e])[0]
+        grid_key = tuple(grid.tolist()) if grid is not None else None
+        self._plan = _Plan([])  # adaptive plans its steps as it goes
+        if method == "multistep":
+            lof = lower_order_final and steps < lower_order_final_below
+            self._plan = _plan(
                 schedule,
-                form,
-                solver_type,
-                x,
-                outer,
-                orders,
-                inner,
-                correcting_xt_fn,
-                callback,
+                (
+                    "multistep",
+                    form,
+                    solver_type,
+                    order,
+                    steps,
+                    skip_type,
+                    t_s,
+                    t_e,
+                    grid_key,
+                    lof,
+                    multistep3,
+                    eta,
+                ),
+                lambda: _multistep_plan(
+                    schedule,
+                    form,
+                    solver_type,
+                    grid if grid is not None else time_grid(schedule, skip_type, t_s, t_e, steps),
+                    order,
+                    lof,
+                    multistep3,
+                    eta,
+                ),
             )
-        if denoise_to_zero:
-            level = schedule.levels([t_e])[0]
-            x = ev(x, level, last + 1, target="data")
-            if correcting_xt_fn is not None:
-                # The authors' step numbers: singlestep corrections count steps from 0.
-                x = correcting_xt_fn(x, t_e, last + 1 if method == "multistep" else last)
-            if callback is not None:
-                callback(last + 1, t_e, x)
-    ev.raise_if_nonfinite()
-    return x
+        elif method != "adaptive":
+            self._plan = _plan(
+                schedule,
+                (method, form, solver_type, order, steps, skip_type, t_s, t_e, grid_key),
+                lambda: _singlestep_plan(
+                    schedule, form, solver_type, method, steps, order, skip_type, t_s, t_e, grid
+                ),
+            )
+
+    def __call__(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Run from x at t_start to t_end; the result has x's dtype and device."""
+        _check_state(x, generator)
+        ev = _Evaluator(self.model, self.form, self.check_finite)
+        out = self._loop(ev, x, generator)
+        ev.raise_if_nonfinite()
+        return out
+
+    def compile(self, **options: Any) -> Callable[..., Tensor]:
+        """This sampler with its loop compiled by `torch.compile(fullgraph=True, **options)`.
+
+        The model is traced with the loop, so it must be compilable too. The compiled loop
+        checks only its result for NaN/Inf (one reduction, read back after the loop: a
+        check per model call costs more than the update itself once compiled); if the
+        result is not finite, the run is repeated eagerly with a check after every model
+        call, which names the step and time. Compile time is paid on the first call.
+        """
+        if self.method == "adaptive":
+            raise ValueError(
+                "method='adaptive' reads its error estimate back every step and cannot be "
+                "compiled with fullgraph=True; use a fixed-step method"
+            )
+
+        def body(x: Tensor, generator: torch.Generator | None) -> Any:
+            out = self.loop(x, generator)
+            return out, _finite_flag(out)
+
+        loop = torch.compile(body, fullgraph=True, **options)
+
+        def run(x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+            _check_state(x, generator)
+            out, flag = loop(x, generator)
+            if self.check_finite and not bool(torch.isfinite(flag)):
+                self(x, generator=generator)  # eager, checked per call: raises with the step
+                raise ModelOutputError(
+                    "the compiled run's result has NaN or Inf, but an eager re-run with a "
+                    "check after every model call found none; the model's non-finite "
+                    "output did not recur (check the network and its inputs)"
+                )
+            return out
+
+        return run
+
+    def loop(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The loop alone: no argument checks and no NaN/Inf check, so nothing is read back
+        to the host. This is what `compile()` traces, and what a CUDA graph can capture."""
+        return self._loop(_Evaluator(self.model, self.form, False), x, generator)
+
+    def _loop(self, ev: _Evaluator, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """The whole run: model calls and fused updates only (no host reads)."""
+        xt_fn, callback = self.correcting_xt_fn, self.callback
+        with torch.no_grad():
+            if self.method == "adaptive":
+                from .adaptive import adaptive_solve
+
+                x, last = adaptive_solve(
+                    ev,
+                    self.schedule,
+                    self.form,
+                    self.solver_type,
+                    x,
+                    self.order,
+                    self.t_start,
+                    self.t_end,
+                    self.atol,
+                    self.rtol,
+                    callback,
+                )
+            elif self.method == "multistep":
+                x, last = _multistep(ev, self._plan, self.order, x, generator, xt_fn, callback)
+            else:
+                x, last = _singlestep(ev, self._plan, x, xt_fn, callback)
+            if self.denoise_to_zero:
+                t_e = self.t_end
+                x = ev(x, self._end, last + 1, target="data")
+                if xt_fn is not None:
+                    # The authors' step numbers: singlestep corrections count steps from 0.
+                    x = xt_fn(x, t_e, last + 1 if self.method == "multistep" else last)
+                if callback is not None:
+                    callback(last + 1, t_e, x)
+        return x
 
 
-def _multistep(
-    ev: _Evaluator,
+def _check_state(x: object, generator: object) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must have a floating dtype, got {x.dtype}")
+    if x.dim() < 1 or x.shape[0] < 1:
+        raise ValueError(f"x must have a batch dimension, got shape {tuple(x.shape)}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+
+
+def _multistep_plan(
     schedule: NoiseSchedule,
     form: Form,
     solver_type: SolverType,
-    x: Tensor,
     grid: Tensor,
     order: int,
-    lower_order_final: bool,
-    lower_order_final_below: int,
+    lower_final: bool,
     multistep3: Multistep3,
     eta: float,
-    generator: torch.Generator | None,
-    correcting_xt_fn: XtCorrection | None,
-    callback: Callback | None,
-) -> tuple[Tensor, int]:
-    """Multistep DPM-Solver(++): warm up with orders 1..order-1, then order `order`."""
+) -> _Plan:
+    """Levels of the grid and one rule per step: orders 1..order-1 to warm up, then
+    `order`, and (lower_final) no higher than the number of steps left at the end."""
     levels = schedule.levels(grid)
     steps = len(levels) - 1
     rules = []
     for i in range(1, steps + 1):
         k = min(order, i)
-        if lower_order_final and steps < lower_order_final_below:
+        if lower_final:
             k = min(k, steps + 1 - i)
         prev = [levels[i - 1 - j] for j in range(k)]
         if eta > 0:
             rules.append(sde_multistep_update(solver_type, [*prev, levels[i]], eta))
         else:
             rules.append(multistep_update(form, solver_type, [*prev, levels[i]], multistep3))
-    history = [ev(x, levels[0], 0)]  # newest first; at most `order` outputs are kept
+    return _Plan(levels, rules=rules)
+
+
+def _multistep(
+    ev: _Evaluator,
+    plan: _Plan,
+    order: int,
+    x: Tensor,
+    generator: torch.Generator | None,
+    correcting_xt_fn: XtCorrection | None,
+    callback: Callback | None,
+) -> tuple[Tensor, int]:
+    """Multistep DPM-Solver(++): 1 model call per step, `order` outputs kept at most."""
+    levels, rules = plan.levels, plan.rules
+    steps = len(rules)
+    history = [ev(x, levels[0], 0)]  # newest first
     if correcting_xt_fn is not None:
         x = correcting_xt_fn(x, levels[0].t, 0)
     if callback is not None:
         callback(0, levels[0].t, x)
     for i, rule in enumerate(rules, start=1):
-        x = _apply(rule, x, history[: len(rule.cm)], generator)
+        x = _combine(rule, x, history[: len(rule.cm)], generator)
         if correcting_xt_fn is not None:
             x = correcting_xt_fn(x, levels[i].t, i)
         if callback is not None:
@@ -402,6 +611,30 @@ def _multistep(
             history.insert(0, ev(x, levels[i], i))
             del history[order:]
     return x, steps
+
+
+def _singlestep_plan(
+    schedule: NoiseSchedule,
+    form: Form,
+    solver_type: SolverType,
+    method: str,
+    steps: int,
+    order: int,
+    skip_type: str,
+    t_s: float,
+    t_e: float,
+    grid: Tensor | None,
+) -> _Plan:
+    if grid is not None:
+        outer, orders, inner = grid.tolist(), [order] * steps, "logSNR"
+    else:
+        outer, orders = singlestep_plan(schedule, method, steps, order, skip_type, t_s, t_e)
+        inner = skip_type
+    stages = [
+        singlestep_rules(schedule, form, solver_type, inner, outer[i], outer[i + 1], k)
+        for i, k in enumerate(orders)
+    ]
+    return _Plan(schedule.levels(outer), stages=stages)
 
 
 def singlestep_plan(
@@ -476,33 +709,25 @@ def run_singlestep(
     for j, rule in enumerate(rules[:-1], start=1):
         if j < len(ms):
             continue
-        ms.append(ev(_apply(rule, x, ms), levels[j], step))
-    return _apply(rules[-1], x, ms), ms
+        ms.append(ev(_combine(rule, x, ms), levels[j], step))
+    return _combine(rules[-1], x, ms), ms
 
 
 def _singlestep(
     ev: _Evaluator,
-    schedule: NoiseSchedule,
-    form: Form,
-    solver_type: SolverType,
+    plan: _Plan,
     x: Tensor,
-    outer: list[float],
-    orders: list[int],
-    inner_skip_type: str,
     correcting_xt_fn: XtCorrection | None,
     callback: Callback | None,
 ) -> tuple[Tensor, int]:
-    """Singlestep DPM-Solver(++): one step of orders[i] from outer[i] to outer[i + 1]."""
-    plans = [
-        singlestep_rules(schedule, form, solver_type, inner_skip_type, outer[i], outer[i + 1], k)
-        for i, k in enumerate(orders)
-    ]
+    """Singlestep DPM-Solver(++): step i has order len(stages[i][0]) and as many calls."""
+    outer = plan.levels
     if callback is not None:
-        callback(0, outer[0], x)
-    for i, (levels, rules) in enumerate(plans):
+        callback(0, outer[0].t, x)
+    for i, (levels, rules) in enumerate(plan.stages):
         x, _ = run_singlestep(ev, x, levels, rules, i)
         if correcting_xt_fn is not None:
-            x = correcting_xt_fn(x, outer[i + 1], i)
+            x = correcting_xt_fn(x, outer[i + 1].t, i)
         if callback is not None:
-            callback(i + 1, outer[i + 1], x)
-    return x, len(plans)
+            callback(i + 1, outer[i + 1].t, x)
+    return x, len(plan.stages)

@@ -40,12 +40,17 @@ CLIPPED_LAMBDA = -5.1
 
 
 class Level(NamedTuple):
-    """One time point with its schedule values, as host float64 numbers."""
+    """One time point with its schedule values, as host float64 numbers.
+
+    model_t is the network's time input `schedule.model_time(t)`, computed with the rest
+    when a run is planned so the loop never builds it from a tensor (None: not planned).
+    """
 
     t: float
     alpha: float
     sigma: float
     lambda_: float
+    model_t: float | None = None
 
 
 def _f64(t: Tensor | float) -> Tensor:
@@ -110,13 +115,14 @@ class NoiseSchedule(ABC):
         return self.log_alpha(t) - torch.log(self.sigma(t))
 
     def levels(self, t: Tensor | list[float] | np.ndarray) -> list[Level]:
-        """Host float64 values (t, alpha_t, sigma_t, lambda_t) for each time in `t`."""
+        """Host float64 values (t, alpha_t, sigma_t, lambda_t, model time) for each time in `t`."""
         tt = torch.as_tensor(t, dtype=torch.float64, device="cpu").reshape(-1)
         cols = zip(
             tt.tolist(),
             self.alpha(tt).tolist(),
             self.sigma(tt).tolist(),
             self.lambda_(tt).tolist(),
+            self.model_time(tt).to(torch.float64).reshape(-1).tolist(),
             strict=True,
         )
         return [Level(*c) for c in cols]
