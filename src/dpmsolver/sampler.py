@@ -68,19 +68,17 @@ def _finite_flag(out: Tensor) -> Tensor:
 
 
 class _Evaluator:
-    """Calls the model, checks its output and counts calls."""
+    """Calls the model and checks its output."""
 
     def __init__(self, model: DiffusionModel, target: Target, check_finite: bool) -> None:
         self.model = model
         self.target = target
         self.check_finite = check_finite
-        self.calls = 0
         self._finite: list[Tensor] = []
         self._where: list[tuple[int, float]] = []
 
     def __call__(self, x: Tensor, level: Level, step: int, target: Target | None = None) -> Tensor:
         out = self.model(x, level, target or self.target)
-        self.calls += 1
         if not isinstance(out, Tensor):
             raise ModelOutputError(
                 f"model returned {type(out).__name__} at step {step} (t={level.t:.6g}); "
@@ -98,16 +96,11 @@ class _Evaluator:
             self._where.append((step, level.t))
         return out
 
-    def flags(self) -> Tensor | None:
-        """The per-call finiteness flags, stacked on the device (no read-back)."""
-        return torch.stack(self._finite) if self._finite else None
-
     def raise_if_nonfinite(self) -> None:
         """The one read-back of the run: report the first non-finite model output."""
-        flags = self.flags()
-        if flags is None:
+        if not self._finite:
             return
-        ok = torch.isfinite(flags).cpu()
+        ok = torch.isfinite(torch.stack(self._finite)).cpu()
         if not bool(ok.all()):
             i = int((~ok).nonzero()[0, 0])
             step, t = self._where[i]
@@ -418,7 +411,6 @@ class Sampler:
         self.t_start, self.t_end = t_s, t_e
         self.denoise_to_zero = denoise_to_zero
         self.atol, self.rtol = atol, rtol
-        self.eta = eta
         self.correcting_xt_fn = correcting_xt_fn
         self.callback = callback
         self.check_finite = check_finite
