@@ -79,3 +79,30 @@ def test_reference_solution_is_converged() -> None:
     _, x_T, ref = problem()
     looser = reference_solution(gmm, dpm.VPSchedule.linear(), x_T, T_START, T_END, tol=1e-10)
     assert float((looser - ref).abs().max()) < 1e-8
+
+
+@pytest.mark.parametrize("algorithm", ["dpmsolver++", "dpmsolver"])
+@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("variant", ["bh1", "bh2"])
+def test_corrector_raises_the_order_by_one(algorithm: str, order: int, variant: str) -> None:
+    slope = fitted_order("multistep", order, algorithm, corrector="all", corrector_variant=variant)
+    assert slope == pytest.approx(order + 1, abs=0.3)
+
+
+def test_corrector_lowers_the_error_of_third_order_multistep() -> None:
+    model, x_T, ref = problem()
+    errors = {}
+    for corrector in ("off", "all"):
+        x = dpm.sample(
+            model,
+            x_T,
+            steps=40,
+            order=3,
+            skip_type="logSNR",
+            t_start=T_START,
+            t_end=T_END,
+            multistep3="exact",
+            corrector=corrector,  # type: ignore[arg-type]
+        )
+        errors[corrector] = float((x - ref).abs().max())
+    assert errors["all"] < 0.5 * errors["off"]

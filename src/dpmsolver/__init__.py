@@ -13,7 +13,13 @@ Drop-in replacement for the authors' single file::
 """
 
 from .compat import DPM_Solver, NoiseScheduleVP, model_wrapper
-from .grids import singlestep_orders, time_grid
+from .grids import (
+    ALIGN_YOUR_STEPS,
+    align_your_steps,
+    interpolate_grid,
+    singlestep_orders,
+    time_grid,
+)
 from .model import (
     ClassifierFree,
     ClassifierGuidance,
@@ -36,10 +42,12 @@ from .schedules import (
     VESchedule,
     VPSchedule,
 )
+from .tuning import TunedGrid, optimize_time_grid
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALIGN_YOUR_STEPS",
     "ClassifierFree",
     "ClassifierGuidance",
     "CosineVPSchedule",
@@ -57,9 +65,13 @@ __all__ = [
     "NoiseSchedule",
     "NoiseScheduleVP",
     "Sampler",
+    "TunedGrid",
     "VESchedule",
     "VPSchedule",
+    "align_your_steps",
+    "interpolate_grid",
     "model_wrapper",
+    "optimize_time_grid",
     "sample",
     "singlestep_orders",
     "time_grid",

@@ -33,7 +33,9 @@ from .sampler import sample
 __all__ = [
     "SOLVERS",
     "BenchResult",
+    "BudgetResult",
     "Row",
+    "budget",
     "counting",
     "peak_live_bytes",
     "reference",
@@ -52,7 +54,34 @@ SOLVERS: dict[str, tuple[str, dict[str, Any]]] = {
         "DPM-Solver-3 singlestep (DPM-Solver-fast)",
         dict(order=3, method="singlestep", algorithm="dpmsolver"),
     ),
+    "dpm++2m+c": ("DPM-Solver++(2M) with the UniC corrector", dict(order=2, corrector="all")),
+    "dpm++3m+c": ("DPM-Solver++(3M) with the UniC corrector", dict(order=3, corrector="all")),
+    "dpm++2m+c-taylor": (
+        "DPM-Solver++(2M), Taylor form, with the UniC corrector",
+        dict(order=2, corrector="all", solver_type="taylor"),
+    ),
+    "dpm++3m+c-taylor": (
+        "DPM-Solver++(3M), Taylor form, with the UniC corrector",
+        dict(order=3, corrector="all", solver_type="taylor"),
+    ),
+    "ipndm3": ("iPNDM, third order", dict(algorithm="ipndm", order=3, lower_order_final=False)),
+    "ipndm4": ("iPNDM, fourth order", dict(algorithm="ipndm", order=4, lower_order_final=False)),
 }
+# The low-budget search (`budget`): the baseline the issue measures against, and the
+# settings searched, each on every standard grid and on a tuned grid.
+BUDGET_BASELINES = ("dpm++2m", "dpm++3m")
+BUDGET_BASELINE_GRIDS = ("logSNR", "time_uniform")
+BUDGET_SEARCH = (
+    "dpm++2m",
+    "dpm++3m",
+    "dpm++2m+c",
+    "dpm++3m+c",
+    "dpm++2m+c-taylor",
+    "dpm++3m+c-taylor",
+    "ipndm3",
+    "ipndm4",
+)
+BUDGET_GRIDS = ("logSNR", "time_uniform", "time_quadratic", "karras")
 DIFFUSERS_BASELINES = {
     "diffusers-dpm++2m": "DPMSolverMultistepScheduler",
     "diffusers-unipc": "UniPCMultistepScheduler",
@@ -336,3 +365,154 @@ def peak_live_bytes(fn: Callable[[], Any]) -> int:
     with _LiveBytes() as mode:
         fn()
     return mode.peak
+
+
+@dataclass(frozen=True)
+class BudgetRow:
+    """The best setting found for one model-call budget, and the baseline's best."""
+
+    nfe: int
+    setting: str
+    grid: str
+    rms_error: float
+    baseline: str
+    baseline_error: float
+    times: list[float] = field(default_factory=list)  # the chosen grid
+    options: dict[str, Any] = field(default_factory=dict)  # the chosen solver's options
+    tuning_error: float = float("nan")  # its error on the tuning noises
+    model_calls: int = 0  # spent tuning grids for this budget
+
+    @property
+    def ratio(self) -> float:
+        return self.rms_error / self.baseline_error
+
+
+@dataclass
+class BudgetResult:
+    """Per budget: the setting chosen on the tuning noises, scored on held-out noises."""
+
+    rows: list[BudgetRow]
+    grids: dict[int, dict[str, list[float]]]  # tuned grids: nfe -> setting -> times
+    model_calls: int  # spent by the grid optimisation, all budgets and settings
+
+    def table(self) -> str:
+        lines = [
+            "Best setting per model-call budget (chosen on tuning noises; RMS error on "
+            "held-out noises against the reference)",
+            f"{'NFE':>4s}  {'best setting':32s}{'error':>10s}  {'best baseline':28s}"
+            f"{'error':>10s}{'ratio':>8s}",
+        ]
+        for r in self.rows:
+            lines.append(
+                f"{r.nfe:4d}  {r.setting + ', ' + r.grid:32s}{r.rms_error:10.2e}  "
+                f"{r.baseline:28s}{r.baseline_error:10.2e}{r.ratio:8.2f}"
+            )
+        lines.append(
+            f"(baseline: the best of {'/'.join(BUDGET_BASELINES)} on "
+            f"{'/'.join(BUDGET_BASELINE_GRIDS)} grids, chosen on the held-out noises "
+            f"themselves; grid optimisation spent {self.model_calls} model calls)"
+        )
+        return "\n".join(lines)
+
+    def to_json(self, path: str | Path) -> None:
+        data = {
+            "rows": [{**asdict(r), "ratio": r.ratio} for r in self.rows],
+            "grids": {str(k): v for k, v in self.grids.items()},
+            "model_calls": self.model_calls,
+        }
+        Path(path).write_text(json.dumps(data, indent=1))
+
+
+def budget(
+    model: DiffusionModel,
+    budgets: Sequence[int] = (4, 5, 6, 8, 10),
+    *,
+    n: int = 64,
+    seed: int = 1,
+    tune_seed: int = 0,
+    pilots: int = 16,
+    settings: Sequence[str] = BUDGET_SEARCH,
+    tune: bool = True,
+    reference_nfe: int = 3000,
+    shape: Sequence[int] | None = None,
+) -> BudgetResult:
+    """For each budget, the best solver and grid found, against DPM-Solver++ 2M/3M.
+
+    Every setting in `settings` runs on every grid of `BUDGET_GRIDS` and (with `tune`) on
+    a grid from `optimize_time_grid` tuned on `pilots` noises from `tune_seed`. The best
+    is chosen by its error on those tuning noises, then scored on `n` held-out noises from
+    `seed`, which neither the choice nor the tuning saw. The baseline is the best of
+    DPM-Solver++ 2M and 3M on logSNR and time-uniform grids, chosen on the held-out noises
+    themselves (a choice in its favour).
+    """
+    from .grids import time_grid
+    from .tuning import optimize_time_grid
+
+    for name in settings:
+        if name not in SOLVERS:
+            raise ValueError(f"settings: unknown {name!r}; choose from {', '.join(SOLVERS)}")
+    for b in budgets:
+        check_int("budgets", b, 2)
+    if shape is None:
+        shape = getattr(getattr(model, "mixture", None), "sample_shape", (1, 8, 8))
+    tune_x = _noise(model, shape, pilots, tune_seed)
+    test_x = _noise(model, shape, n, seed)
+    tune_ref = reference(model, tune_x, reference_nfe)
+    test_ref = reference(model, test_x, reference_nfe)
+    schedule = model.schedule
+    rows: list[BudgetRow] = []
+    tuned: dict[int, dict[str, list[float]]] = {}
+    spent = 0
+    for nfe in budgets:
+        base_err, base_name = min(
+            (
+                _rms(
+                    sample(
+                        model,
+                        test_x,
+                        timesteps=time_grid(schedule, g, schedule.t_max, schedule.t_min, nfe),
+                        **SOLVERS[b][1],
+                    ),
+                    test_ref,
+                ),
+                f"{b}, {g}",
+            )
+            for b in BUDGET_BASELINES
+            for g in BUDGET_BASELINE_GRIDS
+            if SOLVERS[b][1].get("order", 1) <= nfe
+        )
+        candidates: list[tuple[str, str, list[float]]] = []
+        tuned[nfe] = {}
+        spent_before = spent
+        for name in settings:
+            opts = SOLVERS[name][1]
+            if opts.get("order", 1) > nfe:
+                continue
+            for g in BUDGET_GRIDS:
+                times = time_grid(schedule, g, schedule.t_max, schedule.t_min, nfe).tolist()
+                candidates.append((name, g, times))
+            if tune:
+                grid = optimize_time_grid(model, nfe, x_T=tune_x, seed=tune_seed, **opts)
+                spent += grid.model_calls
+                tuned[nfe][name] = grid.times
+                candidates.append((name, "tuned", grid.times))
+        scored = [
+            (_rms(sample(model, tune_x, timesteps=t, **SOLVERS[name][1]), tune_ref), name, g, t)
+            for name, g, t in candidates
+        ]
+        tune_err, name, g, times = min(scored, key=lambda c: c[0] if c[0] == c[0] else float("inf"))
+        opts = dict(SOLVERS[name][1])
+        err = _rms(sample(model, test_x, timesteps=times, **opts), test_ref)
+        rows.append(
+            BudgetRow(
+                nfe, name, g, err, base_name, base_err, times, opts, tune_err, spent - spent_before
+            )
+        )
+    return BudgetResult(rows, tuned, spent)
+
+
+def _noise(model: DiffusionModel, shape: Sequence[int], n: int, seed: int) -> Tensor:
+    schedule = model.schedule
+    sigma_T = float(schedule.sigma(schedule.t_max))
+    gen = torch.Generator().manual_seed(seed)
+    return sigma_T * torch.randn((n, *shape), generator=gen, dtype=torch.float64)

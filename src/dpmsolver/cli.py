@@ -2,6 +2,7 @@
 
 dpmsolver sample  --model digits-exact --steps 10 --out grid.png
 dpmsolver bench   --model digits-net --steps 4,5,6,8,10,15,20,25,50 --out bench/
+dpmsolver bench   --model digits-exact --budget --out bench/       # best setting per budget
 dpmsolver compare --steps 5,10,20 --solvers ddim,dpm++2m,dpm++3m --out compare.png
 """
 
@@ -20,7 +21,7 @@ from ._progress import Progress
 from .bench import SOLVERS, counting, start_noise
 from .grids import SKIP_TYPES, singlestep_orders
 from .models.exact import MODELS
-from .sampler import ALGORITHMS, METHODS, sample
+from .sampler import ALGORITHMS, CORRECTORS, METHODS, sample
 
 DTYPES = {
     "float32": torch.float32,
@@ -91,7 +92,15 @@ def _parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--algorithm", "--solver", default="dpmsolver++", choices=ALGORITHMS)
     p.add_argument("--method", default="multistep", choices=METHODS)
-    p.add_argument("--order", type=int, default=2, choices=[1, 2, 3])
+    p.add_argument(
+        "--order", type=int, default=2, choices=[1, 2, 3, 4], help="4: --algorithm ipndm only"
+    )
+    p.add_argument("--corrector", default="off", choices=CORRECTORS, help="UniC corrector")
+    p.add_argument(
+        "--tuned",
+        action="store_true",
+        help="use the model's shipped tuned grid and solver for --steps (4, 5, 6, 8, 10)",
+    )
     p.add_argument("--steps", type=int, default=10, help="model calls (default 10)")
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--nrow", type=int, default=8, help="images per row of the grid")
@@ -129,6 +138,18 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip diffusers' schedulers even if diffusers is installed",
     )
+    b.add_argument(
+        "--budget",
+        action="store_true",
+        help="instead: for each budget of --budgets, the best solver and grid found "
+        "(tuned grids included), chosen on tuning noises and scored on held-out ones",
+    )
+    b.add_argument(
+        "--budgets",
+        type=_int_list,
+        default=[4, 5, 6, 8, 10],
+        help="model-call budgets for --budget (default 4,5,6,8,10)",
+    )
     b.add_argument("--out", type=Path, default=Path("out/bench"), help="folder for the files")
     c = sub.add_parser(
         "compare",
@@ -163,18 +184,24 @@ def _sample(args: argparse.Namespace) -> int:
         if step > 0:
             bar.update()
 
+    options = dict(
+        steps=args.steps,
+        order=args.order,
+        method=args.method,
+        algorithm=args.algorithm,
+        skip_type=args.skip_type,
+        corrector=args.corrector,
+    )
+    if args.tuned:
+        from .models import tuned_grid
+
+        tuned = tuned_grid(args.model, args.steps)
+        options = dict(timesteps=tuned.times, **tuned.options)
+        args.algorithm = tuned.options.get("algorithm", "dpmsolver++")
+        args.order = tuned.options.get("order", 2)
     start = time.perf_counter()
     try:
-        x0 = sample(
-            model,
-            x_T,
-            steps=args.steps,
-            order=args.order,
-            method=args.method,
-            algorithm=args.algorithm,
-            skip_type=args.skip_type,
-            callback=advance,
-        )
+        x0 = sample(model, x_T, callback=advance, **options)
     finally:
         bar.close()
     seconds = time.perf_counter() - start
@@ -193,6 +220,20 @@ def _bench(args: argparse.Namespace) -> int:
 
     model = load(args.model)
     start = time.perf_counter()
+    if args.budget:
+        found = bench.budget(
+            model,
+            budgets=args.budgets,
+            n=args.n,
+            seed=args.seed + 1,
+            tune_seed=args.seed,
+            reference_nfe=args.reference_nfe,
+        )
+        args.out.mkdir(parents=True, exist_ok=True)
+        found.to_json(args.out / "budget.json")
+        print(found.table())
+        print(f"{time.perf_counter() - start:.1f} s; wrote budget.json to {args.out}")
+        return 0
     result = bench.run(
         model,
         steps=args.steps,

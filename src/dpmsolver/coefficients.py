@@ -34,14 +34,18 @@ __all__ = [
     "Linear",
     "Multistep3",
     "SolverType",
+    "Variant",
+    "ipndm_update",
     "multistep_update",
     "phi",
     "singlestep_tableau",
+    "unic_correction",
 ]
 
 Form = Literal["noise", "data"]
 SolverType = Literal["dpmsolver", "taylor"]
 Multistep3 = Literal["damped", "exact"]
+Variant = Literal["bh1", "bh2"]
 
 # Below this |z| the phi-functions are summed as power series: the closed forms divide a
 # difference of O(1) numbers by z^k and lose about k * log10(1/|z|) digits.
@@ -59,14 +63,15 @@ class Linear:
 
 
 def phi(k: int, z: float) -> float:
-    """phi_k(z) = (e^z - sum_{j<k} z^j / j!) / z^(k-1), k = 1, 2, 3 (phi_1 = expm1)."""
+    """phi_k(z) = (e^z - sum_{j<k} z^j / j!) / z^(k-1), k >= 1 (phi_1 = expm1)."""
     if k == 1:
         return math.expm1(z)
-    if abs(z) < _SERIES_BELOW:
-        # phi_k(z) = sum_{n>=1} z^n / (n + k - 1)!; 13 terms reach double precision here.
-        return sum(z**n / math.factorial(n + k - 1) for n in range(1, 14))
-    p2 = math.expm1(z) / z - 1.0
-    return p2 if k == 2 else p2 / z - 0.5
+    if abs(z) < (_SERIES_BELOW if k <= 3 else 1.0):
+        # phi_k(z) = sum_{n>=1} z^n / (n + k - 1)!; 13 terms reach double precision for
+        # |z| < 0.05 and 25 for |z| < 1 (the closed form loses ~k digits near |z| = 1).
+        terms = 14 if k <= 3 else 26
+        return sum(z**n / math.factorial(n + k - 1) for n in range(1, terms))
+    return phi(k - 1, z) / z - 1.0 / math.factorial(k - 1) if k > 2 else math.expm1(z) / z - 1.0
 
 
 def _transfer(form: Form, s: Level, t: Level) -> tuple[float, float, float]:
@@ -188,3 +193,65 @@ def sde_multistep_update(solver_type: SolverType, levels: list[Level], eta: floa
     c = 0.5 * decay if solver_type == "dpmsolver" else -phi(2, -h_eta)
     w = t.alpha * c / r0
     return Linear(cx, (t.alpha * decay + w, -w), noise)
+
+
+def unic_correction(form: Form, levels: list[Level], variant: Variant = "bh2") -> Linear:
+    """UniC corrector of order k = len(levels) - 1 after a multistep step (no extra call).
+
+    `levels` = [t_prev_0, ..., t_prev_{k-1}, t] as for `multistep_update`; the rule acts
+    on m = [m_t, m_prev_0, ..., m_prev_{k-1}], where m_t is the model output at the
+    predicted x_t (the call the next step needs anyway), and re-does the step from the
+    same starting state x_prev_0:
+
+        x_t^c = scale x - mult (phi_1(z) m_0 + B(z) (sum_j rho_j D_j + rho_k D_t))
+
+    with D_j = (m_prev_j - m_0) / r_j, r_j = (lambda_prev_j - lambda_prev_0) / h, D_t =
+    m_t - m_0, and rho solving sum_j rho_j r_j^(i-1) = i! phi_{i+1}(z) / B(z), i = 1..k
+    (r_k = 1); order 1 takes rho = 1/2. B(z) = z ('bh1') or e^z - 1 ('bh2'). Using one
+    more point than the predictor raises the order of accuracy by one (Zhao et al.,
+    UniPC, 2023, Theorem 3.1; the same (scale, mult, z) as `multistep_update`).
+    """
+    *prev, t = levels
+    k = len(prev)
+    scale, mult, z = _transfer(form, prev[0], t)
+    h = t.lambda_ - prev[0].lambda_
+    b_z = z if variant == "bh1" else math.expm1(z)
+    r = [(p.lambda_ - prev[0].lambda_) / h for p in prev[1:]] + [1.0]
+    if k == 1:
+        rho = np.array([0.5])
+    else:
+        mat = np.array([[rj**i for rj in r] for i in range(k)])
+        rhs = np.array([math.factorial(i) * phi(i + 1, z) / b_z for i in range(1, k + 1)])
+        rho = np.linalg.solve(mat, rhs)
+    # Weights on m = [m_t, m_prev_0, ..., m_prev_{k-1}].
+    e = np.eye(k + 1)
+    diffs = [(e[j + 2] - e[1]) / r[j] for j in range(k - 1)] + [e[0] - e[1]]
+    corr = np.sum([rho_j * d for rho_j, d in zip(rho, diffs, strict=True)], axis=0)
+    return _combine(scale, mult, [(phi(1, z), e[1]), (b_z, corr)])
+
+
+# Adams-Bashforth weights for equal steps, newest output first (iPNDM).
+_ADAMS_BASHFORTH = (
+    (1.0,),
+    (3 / 2, -1 / 2),
+    (23 / 12, -16 / 12, 5 / 12),
+    (55 / 24, -59 / 24, 37 / 24, -9 / 24),
+)
+
+
+def ipndm_update(levels: list[Level]) -> Linear:
+    """iPNDM step of order k = len(levels) - 1 (1 to 4; noise form, 1 model call per step).
+
+    In y = x / alpha and sigma~ = sigma / alpha = e^{-lambda} the probability-flow ODE is
+    dy/dsigma~ = eps(x); iPNDM takes an Adams-Bashforth step with the fixed equal-step
+    weights w of order k, whatever the step sizes (Zhang & Chen, DEIS, 2023; Zhou et al.,
+    2024):  x_t = (alpha_t / alpha_s) x + alpha_t (sigma~_t - sigma~_s) sum_j w_j eps_j.
+    Order 1 is DDIM. It has order k on grids uniform in sigma~.
+    """
+    *prev, t = levels
+    k = len(prev)
+    if not 1 <= k <= 4:  # internal
+        raise ValueError(f"iPNDM order must be 1 to 4; got {k}")
+    s = prev[0]
+    step = t.alpha * (t.sigma / t.alpha - s.sigma / s.alpha)
+    return Linear(t.alpha / s.alpha, tuple(step * w for w in _ADAMS_BASHFORTH[k - 1]))

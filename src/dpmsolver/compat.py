@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ._checks import check_choice
 from .model import ClassifierFree, ClassifierGuidance, Denoiser, DynamicThresholding, Target
-from .sampler import ALGORITHMS, sample
+from .sampler import DPM_ALGORITHMS, sample
 from .schedules import (
     CosineVPSchedule,
     DiscreteVPSchedule,
@@ -231,7 +231,7 @@ class DPM_Solver:
             raise TypeError(
                 f"noise_schedule must be a NoiseScheduleVP, got {type(noise_schedule).__name__}"
             )
-        check_choice("algorithm_type", algorithm_type, ALGORITHMS)
+        check_choice("algorithm_type", algorithm_type, DPM_ALGORITHMS)
         if isinstance(correcting_x0_fn, str):
             check_choice("correcting_x0_fn", correcting_x0_fn, ("dynamic_thresholding",))
             correcting_x0_fn = DynamicThresholding(dynamic_thresholding_ratio, thresholding_max_val)
@@ -339,10 +339,13 @@ class DPM_Solver:
         atol: float = 0.0078,
         rtol: float = 0.05,
         return_intermediate: bool = False,
+        timesteps: Any = None,
     ) -> Any:
         """Sample from x at t_start (default T) to t_end (default 1/N); see `dpmsolver.sample`.
 
         Returns x_end, or (x_end, intermediates) with return_intermediate=True.
+        `timesteps` (an extension): a list of times to step through instead of steps,
+        skip_type, t_start and t_end, e.g. `dpmsolver.optimize_time_grid(...).times`.
         """
         if return_intermediate and method == "adaptive":
             raise ValueError("return_intermediate=True is not supported with method='adaptive'")
@@ -382,5 +385,9 @@ class DPM_Solver:
             callback=keep if return_intermediate else None,
             multistep3="damped",
         )
+        if timesteps is not None:
+            for name in ("steps", "t_start", "t_end", "skip_type"):
+                del options[name]
+            options["timesteps"] = timesteps
         out = sample(self._model, x, **options)
         return (out, intermediates) if return_intermediate else out

@@ -37,10 +37,18 @@ from diffusers.schedulers.scheduling_utils import (
 from torch import Tensor
 
 from ._checks import check_choice, check_int
-from .coefficients import Form, Linear, multistep_update
+from .coefficients import Form, Linear, multistep_update, unic_correction
 from .grids import SKIP_TYPES, time_grid
 from .model import DynamicThresholding, to_data, to_noise
-from .sampler import ALGORITHMS, SOLVER_TYPES, _combine, singlestep_plan, singlestep_rules
+from .sampler import (
+    CORRECTORS,
+    DPM_ALGORITHMS,
+    SOLVER_TYPES,
+    VARIANTS,
+    _combine,
+    singlestep_plan,
+    singlestep_rules,
+)
 from .schedules import DiscreteVPSchedule, Level
 
 __all__ = ["DPMSolverScheduler"]
@@ -63,6 +71,9 @@ class _Call:
     # First-order rule to the end of this call's step, used when sampling begins here
     # without the history the rule needs (img2img: set_begin_index inside the grid).
     restart: Linear | None
+    # multistep with a corrector: re-does this call's step once the next call's output
+    # (at the predicted state) arrives.
+    correction: Linear | None = None
 
 
 class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
@@ -86,6 +97,11 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             (returns x0_pred), as diffusers' schedulers do.
         denoise_to_zero: with final_noise_level='last', one more model call at t = 1/N
             returns its x0_pred.
+        corrector: multistep only: the UniC corrector at no extra call ('off', 'all' or
+            'low_noise', the second half of the steps); see `dpmsolver.sample`. With
+            solver_order=2, corrector='all' and corrector_variant='bh2' this equals
+            diffusers' UniPCMultistepScheduler (solver_type='bh2').
+        corrector_variant: 'bh2' (B(h) = e^h - 1) or 'bh1' (B(h) = h).
     """
 
     _compatibles = [e.name for e in KarrasDiffusionSchedulers]  # noqa: RUF012 (diffusers' API)
@@ -113,16 +129,22 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         final_noise_level: str = "last",
         denoise_to_zero: bool = False,
         rescale_betas_zero_snr: bool = False,
+        corrector: str = "off",
+        corrector_variant: str = "bh2",
     ) -> None:
         check_int("num_train_timesteps", num_train_timesteps, 2)
         check_choice("beta_schedule", beta_schedule, BETA_SCHEDULES)
         check_choice("prediction_type", prediction_type, tuple(PREDICTION_TYPES))
-        check_choice("algorithm_type", algorithm_type, ALGORITHMS)
+        check_choice("algorithm_type", algorithm_type, DPM_ALGORITHMS)
         check_int("solver_order", solver_order, 1, 3)
         check_choice("method", method, ("multistep", "singlestep"))
         check_choice("skip_type", skip_type, SKIP_TYPES)
         check_choice("solver_type", solver_type, SOLVER_TYPES)
         check_choice("final_noise_level", final_noise_level, ("last", "zero"))
+        check_choice("corrector", corrector, CORRECTORS)
+        check_choice("corrector_variant", corrector_variant, VARIANTS)
+        if corrector != "off" and method != "multistep":
+            raise ValueError(f"corrector={corrector!r} needs method='multistep'; got {method!r}")
         if thresholding and algorithm_type != "dpmsolver++":
             raise ValueError("thresholding needs algorithm_type='dpmsolver++'")
         if denoise_to_zero and final_noise_level == "zero":
@@ -150,6 +172,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         self._calls: list[_Call] = []
         self._history: list[Tensor] = []
         self._step_start: Tensor | None = None
+        self._pending: tuple[Linear, Tensor] | None = None  # correction and its start
         self._step_index: int | None = None
         self._begin_index: int | None = None
         self._thresholding = (
@@ -243,6 +266,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         self.num_inference_steps = len(self._calls)
         self._history = []
         self._step_start = None
+        self._pending = None
         self._step_index = None
         self._begin_index = None
 
@@ -287,7 +311,17 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                 prev = [levels[i - j] for j in range(k)]
                 rule = multistep_update(form, cfg.solver_type, [*prev, levels[i + 1]])
                 restart = multistep_update(form, cfg.solver_type, [levels[i], levels[i + 1]])
-                calls.append(_Call(levels[i], rule, True, restart))
+                # Corrected when another call follows (the jump to zero counts).
+                has_next = i + 1 < steps or to_zero
+                correct = has_next and (
+                    cfg.corrector == "all" or (cfg.corrector == "low_noise" and 2 * (i + 1) > steps)
+                )
+                correction = (
+                    unic_correction(form, [*prev, levels[i + 1]], cfg.corrector_variant)
+                    if correct
+                    else None
+                )
+                calls.append(_Call(levels[i], rule, True, restart, correction))
         else:
             inner = "logSNR" if given else cfg.skip_type
             for i, k in enumerate(orders):
@@ -343,11 +377,18 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             )
         m = self._convert(model_output, sample, call.level)
         if self._cfg.method == "multistep":
+            if self._pending is not None:
+                # m was computed at the predicted state: correct the step that made it.
+                correction, start = self._pending
+                sample = _combine(correction, start, [m, *self._history[: len(correction.cm) - 1]])
+                self._pending = None
             self._history.insert(0, m)
             del self._history[self._cfg.solver_order :]
             rule = call.rule
             if len(self._history) < len(rule.cm) and call.restart is not None:
                 rule = call.restart  # sampling began here: no earlier outputs yet
+            elif call.correction is not None:
+                self._pending = (call.correction, sample)
             prev = _combine(rule, sample, self._history[: len(rule.cm)])
         else:
             rule = call.rule

@@ -9,19 +9,33 @@ t_start and t_end.
                     (Karras et al. 2022, rho = 7)
     exponential:    uniform in log sigma, sigma = sigma_t / alpha_t: the logSNR grid under
                     k-diffusion's name
+
+Published grids (`ALIGN_YOUR_STEPS`) and tuned ones (`dpmsolver.optimize_time_grid`) are
+given to the samplers as `sigmas=` / `timesteps=`; `interpolate_grid` resamples them to
+any number of steps.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import check_choice
+from ._checks import check_choice, check_int
 from .schedules import NoiseSchedule
 
-__all__ = ["SKIP_TYPES", "SkipType", "singlestep_orders", "time_grid"]
+__all__ = [
+    "ALIGN_YOUR_STEPS",
+    "SKIP_TYPES",
+    "SkipType",
+    "align_your_steps",
+    "interpolate_grid",
+    "singlestep_orders",
+    "time_grid",
+]
 
 SkipType = Literal["logSNR", "time_uniform", "time_quadratic", "karras", "exponential"]
 SKIP_TYPES: tuple[str, ...] = (
@@ -32,6 +46,15 @@ SKIP_TYPES: tuple[str, ...] = (
     "exponential",
 )
 KARRAS_RHO = 7.0
+
+# Align Your Steps (Sabour et al., 2024, Table 3): 10-step noise levels sigma_t / alpha_t
+# optimised for these models, from sigma_max down to the smallest training noise level.
+ALIGN_YOUR_STEPS: dict[str, tuple[float, ...]] = {
+    "sd15": (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029),
+    "sdxl": (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029),
+    "deepfloyd-if": (160.41, 8.081, 3.315, 1.885, 1.207, 0.785, 0.553, 0.293, 0.186, 0.030, 0.006),
+    "svd": (700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002),
+}
 
 
 def time_grid(
@@ -70,3 +93,33 @@ def singlestep_orders(steps: int, order: int) -> list[int]:
     if order == 2:
         return [2] * (steps // 2) + [1] * (steps % 2)
     return [1] * steps
+
+
+def interpolate_grid(values: Sequence[float], steps: int) -> list[float]:
+    """A published grid (times or noise levels, monotone, positive) resampled to `steps`
+    intervals by log-linear interpolation, as Align Your Steps prescribes: log(value) is
+    interpolated linearly against the grid's position in [0, 1]. The end points are kept.
+    """
+    check_int("steps", steps, 1)
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1 or arr.size < 2:
+        raise ValueError(f"values must be a 1-D sequence of at least 2 numbers; got {values!r}")
+    if not np.all(np.isfinite(arr)) or not np.all(arr > 0):
+        raise ValueError("values must be finite and > 0 (drop a final 0 before interpolating)")
+    d = np.diff(arr)
+    if not (np.all(d < 0) or np.all(d > 0)):
+        raise ValueError("values must be strictly monotone")
+    if steps + 1 == arr.size:
+        return [float(v) for v in arr]
+    xs = np.linspace(0.0, 1.0, arr.size)
+    out = np.exp(np.interp(np.linspace(0.0, 1.0, steps + 1), xs, np.log(arr)))
+    out[0], out[-1] = arr[0], arr[-1]
+    return [float(v) for v in out]
+
+
+def align_your_steps(model: str, steps: int) -> list[float]:
+    """Align Your Steps' noise levels for `model` ('sd15', 'sdxl', 'deepfloyd-if', 'svd'),
+    log-linearly interpolated to `steps` intervals; give them as `sample(..., sigmas=...)`
+    (or to k-diffusion-style samplers with a final 0 appended)."""
+    check_choice("model", model, tuple(ALIGN_YOUR_STEPS))
+    return interpolate_grid(ALIGN_YOUR_STEPS[model], steps)

@@ -37,6 +37,7 @@ __all__ = [
     "sample_dpmpp_2m",
     "sample_dpmpp_2s",
     "sample_dpmpp_3m",
+    "sample_ipndm",
 ]
 
 KCallback = Callable[[dict[str, Any]], None]
@@ -151,13 +152,16 @@ def sample_dpm_solver(
     solver_type: str = "dpmsolver",
     lower_order_final: bool = True,
     multistep3: str = "damped",
+    corrector: str = "off",
+    corrector_variant: str = "bh2",
 ) -> Tensor:
     """DPM-Solver(++) of any order and method on a k-diffusion sigma grid.
 
     method 'multistep' takes one model call per sigma; 'singlestep' takes a step of order
     `order` (that many calls) per interval, with intermediate points uniform in lambda.
     A final sigma of 0 is reached by returning the denoised prediction at the last
-    positive sigma.
+    positive sigma. algorithm='ipndm' and the UniC `corrector` ('all' or 'low_noise',
+    multistep; no extra calls) are as in `dpmsolver.sample`.
     """
     values = _check_sigmas(sigmas)
     to_zero = values[-1] == 0.0
@@ -181,6 +185,8 @@ def sample_dpm_solver(
             solver_type=solver_type,  # type: ignore[arg-type]
             lower_order_final=lower_order_final,
             multistep3=multistep3,  # type: ignore[arg-type]
+            corrector=corrector,  # type: ignore[arg-type]
+            corrector_variant=corrector_variant,  # type: ignore[arg-type]
             denoise_to_zero=to_zero,
         )
     finally:
@@ -212,6 +218,29 @@ def sample_dpmpp_3m(
     """DPM-Solver++(3M): third-order multistep, one model call per sigma."""
     return sample_dpm_solver(
         model, x, sigmas, extra_args, callback, disable, order=3, lower_order_final=False
+    )
+
+
+def sample_ipndm(
+    model: Callable[..., Tensor],
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: KCallback | None = None,
+    disable: bool | None = None,
+    order: int = 4,
+) -> Tensor:
+    """iPNDM: Adams-Bashforth in sigma with fixed weights (order 1-4), one call per sigma."""
+    return sample_dpm_solver(
+        model,
+        x,
+        sigmas,
+        extra_args,
+        callback,
+        disable,
+        order=order,
+        algorithm="ipndm",
+        lower_order_final=False,
     )
 
 

@@ -23,9 +23,12 @@ from .coefficients import (
     Linear,
     Multistep3,
     SolverType,
+    Variant,
+    ipndm_update,
     multistep_update,
     sde_multistep_update,
     singlestep_tableau,
+    unic_correction,
 )
 from .grids import SKIP_TYPES, SkipType, singlestep_orders, time_grid
 from .model import Denoiser, DiffusionModel, Target
@@ -33,17 +36,23 @@ from .schedules import Level, NoiseSchedule
 
 __all__ = [
     "ALGORITHMS",
+    "CORRECTORS",
     "METHODS",
     "Algorithm",
+    "Corrector",
     "Method",
     "ModelOutputError",
     "Sampler",
     "sample",
 ]
 
-Algorithm = Literal["dpmsolver++", "dpmsolver"]
+Algorithm = Literal["dpmsolver++", "dpmsolver", "ipndm"]
 Method = Literal["multistep", "singlestep", "singlestep_fixed", "adaptive"]
-ALGORITHMS: tuple[str, ...] = ("dpmsolver++", "dpmsolver")
+Corrector = Literal["off", "all", "low_noise"]
+ALGORITHMS: tuple[str, ...] = ("dpmsolver++", "dpmsolver", "ipndm")
+DPM_ALGORITHMS: tuple[str, ...] = ("dpmsolver++", "dpmsolver")  # the faces' algorithm_type
+CORRECTORS: tuple[str, ...] = ("off", "all", "low_noise")
+VARIANTS: tuple[str, ...] = ("bh1", "bh2")
 METHODS: tuple[str, ...] = ("multistep", "singlestep", "singlestep_fixed", "adaptive")
 SOLVER_TYPES: tuple[str, ...] = ("dpmsolver", "taylor")
 
@@ -150,6 +159,20 @@ def _resolve_times(
     return t_s, t_e
 
 
+def _snap_to_range(schedule: NoiseSchedule, times: Tensor) -> Tensor:
+    """Published noise levels are rounded (Align Your Steps' 14.615 lies 1e-4 above Stable
+    Diffusion's sigma_max): times within 1e-4 of the range, relative, move onto its end."""
+    tol = 1e-4 * (schedule.t_max - schedule.t_min)
+    times = times.clone()
+    for end, outside in (
+        (schedule.t_max, times > schedule.t_max),
+        (schedule.t_min, times < schedule.t_min),
+    ):
+        near = outside & ((times - end).abs() <= tol)
+        times[near] = end
+    return times
+
+
 def _check_timesteps(schedule: NoiseSchedule, timesteps: Sequence[float] | Tensor) -> Tensor:
     grid = torch.as_tensor(
         timesteps.detach().cpu() if isinstance(timesteps, Tensor) else timesteps,
@@ -194,6 +217,8 @@ def sample(
     rtol: float = 0.05,
     multistep3: Multistep3 = "damped",
     eta: float = 0.0,
+    corrector: Corrector = "off",
+    corrector_variant: Variant = "bh2",
     generator: torch.Generator | None = None,
     correcting_xt_fn: XtCorrection | None = None,
     callback: Callback | None = None,
@@ -206,13 +231,15 @@ def sample(
         x: the state at t_start (x_T ~ N(0, sigma_T^2 I) for sampling); any float dtype
             and device, kept for the result.
         steps: number of model calls (NFE) for the fixed-step methods.
-        order: 1, 2 or 3 (1 is DDIM).
+        order: 1, 2 or 3 (1 is DDIM); 1 to 4 for algorithm='ipndm'.
         method: 'multistep' (Adams-like, 1 call per step: DPM-Solver++(2M)/(3M)),
             'singlestep' (Runge-Kutta-like, orders mixed to use exactly `steps` calls),
             'singlestep_fixed' (steps // order steps of order `order`), or 'adaptive'
             (DPM-Solver-12 / -23 for order 2 / 3, step size from atol/rtol; ignores steps).
-        algorithm: 'dpmsolver++' (data form; stable with guidance and thresholding) or
-            'dpmsolver' (noise form).
+        algorithm: 'dpmsolver++' (data form; stable with guidance and thresholding),
+            'dpmsolver' (noise form) or 'ipndm' (multistep only: Adams-Bashforth steps in
+            sigma = sigma_t / alpha_t with fixed equal-step weights, orders 1-4, noise form;
+            strong at 4-10 calls on polynomial / karras grids).
         skip_type: time grid: 'time_uniform', 'logSNR', 'time_quadratic', 'karras' or
             'exponential' (see `grids`).
         t_start, t_end: start and end times; default schedule.t_max and schedule.t_min.
@@ -222,7 +249,9 @@ def sample(
             step per interval; singlestep methods one step of order `order` per interval,
             with intermediate points uniform in lambda.
         sigmas: the same as `timesteps`, given as noise levels sigma_t / alpha_t (the VE /
-            k-diffusion convention), positive and strictly monotone.
+            k-diffusion convention), positive and strictly monotone; levels within 1e-4
+            (relative) outside the schedule's range are moved onto its ends, so rounded
+            published grids (`align_your_steps`) fit.
         lower_order_final: multistep runs with fewer than `lower_order_final_below` steps
             lower the order of their final steps (the last step of a time-uniform grid is
             by far the largest in lambda); this stabilises few-step sampling.
@@ -240,9 +269,18 @@ def sample(
         eta: noise of the reverse SDE, 0 (the ODE, default) to 1 (SDE-DPM-Solver++, the
             "DPM-Solver++(2M) SDE" sampler); needs algorithm='dpmsolver++', method
             'multistep' and order 1 or 2.
+        corrector: UniC corrector after each multistep step, at no extra model call (the
+            output at the predicted state, which the next step needs anyway, corrects the
+            step just taken; the last step is not corrected): 'off' (default), 'all', or
+            'low_noise' (only the second half of the steps: a corrector at high noise can
+            hurt under large classifier-free guidance). Raises the order by one.
+            dpmsolver / dpmsolver++ multistep with eta = 0 only.
+        corrector_variant: B(h) of the corrector: 'bh2' (e^h - 1, default; UniPC's choice
+            for guided sampling) or 'bh1' (h); they differ in order-1 corrections only.
         generator: torch.Generator for the SDE noise; a seed reproduces a sample exactly.
         correcting_xt_fn: optional (x, t, step) -> x applied after every step (and, for
-            multistep, after the first model call at step 0).
+            multistep, after the first model call at step 0); with a corrector, to the
+            predicted state the model sees and to the corrected state.
         callback: optional (step, t, x) called at step 0 and after every step.
         check_finite: report a model output with NaN/Inf (with its step and time) at the end
             of the run; costs one sum per call (a finite output whose float32 sum overflows,
@@ -270,6 +308,8 @@ def sample(
         rtol=rtol,
         multistep3=multistep3,
         eta=eta,
+        corrector=corrector,
+        corrector_variant=corrector_variant,
         correcting_xt_fn=correcting_xt_fn,
         callback=callback,
         check_finite=check_finite,
@@ -281,12 +321,14 @@ class _Plan:
     """What a run needs that does not depend on x: the levels and the update rules.
 
     multistep: `levels` is the grid and `rules[i]` takes levels[i] to levels[i + 1];
+    `corrections[i]` (if not None) re-does that step with the output at levels[i + 1];
     singlestep: `levels` holds the outer times and `stages[i]` the evaluation levels and
     tableau of step i. Built in float64 on the host, once per setting (see `_plan`).
     """
 
     levels: list[Level]
     rules: list[Linear] = field(default_factory=list)
+    corrections: list[Linear | None] = field(default_factory=list)
     stages: list[tuple[list[Level], list[Linear]]] = field(default_factory=list)
 
 
@@ -340,6 +382,8 @@ class Sampler:
         rtol: float = 0.05,
         multistep3: Multistep3 = "damped",
         eta: float = 0.0,
+        corrector: Corrector = "off",
+        corrector_variant: Variant = "bh2",
         correcting_xt_fn: XtCorrection | None = None,
         callback: Callback | None = None,
         check_finite: bool = True,
@@ -351,7 +395,16 @@ class Sampler:
         check_choice("algorithm", algorithm, ALGORITHMS)
         check_choice("skip_type", skip_type, SKIP_TYPES)
         check_choice("solver_type", solver_type, SOLVER_TYPES)
-        check_int("order", order, 1, 3)
+        check_int("order", order, 1, 4 if algorithm == "ipndm" else 3)
+        check_choice("corrector", corrector, CORRECTORS)
+        check_choice("corrector_variant", corrector_variant, VARIANTS)
+        if algorithm == "ipndm" and method != "multistep":
+            raise ValueError(f"algorithm='ipndm' needs method='multistep'; got {method!r}")
+        if corrector != "off" and (method != "multistep" or algorithm == "ipndm"):
+            raise ValueError(
+                f"corrector={corrector!r} needs method='multistep' and algorithm 'dpmsolver++' "
+                f"or 'dpmsolver'; got method={method!r}, algorithm={algorithm!r}"
+            )
         check_choice("multistep3", multistep3, ("damped", "exact"))
         eta = check_float("eta", eta)
         if eta != 0.0:
@@ -362,6 +415,8 @@ class Sampler:
                     "eta > 0 (SDE-DPM-Solver++) needs algorithm='dpmsolver++', "
                     f"method='multistep' and order 1 or 2; got {algorithm!r}, {method!r}, {order}"
                 )
+            if corrector != "off":
+                raise ValueError(f"corrector={corrector!r} needs eta=0; got eta={eta}")
         grid: Tensor | None = None
         if sigmas is not None:
             if timesteps is not None:
@@ -372,7 +427,7 @@ class Sampler:
             )
             if not bool((noise_levels > 0).all()):
                 raise ValueError("sigmas must be > 0 (the run ends at the last one)")
-            timesteps = schedule.inverse_lambda(-torch.log(noise_levels))
+            timesteps = _snap_to_range(schedule, schedule.inverse_lambda(-torch.log(noise_levels)))
         if timesteps is not None:
             if method == "adaptive":
                 raise ValueError("timesteps cannot be used with method='adaptive'")
@@ -387,7 +442,7 @@ class Sampler:
         if form == "noise" and isinstance(model, Denoiser) and model.x0_correction is not None:
             raise ValueError(
                 "x0_correction (e.g. thresholding) acts on x0_pred and needs "
-                "algorithm='dpmsolver++'; got algorithm='dpmsolver'"
+                f"algorithm='dpmsolver++'; got algorithm={algorithm!r}"
             )
         if method == "multistep" and steps < order:
             raise ValueError(f"multistep needs steps >= order; got steps={steps}, order={order}")
@@ -434,6 +489,9 @@ class Sampler:
                     lof,
                     multistep3,
                     eta,
+                    algorithm,
+                    corrector,
+                    corrector_variant,
                 ),
                 lambda: _multistep_plan(
                     schedule,
@@ -444,6 +502,9 @@ class Sampler:
                     lof,
                     multistep3,
                     eta,
+                    algorithm == "ipndm",
+                    corrector,
+                    corrector_variant,
                 ),
             )
         elif method != "adaptive":
@@ -558,22 +619,31 @@ def _multistep_plan(
     lower_final: bool,
     multistep3: Multistep3,
     eta: float,
+    ipndm: bool = False,
+    corrector: Corrector = "off",
+    variant: Variant = "bh2",
 ) -> _Plan:
     """Levels of the grid and one rule per step: orders 1..order-1 to warm up, then
-    `order`, and (lower_final) no higher than the number of steps left at the end."""
+    `order`, and (lower_final) no higher than the number of steps left at the end; a
+    corrector of the same order for the steps `corrector` selects (never the last)."""
     levels = schedule.levels(grid)
     steps = len(levels) - 1
     rules = []
+    corrections: list[Linear | None] = []
     for i in range(1, steps + 1):
         k = min(order, i)
         if lower_final:
             k = min(k, steps + 1 - i)
-        prev = [levels[i - 1 - j] for j in range(k)]
-        if eta > 0:
-            rules.append(sde_multistep_update(solver_type, [*prev, levels[i]], eta))
+        step_levels = [*(levels[i - 1 - j] for j in range(k)), levels[i]]
+        if ipndm:
+            rules.append(ipndm_update(step_levels))
+        elif eta > 0:
+            rules.append(sde_multistep_update(solver_type, step_levels, eta))
         else:
-            rules.append(multistep_update(form, solver_type, [*prev, levels[i]], multistep3))
-    return _Plan(levels, rules=rules)
+            rules.append(multistep_update(form, solver_type, step_levels, multistep3))
+        correct = i < steps and (corrector == "all" or (corrector == "low_noise" and 2 * i > steps))
+        corrections.append(unic_correction(form, step_levels, variant) if correct else None)
+    return _Plan(levels, rules=rules, corrections=corrections)
 
 
 def _multistep(
@@ -585,22 +655,32 @@ def _multistep(
     correcting_xt_fn: XtCorrection | None,
     callback: Callback | None,
 ) -> tuple[Tensor, int]:
-    """Multistep DPM-Solver(++): 1 model call per step, `order` outputs kept at most."""
-    levels, rules = plan.levels, plan.rules
+    """Multistep DPM-Solver(++) or iPNDM: 1 model call per step, `order` outputs kept at
+    most. A corrected step calls the model at the predicted state, then re-does the step
+    from the previous state with that output (which the next step uses as usual)."""
+    levels, rules, corrections = plan.levels, plan.rules, plan.corrections
     steps = len(rules)
     history = [ev(x, levels[0], 0)]  # newest first
     if correcting_xt_fn is not None:
         x = correcting_xt_fn(x, levels[0].t, 0)
     if callback is not None:
         callback(0, levels[0].t, x)
-    for i, rule in enumerate(rules, start=1):
+    for i, (rule, corr) in enumerate(zip(rules, corrections, strict=True), start=1):
+        x_prev = x if corr is not None else None  # kept only while a correction needs it
         x = _combine(rule, x, history[: len(rule.cm)], generator)
         if correcting_xt_fn is not None:
             x = correcting_xt_fn(x, levels[i].t, i)
+        m = None
+        if x_prev is not None and corr is not None:
+            m = ev(x, levels[i], i)
+            x = _combine(corr, x_prev, [m, *history[: len(corr.cm) - 1]])
+            del x_prev
+            if correcting_xt_fn is not None:
+                x = correcting_xt_fn(x, levels[i].t, i)
         if callback is not None:
             callback(i, levels[i].t, x)
         if i < steps:
-            history.insert(0, ev(x, levels[i], i))
+            history.insert(0, m if m is not None else ev(x, levels[i], i))
             del history[order:]
     return x, steps
 
