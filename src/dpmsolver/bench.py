@@ -207,11 +207,15 @@ def reference(
     return sample(model, x_T, steps=nfe, order=3, method="singlestep_fixed", skip_type=skip_type)  # type: ignore[arg-type]
 
 
-def start_noise(model: DiffusionModel, n: int, seed: int) -> Tensor:
-    """x_T ~ N(0, sigma_T^2 I), float64, shaped like the model's samples (default 1x8x8)."""
+def start_noise(
+    model: DiffusionModel, n: int, seed: int, shape: Sequence[int] | None = None
+) -> Tensor:
+    """x_T ~ N(0, sigma_T^2 I), float64, n samples of `shape` (default: the model's sample
+    shape, 1x8x8 for the built-in models)."""
     check_int("n", n, 1)
     schedule = model.schedule
-    shape = getattr(getattr(model, "mixture", None), "sample_shape", (1, 8, 8))
+    if shape is None:
+        shape = getattr(getattr(model, "mixture", None), "sample_shape", (1, 8, 8))
     sigma_T = float(schedule.sigma(schedule.t_max))
     gen = torch.Generator().manual_seed(seed)
     return sigma_T * torch.randn((n, *shape), generator=gen, dtype=torch.float64)
@@ -297,6 +301,9 @@ def _diffusers_rows(
         return []
     ac = torch.exp(2 * schedule.log_alpha_table).to(torch.float32)
     betas = 1 - ac / torch.cat([torch.ones(1), ac[:-1]])
+    # diffusers ends at sigma = 0; the reference at t = 1/N: compare x0 estimates.
+    end = schedule.levels([schedule.t_min])[0]
+    ref0 = model(ref, end, "data")
     rows = []
     for name, cls_name in DIFFUSERS_BASELINES.items():
         scheduler = getattr(diffusers, cls_name)(
@@ -311,9 +318,6 @@ def _diffusers_rows(
                 eps = model(x, level, "noise")
                 x = scheduler.step(eps, t, x).prev_sample
             seconds = time.perf_counter() - start
-            # diffusers ends at sigma = 0; the reference at t = 1/N: compare x0 estimates.
-            end = schedule.levels([schedule.t_min])[0]
-            ref0 = model(ref, end, "data")
             rows.append(
                 Row(
                     name,
@@ -453,10 +457,8 @@ def budget(
             raise ValueError(f"settings: unknown {name!r}; choose from {', '.join(SOLVERS)}")
     for b in budgets:
         check_int("budgets", b, 2)
-    if shape is None:
-        shape = getattr(getattr(model, "mixture", None), "sample_shape", (1, 8, 8))
-    tune_x = _noise(model, shape, pilots, tune_seed)
-    test_x = _noise(model, shape, n, seed)
+    tune_x = start_noise(model, pilots, tune_seed, shape)
+    test_x = start_noise(model, n, seed, shape)
     tune_ref = reference(model, tune_x, reference_nfe)
     test_ref = reference(model, test_x, reference_nfe)
     schedule = model.schedule
@@ -509,10 +511,3 @@ def budget(
             )
         )
     return BudgetResult(rows, tuned, spent)
-
-
-def _noise(model: DiffusionModel, shape: Sequence[int], n: int, seed: int) -> Tensor:
-    schedule = model.schedule
-    sigma_T = float(schedule.sigma(schedule.t_max))
-    gen = torch.Generator().manual_seed(seed)
-    return sigma_T * torch.randn((n, *shape), generator=gen, dtype=torch.float64)

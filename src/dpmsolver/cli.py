@@ -173,17 +173,6 @@ def _sample(args: argparse.Namespace) -> int:
         raise ValueError("--steps and --n must be >= 1")
     model, calls = counting(load(args.model))
     x_T = start_noise(model, args.n, args.seed).to(args.device, DTYPES[args.dtype])
-    total = {
-        "multistep": args.steps,
-        "singlestep": len(singlestep_orders(args.steps, args.order)),
-        "singlestep_fixed": args.steps // args.order,
-    }.get(args.method)  # adaptive: unknown in advance
-    bar = Progress(total, args.quiet, desc="sampling", unit="step", leave=False)
-
-    def advance(step: int, t: float, x: torch.Tensor) -> None:
-        if step > 0:
-            bar.update()
-
     options = dict(
         steps=args.steps,
         order=args.order,
@@ -192,13 +181,24 @@ def _sample(args: argparse.Namespace) -> int:
         skip_type=args.skip_type,
         corrector=args.corrector,
     )
-    if args.tuned:
+    if args.tuned:  # the shipped multistep setting replaces the solver options
         from .models import tuned_grid
 
         tuned = tuned_grid(args.model, args.steps)
-        options = dict(timesteps=tuned.times, **tuned.options)
-        args.algorithm = tuned.options.get("algorithm", "dpmsolver++")
-        args.order = tuned.options.get("order", 2)
+        options = dict(timesteps=tuned.times, method="multistep", algorithm="dpmsolver++", order=2)
+        options.update(tuned.options)
+    method, order = options["method"], options["order"]
+    total = {
+        "multistep": args.steps,
+        "singlestep": len(singlestep_orders(args.steps, order)),
+        "singlestep_fixed": args.steps // order,
+    }.get(method)  # adaptive: unknown in advance
+    bar = Progress(total, args.quiet, desc="sampling", unit="step", leave=False)
+
+    def advance(step: int, t: float, x: torch.Tensor) -> None:
+        if step > 0:
+            bar.update()
+
     start = time.perf_counter()
     try:
         x0 = sample(model, x_T, callback=advance, **options)
@@ -208,7 +208,7 @@ def _sample(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_png(args.out, image_grid(x0.float().cpu(), nrow=args.nrow))
     print(
-        f"{args.model}: {args.algorithm} {args.method} order {args.order}, {args.n} samples, "
+        f"{args.model}: {options['algorithm']} {method} order {order}, {args.n} samples, "
         f"{calls[0]} model calls in {seconds:.2f} s -> {args.out}"
     )
     return 0

@@ -71,7 +71,7 @@ def phi(k: int, z: float) -> float:
         # |z| < 0.05 and 25 for |z| < 1 (the closed form loses ~k digits near |z| = 1).
         terms = 14 if k <= 3 else 26
         return sum(z**n / math.factorial(n + k - 1) for n in range(1, terms))
-    return phi(k - 1, z) / z - 1.0 / math.factorial(k - 1) if k > 2 else math.expm1(z) / z - 1.0
+    return phi(k - 1, z) / z - 1.0 / math.factorial(k - 1)
 
 
 def _transfer(form: Form, s: Level, t: Level) -> tuple[float, float, float]:

@@ -199,7 +199,7 @@ class _CompatModel:
     def __call__(self, x: Tensor, level: Level, target: Target) -> Tensor:
         fn = self.model_fn
         if isinstance(fn, _WrappedModel):
-            out = fn.denoiser.predict(x, level.t, level.alpha, level.sigma, target)
+            out = fn.denoiser.predict(x, level.t, level.alpha, level.sigma, target, level.model_t)
         else:
             eps = fn(x, self._t(x, level.t).expand(x.shape[0]))
             if target == "noise" or not isinstance(eps, Tensor) or eps.shape != x.shape:

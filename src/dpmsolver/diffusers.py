@@ -38,7 +38,7 @@ from torch import Tensor
 
 from ._checks import check_choice, check_int
 from .coefficients import Form, Linear, multistep_update, unic_correction
-from .grids import SKIP_TYPES, time_grid
+from .grids import SKIP_TYPES, sigmas_to_times, time_grid
 from .model import DynamicThresholding, to_data, to_noise
 from .sampler import (
     CORRECTORS,
@@ -46,6 +46,7 @@ from .sampler import (
     SOLVER_TYPES,
     VARIANTS,
     _combine,
+    corrects,
     singlestep_plan,
     singlestep_rules,
 )
@@ -237,9 +238,15 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             if sigmas is not None:
                 to_zero = bool(values[-1] == 0)
                 values = values[:-1] if to_zero else values
-                times = ns.inverse_lambda(-torch.log(values))
+                times = sigmas_to_times(ns, values)
             else:
                 times = (values + 1.0) / ns.total_n
+            if not (ns.contains(float(times.max())) and ns.contains(float(times.min()))):
+                raise ValueError(
+                    f"timesteps / sigmas reach beyond the training schedule: times "
+                    f"{float(times.max()):.6g} to {float(times.min()):.6g}, allowed "
+                    f"{ns.time_range()}"
+                )
             if times.numel() > 1 and not bool((times[1:] < times[:-1]).all()):
                 raise ValueError("timesteps / sigmas must be strictly decreasing")
             if not to_zero and float(times[-1]) <= ns.t_min:
@@ -252,7 +259,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         if cfg.denoise_to_zero:
             level = ns.levels([ns.t_min])[0]
             self._calls.append(_Call(level, Linear(0.0, (1.0,)), True, None))
-        model_times = [ns.model_time(c.level.t).item() for c in self._calls]
+        model_times = [c.level.model_t for c in self._calls]
         # float64 so the network sees the exact level the solver assumes (MPS has no float64).
         on_mps = torch.device(device).type == "mps" if device is not None else False
         self.timesteps = torch.tensor(
@@ -313,9 +320,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                 restart = multistep_update(form, cfg.solver_type, [levels[i], levels[i + 1]])
                 # Corrected when another call follows (the jump to zero counts).
                 has_next = i + 1 < steps or to_zero
-                correct = has_next and (
-                    cfg.corrector == "all" or (cfg.corrector == "low_noise" and 2 * (i + 1) > steps)
-                )
+                correct = has_next and corrects(cfg.corrector, i + 1, steps)
                 correction = (
                     unic_correction(form, [*prev, levels[i + 1]], cfg.corrector_variant)
                     if correct

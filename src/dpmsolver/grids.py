@@ -33,6 +33,7 @@ __all__ = [
     "SkipType",
     "align_your_steps",
     "interpolate_grid",
+    "sigmas_to_times",
     "singlestep_orders",
     "time_grid",
 ]
@@ -77,6 +78,28 @@ def time_grid(
         grid = torch.linspace(t_start**0.5, t_end**0.5, steps + 1, dtype=torch.float64) ** 2
     grid[0], grid[-1] = t_start, t_end
     return grid
+
+
+def sigmas_to_times(schedule: NoiseSchedule, sigmas: Sequence[float] | Tensor) -> Tensor:
+    """Times (float64, CPU) of noise levels sigma_t / alpha_t, which must be > 0.
+
+    Published noise levels are rounded (Align Your Steps' 14.615 lies 1e-4 above Stable
+    Diffusion's sigma_max): times within 1e-4 of the schedule's range, relative, are moved
+    onto its ends. Times further outside are returned as they are, for the caller's check.
+    """
+    levels = torch.as_tensor(
+        sigmas.detach().cpu() if isinstance(sigmas, Tensor) else sigmas, dtype=torch.float64
+    )
+    if not bool((levels > 0).all()):
+        raise ValueError("sigmas must be > 0 (the run ends at the last one)")
+    times = schedule.inverse_lambda(-torch.log(levels))
+    tol = 1e-4 * (schedule.t_max - schedule.t_min)
+    for end, outside in (
+        (schedule.t_max, times > schedule.t_max),
+        (schedule.t_min, times < schedule.t_min),
+    ):
+        times[outside & ((times - end).abs() <= tol)] = end
+    return times
 
 
 def singlestep_orders(steps: int, order: int) -> list[int]:

@@ -14,6 +14,7 @@ the same as everywhere else in dpmsolver.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -126,6 +127,13 @@ class _VEDenoiser:
         return (x - denoised) / level.sigma
 
 
+@functools.lru_cache(maxsize=16)
+def _ve_schedule(sigma_min: float, sigma_max: float) -> VESchedule:
+    """One schedule per sigma range, so repeated runs on the same grid reuse their plan
+    (plans are cached per schedule object)."""
+    return VESchedule(sigma_min, sigma_max)
+
+
 def _check_sigmas(sigmas: Tensor) -> list[float]:
     if not isinstance(sigmas, Tensor) or sigmas.ndim != 1 or sigmas.numel() < 2:
         raise ValueError("sigmas must be a 1-D tensor with at least 2 entries")
@@ -169,7 +177,9 @@ def sample_dpm_solver(
     index = {s: i for i, s in enumerate(grid)}
     progress = Progress(len(grid), disable)
     # Any sigma > 0 is valid on a VE schedule; its own range only sets defaults.
-    schedule = VESchedule(grid[-1], grid[0]) if len(grid) > 1 else VESchedule(grid[0], 2 * grid[0])
+    schedule = (
+        _ve_schedule(grid[-1], grid[0]) if len(grid) > 1 else _ve_schedule(grid[0], 2 * grid[0])
+    )
     denoiser = _VEDenoiser(model, schedule, dict(extra_args or {}), index, callback, progress)
     try:
         if len(grid) == 1:
@@ -280,7 +290,7 @@ def sample_dpm_adaptive(
     check_float("sigma_max", sigma_max, positive=True)
     if not sigma_min < sigma_max:
         raise ValueError(f"need sigma_min < sigma_max; got {sigma_min!r} and {sigma_max!r}")
-    schedule = VESchedule(sigma_min, sigma_max)
+    schedule = _ve_schedule(sigma_min, sigma_max)
     progress = Progress(0, disable)
     denoiser = _VEDenoiser(model, schedule, dict(extra_args or {}), {}, None, progress)
 

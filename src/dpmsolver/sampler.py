@@ -30,7 +30,7 @@ from .coefficients import (
     singlestep_tableau,
     unic_correction,
 )
-from .grids import SKIP_TYPES, SkipType, singlestep_orders, time_grid
+from .grids import SKIP_TYPES, SkipType, sigmas_to_times, singlestep_orders, time_grid
 from .model import Denoiser, DiffusionModel, Target
 from .schedules import Level, NoiseSchedule
 
@@ -157,20 +157,6 @@ def _resolve_times(
     if t_s == t_e:
         raise ValueError(f"t_start and t_end must differ; both are {t_s!r}")
     return t_s, t_e
-
-
-def _snap_to_range(schedule: NoiseSchedule, times: Tensor) -> Tensor:
-    """Published noise levels are rounded (Align Your Steps' 14.615 lies 1e-4 above Stable
-    Diffusion's sigma_max): times within 1e-4 of the range, relative, move onto its end."""
-    tol = 1e-4 * (schedule.t_max - schedule.t_min)
-    times = times.clone()
-    for end, outside in (
-        (schedule.t_max, times > schedule.t_max),
-        (schedule.t_min, times < schedule.t_min),
-    ):
-        near = outside & ((times - end).abs() <= tol)
-        times[near] = end
-    return times
 
 
 def _check_timesteps(schedule: NoiseSchedule, timesteps: Sequence[float] | Tensor) -> Tensor:
@@ -421,13 +407,7 @@ class Sampler:
         if sigmas is not None:
             if timesteps is not None:
                 raise ValueError("give timesteps or sigmas, not both")
-            noise_levels = torch.as_tensor(
-                sigmas.detach().cpu() if isinstance(sigmas, Tensor) else sigmas,
-                dtype=torch.float64,
-            )
-            if not bool((noise_levels > 0).all()):
-                raise ValueError("sigmas must be > 0 (the run ends at the last one)")
-            timesteps = _snap_to_range(schedule, schedule.inverse_lambda(-torch.log(noise_levels)))
+            timesteps = sigmas_to_times(schedule, sigmas)
         if timesteps is not None:
             if method == "adaptive":
                 raise ValueError("timesteps cannot be used with method='adaptive'")
@@ -455,8 +435,8 @@ class Sampler:
                 raise ValueError(f"adaptive needs order 2 or 3; got order={order}")
             if correcting_xt_fn is not None:
                 raise ValueError("correcting_xt_fn is not supported with method='adaptive'")
-            check_float("atol", atol, positive=True)
-            check_float("rtol", rtol, positive=True)
+            atol = check_float("atol", atol, positive=True)
+            rtol = check_float("rtol", rtol, positive=True)
         self.model = model
         self.schedule = schedule
         self.method = method
@@ -641,7 +621,7 @@ def _multistep_plan(
             rules.append(sde_multistep_update(solver_type, step_levels, eta))
         else:
             rules.append(multistep_update(form, solver_type, step_levels, multistep3))
-        correct = i < steps and (corrector == "all" or (corrector == "low_noise" and 2 * i > steps))
+        correct = i < steps and corrects(corrector, i, steps)
         corrections.append(unic_correction(form, step_levels, variant) if correct else None)
     return _Plan(levels, rules=rules, corrections=corrections)
 
@@ -666,23 +646,28 @@ def _multistep(
     if callback is not None:
         callback(0, levels[0].t, x)
     for i, (rule, corr) in enumerate(zip(rules, corrections, strict=True), start=1):
-        x_prev = x if corr is not None else None  # kept only while a correction needs it
-        x = _combine(rule, x, history[: len(rule.cm)], generator)
+        x_new = _combine(rule, x, history[: len(rule.cm)], generator)
         if correcting_xt_fn is not None:
-            x = correcting_xt_fn(x, levels[i].t, i)
+            x_new = correcting_xt_fn(x_new, levels[i].t, i)
         m = None
-        if x_prev is not None and corr is not None:
-            m = ev(x, levels[i], i)
-            x = _combine(corr, x_prev, [m, *history[: len(corr.cm) - 1]])
-            del x_prev
+        if corr is not None:  # re-do the step from x with the output at the prediction
+            m = ev(x_new, levels[i], i)
+            x_new = _combine(corr, x, [m, *history[: len(corr.cm) - 1]])
             if correcting_xt_fn is not None:
-                x = correcting_xt_fn(x, levels[i].t, i)
+                x_new = correcting_xt_fn(x_new, levels[i].t, i)
+        x = x_new  # drops the previous state before the next model call
         if callback is not None:
             callback(i, levels[i].t, x)
         if i < steps:
             history.insert(0, m if m is not None else ev(x, levels[i], i))
             del history[order:]
     return x, steps
+
+
+def corrects(corrector: str, i: int, steps: int) -> bool:
+    """Whether step i (1-based, of `steps`) gets the corrector: all steps, or for
+    'low_noise' the second half (callers exclude a last step no call follows)."""
+    return corrector == "all" or (corrector == "low_noise" and 2 * i > steps)
 
 
 def _singlestep_plan(
@@ -772,15 +757,10 @@ def run_singlestep(
     levels: list[Level],
     rules: list[Linear],
     step: int,
-    known: Sequence[Tensor] = (),
 ) -> tuple[Tensor, list[Tensor]]:
-    """One singlestep step; `known` holds model outputs already computed at levels[0..]."""
-    ms = list(known)
-    if not ms:
-        ms.append(ev(x, levels[0], step))
+    """One singlestep step: a model call at each of levels[0..k-1], then the update."""
+    ms = [ev(x, levels[0], step)]
     for j, rule in enumerate(rules[:-1], start=1):
-        if j < len(ms):
-            continue
         ms.append(ev(_combine(rule, x, ms), levels[j], step))
     return _combine(rules[-1], x, ms), ms
 

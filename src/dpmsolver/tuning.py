@@ -36,10 +36,11 @@ import torch
 from torch import Tensor
 
 from ._checks import check_int
+from .bench import _rms, counting
 from .coefficients import multistep_update
 from .grids import SKIP_TYPES, time_grid
 from .model import DiffusionModel
-from .sampler import Sampler
+from .sampler import Sampler, _resolve_times
 from .schedules import NoiseSchedule
 
 __all__ = ["TunedGrid", "optimize_time_grid"]
@@ -78,10 +79,7 @@ class TunedGrid:
         return cls(**json.loads(text))
 
 
-def _rms(a: Tensor, b: Tensor) -> float:
-    return float((a - b).double().pow(2).mean().sqrt())
-
-
+@torch.no_grad()
 def optimize_time_grid(
     model: DiffusionModel,
     nfe: int,
@@ -113,10 +111,7 @@ def optimize_time_grid(
         **options: the multistep solver the grid is tuned for, as `dpmsolver.sample`
             takes them (algorithm, order, corrector, lower_order_final, ...).
     """
-    if isinstance(nfe, bool) or not isinstance(nfe, int):
-        raise TypeError(f"nfe must be an int, got {type(nfe).__name__}")
-    if nfe < 2:
-        raise ValueError(f"nfe must be >= 2 (a 1-call grid has nothing to optimise); got nfe={nfe}")
+    check_int("nfe", nfe, 2)  # a 1-call grid has nothing to optimise
     check_int("pilots", pilots, 1)
     check_int("candidates", candidates, nfe)
     check_int("substeps", substeps, 1)
@@ -127,58 +122,16 @@ def optimize_time_grid(
                 f"{name} is set by optimize_time_grid; pass the solver's other options only"
             )
     schedule: NoiseSchedule = model.schedule
-    t_s = schedule.t_max if t_start is None else float(t_start)
-    t_e = schedule.t_min if t_end is None else float(t_end)
+    t_s, t_e = _resolve_times(schedule, t_start, t_end)
     if x_T is None:
         if shape is None:
             raise ValueError("give shape (one sample's shape) or the pilot states x_T")
         gen = torch.Generator().manual_seed(seed)
         sigma_T = float(schedule.sigma(torch.tensor(t_s, dtype=torch.float64)))
         x_T = sigma_T * torch.randn((pilots, *shape), generator=gen, dtype=torch.float64)
-    calls = [0]
-
-    class Counted:
-        def __init__(self) -> None:
-            self.schedule = schedule
-
-        def __call__(self, x: Tensor, level: Any, target: Any) -> Tensor:
-            calls[0] += 1
-            return model(x, level, target)
-
-    counted = Counted()
+    counted, calls = counting(model)
     # Solver options are checked once, here, with the sampler's own messages.
     Sampler(counted, steps=nfe, t_start=t_s, t_end=t_e, **options)
-    with torch.no_grad():
-        return _optimize(
-            counted,
-            calls,
-            schedule,
-            nfe,
-            x_T,
-            seed,
-            candidates,
-            substeps,
-            sweeps,
-            t_s,
-            t_e,
-            options,
-        )
-
-
-def _optimize(
-    counted: Any,
-    calls: list[int],
-    schedule: NoiseSchedule,
-    nfe: int,
-    x_T: Tensor,
-    seed: int,
-    candidates: int,
-    substeps: int,
-    sweeps: int,
-    t_s: float,
-    t_e: float,
-    options: dict[str, Any],
-) -> TunedGrid:
 
     # 1. Reference trajectory at the candidate times, and the model output there.
     cand = time_grid(schedule, "karras", t_s, t_e, candidates)
