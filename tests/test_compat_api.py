@@ -25,10 +25,19 @@ def test_add_noise_one_time_and_several() -> None:
     assert xt.shape == (3, 5)
     torch.testing.assert_close(xt, expected, rtol=0, atol=1e-15)
     ts = torch.tensor([0.2, 0.9], dtype=torch.float64)
-    many = solver(ns).add_noise(x, ts, torch.randn(2, 3, 5, dtype=torch.float64))
-    assert many.shape == (2, 3, 5)
+    noise2 = torch.randn(2, 3, 5, dtype=torch.float64)
+    many = solver(ns).add_noise(x, ts, noise2)
+    a, s = ns.marginal_alpha(ts)[:, None, None], ns.marginal_std(ts)[:, None, None]
+    torch.testing.assert_close(many, a * x + s * noise2, rtol=0, atol=1e-15)
+    torch.manual_seed(0)
     drawn = solver(ns).add_noise(x, ts)
-    assert drawn.shape == (2, 3, 5) and drawn.dtype == torch.float64
+    torch.manual_seed(0)
+    torch.testing.assert_close(
+        drawn,
+        solver(ns).add_noise(x, ts, torch.randn(2, 3, 5, dtype=torch.float64)),
+        rtol=0,
+        atol=0,
+    )
 
 
 def test_cosine_schedule_keeps_the_reference_end_time() -> None:

@@ -244,6 +244,12 @@ def test_custom_timesteps_and_sigmas() -> None:
     )
     scheduler.set_timesteps(sigmas=[14.0, 5.0, 1.0, 0.1, 0.0])
     assert len(scheduler.timesteps) == 4
+    torch.testing.assert_close(
+        scheduler.sigmas,
+        torch.tensor([14.0, 5.0, 1.0, 0.1, 0.0], dtype=torch.float64),
+        rtol=1e-12,
+        atol=0,
+    )
     with pytest.raises(ValueError, match="exactly one"):
         scheduler.set_timesteps(5, timesteps=[999, 500])
     with pytest.raises(ValueError, match="strictly decreasing"):

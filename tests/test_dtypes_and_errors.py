@@ -10,7 +10,6 @@ is small; the measured errors are ~1-4 eps.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -434,10 +433,6 @@ def test_bad_input(call: Callable[[], Any], exc: type[Exception], match: str) ->
         call()
 
 
-def test_bad_input_table_is_large_enough() -> None:
-    assert len(BAD_INPUTS) >= 25
-
-
 def test_model_output_error_is_value_error() -> None:
     assert issubclass(ModelOutputError, ValueError)
     with pytest.raises(ModelOutputError, match="has shape"):
@@ -503,7 +498,6 @@ def test_nan_at_third_call_names_step_2_and_its_time(
     msg = str(info.value)
     assert "step 2 " in msg
     assert f"(t={t2:.6g})" in msg
-    assert re.search(r"\bstep\b", msg) and "t=" in msg
     assert "step 0" not in msg and "step 1 " not in msg
     assert net.calls == steps  # the run is completed; the error is reported at the end
 

@@ -111,7 +111,7 @@ def test_grid_is_cpu_float64_and_fresh() -> None:
     a = time_grid(s, "time_uniform", 1.0, 0.001, 10)
     a[3] = 123.0
     b = time_grid(s, "time_uniform", 1.0, 0.001, 10)
-    assert b.device.type == "cpu"
+    assert b.device.type == "cpu" and b.dtype == torch.float64
     assert b[3].item() == pytest.approx(1.0 - 3 * 0.999 / 10, abs=1e-15)
 
 

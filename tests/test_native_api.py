@@ -21,6 +21,8 @@ def test_builtin_model_counts_calls_and_samples_digits() -> None:
     # Samples look like the data: pixel mean and spread close to the mixture's.
     gmm = load_digits_gmm()
     assert float(x0.mean()) == pytest.approx(float(gmm.mean().mean()), abs=0.1)
+    spread = float((x0.double().reshape(32, 64) - gmm.mean()).pow(2).mean().sqrt())
+    assert spread / float(gmm.covariance().diagonal().mean().sqrt()) == pytest.approx(1.0, abs=0.25)
     with pytest.raises(ValueError, match="name must be one of"):
         load("digits-unknown")
 
