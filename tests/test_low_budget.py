@@ -286,7 +286,7 @@ def test_shipped_tuned_grids(name: str) -> None:
     schedule = model.schedule
     for nfe in TUNED_NFE:
         grid = tuned_grid(name, nfe)
-        assert len(grid.times) == nfe + 1
+        assert len(grid.times) == bench.steps_for_calls(nfe, grid.options) + 1
         assert grid.times[0] == pytest.approx(schedule.t_max)
         assert grid.times[-1] == pytest.approx(schedule.t_min)
         counted, calls = bench.counting(model)
@@ -430,3 +430,82 @@ def test_cli_sample_tuned_reports_the_tuned_solver(tmp_path, capsys) -> None:
     line = capsys.readouterr().out
     assert f"{algorithm} multistep order {grid.options['order']}" in line
     assert "6 model calls" in line and out.exists()
+
+
+# Analytic first step: x0_pred = 0 at t_start instead of a model call.
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(order=2),
+        dict(order=3, corrector="all"),
+        dict(order=2, algorithm="dpmsolver"),
+        dict(order=3, algorithm="ipndm", lower_order_final=False),
+    ],
+)
+def test_analytic_first_step_saves_one_call_and_equals_a_zero_first_output(options) -> None:
+    model, x_T = exact()
+    schedule = model.schedule  # type: ignore[attr-defined]
+    _, n_plain = counted_run(steps=6, **options)
+    out, n_afs = counted_run(steps=6, analytic_first_step=True, **options)
+    assert (n_plain, n_afs) == (6, 5)
+
+    def first_zero(x: torch.Tensor, level, target: str) -> torch.Tensor:
+        if level.t == schedule.t_max:  # x0_pred = 0, so eps_pred = x / sigma_T
+            return torch.zeros_like(x) if target == "data" else x / level.sigma
+        return model(x, level, target)  # type: ignore[operator]
+
+    first_zero.schedule = schedule  # type: ignore[attr-defined]
+    expected = dpm.sample(first_zero, x_T, steps=6, **options)  # type: ignore[arg-type]
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_analytic_first_step_is_nearly_free_accuracy() -> None:
+    # The approximate first output costs little: 6 steps for 5 calls come within 30% of
+    # 6 steps for 6 calls, and beat 5 steps for 5 calls by a wide margin.
+    model, x_T = exact()
+    ref = bench.reference(model, x_T, 1000)  # type: ignore[arg-type]
+    options = dict(algorithm="ipndm", order=3, lower_order_final=False, skip_type="time_quadratic")
+    six = bench._rms(counted_run(steps=6, **options)[0], ref)
+    five = bench._rms(counted_run(steps=5, **options)[0], ref)
+    afs = bench._rms(counted_run(steps=6, analytic_first_step=True, **options)[0], ref)
+    assert afs < 1.3 * six
+    assert afs < 0.7 * five
+
+
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        (dict(method="singlestep"), ValueError, "analytic_first_step needs method='multistep'"),
+        (dict(steps=1, order=1), ValueError, r"steps >= 2 \(one model call at least\); got 1"),
+        (dict(t_start=0.5), ValueError, r"alpha / sigma <= 0.1 at t_start; got 0.292"),
+        (dict(analytic_first_step=1), TypeError, "analytic_first_step must be a bool, got int"),
+    ],
+)
+def test_analytic_first_step_rejects(options: dict, error: type, message: str) -> None:
+    model, x_T = exact()
+    options = {"analytic_first_step": True, **options}
+    with pytest.raises(error, match=message):
+        dpm.sample(model, x_T, **options)  # type: ignore[arg-type]
+
+
+def test_optimize_time_grid_with_analytic_first_step() -> None:
+    model, x_T = exact()
+    grid = dpm.optimize_time_grid(model, 4, shape=(1, 8, 8), sweeps=1, analytic_first_step=True)
+    assert grid.nfe == 4 and len(grid.times) == 6  # five steps for four calls
+    assert grid.options == {"analytic_first_step": True}
+    assert grid.pilot_error <= grid.initial_error
+    counted, calls = bench.counting(model)
+    dpm.sample(counted, x_T, timesteps=grid.times, **grid.options)  # type: ignore[arg-type]
+    assert calls[0] == 4
+    assert bench.steps_for_calls(4, grid.options) == 5 and bench.steps_for_calls(4, {}) == 4
+
+
+def test_cli_sample_analytic_first_step(tmp_path, capsys) -> None:
+    from dpmsolver.cli import main
+
+    out = tmp_path / "a.png"
+    args = ["sample", "--analytic-first-step", "--steps", "5", "--n", "4", "--quiet"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert "5 model calls" in capsys.readouterr().out and out.exists()

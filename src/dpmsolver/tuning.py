@@ -8,7 +8,8 @@ Three stages, all on a few pilot trajectories drawn from a seed:
    ODE-based diffusion sampling"): a fine reference trajectory is recorded at `candidates`
    times; a coarse step i -> j costs the RMS error of one first-order (DDIM) step from the
    reference state at i to the reference state at j (free: the model output at i is
-   known). The cheapest path with exactly `nfe` steps is one proposal.
+   known). The cheapest path with exactly `steps` steps is one proposal (steps = nfe, or
+   nfe + 1 with `analytic_first_step=True`, whose first step costs no call).
 2. The proposal and the standard grids (logSNR, time-uniform, time-quadratic, karras) are
    scored by the solver's own end-point error on the pilots; the best one is kept. (Local
    costs ignore how a learned network's errors propagate, so the DP grid alone can lose
@@ -19,7 +20,7 @@ Three stages, all on a few pilot trajectories drawn from a seed:
 
 Every model call is counted and reported (`TunedGrid.model_calls`); the total is at most
 3 * candidates * substeps + candidates (reference) + 5 * nfe (scoring)
-+ 3 * sweeps * 2 * (nfe - 1) * nfe (descent).
++ 3 * sweeps * 2 * (steps - 1) * nfe (descent).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_int
-from .bench import _rms, counting
+from .bench import _rms, counting, steps_for_calls
 from .coefficients import multistep_update
 from .grids import SKIP_TYPES, time_grid
 from .model import DiffusionModel
@@ -50,7 +51,7 @@ _FORBIDDEN = ("steps", "timesteps", "sigmas", "skip_type", "t_start", "t_end", "
 
 @dataclass
 class TunedGrid:
-    """An optimised time grid (`times`, a plain list of nfe + 1 floats, t_start first) and
+    """An optimised time grid (`times`, a plain list of steps + 1 floats, t_start first) and
     how it was found: the solver options it was tuned for, the pilots' RMS error of the
     first (dynamic-programme) grid and of the final one, and the model calls spent."""
 
@@ -99,7 +100,8 @@ def optimize_time_grid(
 
     Args:
         model: any `DiffusionModel` (a `Denoiser` around a network, or a built-in model).
-        nfe: the model-call budget (multistep: one call per step), >= 2.
+        nfe: the model-call budget (multistep: one call per step, none for the first
+            with `analytic_first_step=True`), >= 2.
         shape: shape of one sample (without batch); pilots are sigma_T * N(0, I) from
             `seed`. Or give the pilot starting states as `x_T`.
         pilots, seed: number of pilot trajectories and the seed that draws them; the
@@ -113,7 +115,6 @@ def optimize_time_grid(
     """
     check_int("nfe", nfe, 2)  # a 1-call grid has nothing to optimise
     check_int("pilots", pilots, 1)
-    check_int("candidates", candidates, nfe)
     check_int("substeps", substeps, 1)
     check_int("sweeps", sweeps, 0)
     for name in _FORBIDDEN:
@@ -122,6 +123,8 @@ def optimize_time_grid(
                 f"{name} is set by optimize_time_grid; pass the solver's other options only"
             )
     schedule: NoiseSchedule = model.schedule
+    steps = steps_for_calls(nfe, options)  # nfe + 1 with the analytic first step
+    check_int("candidates", candidates, steps)
     t_s, t_e = _resolve_times(schedule, t_start, t_end)
     if x_T is None:
         if shape is None:
@@ -131,7 +134,7 @@ def optimize_time_grid(
         x_T = sigma_T * torch.randn((pilots, *shape), generator=gen, dtype=torch.float64)
     counted, calls = counting(model)
     # Solver options are checked once, here, with the sampler's own messages.
-    Sampler(counted, steps=nfe, t_start=t_s, t_end=t_e, **options)
+    Sampler(counted, steps=steps, t_start=t_s, t_end=t_e, **options)
 
     # 1. Reference trajectory at the candidate times, and the model output there.
     cand = time_grid(schedule, "karras", t_s, t_e, candidates)
@@ -147,7 +150,7 @@ def optimize_time_grid(
     outputs = [counted(x, lvl, "data") for x, lvl in zip(states[:-1], levels[:-1], strict=True)]
     reference = states[-1]
 
-    # 2. Cost of one first-order step between any two candidates; cheapest nfe-step path.
+    # 2. Cost of one first-order step between any two candidates; cheapest path.
     n = candidates + 1
     cost = np.full((n, n), np.inf)
     for i in range(n - 1):
@@ -155,11 +158,11 @@ def optimize_time_grid(
             rule = multistep_update("data", "dpmsolver", [levels[i], levels[j]])
             guess = rule.cx * states[i] + rule.cm[0] * outputs[i]
             cost[i, j] = _rms(guess, states[j])
-    path = _cheapest_path(cost, nfe)
+    path = _cheapest_path(cost, steps)
     proposals = {"dp": [float(cand[k]) for k in path]}
     for skip in SKIP_TYPES:
         if skip != "exponential":  # the logSNR grid under another name
-            proposals[skip] = time_grid(schedule, skip, t_s, t_e, nfe).tolist()
+            proposals[skip] = time_grid(schedule, skip, t_s, t_e, steps).tolist()
 
     # 3. Score the proposals by the solver's end-point error; descend from the best.
     def error(times: list[float]) -> float:
@@ -176,7 +179,7 @@ def optimize_time_grid(
     for frac in (0.3, 0.15, 0.07):
         for _ in range(sweeps):
             improved = False
-            for k in range(1, nfe):
+            for k in range(1, steps):
                 for sign in (1.0, -1.0):
                     gap = lam[k + 1] - lam[k] if sign > 0 else lam[k - 1] - lam[k]
                     trial = [*lam]
