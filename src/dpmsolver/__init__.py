@@ -13,6 +13,7 @@ Drop-in replacement for the authors' single file::
 """
 
 from .compat import DPM_Solver, NoiseScheduleVP, model_wrapper
+from .generate import GenerateResult, generate
 from .grids import (
     ALIGN_YOUR_STEPS,
     align_your_steps,
@@ -59,6 +60,7 @@ __all__ = [
     "DynamicThresholding",
     "EDMSchedule",
     "FlowSchedule",
+    "GenerateResult",
     "Level",
     "LinearVPSchedule",
     "ModelOutputError",
@@ -69,6 +71,7 @@ __all__ = [
     "VESchedule",
     "VPSchedule",
     "align_your_steps",
+    "generate",
     "interpolate_grid",
     "model_wrapper",
     "optimize_time_grid",

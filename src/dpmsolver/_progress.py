@@ -6,7 +6,7 @@ from typing import Any
 
 
 class Progress:
-    """`update()` advances one step; `close()` ends the bar."""
+    """`update(n)` advances n steps (default 1); `close()` ends the bar."""
 
     def __init__(self, total: int | None, disable: bool | None = None, **tqdm_kwargs: Any) -> None:
         self.bar: Any = None
@@ -18,9 +18,9 @@ class Progress:
             return
         self.bar = tqdm(total=total, **tqdm_kwargs)
 
-    def update(self) -> None:
+    def update(self, n: int = 1) -> None:
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.update(n)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -4,16 +4,19 @@ dpmsolver sample  --model digits-exact --steps 10 --out grid.png
 dpmsolver bench   --model digits-net --steps 4,5,6,8,10,15,20,25,50 --out bench/
 dpmsolver bench   --model digits-exact --budget --out bench/       # best setting per budget
 dpmsolver compare --steps 5,10,20 --solvers ddim,dpm++2m,dpm++3m --out compare.png
+dpmsolver generate --model digits-net --num 10000 --out gen/ --merge  # resumable shards
+torchrun --nproc-per-node 4 -m dpmsolver generate --num-samples 10000 ...  # 4 ranks
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import torch
 
@@ -79,6 +82,46 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _solver_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--algorithm", "--solver", default="dpmsolver++", choices=ALGORITHMS)
+    p.add_argument("--method", default="multistep", choices=METHODS)
+    p.add_argument(
+        "--order", type=int, default=2, choices=[1, 2, 3, 4], help="4: --algorithm ipndm only"
+    )
+    p.add_argument("--corrector", default="off", choices=CORRECTORS, help="UniC corrector")
+    p.add_argument(
+        "--analytic-first-step",
+        action="store_true",
+        help="multistep: first step without a model call (one more step for --steps calls)",
+    )
+    p.add_argument(
+        "--tuned",
+        action="store_true",
+        help="use the model's shipped tuned grid and solver for --steps (4, 5, 6, 8, 10)",
+    )
+    p.add_argument("--steps", type=int, default=10, help="model calls (default 10)")
+
+
+def _solver_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`dpmsolver.sample` options from the solver arguments; --steps counts model calls."""
+    options: dict[str, Any] = dict(
+        steps=args.steps + 1 if args.analytic_first_step else args.steps,
+        order=args.order,
+        method=args.method,
+        algorithm=args.algorithm,
+        skip_type=args.skip_type,
+        corrector=args.corrector,
+        analytic_first_step=args.analytic_first_step,
+    )
+    if args.tuned:  # the shipped multistep setting replaces the solver options
+        from .models import tuned_grid
+
+        tuned = tuned_grid(args.model, args.steps)
+        options = dict(timesteps=tuned.times, method="multistep", algorithm="dpmsolver++", order=2)
+        options.update(tuned.options)
+    return options
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="dpmsolver", description="DPM-Solver and DPM-Solver++ samplers for diffusion models."
@@ -90,18 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Sample a built-in model and write the samples as a PNG grid.",
     )
     _common(p)
-    p.add_argument("--algorithm", "--solver", default="dpmsolver++", choices=ALGORITHMS)
-    p.add_argument("--method", default="multistep", choices=METHODS)
-    p.add_argument(
-        "--order", type=int, default=2, choices=[1, 2, 3, 4], help="4: --algorithm ipndm only"
-    )
-    p.add_argument("--corrector", default="off", choices=CORRECTORS, help="UniC corrector")
-    p.add_argument(
-        "--tuned",
-        action="store_true",
-        help="use the model's shipped tuned grid and solver for --steps (4, 5, 6, 8, 10)",
-    )
-    p.add_argument("--steps", type=int, default=10, help="model calls (default 10)")
+    _solver_args(p)
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--nrow", type=int, default=8, help="images per row of the grid")
     p.add_argument("--out", type=Path, default=Path("out/digits.png"), help="PNG to write")
@@ -151,6 +183,30 @@ def _parser() -> argparse.ArgumentParser:
         help="model-call budgets for --budget (default 4,5,6,8,10)",
     )
     b.add_argument("--out", type=Path, default=Path("out/bench"), help="folder for the files")
+    g = sub.add_parser(
+        "generate",
+        help="generate many samples into resumable shards (torchrun: several processes)",
+        description="Generate --num samples of a built-in model into --out as shards "
+        "written atomically, with a manifest; a second run resumes (finished shards are "
+        "kept, partial or corrupted ones made again). Under torchrun every rank takes its "
+        "share; sample i depends only on (--seed, i). --merge also writes samples.npz "
+        "(arr_0: uint8 NHWC images).",
+    )
+    _common(g)
+    _solver_args(g)
+    g.add_argument(
+        "--num",
+        "--num-samples",
+        dest="num",
+        type=int,
+        required=True,
+        help="number of samples (under torchrun write --num-samples: Python 3.11's "
+        "torchrun takes --num for its own --numa-binding)",
+    )
+    g.add_argument("--batch", type=int, default=64, help="samples per shard (default 64)")
+    g.add_argument("--out", type=Path, required=True, help="output folder")
+    g.add_argument("--merge", action="store_true", help="also write samples.npz at the end")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
     c = sub.add_parser(
         "compare",
         help="one PNG: the same seeds by several solvers and step counts",
@@ -173,23 +229,10 @@ def _sample(args: argparse.Namespace) -> int:
         raise ValueError("--steps and --n must be >= 1")
     model, calls = counting(load(args.model))
     x_T = start_noise(model, args.n, args.seed).to(args.device, DTYPES[args.dtype])
-    options = dict(
-        steps=args.steps,
-        order=args.order,
-        method=args.method,
-        algorithm=args.algorithm,
-        skip_type=args.skip_type,
-        corrector=args.corrector,
-    )
-    if args.tuned:  # the shipped multistep setting replaces the solver options
-        from .models import tuned_grid
-
-        tuned = tuned_grid(args.model, args.steps)
-        options = dict(timesteps=tuned.times, method="multistep", algorithm="dpmsolver++", order=2)
-        options.update(tuned.options)
+    options = _solver_options(args)
     method, order = options["method"], options["order"]
     total = {
-        "multistep": args.steps,
+        "multistep": len(options["timesteps"]) - 1 if args.tuned else options["steps"],
         "singlestep": len(singlestep_orders(args.steps, order)),
         "singlestep_fixed": args.steps // order,
     }.get(method)  # adaptive: unknown in advance
@@ -262,6 +305,32 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    from .generate import generate
+
+    start = time.perf_counter()
+    result = generate(
+        args.model,
+        args.num,
+        args.out,
+        batch=args.batch,
+        seed=args.seed,
+        device=args.device,
+        dtype=DTYPES[args.dtype],
+        merge=args.merge,
+        progress=not args.quiet,
+        **_solver_options(args),
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        merged = f"; merged into {result.merged}" if result.merged else ""
+        print(
+            f"{args.model}: {result.num} samples in {result.shards} shards in {args.out} "
+            f"({len(result.generated)} made, {len(result.skipped)} kept by this process) "
+            f"in {time.perf_counter() - start:.1f} s{merged}"
+        )
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     from . import bench
     from ._png import image_grid, write_png
@@ -297,7 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("dpmsolver: error: --threads must be >= 1", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    run = {"sample": _sample, "bench": _bench, "compare": _compare}[args.command]
+    run = {"sample": _sample, "bench": _bench, "generate": _generate, "compare": _compare}[
+        args.command
+    ]
     try:
         return run(args)
     except (ValueError, TypeError, OSError, RuntimeError) as err:

@@ -1,0 +1,243 @@
+"""Sharded, resumable generation: seeds, shards, manifest, merge, torchrun ranks, restarts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import dpmsolver as dpm
+from dpmsolver.generate import MANIFEST, MERGED, merge_shards, sample_seed, start_states
+from dpmsolver.models import load
+
+FAST = dict(steps=5, order=2)  # solver options of the in-process tests
+
+
+def run(out: Path, num: int = 10, batch: int = 4, **kwargs) -> dpm.GenerateResult:
+    options = {**FAST, **kwargs}
+    return dpm.generate("digits-exact", num, out, batch=batch, progress=False, **options)
+
+
+def merged(out: Path) -> np.ndarray:
+    with np.load(out / MERGED) as data:
+        assert list(data.keys()) == ["arr_0"]
+        return data["arr_0"]
+
+
+def test_sample_seeds_depend_on_the_base_seed_and_index_only() -> None:
+    seeds = [sample_seed(7, i) for i in range(6)]
+    assert seeds == [sample_seed(7, i) for i in range(6)]
+    assert len(set(seeds)) == 6 and all(0 <= s < 2**63 for s in seeds)
+    assert sample_seed(8, 0) not in seeds
+    # A sample's noise does not depend on the batch it is drawn in.
+    whole = start_states(1.0, (1, 8, 8), seeds)
+    torch.testing.assert_close(start_states(1.0, (1, 8, 8), seeds[2:4]), whole[2:4], rtol=0, atol=0)
+    assert whole.dtype == torch.float64 and float(whole.std()) == pytest.approx(1.0, abs=0.15)
+
+
+def test_generate_writes_shards_manifest_and_merged_file(tmp_path) -> None:
+    result = run(tmp_path, merge=True)
+    assert (result.num, result.shards, sorted(result.generated)) == (10, 3, [0, 1, 2])
+    assert set(result.generated.values()) == {"missing"} and result.skipped == []
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    assert manifest["complete"] and manifest["settings"]["num"] == 10
+    records = manifest["shards"]
+    assert [(r["start"], r["stop"]) for r in records] == [(0, 4), (4, 8), (8, 10)]
+    assert [s for r in records for s in r["seeds"]] == [sample_seed(0, i) for i in range(10)]
+    for r in records:
+        data = (tmp_path / f"shard-{r['shard']:06d}.npz").read_bytes()
+        assert hashlib.sha256(data).hexdigest() == r["sha256"]
+    images = merged(tmp_path)
+    assert images.shape == (10, 8, 8, 1) and images.dtype == np.uint8
+    assert manifest["merged"]["shape"] == [10, 8, 8, 1]
+    # The images are the sampler's output from the recorded seeds, in index order.
+    model = load("digits-exact")
+    x_T = start_states(
+        float(model.schedule.sigma(model.schedule.t_max)),
+        (1, 8, 8),
+        [sample_seed(0, i) for i in range(4, 8)],
+    ).float()
+    x0 = dpm.sample(model, x_T, **FAST)
+    expected = ((x0.double().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    np.testing.assert_array_equal(images[4:8], expected.permute(0, 2, 3, 1).numpy())
+    assert len(np.unique(images.reshape(10, -1), axis=0)) == 10
+
+
+def test_a_second_run_keeps_finished_shards(tmp_path) -> None:
+    run(tmp_path, merge=True)
+    first = (tmp_path / MERGED).read_bytes()
+    again = run(tmp_path, merge=True)
+    assert again.generated == {} and again.skipped == [0, 1, 2]
+    assert (tmp_path / MERGED).read_bytes() == first
+
+
+def test_corrupted_partial_and_stale_shards_are_made_again(tmp_path, capsys) -> None:
+    run(tmp_path, merge=True)
+    expected = merged(tmp_path)
+    npz0 = tmp_path / "shard-000000.npz"
+    data = bytearray(npz0.read_bytes())
+    data[-40] ^= 0xFF  # one flipped byte
+    npz0.write_bytes(bytes(data))
+    (tmp_path / "shard-000001.json").unlink()  # killed between the npz and its record
+    (tmp_path / "shard-000002.npz").unlink()  # a record without its npz
+    stale = tmp_path / "shard-000002.npz.123.tmp"
+    stale.write_bytes(b"half a shard")
+    result = run(tmp_path, merge=True)
+    assert result.generated == {0: "checksum mismatch", 1: "partial", 2: "partial"}
+    assert "shard 0: checksum mismatch; generating it again" in capsys.readouterr().err
+    assert not stale.exists()
+    np.testing.assert_array_equal(merged(tmp_path), expected)
+
+
+def test_batch_size_changes_samples_only_by_rounding(tmp_path) -> None:
+    run(tmp_path / "a", num=12, batch=4, merge=True)
+    run(tmp_path / "b", num=12, batch=5, merge=True)
+    a, b = merged(tmp_path / "a").astype(int), merged(tmp_path / "b").astype(int)
+    assert np.abs(a - b).max() <= 1 and (a == b).mean() > 0.99
+
+
+def test_other_settings_in_the_folder_are_refused(tmp_path) -> None:
+    run(tmp_path)
+    with pytest.raises(ValueError, match=r"holds a job with other settings \(seed: 0 there, 3 now"):
+        run(tmp_path, seed=3)
+    with pytest.raises(ValueError, match=r"options: .*'steps': 5.* there, .*'steps': 6"):
+        run(tmp_path, steps=6)
+
+
+def test_merge_shards_checks_checksums(tmp_path) -> None:
+    run(tmp_path)
+    assert merge_shards(tmp_path)["shape"] == [10, 8, 8, 1]
+    npz = tmp_path / "shard-000001.npz"
+    data = npz.read_bytes()
+    npz.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    with pytest.raises(ValueError, match=r"shard-000001\.npz does not match its checksum"):
+        merge_shards(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(num=0), ValueError, "num must"),
+        (dict(batch=2.5), TypeError, "batch must be an int"),
+        (dict(callback=print), ValueError, "generate does not take callback"),
+        (dict(t_start=object()), TypeError, "t_start=<object.* is not a JSON value"),
+        (dict(order=7), ValueError, "order"),
+    ],
+)
+def test_generate_rejects(tmp_path, kwargs: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        run(tmp_path, **kwargs)
+    assert not (tmp_path / MANIFEST).exists()  # checked before anything is written
+
+
+def test_custom_model_needs_a_shape(tmp_path) -> None:
+    schedule = dpm.VPSchedule.linear()
+    model = dpm.Denoiser(lambda x, t: 0.1 * x, schedule, prediction="noise")
+    with pytest.raises(ValueError, match="give shape"):
+        dpm.generate(model, 4, tmp_path, progress=False)
+    result = dpm.generate(model, 4, tmp_path, shape=(3, 2, 2), merge=True, progress=False)
+    assert merged(tmp_path).shape == (4, 2, 2, 3) and result.shards == 1
+    assert json.loads((tmp_path / MANIFEST).read_text())["settings"]["model"] == "Denoiser"
+
+
+# torchrun: real ranks over gloo on the loopback interface.
+
+CLI = [sys.executable, "-m", "dpmsolver", "generate", "--quiet", "--steps", "8"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+ENV = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+
+
+def cli(args: list[str], ranks: int = 1, **popen) -> subprocess.Popen:
+    head = [*TORCHRUN, "-m", "dpmsolver", "generate"] if ranks == 2 else CLI[:4]
+    return subprocess.Popen(
+        [*head, *CLI[4:], *args],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out
+    return out
+
+
+def test_two_ranks_equal_one_process_bit_for_bit(tmp_path) -> None:
+    job = ["--model", "digits-net", "--num-samples", "21", "--batch", "4", "--merge"]
+    one = cli([*job, "--out", str(tmp_path / "one")])
+    finish(one)
+    out = finish(cli([*job, "--out", str(tmp_path / "two")], ranks=2))
+    assert "21 samples in 6 shards" in out
+    assert (tmp_path / "one" / MERGED).read_bytes() == (tmp_path / "two" / MERGED).read_bytes()
+    manifests = [json.loads((tmp_path / d / MANIFEST).read_text()) for d in ("one", "two")]
+    assert manifests[0] == manifests[1]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds ranks through /proc")
+def test_killed_rank_then_restart_gives_the_uninterrupted_result(tmp_path) -> None:
+    job = ["--num-samples", "96", "--batch", "2", "--steps", "60", "--merge"]
+    reference = tmp_path / "reference"
+    finish(cli([*job, "--out", str(reference)]))
+    out = tmp_path / "job"
+    proc = cli([*job, "--out", str(out)], ranks=2, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("shard-*.json")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    assert len(children) == 2, children  # torchrun's two ranks
+    os.kill(int(children[1]), signal.SIGKILL)
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, log
+    done = len(list(out.glob("shard-*.json")))
+    assert 0 < done < 48, done  # killed partway
+    # Corrupt one finished shard as well: its checksum must catch it.
+    npz = sorted(out.glob("shard-*.npz"))[0]
+    data = bytearray(npz.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    npz.write_bytes(bytes(data))
+    log = finish(cli([*job, "--out", str(out)], ranks=2))
+    assert f"shard {int(npz.stem[6:])}: checksum mismatch; generating it again" in log
+    assert (out / MERGED).read_bytes() == (reference / MERGED).read_bytes()
+    manifest = json.loads((out / MANIFEST).read_text())
+    indices = [i for r in manifest["shards"] for i in range(r["start"], r["stop"])]
+    assert indices == list(range(96))  # none missing, none repeated
+    assert manifest == json.loads((reference / MANIFEST).read_text())
+    assert not list(out.glob("*.tmp"))
+
+
+def test_ranks_with_different_settings_fail_clearly(tmp_path) -> None:
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import os, dpmsolver as dpm\n"
+        "dpm.generate('digits-exact', 8, os.environ['OUT'], steps=4, progress=False,\n"
+        "             seed=int(os.environ['RANK']))\n"
+    )
+    proc = subprocess.run(
+        [*TORCHRUN, str(script)],
+        env={**ENV, "OUT": str(tmp_path / "out")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "ranks disagree on the settings: rank 0 vs rank 1: seed: 0 vs 1" in proc.stderr
+
+
+def test_cli_errors_are_one_line(tmp_path) -> None:
+    proc = subprocess.run(
+        [*CLI, "--num", "0", "--out", str(tmp_path / "g")], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "dpmsolver: error: num must be >= 1; got 0"
