@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--budgets", default="4,5,6,8,10,15,20")
     parser.add_argument("--settings", default=",".join(bench.BUDGET_SEARCH))
     parser.add_argument("--reference-nfe", type=int, default=3000)
+    parser.add_argument("--pilots", type=int, default=64, help="tuning noises (default 64)")
     parser.add_argument(
         "--write-grids", type=Path, default=None, help="write the chosen grids to this JSON"
     )
@@ -44,6 +45,7 @@ def main() -> None:
             [int(b) for b in args.budgets.split(",")],
             settings=args.settings.split(","),
             reference_nfe=args.reference_nfe,
+            pilots=args.pilots,
         )
         print(f"== {name} ({time.perf_counter() - start:.0f} s)")
         print(result.table())

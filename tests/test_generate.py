@@ -99,10 +99,26 @@ def test_corrupted_partial_and_stale_shards_are_made_again(tmp_path, capsys) -> 
 
 
 def test_batch_size_changes_samples_only_by_rounding(tmp_path) -> None:
-    run(tmp_path / "a", num=12, batch=4, merge=True)
-    run(tmp_path / "b", num=12, batch=5, merge=True)
+    for name, batch in (("a", 4), ("b", 5)):
+        dpm.generate("digits-net", 12, tmp_path / name, batch=batch, steps=5, progress=False)
+        merge_shards(tmp_path / name)
     a, b = merged(tmp_path / "a").astype(int), merged(tmp_path / "b").astype(int)
     assert np.abs(a - b).max() <= 1 and (a == b).mean() > 0.99
+
+
+def test_sde_noise_is_reproducible_and_options_survive_a_restart(tmp_path) -> None:
+    sde = dict(eta=1.0, timesteps=(1.0, 0.5, 0.2, 0.001))  # a tuple, read back as a list
+    run(tmp_path / "a", merge=True, **sde)
+    run(tmp_path / "b", merge=True, **sde)
+    np.testing.assert_array_equal(merged(tmp_path / "a"), merged(tmp_path / "b"))
+    assert not np.array_equal(merged(tmp_path / "a"), merged(run_plain(tmp_path / "c")))
+    again = run(tmp_path / "a", merge=True, **sde)
+    assert again.generated == {} and len(again.skipped) == 3
+
+
+def run_plain(out: Path) -> Path:
+    run(out, merge=True, timesteps=[1.0, 0.5, 0.2, 0.001])
+    return out
 
 
 def test_other_settings_in_the_folder_are_refused(tmp_path) -> None:
@@ -139,14 +155,30 @@ def test_generate_rejects(tmp_path, kwargs: dict, error: type, message: str) -> 
     assert not (tmp_path / MANIFEST).exists()  # checked before anything is written
 
 
-def test_custom_model_needs_a_shape(tmp_path) -> None:
+def test_merge_shards_needs_every_shard(tmp_path) -> None:
+    run(tmp_path)
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    with pytest.raises(ValueError, match="starts at index 8, not 4"):
+        merge_shards(tmp_path, [manifest["shards"][0], manifest["shards"][2]])
+    shards = manifest["shards"]
+    with pytest.raises(ValueError, match="the shards hold 8 samples, not 10"):
+        merge_shards(tmp_path, [shards[0], dict(shards[1], stop=10)])
+
+
+def test_custom_model_needs_a_name_and_an_image_shape(tmp_path) -> None:
     schedule = dpm.VPSchedule.linear()
     model = dpm.Denoiser(lambda x, t: 0.1 * x, schedule, prediction="noise")
+    with pytest.raises(ValueError, match="give model_name"):
+        dpm.generate(model, 4, tmp_path, shape=(3, 2, 2), progress=False)
     with pytest.raises(ValueError, match="give shape"):
-        dpm.generate(model, 4, tmp_path, progress=False)
-    result = dpm.generate(model, 4, tmp_path, shape=(3, 2, 2), merge=True, progress=False)
+        dpm.generate(model, 4, tmp_path, model_name="toy", progress=False)
+    with pytest.raises(ValueError, match=r"shape must be \(channels, height, width\).*\(4, 64\)"):
+        dpm.generate(model, 4, tmp_path, model_name="toy", shape=(4, 64), progress=False)
+    result = dpm.generate(
+        model, 4, tmp_path, model_name="toy", shape=(3, 2, 2), merge=True, progress=False
+    )
     assert merged(tmp_path).shape == (4, 2, 2, 3) and result.shards == 1
-    assert json.loads((tmp_path / MANIFEST).read_text())["settings"]["model"] == "Denoiser"
+    assert json.loads((tmp_path / MANIFEST).read_text())["settings"]["model"] == "toy"
 
 
 # torchrun: real ranks over gloo on the loopback interface.
@@ -179,13 +211,16 @@ def test_two_ranks_equal_one_process_bit_for_bit(tmp_path) -> None:
     one = cli([*job, "--out", str(tmp_path / "one")])
     finish(one)
     out = finish(cli([*job, "--out", str(tmp_path / "two")], ranks=2))
-    assert "21 samples in 6 shards" in out
+    assert "21 samples in 6 shards" in out and "(3 made, 0 kept by this process)" in out
     assert (tmp_path / "one" / MERGED).read_bytes() == (tmp_path / "two" / MERGED).read_bytes()
     manifests = [json.loads((tmp_path / d / MANIFEST).read_text()) for d in ("one", "two")]
     assert manifests[0] == manifests[1]
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds ranks through /proc")
+@pytest.mark.skipif(
+    not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
+    reason="finds torchrun's ranks through /proc/PID/task/PID/children (Linux)",
+)
 def test_killed_rank_then_restart_gives_the_uninterrupted_result(tmp_path) -> None:
     job = ["--num-samples", "96", "--batch", "2", "--steps", "60", "--merge"]
     reference = tmp_path / "reference"
@@ -195,6 +230,7 @@ def test_killed_rank_then_restart_gives_the_uninterrupted_result(tmp_path) -> No
     deadline = time.monotonic() + 120
     while not list(out.glob("shard-*.json")) and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert list(out.glob("shard-*.json")), "no shard was finished within 120 s"
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
     assert len(children) == 2, children  # torchrun's two ranks
     os.kill(int(children[1]), signal.SIGKILL)
@@ -207,8 +243,13 @@ def test_killed_rank_then_restart_gives_the_uninterrupted_result(tmp_path) -> No
     data = bytearray(npz.read_bytes())
     data[len(data) // 2] ^= 0x01
     npz.write_bytes(bytes(data))
-    log = finish(cli([*job, "--out", str(out)], ranks=2))
-    assert f"shard {int(npz.stem[6:])}: checksum mismatch; generating it again" in log
+    # Restart on three ranks: the rank count is not part of the result.
+    restart = [*TORCHRUN[:-1], "3", "-m", "dpmsolver", "generate", *CLI[4:], *job]
+    done_log = subprocess.run(
+        [*restart, "--out", str(out)], env=ENV, capture_output=True, text=True, timeout=300
+    )
+    assert done_log.returncode == 0, done_log.stdout + done_log.stderr
+    assert f"shard {int(npz.stem[6:])}: checksum mismatch; generating it again" in done_log.stderr
     assert (out / MERGED).read_bytes() == (reference / MERGED).read_bytes()
     manifest = json.loads((out / MANIFEST).read_text())
     indices = [i for r in manifest["shards"] for i in range(r["start"], r["stop"])]

@@ -454,7 +454,7 @@ def budget(
     n: int = 64,
     seed: int = 1,
     tune_seed: int = 0,
-    pilots: int = 16,
+    pilots: int = 64,
     settings: Sequence[str] = BUDGET_SEARCH,
     tune: bool = True,
     reference_nfe: int = 3000,

@@ -227,7 +227,7 @@ def _sample(args: argparse.Namespace) -> int:
 
     if args.steps < 1 or args.n < 1:
         raise ValueError("--steps and --n must be >= 1")
-    model, calls = counting(load(args.model))
+    model, calls = counting(load(args.model, device=args.device))
     x_T = start_noise(model, args.n, args.seed).to(args.device, DTYPES[args.dtype])
     options = _solver_options(args)
     method, order = options["method"], options["order"]
@@ -261,7 +261,7 @@ def _bench(args: argparse.Namespace) -> int:
     from . import bench
     from .models import load
 
-    model = load(args.model)
+    model = load(args.model, device=args.device)
     start = time.perf_counter()
     if args.budget:
         found = bench.budget(
@@ -336,7 +336,7 @@ def _compare(args: argparse.Namespace) -> int:
     from ._png import image_grid, write_png
     from .models import load
 
-    model = load(args.model)
+    model = load(args.model, device=args.device)
     x_T = start_noise(model, args.n, args.seed).to(args.device, DTYPES[args.dtype])
     cells = []
     for name in args.solvers:

@@ -6,9 +6,10 @@
 
 Sample i starts from noise drawn from a seed derived from (seed, i) alone. Shard k holds
 samples [k * batch, (k + 1) * batch) and is generated as one batch, whichever rank makes
-it; ranks take shards round-robin. So the samples do not depend on the number of ranks or
-on restarts (bit for bit), and a batch size changes them only by the floating-point
-reassociation of a batched network.
+it; ranks deal out the unfinished shards round-robin. So the samples do not depend on the
+number of ranks or on restarts (bit for bit). A batch size changes them only by the
+floating-point rounding of a batched network, except with method='adaptive' (its step
+sizes follow the whole batch's error) and eta > 0 (the SDE noise is drawn per shard).
 
 Files in the output folder:
 - `shard-000012.npz`: `images` (uint8, NHWC) and `indices`; written to a temporary file,
@@ -29,7 +30,8 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ from ._progress import Progress
 from .model import DiffusionModel
 from .sampler import Sampler
 
-__all__ = ["GenerateResult", "generate", "merge_shards", "sample_seed"]
+__all__ = ["GenerateResult", "generate", "merge_shards", "sample_seed", "shard_seed"]
 
 MANIFEST = "manifest.json"
 MERGED = "samples.npz"
@@ -69,6 +71,13 @@ def sample_seed(seed: int, index: int) -> int:
     """The seed of sample `index`: a 63-bit hash of (seed, index) (numpy's SeedSequence),
     so neighbouring indices get unrelated noise."""
     state = np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0]
+    return int(state) >> 1
+
+
+def shard_seed(seed: int, shard: int) -> int:
+    """The seed of shard `shard`'s SDE noise (eta > 0): a hash of (seed, shard, 1), apart
+    from every `sample_seed`."""
+    state = np.random.SeedSequence([seed, shard, 1]).generate_state(1, np.uint64)[0]
     return int(state) >> 1
 
 
@@ -107,7 +116,9 @@ def generate(
     Under torchrun (WORLD_SIZE > 1 in the environment) each rank calls this with the same
     arguments; the process group is set up here (gloo on CPU, NCCL on CUDA) unless the
     caller already did. A rank whose settings differ from rank 0's raises ValueError on
-    every rank, as does a folder holding a job with other settings.
+    every rank, as does a folder holding a job with other settings; an error while a rank
+    makes a shard stops every rank at the end of that round. Returns on every rank; only
+    rank 0 checks all shards at the end, writes the manifest and merges.
 
     Args:
         model: a built-in model's name (`dpmsolver.models.MODELS`) or a `DiffusionModel`.
@@ -115,10 +126,12 @@ def generate(
         out: the output folder (shared by all ranks; on several machines, a shared file
             system).
         seed: base seed; sample i starts from `sample_seed(seed, i)`.
-        shape: one sample's shape (default: the built-in model's, 1x8x8).
-        model_name: the model's name in the settings (default: `model` if a name, else its
-            class name); a restart must give the same.
-        device: where to sample; 'cuda' means cuda:LOCAL_RANK under torchrun.
+        shape: one image's (channels, height, width), values in [-1, 1] (default: the
+            built-in models' 1x8x8).
+        model_name: the model's name in the settings (default: `model` if a name; needed
+            for a model object); a restart must give the same.
+        device: where to sample; 'cuda' means cuda:LOCAL_RANK (a built-in network is
+            moved there; move your own model yourself).
         dtype: dtype of the states (the noise is drawn in float64 and cast).
         merge: when all shards are finished, also write `samples.npz` (`arr_0`).
         progress: one bar on rank 0 for the whole job (needs tqdm).
@@ -130,29 +143,39 @@ def generate(
     for name in _NOT_SETTINGS:
         if name in options:
             raise ValueError(f"generate does not take {name}: it cannot be recorded or resumed")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if dev.index is None:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {dev} does not exist: {torch.cuda.device_count()} CUDA devices visible"
+            )
     if isinstance(model, str):
         from .models import load
 
         model_name = model_name or model
-        net: DiffusionModel = load(model)
+        net: DiffusionModel = load(model, device=dev)
     else:
+        if model_name is None:
+            raise ValueError(
+                "give model_name: the manifest records it, and a restart must name the same "
+                "model (a restart with other weights would mix their samples)"
+            )
         net = model
-        model_name = model_name or type(model).__name__
     if shape is None:
         builtin = (1, 8, 8) if isinstance(model, str) else None  # both built-in models
         shape = getattr(getattr(net, "mixture", None), "sample_shape", builtin)
         if shape is None:
-            raise ValueError("give shape (one sample's shape, without the batch)")
-    shape = [check_int("shape", s, 1) for s in shape]
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
-        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            raise ValueError("give shape: one image's (channels, height, width)")
+    if len(shape) != 3 or not all(isinstance(s, int) and s >= 1 for s in shape):
+        raise ValueError(f"shape must be (channels, height, width) of ints >= 1; got {shape!r}")
     settings = dict(
         model=model_name,
         num=num,
         batch=batch,
         seed=seed,
-        shape=shape,
+        shape=list(shape),
         dtype=str(dtype).removeprefix("torch."),
         device_type=dev.type,
         options=_jsonable(options),
@@ -179,46 +202,77 @@ def _run(
     progress: bool,
 ) -> GenerateResult:
     num, batch, seed, shape = (settings[k] for k in ("num", "batch", "seed", "shape"))
-    group.agree(settings)
-    error = ""
-    if group.rank == 0:
-        error = _prepare(out, settings)
-    group.raise_if(error)
+    group.agree(dict(settings, merge=merge))
+    group.raise_if(_on_rank0(group, lambda: _prepare(out, settings)))
     n_shards = math.ceil(num / batch)
     result = GenerateResult(out, num, n_shards)
+
+    def span(k: int) -> tuple[int, int]:
+        return k * batch, min(num, (k + 1) * batch)
+
+    # Each rank checks a share of the shards; the unfinished ones are then dealt out
+    # round-robin, so a restart after one rank died spreads the rest over all ranks.
+    todo_here = {}
+    for k in range(group.rank, n_shards, group.world):
+        reason = _check_shard(out, k, *span(k), digest)
+        if reason:
+            todo_here[k] = reason
+            if reason != "missing":
+                print(
+                    f"dpmsolver generate: shard {k}: {reason}; generating it again", file=sys.stderr
+                )
+        else:
+            result.skipped.append(k)
+    todo = group.gather_dict(todo_here)
+    order = sorted(todo)
     sigma_T = float(model.schedule.sigma(torch.tensor(sampler.t_start, dtype=torch.float64)))
     bar = Progress(num, not progress or group.rank != 0, desc="generating", unit="sample")
+    bar.update(num - sum(span(k)[1] - span(k)[0] for k in order))
     try:
-        for first in range(0, n_shards, group.world):  # one round: a shard per rank
-            k = first + group.rank
-            done = 0
-            if k < n_shards:
-                start, stop = k * batch, min(num, (k + 1) * batch)
-                reason = _check_shard(out, k, start, stop, digest)
-                if reason:
-                    if reason != "missing":
-                        print(
-                            f"dpmsolver generate: shard {k}: {reason}; generating it again",
-                            file=sys.stderr,
-                        )
+        for first in range(0, len(order), group.world):  # one round: a shard per rank
+            done, failed = 0, None
+            if first + group.rank < len(order):
+                k = order[first + group.rank]
+                start, stop = span(k)
+                try:
                     seeds = [sample_seed(seed, i) for i in range(start, stop)]
                     x_T = start_states(sigma_T, shape, seeds).to(dev, dtype)
-                    images = to_uint8_nhwc(sampler(x_T))
+                    # eta > 0 draws SDE noise: from a generator of this shard, so it too
+                    # is the same on any rank and after a restart.
+                    gen = torch.Generator().manual_seed(shard_seed(seed, k))
+                    images = to_uint8_nhwc(sampler(x_T, generator=gen))
                     _write_shard(out, k, start, stop, seeds, images, digest)
-                    result.generated[k] = reason
-                else:
-                    result.skipped.append(k)
+                except Exception as err:  # every rank must reach the collective below
+                    failed = err
+                result.generated[k] = todo[k]
                 done = stop - start
-            bar.update(group.sum(done))
+            total, failures = group.sum(done, failed is not None)
+            if failed is not None:
+                raise failed
+            if failures:
+                raise RuntimeError(f"{failures} other rank(s) failed; see their errors")
+            bar.update(total)
     finally:
         bar.close()
     group.barrier()
+    # Rank 0 checks every shard and writes the manifest (and the merged file) alone; the
+    # other ranks do not wait in a collective, which could time out on a large merge.
     if group.rank == 0:
         error = _finish(out, settings, digest, n_shards, merge)
-    group.raise_if(error)
-    if merge:
-        result.merged = out / MERGED
+        if error:
+            raise ValueError(error)
+        result.merged = out / MERGED if merge else None
     return result
+
+
+def _on_rank0(group: _Group, step: Callable[[], str]) -> str:
+    """Run `step` on rank 0; any exception becomes the message all ranks raise."""
+    if group.rank != 0:
+        return ""
+    try:
+        return step()
+    except Exception as err:
+        return f"{type(err).__name__}: {err}"
 
 
 class _Group:
@@ -230,17 +284,25 @@ class _Group:
         self.dist = dist
         self.owned = False
         self.device = torch.device("cpu")
-        if not dist.is_available() or (
-            not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) <= 1
-        ):
+        launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if not dist.is_available():
+            if launched:
+                raise RuntimeError("WORLD_SIZE > 1 but this torch has no torch.distributed")
             self.rank, self.world = 0, 1
             return
         if not dist.is_initialized():
+            if not launched:
+                self.rank, self.world = 0, 1
+                return
             if device.type == "cuda":
                 torch.cuda.set_device(device)
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+                dist.init_process_group("nccl", device_id=device)
+            else:
+                dist.init_process_group("gloo")
             self.owned = True
         if dist.get_backend() == "nccl":
+            if device.type != "cuda":
+                raise ValueError(f"the process group uses NCCL; give a CUDA device, not {device}")
             self.device = device
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
 
@@ -265,12 +327,22 @@ class _Group:
         if error:
             raise ValueError(error)
 
-    def sum(self, n: int) -> int:
+    def gather_dict(self, part: dict[int, str]) -> dict[int, str]:
+        """The union of every rank's `part`."""
         if self.world == 1:
-            return n
-        total = torch.tensor([n], dtype=torch.int64, device=self.device)
+            return dict(part)
+        parts: list[Any] = [None] * self.world
+        self.dist.all_gather_object(parts, part)
+        return {k: v for p in parts for k, v in p.items()}
+
+    def sum(self, n: int, failed: bool) -> tuple[int, int]:
+        """Samples made this round and the number of other ranks that failed."""
+        if self.world == 1:
+            return n, 0
+        total = torch.tensor([n, int(failed)], dtype=torch.int64, device=self.device)
         self.dist.all_reduce(total)
-        return int(total.item())  # once per round of shards, outside the sampling loop
+        made, failures = total.tolist()  # once per round of shards, not per model call
+        return made, failures - int(failed)
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -293,7 +365,7 @@ def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
             raise TypeError(
                 f"generate records its solver options; {key}={value!r} is not a JSON value"
             ) from None
-        plain[key] = value
+        plain[key] = json.loads(json.dumps(value))  # tuples as lists, as a restart reads them
     return plain
 
 
@@ -305,8 +377,13 @@ def _write_atomic(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    if hasattr(os, "O_DIRECTORY"):  # the rename itself survives a crash once the folder is synced
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    _sync_folder(path.parent)
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync a folder, so a rename in it survives a crash (where the OS allows it)."""
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)
         finally:
@@ -342,10 +419,10 @@ def _write_shard(
 
 def _read_record(out: Path, k: int) -> dict[str, Any] | None:
     try:
-        record: dict[str, Any] = json.loads(_shard_paths(out, k)[1].read_text())
-        return record
+        record = json.loads(_shard_paths(out, k)[1].read_text())
     except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
 
 
 def _check_shard(out: Path, k: int, start: int, stop: int, digest: str) -> str:
@@ -371,10 +448,10 @@ def _prepare(out: Path, settings: dict[str, Any]) -> str:
     manifest = out / MANIFEST
     if manifest.exists():
         try:
-            old = json.loads(manifest.read_text()).get("settings")
-        except ValueError:
-            old = None
-        if old is not None and old != settings:
+            old = json.loads(manifest.read_text())["settings"]
+        except (ValueError, TypeError, KeyError):
+            old = None  # unreadable: rewritten below; the shard records carry the digest
+        if isinstance(old, dict) and old != settings:
             keys = sorted(k for k in settings if old.get(k) != settings[k])
             diff = "; ".join(f"{k}: {old.get(k)!r} there, {settings[k]!r} now" for k in keys)
             return (
@@ -407,7 +484,8 @@ def _finish(out: Path, settings: dict[str, Any], digest: str, n_shards: int, mer
 
 def merge_shards(out: str | os.PathLike[str], records: list[Any] | None = None) -> dict[str, Any]:
     """Write `samples.npz` in `out`: every shard's images in index order as `arr_0` (uint8
-    NHWC). Shards are taken from the manifest (or `records`) and checked by checksum.
+    NHWC). Shards are taken from the manifest (or `records`) and checked by checksum; they
+    are streamed into the file one at a time, so memory stays at one shard.
     Returns the merged file's entry: name, shape and SHA-256."""
     out = Path(out)
     if records is None:
@@ -415,20 +493,39 @@ def merge_shards(out: str | os.PathLike[str], records: list[Any] | None = None) 
         if not manifest.get("complete"):
             raise ValueError(f"{out} has unfinished shards; run the generation to the end first")
         records = manifest["shards"]
-    parts, expected = [], 0
-    for record in records:
-        npz, _ = _shard_paths(out, record["shard"])
-        data = npz.read_bytes()
-        if hashlib.sha256(data).hexdigest() != record["sha256"]:
-            raise ValueError(f"{npz} does not match its checksum; run the generation again")
-        with np.load(io.BytesIO(data)) as shard:
-            if shard["indices"][0] != expected:
-                raise ValueError(f"{npz} starts at index {shard['indices'][0]}, not {expected}")
-            expected += len(shard["indices"])
-            parts.append(shard["images"])
-    buffer = io.BytesIO()
-    images = np.concatenate(parts)
-    np.savez(buffer, arr_0=images)
-    data = buffer.getvalue()
-    _write_atomic(out / MERGED, data)
-    return dict(file=MERGED, shape=list(images.shape), sha256=hashlib.sha256(data).hexdigest())
+    if not records:
+        raise ValueError(f"{out}: no shards to merge")
+    num = records[-1]["stop"]
+    path = out / MERGED
+    tmp = path.with_name(f"{path.name}.{os.getpid()}{_TMP}")
+    shape: tuple[int, ...] = ()
+    with (
+        zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive,
+        archive.open("arr_0.npy", "w", force_zip64=True) as member,
+    ):
+        expected = 0
+        for record in records:
+            npz, _ = _shard_paths(out, record["shard"])
+            data = npz.read_bytes()
+            if hashlib.sha256(data).hexdigest() != record["sha256"]:
+                raise ValueError(f"{npz} does not match its checksum; run the generation again")
+            with np.load(io.BytesIO(data)) as shard:
+                indices, images = shard["indices"], shard["images"]
+            if indices[0] != expected:
+                raise ValueError(f"{npz} starts at index {indices[0]}, not {expected}")
+            if not shape:
+                shape = (num, *images.shape[1:])
+                header = {"descr": "|u1", "fortran_order": False, "shape": shape}
+                np.lib.format.write_array_header_1_0(member, header)
+            expected += len(indices)
+            member.write(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
+        if expected != num:
+            raise ValueError(f"the shards hold {expected} samples, not {num}")
+    digest = hashlib.sha256()
+    with open(tmp, "rb+") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _sync_folder(out)
+    return dict(file=MERGED, shape=list(shape), sha256=digest.hexdigest())

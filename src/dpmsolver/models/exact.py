@@ -52,17 +52,25 @@ class ExactModel:
 MODELS = ("digits-exact", "digits-net")
 
 
-def load(name: str = "digits-exact", schedule: NoiseSchedule | None = None) -> Any:
+def load(
+    name: str = "digits-exact",
+    schedule: NoiseSchedule | None = None,
+    device: str | torch.device | None = None,
+) -> Any:
     """A built-in model by name, with its schedule as `.schedule`.
 
     'digits-exact': the Gaussian mixture fitted to scikit-learn's 8x8 digits (pixels in
     [-1, 1]), whose denoiser is exact; 'digits-net': a small network trained on the same
     digits (a `Denoiser`). Both use DDPM's linear schedule unless `schedule` is given.
+    `device`: where the network's weights go (the exact model follows its input's device).
     """
     if name == "digits-exact":
         return ExactModel(load_digits_gmm(), schedule or ddpm_linear_schedule())
     if name == "digits-net":
         from .digits_net import load_digits_net
 
-        return load_digits_net(schedule)
+        model = load_digits_net(schedule)
+        if device is not None and isinstance(model.net, torch.nn.Module):
+            model.net.to(device)
+        return model
     raise ValueError(f"name must be one of {', '.join(repr(m) for m in MODELS)}; got {name!r}")
