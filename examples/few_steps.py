@@ -25,6 +25,9 @@ report("DPM-Solver++(2M), logSNR grid", steps=6, skip_type="logSNR")
 report("  + UniC corrector (no extra call)", steps=6, skip_type="logSNR", corrector="all")
 ipndm = dict(algorithm="ipndm", order=3, lower_order_final=False)
 report("iPNDM order 3, time-quadratic grid", steps=6, skip_type="time_quadratic", **ipndm)
+# The analytic first step (x0_pred = 0 at pure noise) costs no call: 7 steps for 6 calls.
+afs = dict(ipndm, analytic_first_step=True)
+report("  + analytic first step (7 steps, 6 calls)", steps=7, skip_type="time_quadratic", **afs)
 
 # Tune a grid for this model, solver and budget on 16 pilot noises (seed 0, not these).
 tuned = dpm.optimize_time_grid(model, 6, shape=(1, 8, 8), **ipndm)

@@ -82,14 +82,16 @@ def test_sampler_equals_sample_and_reuses_its_plan() -> None:
     torch.testing.assert_close(a(X), dpm.sample(MODEL, X, steps=7, order=3), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize(("order", "bound"), [(2, 4), (3, 5)])
-def test_multistep_memory_does_not_grow_with_steps(order: int, bound: int) -> None:
+@pytest.mark.parametrize(("order", "bound", "afs"), [(2, 4, False), (3, 5, False), (2, 4, True)])
+def test_multistep_memory_does_not_grow_with_steps(order: int, bound: int, afs: bool) -> None:
     # Beside its input the loop holds the state, `order` model outputs and the new state;
     # more steps add only the 0-d finiteness flags (a few bytes each).
     x = torch.randn(2, 4, 32, 32)
     model = dpm.Denoiser(lambda x, t: 0.5 * x, SCHEDULE, prediction="x0")
     peaks = [
-        peak_live_bytes(lambda s=steps: dpm.sample(model, x, steps=s, order=order))
+        peak_live_bytes(
+            lambda s=steps: dpm.sample(model, x, steps=s, order=order, analytic_first_step=afs)
+        )
         for steps in (10, 60)
     ]
     nbytes = x.numel() * x.element_size()

@@ -116,6 +116,11 @@ def _solver_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.tuned:  # the shipped multistep setting replaces the solver options
         from .models import tuned_grid
 
+        if args.analytic_first_step:
+            raise ValueError(
+                "--tuned sets the solver, first step included; drop --analytic-first-step"
+            )
+
         tuned = tuned_grid(args.model, args.steps)
         options = dict(timesteps=tuned.times, method="multistep", algorithm="dpmsolver++", order=2)
         options.update(tuned.options)

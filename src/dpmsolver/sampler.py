@@ -683,10 +683,9 @@ def _multistep(
     levels, rules, corrections = plan.levels, plan.rules, plan.corrections
     steps = len(rules)
     if analytic_first:
-        first = torch.zeros_like(x) if ev.target == "data" else x * (1.0 / levels[0].sigma)
+        history = [torch.zeros_like(x) if ev.target == "data" else x * (1.0 / levels[0].sigma)]
     else:
-        first = ev(x, levels[0], 0)
-    history = [first]  # newest first
+        history = [ev(x, levels[0], 0)]  # newest first (no other name, so dropped outputs free)
     if correcting_xt_fn is not None:
         x = correcting_xt_fn(x, levels[0].t, 0)
     if callback is not None:
