@@ -205,8 +205,8 @@ def _parser() -> argparse.ArgumentParser:
         dest="num",
         type=int,
         required=True,
-        help="number of samples (under torchrun write --num-samples: Python 3.11's "
-        "torchrun takes --num for its own --numa-binding)",
+        help="number of samples (under torchrun write --num-samples: torchrun's parser "
+        "reads --num as an abbreviation of its --numa-binding)",
     )
     g.add_argument("--batch", type=int, default=64, help="samples per shard (default 64)")
     g.add_argument("--out", type=Path, required=True, help="output folder")
