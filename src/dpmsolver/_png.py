@@ -128,6 +128,13 @@ def read_png(path: str | os.PathLike[str]) -> np.ndarray:
     return pixels.reshape(height, width) if channels == 1 else pixels.reshape(height, width, 3)
 
 
+def to_uint8(values: np.ndarray) -> np.ndarray:
+    """Values in [-1, 1] to uint8 pixels, rounded to nearest (clipped outside the range)."""
+    # NaN would make the uint8 cast undefined; show it as mid-grey (0 in [-1, 1]).
+    arr = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0), -1.0, 1.0)
+    return np.rint((arr + 1.0) * 127.5).astype(np.uint8)
+
+
 def image_grid(images: Any, nrow: int = 8, padding: int = 1, scale: int = 4) -> np.ndarray:
     """Tile images ``(N, C, H, W)`` (C in {1, 3}, values in [-1, 1]) into one uint8 image.
 
@@ -149,9 +156,7 @@ def image_grid(images: Any, nrow: int = 8, padding: int = 1, scale: int = 4) -> 
     n, ch, h, w = arr.shape
     cols = min(nrow, n)
     rows = -(-n // cols)
-    # NaN would make the uint8 cast undefined; show it as mid-grey (0 in [-1, 1]).
-    arr = np.clip(np.nan_to_num(arr, nan=0.0), -1.0, 1.0)
-    tiles = np.rint((arr + 1.0) * 127.5).astype(np.uint8)
+    tiles = to_uint8(arr)
     grid = np.full(
         (ch, rows * h + (rows - 1) * padding, cols * w + (cols - 1) * padding),
         _GRID_GREY,

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import torch
 
 from ._progress import Progress
-from .bench import SOLVERS, counting, start_noise
+from .bench import SOLVERS, counting, start_noise, steps_for_calls
 from .grids import SKIP_TYPES, singlestep_orders
 from .models.exact import MODELS
 from .sampler import ALGORITHMS, CORRECTORS, METHODS, sample
@@ -105,7 +105,7 @@ def _solver_args(p: argparse.ArgumentParser) -> None:
 def _solver_options(args: argparse.Namespace) -> dict[str, Any]:
     """`dpmsolver.sample` options from the solver arguments; --steps counts model calls."""
     options: dict[str, Any] = dict(
-        steps=args.steps + 1 if args.analytic_first_step else args.steps,
+        steps=steps_for_calls(args.steps, vars(args)),
         order=args.order,
         method=args.method,
         algorithm=args.algorithm,

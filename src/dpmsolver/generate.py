@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_int
+from ._png import to_uint8
 from ._progress import Progress
 from .model import DiffusionModel
 from .sampler import Sampler
@@ -88,12 +89,6 @@ def start_states(sigma_T: float, shape: Sequence[int], seeds: Sequence[int]) -> 
     for row, s in zip(noise, seeds, strict=True):
         row.copy_(torch.randn(tuple(shape), generator=gen.manual_seed(s), dtype=torch.float64))
     return sigma_T * noise
-
-
-def to_uint8_nhwc(x: Tensor) -> np.ndarray:
-    """Images in [-1, 1], (N, C, H, W) -> uint8 (N, H, W, C), rounded to nearest."""
-    pixels = ((x.detach().double().cpu().clamp(-1.0, 1.0) + 1.0) * 127.5).round()
-    return np.ascontiguousarray(pixels.to(torch.uint8).permute(0, 2, 3, 1).numpy())
 
 
 def generate(
@@ -240,7 +235,8 @@ def _run(
                     # eta > 0 draws SDE noise: from a generator of this shard, so it too
                     # is the same on any rank and after a restart.
                     gen = torch.Generator().manual_seed(shard_seed(seed, k))
-                    images = to_uint8_nhwc(sampler(x_T, generator=gen))
+                    x0 = sampler(x_T, generator=gen).detach().double().cpu().numpy()
+                    images = np.ascontiguousarray(to_uint8(x0.transpose(0, 2, 3, 1)))  # NHWC
                     _write_shard(out, k, start, stop, seeds, images, digest)
                 except Exception as err:  # every rank must reach the collective below
                     failed = err
