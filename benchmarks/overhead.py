@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 
 import dpmsolver as dpm
-from dpmsolver.bench import peak_live_bytes
 from dpmsolver.diffusers import DPMSolverScheduler
+from dpmsolver.memory import peak_live_bytes
 
 STEPS = 20
 SD_BETAS = dict(

@@ -7,13 +7,13 @@ setting's RMS error at 6 model calls against a 3000-call reference on held-out n
 import torch
 
 import dpmsolver as dpm
-from dpmsolver import bench
+from dpmsolver import measure, noise
 from dpmsolver.models import load, tuned_grid
 
 torch.set_num_threads(1)
 model = load("digits-exact")
-noise = bench.start_noise(model, 32, seed=1)
-reference = bench.reference(model, noise)
+noise = noise.start_noise(model, 32, seed=1)
+reference = measure.reference(model, noise)
 
 
 def report(name: str, **options: object) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from problems import reference_solution
 
-from dpmsolver import bench
+from dpmsolver import bench, measure
 from dpmsolver.models import load
 
 
@@ -18,7 +18,7 @@ def test_reference_solve_agrees_with_scipy() -> None:
     model = load("digits-exact")
     s = model.schedule
     x_T = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    ours = bench.reference(model, x_T, nfe=3000)
+    ours = measure.reference(model, x_T, nfe=3000)
     scipy = reference_solution(model.mixture, s, x_T, s.t_max, s.t_min)
     assert float((ours - scipy).abs().max()) < 1e-6
 

@@ -16,8 +16,9 @@ import pytest
 import torch
 
 import dpmsolver as dpm
-from dpmsolver.generate import MANIFEST, MERGED, merge_shards, sample_seed, start_states
+from dpmsolver.generate import MANIFEST, MERGED, merge_shards, sample_seed
 from dpmsolver.models import load
+from dpmsolver.noise import start_states
 
 FAST = dict(steps=5, order=2)  # solver options of the in-process tests
 

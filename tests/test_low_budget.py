@@ -12,20 +12,20 @@ import torch
 from problems import digits_mixture, reference_solution
 
 import dpmsolver as dpm
-from dpmsolver import bench
-from dpmsolver.coefficients import unic_correction
+from dpmsolver import bench, measure, noise
+from dpmsolver.core.coefficients import unic_correction
 from dpmsolver.models import TUNED_NFE, load, tuned_grid
 
 
 @functools.cache
 def exact() -> tuple[object, torch.Tensor]:
     model = load("digits-exact")
-    return model, bench.start_noise(model, 8, 3)
+    return model, noise.start_noise(model, 8, 3)
 
 
 def counted_run(**options: object) -> tuple[torch.Tensor, int]:
     model, x_T = exact()
-    counted, calls = bench.counting(model)  # type: ignore[arg-type]
+    counted, calls = measure.counting(model)  # type: ignore[arg-type]
     x = dpm.sample(counted, x_T, **options)  # type: ignore[arg-type]
     return x, calls[0]
 
@@ -170,7 +170,7 @@ def test_align_your_steps_grid_samples_a_discrete_model() -> None:
     model = dpm.Denoiser(lambda x, t: 0.5 * x, schedule, prediction="noise")
     x_T = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     sigmas = dpm.align_your_steps("sd15", 12)
-    counted, calls = bench.counting(model)
+    counted, calls = measure.counting(model)
     out = dpm.sample(counted, x_T, sigmas=sigmas)
     assert calls[0] == 12 and torch.isfinite(out).all()
 
@@ -198,7 +198,7 @@ def test_optimize_time_grid_result_and_call_count() -> None:
     assert all(a > b for a, b in zip(grid.times, grid.times[1:], strict=False))
     # Never worse than the best proposal (the DP grid and the standard grids) it started from.
     assert grid.pilot_error <= grid.initial_error == min(grid.details["start_errors"].values())
-    counted, calls = bench.counting(model)  # type: ignore[arg-type]
+    counted, calls = measure.counting(model)  # type: ignore[arg-type]
     again = dpm.optimize_time_grid(
         counted,
         6,
@@ -225,8 +225,8 @@ def test_optimize_time_grid_result_and_call_count() -> None:
 
 def test_tuned_grid_beats_the_baselines_on_held_out_noise() -> None:
     model, _ = exact()
-    x_T = bench.start_noise(model, 64, 7)  # not the tuning seed
-    ref = bench.reference(model, x_T, 1500)
+    x_T = noise.start_noise(model, 64, 7)  # not the tuning seed
+    ref = measure.reference(model, x_T, 1500)
     rms = lambda x: float((x - ref).pow(2).mean().sqrt())  # noqa: E731
     best_base = min(
         rms(dpm.sample(model, x_T, steps=6, order=o, skip_type=g))  # type: ignore[arg-type]
@@ -256,7 +256,7 @@ def test_tuned_grid_round_trip_and_authors_api(tmp_path) -> None:
     net = exact_x0_net(digits_mixture(), ns.native)
     wrapped = dpm.model_wrapper(net, ns, model_type="x_start")
     solver = dpm.DPM_Solver(wrapped, ns, algorithm_type="dpmsolver++")
-    x_T = bench.start_noise(load("digits-exact"), 4, 0)
+    x_T = noise.start_noise(load("digits-exact"), 4, 0)
     a = solver.sample(x_T, order=2, timesteps=grid.times)
     b = dpm.sample(dpm.Denoiser(net, ns.native, prediction="x0"), x_T, timesteps=grid.times)
     torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
@@ -286,11 +286,11 @@ def test_shipped_tuned_grids(name: str) -> None:
     schedule = model.schedule
     for nfe in TUNED_NFE:
         grid = tuned_grid(name, nfe)
-        assert len(grid.times) == bench.steps_for_calls(nfe, grid.options) + 1
+        assert len(grid.times) == dpm.SolverOptions.of(**grid.options).steps_for_calls(nfe) + 1
         assert grid.times[0] == pytest.approx(schedule.t_max)
         assert grid.times[-1] == pytest.approx(schedule.t_min)
-        counted, calls = bench.counting(model)
-        dpm.sample(counted, bench.start_noise(model, 2, 0), timesteps=grid.times, **grid.options)
+        counted, calls = measure.counting(model)
+        dpm.sample(counted, noise.start_noise(model, 2, 0), timesteps=grid.times, **grid.options)
         assert calls[0] == nfe
     with pytest.raises(ValueError, match="no tuned grid"):
         tuned_grid(name, 7)
@@ -348,7 +348,7 @@ def test_diffusers_face_with_corrector_equals_unipc(steps: int) -> None:
         trained_betas=betas, corrector="all", final_step_first_order=steps >= 15
     )
     ours.set_timesteps(timesteps=unipc.timesteps.tolist())
-    x_T = bench.start_noise(model, 4, 0)
+    x_T = noise.start_noise(model, 4, 0)
     outs = []
     for scheduler in (unipc, ours):
         x = x_T.clone()
@@ -392,7 +392,7 @@ def test_k_diffusion_face_corrector_and_ipndm() -> None:
     lam = schedule.lambda_(torch.tensor([schedule.t_max, schedule.t_min], dtype=torch.float64))
     sig_max, sig_min = torch.exp(-lam).tolist()
     sigmas = kd.get_sigmas_karras(30, sig_min, sig_max).double()
-    x_T = bench.start_noise(model, 4, 0) / float(schedule.alpha(schedule.t_max))
+    x_T = noise.start_noise(model, 4, 0) / float(schedule.alpha(schedule.t_max))
     ref = kd.sample_dpm_solver(
         denoiser, x_T, kd.get_sigmas_karras(400, sig_min, sig_max).double(), order=3, disable=True
     )
@@ -465,11 +465,11 @@ def test_analytic_first_step_is_nearly_free_accuracy() -> None:
     # The approximate first output costs little: 6 steps for 5 calls come within 30% of
     # 6 steps for 6 calls, and beat 5 steps for 5 calls by a wide margin.
     model, x_T = exact()
-    ref = bench.reference(model, x_T, 1000)  # type: ignore[arg-type]
+    ref = measure.reference(model, x_T, 1000)  # type: ignore[arg-type]
     options = dict(algorithm="ipndm", order=3, lower_order_final=False, skip_type="time_quadratic")
-    six = bench._rms(counted_run(steps=6, **options)[0], ref)
-    five = bench._rms(counted_run(steps=5, **options)[0], ref)
-    afs = bench._rms(counted_run(steps=6, analytic_first_step=True, **options)[0], ref)
+    six = measure.rms(counted_run(steps=6, **options)[0], ref)
+    five = measure.rms(counted_run(steps=5, **options)[0], ref)
+    afs = measure.rms(counted_run(steps=6, analytic_first_step=True, **options)[0], ref)
     assert afs < 1.3 * six
     assert afs < 0.7 * five
 
@@ -496,10 +496,13 @@ def test_optimize_time_grid_with_analytic_first_step() -> None:
     assert grid.nfe == 4 and len(grid.times) == 6  # five steps for four calls
     assert grid.options == {"analytic_first_step": True}
     assert grid.pilot_error <= grid.initial_error
-    counted, calls = bench.counting(model)
+    counted, calls = measure.counting(model)
     dpm.sample(counted, x_T, timesteps=grid.times, **grid.options)  # type: ignore[arg-type]
     assert calls[0] == 4
-    assert bench.steps_for_calls(4, grid.options) == 5 and bench.steps_for_calls(4, {}) == 4
+    assert (
+        dpm.SolverOptions.of(**grid.options).steps_for_calls(4) == 5
+        and dpm.SolverOptions.of().steps_for_calls(4) == 4
+    )
 
 
 def test_cli_sample_analytic_first_step(tmp_path, capsys) -> None:

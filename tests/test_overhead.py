@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 import dpmsolver as dpm
-from dpmsolver.bench import peak_live_bytes
+from dpmsolver.memory import peak_live_bytes
 
 SCHEDULE = dpm.VPSchedule.linear()
 
@@ -77,8 +77,8 @@ def test_compiled_run_names_the_step_of_a_nan() -> None:
 def test_sampler_equals_sample_and_reuses_its_plan() -> None:
     a = dpm.Sampler(MODEL, steps=7, order=3)
     b = dpm.Sampler(MODEL, steps=7, order=3)
-    assert a._plan is b._plan  # planned once per schedule and setting
-    assert dpm.Sampler(MODEL, steps=8, order=3)._plan is not a._plan
+    assert a.plan is b.plan  # planned once per schedule and setting
+    assert dpm.Sampler(MODEL, steps=8, order=3).plan is not a.plan
     torch.testing.assert_close(a(X), dpm.sample(MODEL, X, steps=7, order=3), rtol=0, atol=0)
 
 
@@ -120,7 +120,7 @@ def test_cuda_loop_never_syncs_and_replays_as_a_graph() -> None:
     torch.cuda.set_sync_debug_mode("error")
     try:
         with torch.no_grad():
-            out = sampler._loop(dpm.sampler._Evaluator(model, "data", True), x, None)
+            out = sampler.loop(x, None, dpm.core.Evaluator(model, "data", True))
     finally:
         torch.cuda.set_sync_debug_mode(0)
     torch.testing.assert_close(out, expected, rtol=0, atol=0)

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dpmsolver._png import image_grid, write_png
 from dpmsolver.models.gmm import GaussianMixture
+from dpmsolver.png import image_grid, write_png
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src/dpmsolver/models/digits_gmm.npz"
 

@@ -7,43 +7,47 @@ Native API::
     model = dpm.Denoiser(net, schedule, prediction="noise")
     x0 = dpm.sample(model, x_T, steps=20)        # DPM-Solver++(2M)
 
+Layout: `dpmsolver.core` holds the schedules, model adapter, grids, update rules, options,
+plans and loops; the faces (`compat`, `diffusers`, `k_diffusion`, `cli`) and the tools
+(`tuning`, `bench`, `generate`, `models`) sit above it (see docs/ARCHITECTURE.md).
+
 Drop-in replacement for the authors' single file::
 
     from dpmsolver import NoiseScheduleVP, model_wrapper, DPM_Solver
 """
 
 from .compat import DPM_Solver, NoiseScheduleVP, model_wrapper
-from .generate import GenerateResult, generate
-from .grids import (
+from .core import (
     ALIGN_YOUR_STEPS,
-    align_your_steps,
-    interpolate_grid,
-    singlestep_orders,
-    time_grid,
-)
-from .model import (
     ClassifierFree,
     ClassifierGuidance,
-    Denoiser,
-    DiffusionModel,
-    DynamicThresholding,
-    to_data,
-    to_noise,
-)
-from .sampler import ModelOutputError, Sampler, sample
-from .schedules import (
     CosineVPSchedule,
     CustomSchedule,
+    Denoiser,
+    DiffusionModel,
     DiscreteVPSchedule,
+    DynamicThresholding,
     EDMSchedule,
     FlowSchedule,
     Level,
     LinearVPSchedule,
+    ModelOutputError,
     NoiseSchedule,
+    Sampler,
+    SolverOptions,
     VESchedule,
     VPSchedule,
+    align_your_steps,
+    interpolate_grid,
+    sample,
+    singlestep_orders,
+    time_grid,
+    to_data,
+    to_noise,
 )
-from .tuning import TunedGrid, optimize_time_grid
+from .generate import GenerateResult, generate
+from .tuned import TunedGrid
+from .tuning import optimize_time_grid
 
 __version__ = "0.1.0"
 
@@ -67,6 +71,7 @@ __all__ = [
     "NoiseSchedule",
     "NoiseScheduleVP",
     "Sampler",
+    "SolverOptions",
     "TunedGrid",
     "VESchedule",
     "VPSchedule",

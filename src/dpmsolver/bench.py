@@ -16,65 +16,31 @@ from __future__ import annotations
 import csv
 import json
 import time
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from ._checks import check_int
-from .model import DiffusionModel
-from .sampler import sample
+from .checks import check_int
+from .core import DiffusionModel, DiscreteVPSchedule, sample, time_grid
+from .measure import counting, reference, rms
+from .noise import start_noise
+from .presets import RECOMMENDED, SOLVERS
+from .tuning import optimize_time_grid
 
 __all__ = [
-    "SOLVERS",
+    "BUDGET_SEARCH",
     "BenchResult",
     "BudgetResult",
+    "BudgetRow",
     "Row",
     "budget",
-    "counting",
-    "peak_live_bytes",
-    "reference",
     "run",
-    "start_noise",
 ]
 
-# name: (description, options of dpmsolver.sample)
-SOLVERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "ddim": ("DDIM (DPM-Solver-1)", dict(order=1)),
-    "dpm++2m": ("DPM-Solver++(2M)", dict(order=2)),
-    "dpm++3m": ("DPM-Solver++(3M)", dict(order=3)),
-    "dpm++3s": ("DPM-Solver++ singlestep 3", dict(order=3, method="singlestep")),
-    "dpm2m": ("DPM-Solver(2M), noise form", dict(order=2, algorithm="dpmsolver")),
-    "dpm3s": (
-        "DPM-Solver-3 singlestep (DPM-Solver-fast)",
-        dict(order=3, method="singlestep", algorithm="dpmsolver"),
-    ),
-    "dpm++2m+c": ("DPM-Solver++(2M) with the UniC corrector", dict(order=2, corrector="all")),
-    "dpm++3m+c": ("DPM-Solver++(3M) with the UniC corrector", dict(order=3, corrector="all")),
-    "dpm++2m+c-taylor": (
-        "DPM-Solver++(2M), Taylor form, with the UniC corrector",
-        dict(order=2, corrector="all", solver_type="taylor"),
-    ),
-    "dpm++3m+c-taylor": (
-        "DPM-Solver++(3M), Taylor form, with the UniC corrector",
-        dict(order=3, corrector="all", solver_type="taylor"),
-    ),
-    "ipndm3": ("iPNDM, third order", dict(algorithm="ipndm", order=3, lower_order_final=False)),
-    "ipndm4": ("iPNDM, fourth order", dict(algorithm="ipndm", order=4, lower_order_final=False)),
-}
-# The same solvers with the analytic first step: one more step for the same model calls.
-SOLVERS.update(
-    {
-        f"{name}+afs": (f"{desc}, analytic first step", dict(opts, analytic_first_step=True))
-        for name, (desc, opts) in list(SOLVERS.items())
-        if name in ("dpm++2m", "dpm++3m", "dpm++2m+c", "dpm++3m+c", "ipndm3", "ipndm4")
-    }
-)
 # The low-budget search (`budget`): the baseline the issue measures against, and the
 # settings searched, each on every standard grid and on a tuned grid.
 BUDGET_BASELINES = ("dpm++2m", "dpm++3m")
@@ -100,7 +66,6 @@ DIFFUSERS_BASELINES = {
     "diffusers-dpm++2m": "DPMSolverMultistepScheduler",
     "diffusers-unipc": "UniPCMultistepScheduler",
 }
-RECOMMENDED = "dpm++3m"
 
 
 @dataclass(frozen=True)
@@ -210,51 +175,6 @@ class BenchResult:
         plt.close(fig)
 
 
-def _rms(a: Tensor, b: Tensor) -> float:
-    return float((a - b).double().pow(2).mean().sqrt())
-
-
-def reference(
-    model: DiffusionModel, x_T: Tensor, nfe: int = 3000, skip_type: str = "logSNR"
-) -> Tensor:
-    """A high-accuracy solution: DPM-Solver-3 singlestep with `nfe` model calls."""
-    return sample(model, x_T, steps=nfe, order=3, method="singlestep_fixed", skip_type=skip_type)  # type: ignore[arg-type]
-
-
-def start_noise(
-    model: DiffusionModel, n: int, seed: int, shape: Sequence[int] | None = None
-) -> Tensor:
-    """x_T ~ N(0, sigma_T^2 I), float64, n samples of `shape` (default: the model's sample
-    shape, 1x8x8 for the built-in models)."""
-    check_int("n", n, 1)
-    schedule = model.schedule
-    if shape is None:
-        shape = getattr(getattr(model, "mixture", None), "sample_shape", (1, 8, 8))
-    sigma_T = float(schedule.sigma(schedule.t_max))
-    gen = torch.Generator().manual_seed(seed)
-    return sigma_T * torch.randn((n, *shape), generator=gen, dtype=torch.float64)
-
-
-def steps_for_calls(nfe: int, options: dict[str, Any]) -> int:
-    """Multistep steps that cost `nfe` model calls under `options` (the analytic first
-    step saves one call)."""
-    return nfe + 1 if options.get("analytic_first_step") else nfe
-
-
-def counting(model: DiffusionModel) -> tuple[Any, list[int]]:
-    """The model wrapped to count its calls in the returned one-element list."""
-    calls = [0]
-
-    class Counted:
-        schedule = model.schedule
-
-        def __call__(self, x: Tensor, level: Any, target: Any) -> Tensor:
-            calls[0] += 1
-            return model(x, level, target)
-
-    return Counted(), calls
-
-
 def run(
     model: DiffusionModel,
     steps: Sequence[int] = (4, 5, 6, 8, 10, 15, 20, 25, 50),
@@ -292,26 +212,24 @@ def run(
     rows: list[Row] = []
     counted, calls = counting(model)
     for name in solvers:
-        opts = SOLVERS[name][1]
+        opts = SOLVERS[name].options
         for s in steps:
-            if opts.get("order", 1) > s and opts.get("method", "multistep") == "multistep":
+            if opts.order > s and opts.method == "multistep":
                 continue
             calls[0] = 0
             start = time.perf_counter()
-            x = sample(counted, x_T, steps=s, skip_type=skip_type, **opts)  # type: ignore[arg-type]
+            x = sample(counted, x_T, opts, steps=s, skip_type=skip_type)
             seconds = time.perf_counter() - start
-            rows.append(Row(name, s, calls[0], _rms(x, ref), float((x - ref).abs().max()), seconds))
+            rows.append(Row(name, s, calls[0], rms(x, ref), float((x - ref).abs().max()), seconds))
     if baselines:
         rows += _diffusers_rows(model, x_T, ref, steps)
-    return BenchResult(rows, reference_nfe, _rms(ref, check), skip_type)
+    return BenchResult(rows, reference_nfe, rms(ref, check), skip_type)
 
 
 def _diffusers_rows(
     model: DiffusionModel, x_T: Tensor, ref: Tensor, steps: Sequence[int]
 ) -> list[Row]:
     """diffusers' own schedulers on the same model, for discrete VP schedules."""
-    from .schedules import DiscreteVPSchedule
-
     schedule = model.schedule
     if not isinstance(schedule, DiscreteVPSchedule) or schedule.t_max != 1.0:
         return []
@@ -343,52 +261,12 @@ def _diffusers_rows(
                     name,
                     s,
                     len(scheduler.timesteps),
-                    _rms(x, ref0),
+                    rms(x, ref0),
                     float((x - ref0).abs().max()),
                     seconds,
                 )
             )
     return rows
-
-
-class _LiveBytes(TorchDispatchMode):
-    """Counts the bytes of tensor storages created inside it that are still alive."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = 0
-        self.peak = 0
-        self._seen: set[int] = set()
-
-    def _free(self, key: int, nbytes: int) -> None:
-        self.live -= nbytes
-        self._seen.discard(key)
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, tuple | list) else (out,):
-            if not isinstance(t, Tensor):
-                continue
-            storage = t.untyped_storage()
-            key = storage.data_ptr()
-            if key in self._seen or storage.nbytes() == 0:
-                continue  # a view, or an in-place result
-            self._seen.add(key)
-            self.live += storage.nbytes()
-            self.peak = max(self.peak, self.live)
-            weakref.finalize(storage, self._free, key, storage.nbytes())
-        return out
-
-
-def peak_live_bytes(fn: Callable[[], Any]) -> int:
-    """Peak bytes of tensors allocated by `fn` and alive at the same time (CPU or GPU).
-
-    Measures what a sampler holds beyond its input: the state, the model outputs it keeps
-    and its temporaries. Tensors the function returns count until they are dropped.
-    """
-    with _LiveBytes() as mode:
-        fn()
-    return mode.peak
 
 
 @dataclass(frozen=True)
@@ -469,9 +347,6 @@ def budget(
     DPM-Solver++ 2M and 3M on logSNR and time-uniform grids, chosen on the held-out noises
     themselves (a choice in its favour).
     """
-    from .grids import time_grid
-    from .tuning import optimize_time_grid
-
     for name in settings:
         if name not in SOLVERS:
             raise ValueError(f"settings: unknown {name!r}; choose from {', '.join(SOLVERS)}")
@@ -488,12 +363,12 @@ def budget(
     for nfe in budgets:
         base_err, base_name = min(
             (
-                _rms(
+                rms(
                     sample(
                         model,
                         test_x,
+                        SOLVERS[b].options,
                         timesteps=time_grid(schedule, g, schedule.t_max, schedule.t_min, nfe),
-                        **SOLVERS[b][1],
                     ),
                     test_ref,
                 ),
@@ -501,34 +376,43 @@ def budget(
             )
             for b in BUDGET_BASELINES
             for g in BUDGET_BASELINE_GRIDS
-            if SOLVERS[b][1].get("order", 1) <= nfe
+            if SOLVERS[b].options.order <= nfe
         )
         candidates: list[tuple[str, str, list[float]]] = []
         tuned[nfe] = {}
         spent_before = spent
         for name in settings:
-            opts = SOLVERS[name][1]
-            steps = steps_for_calls(nfe, opts)
-            if opts.get("order", 1) > steps:
+            opts = SOLVERS[name].options
+            steps = opts.steps_for_calls(nfe)
+            if opts.order > steps:
                 continue
             for g in BUDGET_GRIDS:
                 times = time_grid(schedule, g, schedule.t_max, schedule.t_min, steps).tolist()
                 candidates.append((name, g, times))
             if tune:
-                grid = optimize_time_grid(model, nfe, x_T=tune_x, seed=tune_seed, **opts)
+                grid = optimize_time_grid(model, nfe, opts, x_T=tune_x, seed=tune_seed)
                 spent += grid.model_calls
                 tuned[nfe][name] = grid.times
                 candidates.append((name, "tuned", grid.times))
         scored = [
-            (_rms(sample(model, tune_x, timesteps=t, **SOLVERS[name][1]), tune_ref), name, g, t)
+            (rms(sample(model, tune_x, SOLVERS[name].options, timesteps=t), tune_ref), name, g, t)
             for name, g, t in candidates
         ]
         tune_err, name, g, times = min(scored, key=lambda c: c[0] if c[0] == c[0] else float("inf"))
-        opts = dict(SOLVERS[name][1])
-        err = _rms(sample(model, test_x, timesteps=times, **opts), test_ref)
+        chosen = SOLVERS[name].options
+        err = rms(sample(model, test_x, chosen, timesteps=times), test_ref)
         rows.append(
             BudgetRow(
-                nfe, name, g, err, base_name, base_err, times, opts, tune_err, spent - spent_before
+                nfe,
+                name,
+                g,
+                err,
+                base_name,
+                base_err,
+                times,
+                chosen.changed(),
+                tune_err,
+                spent - spent_before,
             )
         )
     return BudgetResult(rows, tuned, spent)

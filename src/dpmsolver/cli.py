@@ -16,15 +16,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import torch
 
-from ._progress import Progress
-from .bench import SOLVERS, counting, start_noise, steps_for_calls
-from .grids import SKIP_TYPES, singlestep_orders
-from .models.exact import MODELS
-from .sampler import ALGORITHMS, CORRECTORS, METHODS, sample
+from .core import ALGORITHMS, CORRECTORS, METHODS, SKIP_TYPES, SolverOptions, sample
+from .measure import counting, reference
+from .models import MODELS
+from .noise import start_noise
+from .presets import SOLVERS
+from .progress import Progress
 
 DTYPES = {
     "float32": torch.float32,
@@ -102,17 +103,8 @@ def _solver_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=10, help="model calls (default 10)")
 
 
-def _solver_options(args: argparse.Namespace) -> dict[str, Any]:
-    """`dpmsolver.sample` options from the solver arguments; --steps counts model calls."""
-    options: dict[str, Any] = dict(
-        steps=steps_for_calls(args.steps, vars(args)),
-        order=args.order,
-        method=args.method,
-        algorithm=args.algorithm,
-        skip_type=args.skip_type,
-        corrector=args.corrector,
-        analytic_first_step=args.analytic_first_step,
-    )
+def _solver_options(args: argparse.Namespace) -> SolverOptions:
+    """The solver options from the solver arguments; --steps counts model calls."""
     if args.tuned:  # the shipped multistep setting replaces the solver options
         from .models import tuned_grid
 
@@ -120,11 +112,16 @@ def _solver_options(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(
                 "--tuned sets the solver, first step included; drop --analytic-first-step"
             )
-
-        tuned = tuned_grid(args.model, args.steps)
-        options = dict(timesteps=tuned.times, method="multistep", algorithm="dpmsolver++", order=2)
-        options.update(tuned.options)
-    return options
+        return tuned_grid(args.model, args.steps).solver()
+    options = SolverOptions.of(
+        order=args.order,
+        method=args.method,
+        algorithm=args.algorithm,
+        skip_type=args.skip_type,
+        corrector=args.corrector,
+        analytic_first_step=args.analytic_first_step,
+    )
+    return SolverOptions.of(options, steps=options.steps_for_calls(args.steps))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -227,21 +224,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from ._png import image_grid, write_png
     from .models import load
+    from .png import image_grid, write_png
 
     if args.steps < 1 or args.n < 1:
         raise ValueError("--steps and --n must be >= 1")
     model, calls = counting(load(args.model, device=args.device))
     x_T = start_noise(model, args.n, args.seed).to(args.device, DTYPES[args.dtype])
     options = _solver_options(args)
-    method, order = options["method"], options["order"]
-    total = {
-        "multistep": len(options["timesteps"]) - 1 if args.tuned else options["steps"],
-        "singlestep": len(singlestep_orders(args.steps, order)),
-        "singlestep_fixed": args.steps // order,
-    }.get(method)  # adaptive: unknown in advance
-    bar = Progress(total, args.quiet, desc="sampling", unit="step", leave=False)
+    bar = Progress(options.num_steps(), args.quiet, desc="sampling", unit="step", leave=False)
 
     def advance(step: int, t: float, x: torch.Tensor) -> None:
         if step > 0:
@@ -249,14 +240,15 @@ def _sample(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
-        x0 = sample(model, x_T, callback=advance, **options)
+        x0 = sample(model, x_T, options, callback=advance)
     finally:
         bar.close()
     seconds = time.perf_counter() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_png(args.out, image_grid(x0.float().cpu(), nrow=args.nrow))
     print(
-        f"{args.model}: {options['algorithm']} {method} order {order}, {args.n} samples, "
+        f"{args.model}: {options.algorithm} {options.method} order {options.order}, {args.n} "
+        "samples, "
         f"{calls[0]} model calls in {seconds:.2f} s -> {args.out}"
     )
     return 0
@@ -324,7 +316,7 @@ def _generate(args: argparse.Namespace) -> int:
         dtype=DTYPES[args.dtype],
         merge=args.merge,
         progress=not args.quiet,
-        **_solver_options(args),
+        options=_solver_options(args),
     )
     if int(os.environ.get("RANK", "0")) == 0:
         merged = f"; merged into {result.merged}" if result.merged else ""
@@ -337,21 +329,19 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from . import bench
-    from ._png import image_grid, write_png
     from .models import load
+    from .png import image_grid, write_png
 
     model = load(args.model, device=args.device)
     x_T = start_noise(model, args.n, args.seed).to(args.device, DTYPES[args.dtype])
     cells = []
     for name in args.solvers:
         for steps in args.steps:
+            options = SOLVERS[name].options
             cells.append(
-                sample(model, x_T, steps=steps, skip_type=args.skip_type, **bench.SOLVERS[name][1])
-                .float()
-                .cpu()
+                sample(model, x_T, options, steps=steps, skip_type=args.skip_type).float().cpu()
             )
-    ref = bench.reference(model, x_T.double(), skip_type=args.skip_type).float().cpu()
+    ref = reference(model, x_T.double(), skip_type=args.skip_type).float().cpu()
     blank = torch.full_like(ref, float("nan"))
     cells += [ref] + [blank] * (len(args.steps) - 1)
     images = torch.cat(cells)

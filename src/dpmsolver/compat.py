@@ -28,15 +28,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_choice
-from .model import ClassifierFree, ClassifierGuidance, Denoiser, DynamicThresholding, Target
-from .sampler import DPM_ALGORITHMS, sample
-from .schedules import (
+from .checks import check_choice
+from .core import (
+    DPM_ALGORITHMS,
+    ClassifierFree,
+    ClassifierGuidance,
     CosineVPSchedule,
+    Denoiser,
     DiscreteVPSchedule,
+    DynamicThresholding,
     Level,
     LinearVPSchedule,
     NoiseSchedule,
+    SolverOptions,
+    Target,
+    sample,
+    time_grid,
 )
 
 __all__ = ["DPM_Solver", "NoiseScheduleVP", "expand_dims", "model_wrapper"]
@@ -273,8 +280,6 @@ class DPM_Solver:
         self, skip_type: str, t_T: float, t_0: float, N: int, device: torch.device | str
     ) -> Tensor:
         """N + 1 times from t_T to t_0 spaced by skip_type."""
-        from .grids import time_grid
-
         return time_grid(self.noise_schedule.native, skip_type, t_T, t_0, N).to(device)
 
     def add_noise(self, x: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
@@ -309,20 +314,9 @@ class DPM_Solver:
         t_0 = 1.0 / self.noise_schedule.total_N if t_start is None else t_start
         t_T = self.noise_schedule.T if t_end is None else t_end
         return self.sample(
-            x,
-            steps=steps,
-            t_start=t_0,
-            t_end=t_T,
-            order=order,
-            skip_type=skip_type,
-            method=method,
-            lower_order_final=lower_order_final,
-            denoise_to_zero=denoise_to_zero,
-            solver_type=solver_type,
-            atol=atol,
-            rtol=rtol,
-            return_intermediate=return_intermediate,
-        )
+            x, steps, t_0, t_T, order, skip_type, method, lower_order_final, denoise_to_zero,
+            solver_type, atol, rtol, return_intermediate,
+        )  # fmt: skip
 
     def sample(
         self,
@@ -366,28 +360,31 @@ class DPM_Solver:
                 raise TypeError("no correcting_xt_fn")
             return xt_fn(xx, torch.full((1,), t, dtype=time_dtype, device=xx.device), step)
 
-        # Names are checked (with the allowed values) by the native sampler.
-        options: dict[str, Any] = dict(
-            steps=steps,
+        # The reference's arguments as native options (checked there, with the allowed
+        # values); its lower-order-final threshold is 10 steps, not the native 15.
+        grid: dict[str, Any] = (
+            dict(steps=steps, skip_type=skip_type, t_start=t_T, t_end=t_0)
+            if timesteps is None
+            else dict(timesteps=timesteps)
+        )
+        options = SolverOptions.of(
             order=order,
             method=method,
             algorithm=self.algorithm_type,
-            skip_type=skip_type,
-            t_start=t_T,
-            t_end=t_0,
             lower_order_final=lower_order_final,
             denoise_to_zero=denoise_to_zero,
             lower_order_final_below=10,
             solver_type=solver_type,
             atol=atol,
             rtol=rtol,
+            multistep3="damped",
+            **grid,
+        )
+        out = sample(
+            self._model,
+            x,
+            options,
             correcting_xt_fn=None if xt_fn is None else correct_xt,
             callback=keep if return_intermediate else None,
-            multistep3="damped",
         )
-        if timesteps is not None:
-            for name in ("steps", "t_start", "t_end", "skip_type"):
-                del options[name]
-            options["timesteps"] = timesteps
-        out = sample(self._model, x, **options)
         return (out, intermediates) if return_intermediate else out

@@ -36,21 +36,30 @@ from diffusers.schedulers.scheduling_utils import (
 )
 from torch import Tensor
 
-from ._checks import check_choice, check_int
-from .coefficients import Form, Linear, multistep_update, unic_correction
-from .grids import SKIP_TYPES, sigmas_to_times, time_grid
-from .model import DynamicThresholding, to_data, to_noise
-from .sampler import (
-    CORRECTORS,
+from .checks import check_choice, check_int
+from .core import (
     DPM_ALGORITHMS,
-    SOLVER_TYPES,
-    VARIANTS,
-    _combine,
-    corrects,
-    singlestep_plan,
-    singlestep_rules,
+    SKIP_TYPES,
+    DiscreteVPSchedule,
+    DynamicThresholding,
+    Level,
+    Linear,
+    SolverOptions,
+    check_grid,
+    combine,
+    sigmas_to_times,
+    time_grid,
+    to_data,
+    to_noise,
 )
-from .schedules import DiscreteVPSchedule, Level
+from .core.kernel import remember
+from .core.plan import (
+    multistep_orders,
+    multistep_plan,
+    multistep_rule,
+    singlestep_outer,
+    singlestep_stage,
+)
 
 __all__ = ["DPMSolverScheduler"]
 
@@ -91,7 +100,8 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         solver_type: 'dpmsolver' or 'taylor'.
         thresholding, dynamic_thresholding_ratio, sample_max_value: dynamic thresholding
             of x0_pred (dpmsolver++ only; pixel-space models).
-        lower_order_final: multistep with fewer than 15 steps lowers the order at the end.
+        lower_order_final: multistep with fewer than 15 steps lowers the order at the end
+            (the core's `lower_order_final_below`).
         final_step_first_order: take the last step with first order (DDIM).
         final_noise_level: 'last' ends at the training schedule's smallest noise level
             t = 1/N (the authors' end point); 'zero' makes the last step a jump to sigma = 0
@@ -140,12 +150,18 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         check_int("solver_order", solver_order, 1, 3)
         check_choice("method", method, ("multistep", "singlestep"))
         check_choice("skip_type", skip_type, SKIP_TYPES)
-        check_choice("solver_type", solver_type, SOLVER_TYPES)
         check_choice("final_noise_level", final_noise_level, ("last", "zero"))
-        check_choice("corrector", corrector, CORRECTORS)
-        check_choice("corrector_variant", corrector_variant, VARIANTS)
-        if corrector != "off" and method != "multistep":
-            raise ValueError(f"corrector={corrector!r} needs method='multistep'; got {method!r}")
+        # The solver keys are the core's options (checked there, with the same messages).
+        self._solver = SolverOptions.of(
+            algorithm=algorithm_type,
+            order=solver_order,
+            method=method,
+            skip_type=skip_type,
+            solver_type=solver_type,
+            lower_order_final=lower_order_final,
+            corrector=corrector,
+            corrector_variant=corrector_variant,
+        )
         if thresholding and algorithm_type != "dpmsolver++":
             raise ValueError("thresholding needs algorithm_type='dpmsolver++'")
         if denoise_to_zero and final_noise_level == "zero":
@@ -230,11 +246,10 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             raise ValueError("give exactly one of num_inference_steps, timesteps or sigmas")
         to_zero = cfg.final_noise_level == "zero"
         if timesteps is not None or sigmas is not None:
-            values = torch.as_tensor(
-                timesteps if timesteps is not None else sigmas, dtype=torch.float64
-            ).cpu()
-            if values.ndim != 1 or values.numel() < 1:
-                raise ValueError("timesteps / sigmas must be a non-empty 1-D sequence")
+            if timesteps is not None:
+                values = check_grid("timesteps", timesteps, min_len=1)
+            elif sigmas is not None:
+                values = check_grid("sigmas", sigmas, positive=True, final_zero=True, min_len=1)
             if sigmas is not None:
                 to_zero = bool(values[-1] == 0)
                 values = values[:-1] if to_zero else values
@@ -247,8 +262,6 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                     f"{float(times.max()):.6g} to {float(times.min()):.6g}, allowed "
                     f"{ns.time_range()}"
                 )
-            if times.numel() > 1 and not bool((times[1:] < times[:-1]).all()):
-                raise ValueError("timesteps / sigmas must be strictly decreasing")
             if not to_zero and float(times[-1]) <= ns.t_min:
                 to_zero = True  # already at the smallest level: the last step goes to 0
             grid = times if to_zero else torch.cat([times, torch.tensor([ns.t_min])])
@@ -295,48 +308,42 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         if steps == 0:
             self._plan([ns.t_max], to_zero, [], False)
             return
-        outer, orders = singlestep_plan(
+        outer, orders = singlestep_outer(
             ns, "singlestep", steps, order, cfg.skip_type, ns.t_max, ns.t_min
         )
         self._plan(outer, to_zero, orders, False)
 
     def _plan(self, grid: list[float], to_zero: bool, orders: list[int], given: bool) -> None:
-        """Calls for a grid of step boundaries; a final jump to zero if `to_zero`."""
+        """Calls for a grid of step boundaries, planned by the core; a final jump to zero if
+        `to_zero`. Each call also gets the first-order rule to the end of its step, for a
+        run that begins there without the earlier outputs its rule needs."""
         cfg = self._cfg
         ns = self.noise_schedule
-        form: Form = "data" if cfg.algorithm_type == "dpmsolver++" else "noise"
-        levels = ns.levels(grid)
-        steps = len(grid) - 1
+        solver = self._solver
+        form = solver.form
         calls: list[_Call] = []
         if cfg.method == "multistep":
-            for i in range(steps):
-                k = min(cfg.solver_order, i + 1)
-                if cfg.lower_order_final and steps < 15:
-                    k = min(k, steps - i)
-                if cfg.final_step_first_order and i == steps - 1 and not to_zero:
-                    k = 1
-                prev = [levels[i - j] for j in range(k)]
-                rule = multistep_update(form, cfg.solver_type, [*prev, levels[i + 1]])
-                restart = multistep_update(form, cfg.solver_type, [levels[i], levels[i + 1]])
-                # Corrected when another call follows (the jump to zero counts).
-                has_next = i + 1 < steps or to_zero
-                correct = has_next and corrects(cfg.corrector, i + 1, steps)
-                correction = (
-                    unic_correction(form, [*prev, levels[i + 1]], cfg.corrector_variant)
-                    if correct
-                    else None
-                )
+            steps = len(grid) - 1
+            orders = multistep_orders(steps, solver.order, solver.lowers_final_order(steps))
+            if cfg.final_step_first_order and steps > 0 and not to_zero:
+                orders[-1] = 1
+            # With the jump to zero another call follows the last step: it is corrected.
+            plan = multistep_plan(ns, solver, grid, orders, correct_last=to_zero)
+            levels = plan.levels
+            for i, (rule, correction) in enumerate(zip(plan.rules, plan.corrections, strict=True)):
+                restart = multistep_rule(solver, [levels[i], levels[i + 1]])
                 calls.append(_Call(levels[i], rule, True, restart, correction))
         else:
+            levels = ns.levels(grid)
             inner = "logSNR" if given else cfg.skip_type
             for i, k in enumerate(orders):
-                stage_levels, rules = singlestep_rules(
+                stage_levels, rules = singlestep_stage(
                     ns, form, cfg.solver_type, inner, grid[i], grid[i + 1], k
                 )
                 for j, (lvl, rule) in enumerate(zip(stage_levels, rules, strict=True)):
                     restart = None
                     if j > 0:
-                        restart = singlestep_rules(
+                        restart = singlestep_stage(
                             ns, form, cfg.solver_type, inner, lvl.t, grid[i + 1], 1
                         )[1][0]
                     calls.append(_Call(lvl, rule, j == 0, restart))
@@ -385,16 +392,15 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             if self._pending is not None:
                 # m was computed at the predicted state: correct the step that made it.
                 correction, start = self._pending
-                sample = _combine(correction, start, [m, *self._history[: len(correction.cm) - 1]])
+                sample = combine(correction, start, [m, *self._history])
                 self._pending = None
-            self._history.insert(0, m)
-            del self._history[self._cfg.solver_order :]
+            remember(self._history, m, self._solver.order)
             rule = call.rule
             if len(self._history) < len(rule.cm) and call.restart is not None:
                 rule = call.restart  # sampling began here: no earlier outputs yet
             elif call.correction is not None:
                 self._pending = (call.correction, sample)
-            prev = _combine(rule, sample, self._history[: len(rule.cm)])
+            prev = combine(rule, sample, self._history)
         else:
             rule = call.rule
             if call.starts_step or self._step_start is None:
@@ -402,7 +408,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                 if not call.starts_step and call.restart is not None:
                     rule = call.restart  # sampling begins inside a step
             self._history.append(m)
-            prev = _combine(rule, self._step_start, self._history)
+            prev = combine(rule, self._step_start, self._history)
         self._step_index = i + 1
         if not return_dict:
             return (prev,)

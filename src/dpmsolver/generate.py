@@ -40,18 +40,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import check_int
-from ._png import to_uint8
-from ._progress import Progress
-from .model import DiffusionModel
-from .sampler import Sampler
+from .checks import check_int
+from .core import DiffusionModel, Sampler, SolverOptions
+from .noise import sample_shape, start_states
+from .png import to_uint8
+from .progress import Progress
 
 __all__ = ["GenerateResult", "generate", "merge_shards", "sample_seed", "shard_seed"]
 
 MANIFEST = "manifest.json"
 MERGED = "samples.npz"
 _TMP = ".tmp"
-# Solver options that are not settings (functions cannot be recorded or compared).
+# Run hooks of `sample` that are not settings (functions cannot be recorded or compared).
 _NOT_SETTINGS = ("callback", "correcting_xt_fn", "generator")
 
 
@@ -82,15 +82,6 @@ def shard_seed(seed: int, shard: int) -> int:
     return int(state) >> 1
 
 
-def start_states(sigma_T: float, shape: Sequence[int], seeds: Sequence[int]) -> Tensor:
-    """x_T = sigma_T * N(0, I) in float64 on the CPU, one generator per sample."""
-    gen = torch.Generator()
-    noise = torch.empty((len(seeds), *shape), dtype=torch.float64)
-    for row, s in zip(noise, seeds, strict=True):
-        row.copy_(torch.randn(tuple(shape), generator=gen.manual_seed(s), dtype=torch.float64))
-    return sigma_T * noise
-
-
 def generate(
     model: str | DiffusionModel,
     num: int,
@@ -104,7 +95,8 @@ def generate(
     dtype: torch.dtype = torch.float32,
     merge: bool = False,
     progress: bool = True,
-    **options: Any,
+    options: SolverOptions | None = None,
+    **solver_options: Any,
 ) -> GenerateResult:
     """Generate `num` samples into the folder `out`, resuming what is there.
 
@@ -130,13 +122,15 @@ def generate(
         dtype: dtype of the states (the noise is drawn in float64 and cast).
         merge: when all shards are finished, also write `samples.npz` (`arr_0`).
         progress: one bar on rank 0 for the whole job (needs tqdm).
-        **options: solver options of `dpmsolver.sample` (steps, order, timesteps, ...).
+        options, **solver_options: the solver, as a `SolverOptions` value and/or by name
+            (steps, order, timesteps, ...); the manifest records the options that differ
+            from the defaults.
     """
     num = check_int("num", num, 1)
     batch = check_int("batch", batch, 1)
     seed = check_int("seed", seed, 0)
     for name in _NOT_SETTINGS:
-        if name in options:
+        if name in solver_options:
             raise ValueError(f"generate does not take {name}: it cannot be recorded or resumed")
     dev = torch.device(device)
     if dev.type == "cuda":
@@ -158,13 +152,11 @@ def generate(
                 "model (a restart with other weights would mix their samples)"
             )
         net = model
-    if shape is None:
-        builtin = (1, 8, 8) if isinstance(model, str) else None  # both built-in models
-        shape = getattr(getattr(net, "mixture", None), "sample_shape", builtin)
-        if shape is None:
-            raise ValueError("give shape: one image's (channels, height, width)")
+    shape = sample_shape(net, shape)
     if len(shape) != 3 or not all(isinstance(s, int) and s >= 1 for s in shape):
         raise ValueError(f"shape must be (channels, height, width) of ints >= 1; got {shape!r}")
+    _jsonable(solver_options)  # a value that cannot be recorded: a clear TypeError
+    solver = SolverOptions.of(options, **solver_options)
     settings = dict(
         model=model_name,
         num=num,
@@ -173,10 +165,11 @@ def generate(
         shape=list(shape),
         dtype=str(dtype).removeprefix("torch."),
         device_type=dev.type,
-        options=_jsonable(options),
+        options=solver.changed(),
     )
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    sampler = Sampler(net, **options)  # checks the options before any file is written
+    # Planning checks the options against the schedule before any file is written.
+    sampler = Sampler(net, solver)
     group = _Group(dev)
     try:
         return _run(group, net, sampler, settings, digest, Path(out), dev, dtype, merge, progress)
@@ -220,7 +213,7 @@ def _run(
             result.skipped.append(k)
     todo = group.gather_dict(todo_here)
     order = sorted(todo)
-    sigma_T = float(model.schedule.sigma(torch.tensor(sampler.t_start, dtype=torch.float64)))
+    sigma_T = float(model.schedule.sigma(torch.tensor(sampler.plan.t_start, dtype=torch.float64)))
     bar = Progress(num, not progress or group.rank != 0, desc="generating", unit="sample")
     bar.update(num - sum(span(k)[1] - span(k)[0] for k in order))
     try:

@@ -15,7 +15,6 @@ the same as everywhere else in dpmsolver.
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -23,11 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import check_float, check_int
-from ._progress import Progress
-from .model import Target
-from .sampler import sample
-from .schedules import Level, NoiseSchedule, VESchedule
+from .checks import check_float, check_int
+from .core import Level, NoiseSchedule, SolverOptions, Target, VESchedule, check_grid, sample
+from .progress import Progress
 
 __all__ = [
     "get_sigmas_exponential",
@@ -134,19 +131,6 @@ def _ve_schedule(sigma_min: float, sigma_max: float) -> VESchedule:
     return VESchedule(sigma_min, sigma_max)
 
 
-def _check_sigmas(sigmas: Tensor) -> list[float]:
-    if not isinstance(sigmas, Tensor) or sigmas.ndim != 1 or sigmas.numel() < 2:
-        raise ValueError("sigmas must be a 1-D tensor with at least 2 entries")
-    values = sigmas.detach().to("cpu", torch.float64).tolist()
-    if not all(math.isfinite(v) for v in values):
-        raise ValueError("sigmas must be finite")
-    if any(b >= a for a, b in itertools.pairwise(values)):
-        raise ValueError("sigmas must be strictly decreasing")
-    if values[-1] < 0 or values[-2] <= 0:
-        raise ValueError("sigmas must be positive, except a final 0")
-    return values
-
-
 def sample_dpm_solver(
     model: Callable[..., Tensor],
     x: Tensor,
@@ -171,7 +155,7 @@ def sample_dpm_solver(
     positive sigma. algorithm='ipndm' and the UniC `corrector` ('all' or 'low_noise',
     multistep; no extra calls) are as in `dpmsolver.sample`.
     """
-    values = _check_sigmas(sigmas)
+    values = check_grid("sigmas", sigmas, positive=True, final_zero=True).tolist()
     to_zero = values[-1] == 0.0
     grid = values[:-1] if to_zero else values
     index = {s: i for i, s in enumerate(grid)}
@@ -185,20 +169,19 @@ def sample_dpm_solver(
         if len(grid) == 1:
             level = schedule.levels(grid)[0]
             return denoiser(x, level, "data")
-        return sample(
-            denoiser,
-            x,
-            timesteps=grid,
+        options = SolverOptions.of(
+            timesteps=tuple(grid),
             order=order,
-            method=method,  # type: ignore[arg-type]
-            algorithm=algorithm,  # type: ignore[arg-type]
-            solver_type=solver_type,  # type: ignore[arg-type]
+            method=method,
+            algorithm=algorithm,
+            solver_type=solver_type,
             lower_order_final=lower_order_final,
-            multistep3=multistep3,  # type: ignore[arg-type]
-            corrector=corrector,  # type: ignore[arg-type]
-            corrector_variant=corrector_variant,  # type: ignore[arg-type]
+            multistep3=multistep3,
+            corrector=corrector,
+            corrector_variant=corrector_variant,
             denoise_to_zero=to_zero,
         )
+        return sample(denoiser, x, options)
     finally:
         progress.close()
 
@@ -308,17 +291,15 @@ def sample_dpm_adaptive(
             )
 
     try:
-        return sample(
-            denoiser,
-            x,
+        options = SolverOptions.of(
             order=order,
             method="adaptive",
-            algorithm=algorithm,  # type: ignore[arg-type]
+            algorithm=algorithm,
             t_start=sigma_max,
             t_end=sigma_min,
             atol=atol,
             rtol=rtol,
-            callback=on_step,
         )
+        return sample(denoiser, x, options, callback=on_step)
     finally:
         progress.close()

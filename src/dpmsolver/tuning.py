@@ -25,65 +25,40 @@ Every model call is counted and reported (`TunedGrid.model_calls`); the total is
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import check_int
-from .bench import _rms, counting, steps_for_calls
-from .coefficients import multistep_update
-from .grids import SKIP_TYPES, time_grid
-from .model import DiffusionModel
-from .sampler import Sampler, _resolve_times
-from .schedules import NoiseSchedule
+from .checks import check_int
+from .core import (
+    SKIP_TYPES,
+    DiffusionModel,
+    NoiseSchedule,
+    Sampler,
+    SolverOptions,
+    resolve_times,
+    time_grid,
+)
+from .core.coefficients import multistep_update
+from .measure import counting, rms
+from .noise import start_noise
+from .tuned import TunedGrid
 
-__all__ = ["TunedGrid", "optimize_time_grid"]
+__all__ = ["optimize_time_grid"]
 
-_FORBIDDEN = ("steps", "timesteps", "sigmas", "skip_type", "t_start", "t_end", "method")
-
-
-@dataclass
-class TunedGrid:
-    """An optimised time grid (`times`, a plain list of steps + 1 floats, t_start first) and
-    how it was found: the solver options it was tuned for, the pilots' RMS error of the
-    first (dynamic-programme) grid and of the final one, and the model calls spent."""
-
-    times: list[float]
-    nfe: int
-    options: dict[str, Any]
-    pilot_error: float
-    initial_error: float
-    model_calls: int
-    seed: int
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """The grid and its provenance as JSON (written to `path` if given)."""
-        text = json.dumps(asdict(self), indent=1)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | Path) -> TunedGrid:
-        """Read what `to_json` wrote (a path or the JSON text)."""
-        text = str(text_or_path)
-        if not text.lstrip().startswith("{"):
-            text = Path(text).read_text()
-        return cls(**json.loads(text))
+# Options the tuner sets itself: the grid it tunes, and the method it tunes it for.
+_SET_HERE = ("steps", "timesteps", "sigmas", "skip_type", "t_start", "t_end", "method")
 
 
 @torch.no_grad()
 def optimize_time_grid(
     model: DiffusionModel,
     nfe: int,
+    solver: SolverOptions | None = None,
     *,
     shape: Sequence[int] | None = None,
     x_T: Tensor | None = None,
@@ -94,7 +69,7 @@ def optimize_time_grid(
     sweeps: int = 2,
     t_start: float | None = None,
     t_end: float | None = None,
-    **options: Any,
+    **solver_options: Any,
 ) -> TunedGrid:
     """The time grid with `nfe` model calls that minimises the solver's error on pilots.
 
@@ -110,31 +85,36 @@ def optimize_time_grid(
         substeps: DPM-Solver-3 steps per candidate interval of the reference trajectory.
         sweeps: coordinate-descent sweeps per step fraction (0: no descent).
         t_start, t_end: default the schedule's t_max and t_min.
-        **options: the multistep solver the grid is tuned for, as `dpmsolver.sample`
-            takes them (algorithm, order, corrector, lower_order_final, ...).
+        solver, **solver_options: the multistep solver the grid is tuned for, as a
+            `SolverOptions` value and/or by name (algorithm, order, corrector,
+            lower_order_final, ...); its grid (steps, skip_type, times) is set here.
     """
     check_int("nfe", nfe, 2)  # a 1-call grid has nothing to optimise
     check_int("pilots", pilots, 1)
     check_int("substeps", substeps, 1)
     check_int("sweeps", sweeps, 0)
-    for name in _FORBIDDEN:
-        if name in options:
+    for name in _SET_HERE:
+        if name in solver_options:
             raise ValueError(
                 f"{name} is set by optimize_time_grid; pass the solver's other options only"
             )
+    options = SolverOptions.of(solver, **solver_options)
+    if options.method != "multistep" or options.has_grid:
+        raise ValueError(
+            "optimize_time_grid tunes a multistep grid; give a multistep solver without "
+            f"timesteps or sigmas (got method={options.method!r})"
+        )
     schedule: NoiseSchedule = model.schedule
-    steps = steps_for_calls(nfe, options)  # nfe + 1 with the analytic first step
+    steps = options.steps_for_calls(nfe)  # nfe + 1 with the analytic first step
     check_int("candidates", candidates, steps)
-    t_s, t_e = _resolve_times(schedule, t_start, t_end)
+    t_s, t_e = resolve_times(schedule, t_start, t_end)
     if x_T is None:
         if shape is None:
             raise ValueError("give shape (one sample's shape) or the pilot states x_T")
-        gen = torch.Generator().manual_seed(seed)
-        sigma_T = float(schedule.sigma(torch.tensor(t_s, dtype=torch.float64)))
-        x_T = sigma_T * torch.randn((pilots, *shape), generator=gen, dtype=torch.float64)
+        x_T = start_noise(model, pilots, seed, shape, t=t_s)
     counted, calls = counting(model)
     # Solver options are checked once, here, with the sampler's own messages.
-    Sampler(counted, steps=steps, t_start=t_s, t_end=t_e, **options)
+    Sampler(counted, options, steps=steps, t_start=t_s, t_end=t_e)
 
     # 1. Reference trajectory at the candidate times, and the model output there.
     cand = time_grid(schedule, "karras", t_s, t_e, candidates)
@@ -145,7 +125,8 @@ def optimize_time_grid(
         if step > 0 and step % substeps == 0:
             states.append(x)
 
-    Sampler(counted, timesteps=fine, order=3, method="singlestep_fixed", callback=keep)(x_T)
+    fine_solver = SolverOptions.of(timesteps=tuple(fine), order=3, method="singlestep_fixed")
+    Sampler(counted, fine_solver, callback=keep)(x_T)
     levels = schedule.levels(cand)
     outputs = [counted(x, lvl, "data") for x, lvl in zip(states[:-1], levels[:-1], strict=True)]
     reference = states[-1]
@@ -157,7 +138,7 @@ def optimize_time_grid(
         for j in range(i + 1, n):
             rule = multistep_update("data", "dpmsolver", [levels[i], levels[j]])
             guess = rule.cx * states[i] + rule.cm[0] * outputs[i]
-            cost[i, j] = _rms(guess, states[j])
+            cost[i, j] = rms(guess, states[j])
     path = _cheapest_path(cost, steps)
     proposals = {"dp": [float(cand[k]) for k in path]}
     for skip in SKIP_TYPES:
@@ -166,8 +147,8 @@ def optimize_time_grid(
 
     # 3. Score the proposals by the solver's end-point error; descend from the best.
     def error(times: list[float]) -> float:
-        out = Sampler(counted, timesteps=times, **options)(x_T)
-        e = _rms(out, reference)
+        out = Sampler(counted, options, timesteps=tuple(times))(x_T)
+        e = rms(out, reference)
         return e if math.isfinite(e) else math.inf
 
     scores = {name: error(times) for name, times in proposals.items()}
@@ -196,7 +177,7 @@ def optimize_time_grid(
     return TunedGrid(
         times=grid,
         nfe=nfe,
-        options=dict(options),
+        options={k: v for k, v in options.changed().items() if k not in _SET_HERE},
         pilot_error=best,
         initial_error=initial,
         model_calls=calls[0],

@@ -1,9 +1,11 @@
 """Built-in models: data distributions with exact denoisers, and a small trained network."""
 
-from dpmsolver.models.digits_net import DigitsNet, load_digits_net
-from dpmsolver.models.exact import MODELS, ExactModel, ddpm_linear_schedule, load
-from dpmsolver.models.gmm import GaussianMixture, load_digits_gmm
-from dpmsolver.models.tuned import TUNED_NFE, tuned_grid
+from .digits_net import DigitsNet, load_digits_net
+from .exact import ExactModel
+from .gmm import GaussianMixture, load_digits_gmm
+from .registry import MODELS, load
+from .schedules import ddpm_linear_schedule
+from .tuned import TUNED_NFE, tuned_grid
 
 __all__ = [
     "MODELS",

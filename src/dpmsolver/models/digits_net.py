@@ -35,9 +35,8 @@ from importlib import resources
 import torch
 from torch import Tensor, nn
 
-from ..model import Denoiser
-from ..schedules import NoiseSchedule
-from .exact import ddpm_linear_schedule
+from ..core import Denoiser, NoiseSchedule
+from .schedules import ddpm_linear_schedule
 
 __all__ = ["DigitsNet", "load_digits_net"]
 
@@ -136,4 +135,6 @@ def load_digits_net(schedule: NoiseSchedule | None = None) -> Denoiser:
     # The file holds float16; load_state_dict copies into the float32 parameters.
     net.load_state_dict(state)
     net.eval()
-    return Denoiser(net, schedule or ddpm_linear_schedule(), prediction="noise")
+    return Denoiser(
+        net, schedule or ddpm_linear_schedule(), prediction="noise", sample_shape=(1, 8, 8)
+    )

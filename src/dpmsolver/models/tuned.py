@@ -1,4 +1,4 @@
-"""Tuned time grids shipped for the built-in models (made by tools/tune_grids.py).
+"""Tuned time grids shipped for the built-in models (from `dpmsolver bench --budget`).
 
 For each model and budget the file holds the setting `dpmsolver bench --budget` chose on
 tuning noises (solver options and grid), so `dpmsolver sample --tuned` and
@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ..tuning import TunedGrid
+from ..tuned import TunedGrid
 
 __all__ = ["TUNED_NFE", "tuned_grid"]
 

@@ -18,15 +18,12 @@ import torch
 from torch import Tensor
 
 from .coefficients import Form, SolverType, singlestep_tableau
-from .sampler import (
-    Callback,
-    ModelOutputError,
-    _combine,
-    _Evaluator,
-    run_singlestep,
-    singlestep_rules,
-)
+from .kernel import Evaluator, ModelOutputError, combine
+from .loops import Callback, singlestep_step
+from .plan import singlestep_stage
 from .schedules import NoiseSchedule
+
+__all__ = ["adaptive_solve"]
 
 H_INIT = 0.05
 THETA = 0.9
@@ -34,7 +31,7 @@ MAX_TRIALS = 10_000
 
 
 def adaptive_solve(
-    ev: _Evaluator,
+    ev: Evaluator,
     schedule: NoiseSchedule,
     form: Form,
     solver_type: SolverType,
@@ -46,7 +43,8 @@ def adaptive_solve(
     rtol: float,
     callback: Callback | None,
 ) -> tuple[Tensor, int]:
-    """Integrate from t_s to t_e with DPM-Solver-12 (order 2) or -23 (order 3)."""
+    """Integrate from t_s to t_e with DPM-Solver-12 (order 2) or -23 (order 3): `order`
+    model calls per trial step; returns the state and the number of accepted steps."""
     r = [0.5] if order == 2 else [1.0 / 3.0, 2.0 / 3.0]
     lam_s, lam_end = schedule.lambda_(torch.tensor([t_s, t_e], dtype=torch.float64)).tolist()
     h = math.copysign(min(H_INIT, abs(lam_end - lam_s)), lam_end - lam_s)
@@ -61,11 +59,11 @@ def adaptive_solve(
         # A step that reaches the end lands on t_end exactly (no round trip through lambda).
         final = abs(h) >= abs(lam_end - lam_s)
         t = t_e if final else float(schedule.inverse_lambda(lam_s + h))
-        levels, rules = singlestep_rules(schedule, form, solver_type, "logSNR", s, t, order, r)
-        x_high, ms = run_singlestep(ev, x, levels, rules, accepted)
+        levels, rules = singlestep_stage(schedule, form, solver_type, "logSNR", s, t, order, r)
+        x_high, ms = singlestep_step(ev, x, levels, rules, accepted)
         t_level = schedule.levels([t])[0]
         lower = singlestep_tableau(form, solver_type, levels[0], levels[1:-1], t_level, r[:-1])
-        x_low = _combine(lower[-1], x, ms[: order - 1])
+        x_low = combine(lower[-1], x, ms[: order - 1])
         delta = torch.clamp(rtol * torch.maximum(x_low.abs(), x_prev.abs()), min=atol)
         ratio = ((x_high - x_low) / delta).reshape(x.shape[0], -1)
         err = float(ratio.square().mean(dim=1).sqrt().max())

@@ -15,14 +15,14 @@ Classifier-free guidance mixes two outputs linearly, so it is applied to the raw
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
 
-from ._checks import check_choice
+from ..checks import check_choice
 from .schedules import Level, NoiseSchedule
 
 __all__ = [
@@ -161,6 +161,8 @@ class Denoiser:
         model_kwargs: extra keyword arguments for every network call.
         x0_correction: optional function (x0_pred, t) -> x0_pred applied to every data
             prediction, e.g. `DynamicThresholding()`; only valid with DPM-Solver++.
+        sample_shape: optional shape of one sample (without the batch), for the tools that
+            draw starting noise themselves (`bench`, `generate`, the CLI).
     """
 
     def __init__(
@@ -171,6 +173,7 @@ class Denoiser:
         guidance: ClassifierFree | ClassifierGuidance | None = None,
         model_kwargs: Mapping[str, Any] | None = None,
         x0_correction: Callable[[Tensor, float], Tensor] | None = None,
+        sample_shape: Sequence[int] | None = None,
     ) -> None:
         if not callable(net):
             raise TypeError(f"net must be callable, got {type(net).__name__}")
@@ -206,6 +209,7 @@ class Denoiser:
         self.guidance = guidance
         self.model_kwargs = dict(model_kwargs or {})
         self.x0_correction = x0_correction
+        self.sample_shape = tuple(sample_shape) if sample_shape is not None else None
 
     def _t_input(
         self, x: Tensor, t: float | Tensor, batch: int, model_t: float | None = None

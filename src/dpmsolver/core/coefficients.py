@@ -82,7 +82,7 @@ def _transfer(form: Form, s: Level, t: Level) -> tuple[float, float, float]:
     return t.sigma / s.sigma, t.alpha, -h
 
 
-def _combine(scale: float, mult: float, terms: list[tuple[float, np.ndarray]]) -> Linear:
+def _rule(scale: float, mult: float, terms: list[tuple[float, np.ndarray]]) -> Linear:
     """scale * x - mult * sum_k c_k * (vector of weights on m_j)."""
     total = np.sum([c * v for c, v in terms], axis=0)
     return Linear(scale, tuple(float(-mult * w) for w in total))
@@ -108,12 +108,12 @@ def multistep_update(
     h = t.lambda_ - prev[0].lambda_
     e = np.eye(k)
     if k == 1:
-        return _combine(scale, mult, [(phi(1, z), e[0])])
+        return _rule(scale, mult, [(phi(1, z), e[0])])
     r0 = (prev[0].lambda_ - prev[1].lambda_) / h
     d1_0 = (e[0] - e[1]) / r0
     if k == 2:
         c = 0.5 * phi(1, z) if solver_type == "dpmsolver" else phi(2, z)
-        return _combine(scale, mult, [(phi(1, z), e[0]), (c, d1_0)])
+        return _rule(scale, mult, [(phi(1, z), e[0]), (c, d1_0)])
     if k != 3:  # internal
         raise ValueError(f"multistep order must be 1, 2 or 3; got {k}")
     r1 = (prev[1].lambda_ - prev[2].lambda_) / h
@@ -121,7 +121,7 @@ def multistep_update(
     d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
     d2 = (d1_0 - d1_1) / (r0 + r1)
     c2 = 2.0 * phi(3, z) if multistep3 == "exact" else phi(3, z)
-    return _combine(scale, mult, [(phi(1, z), e[0]), (phi(2, z), d1), (c2, d2)])
+    return _rule(scale, mult, [(phi(1, z), e[0]), (phi(2, z), d1), (c2, d2)])
 
 
 def singlestep_tableau(
@@ -150,21 +150,21 @@ def singlestep_tableau(
         terms = [(phi(1, z_j), ej[0])]
         if j == 1:  # the second stage of order 3 already uses a first difference
             terms.append((r[1] / r[0] * phi(2, z_j), ej[1] - ej[0]))
-        rules.append(_combine(scale_j, mult_j, terms))
+        rules.append(_rule(scale_j, mult_j, terms))
     if k == 1:
-        rules.append(_combine(scale, mult, [(phi(1, z), e[0])]))
+        rules.append(_rule(scale, mult, [(phi(1, z), e[0])]))
     elif k == 2:
         c = 0.5 * phi(1, z) if solver_type == "dpmsolver" else phi(2, z)
-        rules.append(_combine(scale, mult, [(phi(1, z), e[0]), (c / r[0], e[1] - e[0])]))
+        rules.append(_rule(scale, mult, [(phi(1, z), e[0]), (c / r[0], e[1] - e[0])]))
     elif solver_type == "dpmsolver":
-        rules.append(_combine(scale, mult, [(phi(1, z), e[0]), (phi(2, z) / r[1], e[2] - e[0])]))
+        rules.append(_rule(scale, mult, [(phi(1, z), e[0]), (phi(2, z) / r[1], e[2] - e[0])]))
     else:
         r1, r2 = r
         d1_0 = (e[1] - e[0]) / r1
         d1_1 = (e[2] - e[0]) / r2
         d1 = (r2 * d1_0 - r1 * d1_1) / (r2 - r1)
         d2 = 2.0 * (d1_1 - d1_0) / (r2 - r1)
-        rules.append(_combine(scale, mult, [(phi(1, z), e[0]), (phi(2, z), d1), (phi(3, z), d2)]))
+        rules.append(_rule(scale, mult, [(phi(1, z), e[0]), (phi(2, z), d1), (phi(3, z), d2)]))
     return rules
 
 
@@ -227,7 +227,7 @@ def unic_correction(form: Form, levels: list[Level], variant: Variant = "bh2") -
     e = np.eye(k + 1)
     diffs = [(e[j + 2] - e[1]) / r[j] for j in range(k - 1)] + [e[0] - e[1]]
     corr = np.sum([rho_j * d for rho_j, d in zip(rho, diffs, strict=True)], axis=0)
-    return _combine(scale, mult, [(phi(1, z), e[1]), (b_z, corr)])
+    return _rule(scale, mult, [(phi(1, z), e[1]), (b_z, corr)])
 
 
 # Adams-Bashforth weights for equal steps, newest output first (iPNDM).

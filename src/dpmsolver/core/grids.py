@@ -18,13 +18,13 @@ any number of steps.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import check_choice, check_int
+from ..checks import check_choice, check_int
 from .schedules import NoiseSchedule
 
 __all__ = [
@@ -32,6 +32,8 @@ __all__ = [
     "SKIP_TYPES",
     "SkipType",
     "align_your_steps",
+    "check_grid",
+    "check_grid_range",
     "interpolate_grid",
     "sigmas_to_times",
     "singlestep_orders",
@@ -39,13 +41,7 @@ __all__ = [
 ]
 
 SkipType = Literal["logSNR", "time_uniform", "time_quadratic", "karras", "exponential"]
-SKIP_TYPES: tuple[str, ...] = (
-    "logSNR",
-    "time_uniform",
-    "time_quadratic",
-    "karras",
-    "exponential",
-)
+SKIP_TYPES: tuple[str, ...] = get_args(SkipType)
 KARRAS_RHO = 7.0
 
 # Align Your Steps (Sabour et al., 2024, Table 3): 10-step noise levels sigma_t / alpha_t
@@ -78,6 +74,63 @@ def time_grid(
         grid = torch.linspace(t_start**0.5, t_end**0.5, steps + 1, dtype=torch.float64) ** 2
     grid[0], grid[-1] = t_start, t_end
     return grid
+
+
+def check_grid(
+    name: str,
+    values: Sequence[float] | Tensor | np.ndarray,
+    *,
+    increasing: bool = False,
+    positive: bool = False,
+    final_zero: bool = False,
+    min_len: int = 2,
+) -> Tensor:
+    """The one check of a user-given grid (times or noise levels) for every face.
+
+    Returns the values as a float64 CPU tensor, or raises ValueError naming `name`: not
+    1-D with at least `min_len` entries, not finite, not strictly decreasing (or, with
+    `increasing`, strictly increasing: inversion), or, with `positive`, an entry <= 0
+    (`final_zero`: except a last 0, the k-diffusion convention for the jump to sigma = 0).
+    """
+    if isinstance(values, Tensor):
+        values = values.detach().cpu()
+    try:
+        grid = torch.as_tensor(np.asarray(values, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be a 1-D sequence of numbers, got {type(values).__name__}"
+        ) from None
+    if grid.ndim != 1 or grid.numel() < min_len:
+        raise ValueError(
+            f"{name} must be 1-D with at least {min_len} entries, got shape {tuple(grid.shape)}"
+        )
+    if not bool(torch.isfinite(grid).all()):
+        raise ValueError(f"{name} must be finite")
+    diffs = grid[1:] - grid[:-1]
+    if not (bool((diffs < 0).all()) or (increasing and bool((diffs > 0).all()))):
+        raise ValueError(
+            f"{name} must be strictly monotone (strictly decreasing, or increasing for inversion)"
+            if increasing
+            else f"{name} must be strictly decreasing"
+        )
+    if positive:
+        body = grid[:-1] if final_zero and float(grid[-1]) == 0.0 else grid
+        if not bool((body > 0).all()):
+            raise ValueError(
+                f"{name} must be positive (> 0)" + (", except a final 0" if final_zero else "")
+            )
+    return grid
+
+
+def check_grid_range(name: str, schedule: NoiseSchedule, times: Tensor) -> None:
+    """Raise ValueError unless the ends of a monotone grid of times lie in the schedule's
+    time range."""
+    for value in (float(times[0]), float(times[-1])):
+        if not schedule.contains(value):
+            raise ValueError(
+                f"{name} entry {value!r} is outside the schedule's time range "
+                f"{schedule.time_range()}"
+            )
 
 
 def sigmas_to_times(schedule: NoiseSchedule, sigmas: Sequence[float] | Tensor) -> Tensor:
@@ -124,14 +177,7 @@ def interpolate_grid(values: Sequence[float], steps: int) -> list[float]:
     interpolated linearly against the grid's position in [0, 1]. The end points are kept.
     """
     check_int("steps", steps, 1)
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim != 1 or arr.size < 2:
-        raise ValueError(f"values must be a 1-D sequence of at least 2 numbers; got {values!r}")
-    if not np.all(np.isfinite(arr)) or not np.all(arr > 0):
-        raise ValueError("values must be finite and > 0 (drop a final 0 before interpolating)")
-    d = np.diff(arr)
-    if not (np.all(d < 0) or np.all(d > 0)):
-        raise ValueError("values must be strictly monotone")
+    arr = check_grid("values", values, increasing=True, positive=True).numpy()
     if steps + 1 == arr.size:
         return [float(v) for v in arr]
     xs = np.linspace(0.0, 1.0, arr.size)

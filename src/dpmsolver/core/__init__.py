@@ -1,0 +1,98 @@
+"""The core: layers 1-5 of the design, importing nothing above them.
+
+    schedules     1. noise schedules: alpha_t, sigma_t, lambda_t and t(lambda), float64
+    model         2. model adapter: a network's output and guidance as eps_pred / x0_pred
+    grids         3. time grids, and the one check of a user-given grid
+    coefficients  4. update rules as data: x_new = cx x + sum_j cm[j] m[j] (+ noise z)
+    options          the solver options: one frozen value, its checks and implications
+    plan             options + schedule -> levels and rules, cached
+    kernel           applying a rule (`combine`) and calling the model (`Evaluator`)
+    loops         5. the multistep and singlestep loops; `adaptive`: DPM-Solver-12/23
+    sampler          `sample` and `Sampler`, the native entry points
+
+Faces and tools import the names below (or a module's `__all__`), never a private name.
+"""
+
+from .coefficients import Linear, phi
+from .grids import (
+    ALIGN_YOUR_STEPS,
+    SKIP_TYPES,
+    align_your_steps,
+    check_grid,
+    interpolate_grid,
+    sigmas_to_times,
+    singlestep_orders,
+    time_grid,
+)
+from .kernel import Evaluator, ModelOutputError, combine
+from .model import (
+    ClassifierFree,
+    ClassifierGuidance,
+    Denoiser,
+    DiffusionModel,
+    DynamicThresholding,
+    Prediction,
+    Target,
+    to_data,
+    to_noise,
+)
+from .options import ALGORITHMS, CORRECTORS, DPM_ALGORITHMS, METHODS, SolverOptions
+from .plan import Plan, make_plan, resolve_times
+from .sampler import Sampler, sample
+from .schedules import (
+    CosineVPSchedule,
+    CustomSchedule,
+    DiscreteVPSchedule,
+    EDMSchedule,
+    FlowSchedule,
+    Level,
+    LinearVPSchedule,
+    NoiseSchedule,
+    VESchedule,
+    VPSchedule,
+)
+
+__all__ = [
+    "ALGORITHMS",
+    "ALIGN_YOUR_STEPS",
+    "CORRECTORS",
+    "DPM_ALGORITHMS",
+    "METHODS",
+    "SKIP_TYPES",
+    "ClassifierFree",
+    "ClassifierGuidance",
+    "CosineVPSchedule",
+    "CustomSchedule",
+    "Denoiser",
+    "DiffusionModel",
+    "DiscreteVPSchedule",
+    "DynamicThresholding",
+    "EDMSchedule",
+    "Evaluator",
+    "FlowSchedule",
+    "Level",
+    "Linear",
+    "LinearVPSchedule",
+    "ModelOutputError",
+    "NoiseSchedule",
+    "Plan",
+    "Prediction",
+    "Sampler",
+    "SolverOptions",
+    "Target",
+    "VESchedule",
+    "VPSchedule",
+    "align_your_steps",
+    "check_grid",
+    "combine",
+    "interpolate_grid",
+    "make_plan",
+    "phi",
+    "resolve_times",
+    "sample",
+    "sigmas_to_times",
+    "singlestep_orders",
+    "time_grid",
+    "to_data",
+    "to_noise",
+]

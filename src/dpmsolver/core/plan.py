@@ -1,0 +1,286 @@
+"""Plans: what a run needs that does not depend on x (its levels and update rules).
+
+A plan is built in float64 on the host, once per (schedule, `SolverOptions`) and kept in a
+small cache per schedule, so repeated runs (batches, benchmarks, pipelines) skip it. The
+functions here are the only place where a setting becomes rules; the diffusers face plans
+through them too.
+
+    multistep:  levels[i] -> levels[i + 1] by rules[i] (orders 1..order-1 to warm up, then
+                `order`, lowered at the end for short runs); corrections[i] (or None)
+                re-does step i with the output at levels[i + 1] (UniC).
+    singlestep: stages[i] = (evaluation levels, tableau) of step i between outer levels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ..checks import check_float
+from .coefficients import (
+    Form,
+    Linear,
+    SolverType,
+    ipndm_update,
+    multistep_update,
+    sde_multistep_update,
+    singlestep_tableau,
+    unic_correction,
+)
+from .grids import check_grid_range, sigmas_to_times, singlestep_orders, time_grid
+from .options import Corrector, SolverOptions
+from .schedules import Level, NoiseSchedule
+
+__all__ = [
+    "AFS_MAX_SNR",
+    "Plan",
+    "corrects",
+    "make_plan",
+    "multistep_orders",
+    "multistep_plan",
+    "resolve_grid",
+    "resolve_times",
+    "singlestep_outer",
+    "singlestep_stage",
+]
+
+# analytic_first_step's largest alpha / sigma at t_start: its x0_pred = 0 moves the first
+# step by alpha_1 * (1 - e^-h) * E[x0 | x_T], negligible only from near pure noise.
+AFS_MAX_SNR = 0.1
+# Plans kept per schedule; planning costs as much as a 20-step loop on a small latent.
+PLANS_PER_SCHEDULE = 32
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The run's end times, its levels and its rules (see the module docstring).
+
+    `end` is the level at t_end (for denoise_to_zero); an adaptive plan has no levels: it
+    plans its steps as it goes.
+    """
+
+    t_start: float
+    t_end: float
+    end: Level
+    levels: list[Level] = field(default_factory=list)
+    rules: list[Linear] = field(default_factory=list)
+    corrections: list[Linear | None] = field(default_factory=list)
+    stages: list[tuple[list[Level], list[Linear]]] = field(default_factory=list)
+
+
+def resolve_times(
+    schedule: NoiseSchedule, t_start: float | None, t_end: float | None
+) -> tuple[float, float]:
+    """(t_start, t_end) with the schedule's defaults, checked against its time range."""
+    t_s = schedule.t_max if t_start is None else check_float("t_start", t_start)
+    t_e = schedule.t_min if t_end is None else check_float("t_end", t_end)
+    for name, value in (("t_start", t_s), ("t_end", t_e)):
+        if not schedule.contains(value):
+            raise ValueError(
+                f"{name}={value!r} is outside the schedule's time range {schedule.time_range()}"
+            )
+    if t_s == t_e:
+        raise ValueError(f"t_start and t_end must differ; both are {t_s!r}")
+    return t_s, t_e
+
+
+def resolve_grid(schedule: NoiseSchedule, options: SolverOptions) -> Tensor | None:
+    """The times of a given grid (`timesteps`, or `sigmas` mapped to times), checked to lie
+    in the schedule's range; None when the options ask for a grid by `skip_type`."""
+    if options.sigmas is not None:
+        grid = sigmas_to_times(schedule, options.sigmas)
+        name = "sigmas"
+    elif options.timesteps is not None:
+        grid = torch.tensor(options.timesteps, dtype=torch.float64)
+        name = "timesteps"
+    else:
+        return None
+    check_grid_range(name, schedule, grid)
+    options.check_steps()
+    return grid
+
+
+def corrects(corrector: Corrector | str, i: int, steps: int) -> bool:
+    """Whether step i (1-based, of `steps`) gets the corrector: all steps, or for
+    'low_noise' the second half (callers exclude a last step no call follows)."""
+    return corrector == "all" or (corrector == "low_noise" and 2 * i > steps)
+
+
+def multistep_orders(steps: int, order: int, lower_final: bool) -> list[int]:
+    """The order of each multistep step: 1..order-1 to warm up (one earlier output more
+    each step), then `order`; with `lower_final`, no higher than the steps left."""
+    orders = []
+    for i in range(1, steps + 1):
+        k = min(order, i)
+        if lower_final:
+            k = min(k, steps + 1 - i)
+        orders.append(k)
+    return orders
+
+
+def multistep_rule(options: SolverOptions, levels: list[Level]) -> Linear:
+    """The rule of one multistep step of order len(levels) - 1 for these options: iPNDM,
+    SDE-DPM-Solver++ (eta > 0) or DPM-Solver(++) (see `coefficients`)."""
+    if options.algorithm == "ipndm":
+        return ipndm_update(levels)
+    if options.eta > 0:
+        return sde_multistep_update(options.solver_type, levels, options.eta)
+    return multistep_update(options.form, options.solver_type, levels, options.multistep3)
+
+
+def multistep_plan(
+    schedule: NoiseSchedule,
+    options: SolverOptions,
+    grid: Tensor | list[float],
+    orders: list[int] | None = None,
+    correct_last: bool = False,
+) -> Plan:
+    """Levels of the grid and one rule per step, of the orders `multistep_orders` gives
+    (or `orders`); a corrector of the same order for the steps `corrects` selects, the last
+    one only with `correct_last` (a face whose run ends with one more model call)."""
+    levels = schedule.levels(grid)
+    steps = len(levels) - 1
+    if orders is None:
+        orders = multistep_orders(steps, options.order, options.lowers_final_order(steps))
+    rules: list[Linear] = []
+    corrections: list[Linear | None] = []
+    for i, k in enumerate(orders, start=1):
+        step_levels = [*(levels[i - 1 - j] for j in range(k)), levels[i]]
+        rules.append(multistep_rule(options, step_levels))
+        correct = (i < steps or correct_last) and corrects(options.corrector, i, steps)
+        corrections.append(
+            unic_correction(options.form, step_levels, options.corrector_variant)
+            if correct
+            else None
+        )
+    return Plan(levels[0].t, levels[-1].t, levels[-1], levels, rules=rules, corrections=corrections)
+
+
+def singlestep_outer(
+    schedule: NoiseSchedule,
+    method: str,
+    steps: int,
+    order: int,
+    skip_type: str,
+    t_s: float,
+    t_e: float,
+) -> tuple[list[float], list[int]]:
+    """Outer times and per-step orders of 'singlestep' (orders mixed to use exactly `steps`
+    calls) and 'singlestep_fixed' (steps // order steps of `order`)."""
+    if method == "singlestep":
+        orders = singlestep_orders(steps, order)
+        if skip_type == "logSNR":
+            outer = time_grid(schedule, skip_type, t_s, t_e, len(orders))
+        else:
+            # Sub-sample the `steps`-interval grid at the cumulative orders, so each
+            # step of order k spans k intervals of the fine grid.
+            fine = time_grid(schedule, skip_type, t_s, t_e, steps)
+            idx = [0]
+            for k in orders:
+                idx.append(idx[-1] + k)
+            outer = fine[idx]
+    else:
+        orders = [order] * (steps // order)
+        outer = time_grid(schedule, skip_type, t_s, t_e, len(orders))
+    return outer.tolist(), orders
+
+
+def singlestep_stage(
+    schedule: NoiseSchedule,
+    form: Form,
+    solver_type: SolverType,
+    skip_type: str,
+    s: float,
+    t: float,
+    k: int,
+    r: list[float] | None = None,
+) -> tuple[list[Level], list[Linear]]:
+    """Evaluation levels [s, s1, ...] and the tableau of one singlestep step of order k.
+
+    Intermediate lambdas are lambda_s + r_j h; by default r_j follows the same spacing
+    as the grid (r = 1/2 or 1/3, 2/3 for logSNR), as the authors' code does.
+    """
+    lam = schedule.lambda_(torch.tensor([s, t], dtype=torch.float64)).tolist()
+    h = lam[1] - lam[0]
+    if r is None:
+        inner = schedule.lambda_(time_grid(schedule, skip_type, s, t, k)).tolist()
+        r = [(li - lam[0]) / h for li in inner[1:k]]
+    stage_t = schedule.inverse_lambda(
+        torch.tensor([lam[0] + rj * h for rj in r], dtype=torch.float64)
+    )
+    levels = schedule.levels([s, *stage_t.tolist(), t])
+    return levels[:-1], singlestep_tableau(
+        form, solver_type, levels[0], levels[1:-1], levels[-1], r
+    )
+
+
+def _singlestep_plan(
+    schedule: NoiseSchedule,
+    options: SolverOptions,
+    grid: Tensor | None,
+    t_s: float,
+    t_e: float,
+    end: Level,
+) -> Plan:
+    if grid is not None:
+        outer, orders, inner = grid.tolist(), [options.order] * options.grid_steps, "logSNR"
+    else:
+        outer, orders = singlestep_outer(
+            schedule, options.method, options.steps, options.order, options.skip_type, t_s, t_e
+        )
+        inner = options.skip_type
+    stages = [
+        singlestep_stage(
+            schedule, options.form, options.solver_type, inner, outer[i], outer[i + 1], k
+        )
+        for i, k in enumerate(orders)
+    ]
+    return Plan(t_s, t_e, end, schedule.levels(outer), stages=stages)
+
+
+def _build(schedule: NoiseSchedule, options: SolverOptions) -> Plan:
+    """The plan, with `end` computed alone as the loop has always used it (a level inside a
+    vector can differ from a scalar one in the last bit)."""
+    grid = resolve_grid(schedule, options)
+    if grid is not None:
+        t_s, t_e = float(grid[0]), float(grid[-1])
+    else:
+        t_s, t_e = resolve_times(schedule, options.t_start, options.t_end)
+    if options.analytic_first_step:
+        snr = math.exp(schedule.levels([t_s])[0].lambda_)
+        if snr > AFS_MAX_SNR:
+            raise ValueError(
+                "analytic_first_step needs a start near pure noise, alpha / sigma <= "
+                f"{AFS_MAX_SNR} at t_start; got {snr:.3g} at t_start={t_s}"
+            )
+    end = schedule.levels([t_e])[0]
+    if options.method == "multistep":
+        if grid is None:
+            grid = time_grid(schedule, options.skip_type, t_s, t_e, options.steps)
+        return dataclasses.replace(multistep_plan(schedule, options, grid), end=end)
+    if options.method == "adaptive":
+        return Plan(t_s, t_e, end)
+    return _singlestep_plan(schedule, options, grid, t_s, t_e, end)
+
+
+_PLANS: weakref.WeakKeyDictionary[NoiseSchedule, dict[SolverOptions, Plan]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def make_plan(schedule: NoiseSchedule, options: SolverOptions) -> Plan:
+    """The plan of `options` on `schedule`, checked (times inside the schedule's range,
+    the analytic first step's start) and cached: the cache's one key is the options."""
+    plans = _PLANS.setdefault(schedule, {})
+    found = plans.get(options)
+    if found is None:
+        found = _build(schedule, options)
+        if len(plans) >= PLANS_PER_SCHEDULE:
+            del plans[next(iter(plans))]
+        plans[options] = found
+    return found

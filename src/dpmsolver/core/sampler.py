@@ -1,0 +1,233 @@
+"""The native entry points: `sample` and `Sampler` (the same run, planned once).
+
+Both take the solver options as keywords (or a `SolverOptions` value; see there for every
+option), check them once, and get the run's update coefficients from the plan cache
+(`plan`: float64, computed once per schedule and setting). The loop applies each rule as a
+few fused axpys and one scale in the caller's dtype, and reads nothing back from the device
+while it runs (the finiteness check is accumulated on the device and read once at the end).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .adaptive import adaptive_solve
+from .kernel import Evaluator, ModelOutputError, finite_flag
+from .loops import Callback, XtCorrection, multistep_loop, singlestep_loop
+from .model import Denoiser, DiffusionModel
+from .options import SolverOptions
+from .plan import Plan, make_plan
+from .schedules import NoiseSchedule
+
+__all__ = ["Sampler", "check_state", "sample"]
+
+
+def sample(
+    model: DiffusionModel,
+    x: Tensor,
+    options: SolverOptions | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    correcting_xt_fn: XtCorrection | None = None,
+    callback: Callback | None = None,
+    check_finite: bool = True,
+    **solver_options: Any,
+) -> Tensor:
+    """Solve the diffusion ODE from x at t_start to t_end with DPM-Solver or DPM-Solver++.
+
+    DPM-Solver++(2M) by default: the data-form multistep rule of order 2, one model call
+    per step, on `steps` = 20 steps of a time-uniform grid. The update of each step is the
+    exponential integrator x_t = (sigma_t / sigma_s) x_s + sigma_t Int e^lambda x0_pred
+    dlambda with x0_pred expanded in lambda (see `coefficients` for every rule).
+
+    Args:
+        model: a `Denoiser` (or any `DiffusionModel`) that gives eps_pred / x0_pred.
+        x: the state at t_start (x_T ~ N(0, sigma_T^2 I) for sampling); any float dtype
+            and device, kept for the result.
+        options: a `SolverOptions` value; keywords in `solver_options` override its fields.
+        generator: torch.Generator for the SDE noise; a seed reproduces a sample exactly.
+        correcting_xt_fn: optional (x, t, step) -> x applied after every step (and, for
+            multistep, after the first model call at step 0); with a corrector, to the
+            predicted state the model sees and to the corrected state.
+        callback: optional (step, t, x) called at step 0 and after every step.
+        check_finite: report a model output with NaN/Inf (with its step and time) at the end
+            of the run; costs one sum per call (a finite output whose float32 sum overflows,
+            |values| ~ 1e34, is reported too) and one read-back per run.
+        **solver_options: the solver options by name: steps, order, method, algorithm,
+            skip_type, t_start, t_end, timesteps, sigmas, lower_order_final,
+            lower_order_final_below, denoise_to_zero, solver_type, atol, rtol,
+            multistep3, eta, corrector, corrector_variant, analytic_first_step (their
+            meaning, default and allowed values: `SolverOptions`).
+
+    Returns:
+        The state at t_end, in x's dtype and on x's device.
+    """
+    return Sampler(
+        model,
+        options,
+        correcting_xt_fn=correcting_xt_fn,
+        callback=callback,
+        check_finite=check_finite,
+        **solver_options,
+    )(x, generator=generator)
+
+
+class Sampler:
+    """A planned DPM-Solver run: arguments checked and coefficients computed once, then
+    called on any number of starting states.
+
+    `Sampler(model, **options)(x)` equals `sample(model, x, **options)` (same arguments,
+    see `sample`; the generator is given per call). The loop reads nothing back from the
+    device and only calls the model and fused tensor ops, so `compile()` can hand it to
+    `torch.compile(fullgraph=True)` and it can be captured in a CUDA graph.
+
+    Attributes:
+        model, schedule: the model and its noise schedule.
+        options: the `SolverOptions` of the run.
+        plan: its levels and update rules (`t_start`, `t_end` resolved).
+    """
+
+    def __init__(
+        self,
+        model: DiffusionModel,
+        options: SolverOptions | None = None,
+        *,
+        correcting_xt_fn: XtCorrection | None = None,
+        callback: Callback | None = None,
+        check_finite: bool = True,
+        **solver_options: Any,
+    ) -> None:
+        schedule = getattr(model, "schedule", None)
+        if not isinstance(schedule, NoiseSchedule) or not callable(model):
+            raise TypeError("model must be a Denoiser (or a DiffusionModel with a .schedule)")
+        opts = SolverOptions.of(options, **solver_options)
+        if opts.method == "adaptive" and correcting_xt_fn is not None:
+            raise ValueError("correcting_xt_fn is not supported with method='adaptive'")
+        if opts.form == "noise" and isinstance(model, Denoiser) and model.x0_correction is not None:
+            raise ValueError(
+                "x0_correction (e.g. thresholding) acts on x0_pred and needs "
+                f"algorithm='dpmsolver++'; got algorithm={opts.algorithm!r}"
+            )
+        self.model = model
+        self.schedule: NoiseSchedule = schedule
+        self.options = opts
+        self.plan: Plan = make_plan(schedule, opts)
+        self.correcting_xt_fn = correcting_xt_fn
+        self.callback = callback
+        self.check_finite = check_finite
+
+    def __call__(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """Run from x at t_start to t_end; the result has x's dtype and device."""
+        check_state(x, generator)
+        ev = Evaluator(self.model, self.options.form, self.check_finite)
+        out = self._run(ev, x, generator)
+        ev.raise_if_nonfinite()
+        return out
+
+    def compile(self, **options: Any) -> Callable[..., Tensor]:
+        """This sampler with its loop compiled by `torch.compile(fullgraph=True, **options)`.
+
+        The model is traced with the loop, so it must be compilable too. The compiled loop
+        checks only its result for NaN/Inf (one reduction, read back after the loop: a
+        check per model call costs more than the update itself once compiled); if the
+        result is not finite, the run is repeated eagerly with a check after every model
+        call, which names the step and time. Compile time is paid on the first call.
+        """
+        if self.options.method == "adaptive":
+            raise ValueError(
+                "method='adaptive' reads its error estimate back every step and cannot be "
+                "compiled with fullgraph=True; use a fixed-step method"
+            )
+
+        def body(x: Tensor, generator: torch.Generator | None) -> Any:
+            out = self.loop(x, generator)
+            return out, finite_flag(out)
+
+        loop = torch.compile(body, fullgraph=True, **options)
+
+        def run(x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+            check_state(x, generator)
+            out, flag = loop(x, generator)
+            if self.check_finite and not bool(torch.isfinite(flag)):
+                self(x, generator=generator)  # eager, checked per call: raises with the step
+                raise ModelOutputError(
+                    "the compiled run's result has NaN or Inf, but an eager re-run with a "
+                    "check after every model call found none; the model's non-finite "
+                    "output did not recur (check the network and its inputs)"
+                )
+            return out
+
+        return run
+
+    def loop(
+        self,
+        x: Tensor,
+        generator: torch.Generator | None = None,
+        evaluator: Evaluator | None = None,
+    ) -> Tensor:
+        """The loop alone: no argument checks and no NaN/Inf check, so nothing is read back
+        to the host. This is what `compile()` traces, and what a CUDA graph can capture.
+        `evaluator`: call the model through this one instead (e.g. one that accumulates the
+        finiteness check on the device; reading it is then the caller's)."""
+        ev = evaluator or Evaluator(self.model, self.options.form, False)
+        return self._run(ev, x, generator)
+
+    def _run(self, ev: Evaluator, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """The whole run: model calls and fused updates only (no host reads, except the
+        adaptive method's error estimate)."""
+        opts, run_plan = self.options, self.plan
+        xt_fn, callback = self.correcting_xt_fn, self.callback
+        with torch.no_grad():
+            if opts.method == "adaptive":
+                x, last = adaptive_solve(
+                    ev,
+                    self.schedule,
+                    opts.form,
+                    opts.solver_type,
+                    x,
+                    opts.order,
+                    run_plan.t_start,
+                    run_plan.t_end,
+                    opts.atol,
+                    opts.rtol,
+                    callback,
+                )
+            elif opts.method == "multistep":
+                x, last = multistep_loop(
+                    ev,
+                    run_plan,
+                    opts.order,
+                    x,
+                    generator,
+                    xt_fn,
+                    callback,
+                    opts.analytic_first_step,
+                )
+            else:
+                x, last = singlestep_loop(ev, run_plan, x, xt_fn, callback)
+            if opts.denoise_to_zero:
+                t_e = run_plan.t_end
+                x = ev(x, run_plan.end, last + 1, target="data")
+                if xt_fn is not None:
+                    # The authors' step numbers: singlestep corrections count steps from 0.
+                    x = xt_fn(x, t_e, last + 1 if opts.method == "multistep" else last)
+                if callback is not None:
+                    callback(last + 1, t_e, x)
+        return x
+
+
+def check_state(x: object, generator: object) -> None:
+    """Raise TypeError/ValueError unless x is a floating tensor with a batch dimension and
+    generator is None or a torch.Generator."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"x must have a floating dtype, got {x.dtype}")
+    if x.dim() < 1 or x.shape[0] < 1:
+        raise ValueError(f"x must have a batch dimension, got shape {tuple(x.shape)}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")

@@ -1,0 +1,46 @@
+"""Measuring solvers: the high-accuracy reference, the RMS error, counting model calls."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from .core import DiffusionModel, Level, SolverOptions, Target, sample
+
+__all__ = ["Counted", "counting", "reference", "rms"]
+
+
+def rms(a: Tensor, b: Tensor) -> float:
+    """RMS of a - b over every element, in float64."""
+    return float((a - b).double().pow(2).mean().sqrt())
+
+
+def reference(
+    model: DiffusionModel, x_T: Tensor, nfe: int = 3000, skip_type: str = "logSNR"
+) -> Tensor:
+    """A high-accuracy solution: DPM-Solver-3 singlestep with `nfe` model calls."""
+    options = SolverOptions.of(steps=nfe, order=3, method="singlestep_fixed", skip_type=skip_type)
+    return sample(model, x_T, options)
+
+
+class Counted:
+    """A model that counts its calls in `calls[0]` (a list, so a caller can reset it)."""
+
+    def __init__(self, model: DiffusionModel, calls: list[int]) -> None:
+        self.model = model
+        self.schedule = model.schedule
+        self.calls = calls
+        shape = getattr(model, "sample_shape", None)
+        if shape is not None:
+            self.sample_shape = shape
+
+    def __call__(self, x: Tensor, level: Level, target: Target) -> Tensor:
+        self.calls[0] += 1
+        return self.model(x, level, target)
+
+
+def counting(model: DiffusionModel) -> tuple[Any, list[int]]:
+    """The model wrapped to count its calls in the returned one-element list."""
+    calls = [0]
+    return Counted(model, calls), calls
