@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import dpmsolver
-from dpmsolver.models.digits_net import DigitsNet, load_digits_net
 from dpmsolver.models import ddpm_linear_schedule
+from dpmsolver.models.digits_net import DigitsNet, load_digits_net
 from dpmsolver.models.gmm import load_digits_gmm
 
 F64 = torch.float64
