@@ -14,7 +14,9 @@ from dpmsolver.models import load_digits_net
 
 torch.set_num_threads(1)
 model = load_digits_net()  # a small trained U-Net (float32, CPU)
-sampler = dpm.Sampler(model, steps=10, order=2, skip_type="logSNR")
+# A setting is one checked, hashable value; keywords work the same way.
+setting = dpm.SolverOptions(steps=10, order=2, skip_type="logSNR")
+sampler = dpm.Sampler(model, setting)
 
 batches = [torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(s)) for s in range(4)]
 start = time.perf_counter()
@@ -22,6 +24,7 @@ samples = [sampler(x_T) for x_T in batches]  # arguments checked and coefficient
 print(f"eager: 4 batches in {time.perf_counter() - start:.2f} s")
 same = dpm.sample(model, batches[0], steps=10, order=2, skip_type="logSNR")
 print("Sampler equals dpm.sample:", bool(torch.equal(same, samples[0])))
+print("model calls per batch:", setting.model_calls(), "| steps:", setting.num_steps())
 print("samples:", tuple(samples[0].shape))
 
 if "--compile" in sys.argv:
