@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["image_grid", "read_png", "write_png"]
+__all__ = ["image_grid", "read_png", "to_uint8", "write_png"]
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOR_CHANNELS = {0: 1, 2: 3}  # PNG colour type -> channels (grey, RGB), 8-bit only
