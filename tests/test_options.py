@@ -98,3 +98,17 @@ def test_bad_options() -> None:
         dpm.SolverOptions(timesteps=[[0.5, 0.1]])
     with pytest.raises(dataclasses.FrozenInstanceError):
         dpm.SolverOptions().order = 3  # type: ignore[misc]
+
+
+def test_an_increasing_grid_inverts() -> None:
+    schedule = MODEL.schedule
+    x0 = dpm.sample(MODEL, X, steps=10)
+    grid = dpm.time_grid(schedule, "time_quadratic", schedule.t_min, schedule.t_max, 10)
+    by_grid = dpm.sample(MODEL, x0, timesteps=grid.tolist(), order=3)
+    by_name = dpm.sample(
+        MODEL, x0, t_start=schedule.t_min, t_end=schedule.t_max, steps=10, order=3,
+        skip_type="time_quadratic",
+    )  # fmt: skip
+    assert torch.equal(by_grid, by_name)
+    with pytest.raises(ValueError, match="strictly monotone"):
+        dpm.SolverOptions(timesteps=(0.1, 0.5, 0.3))

@@ -169,7 +169,8 @@ class SolverOptions:
                 raise ValueError("sigmas must be > 0 (the run ends at the last one)")
             self._set("sigmas", tuple(sigmas.tolist()))
         if self.timesteps is not None:
-            self._set("timesteps", tuple(check_grid("timesteps", self.timesteps).tolist()))
+            grid = check_grid("timesteps", self.timesteps, increasing=True)
+            self._set("timesteps", tuple(grid.tolist()))
         if self.has_grid:
             if method == "adaptive":
                 name = "timesteps" if self.timesteps is not None else "sigmas"

@@ -43,6 +43,7 @@ __all__ = [
     "make_plan",
     "multistep_orders",
     "multistep_plan",
+    "multistep_rule",
     "resolve_grid",
     "resolve_times",
     "singlestep_outer",
