@@ -114,7 +114,7 @@ def generate(
             system).
         seed: base seed; sample i starts from `sample_seed(seed, i)`.
         shape: one image's (channels, height, width), values in [-1, 1] (default: the
-            built-in models' 1x8x8).
+            model's `sample_shape`: 1x8x8 for the built-in models).
         model_name: the model's name in the settings (default: `model` if a name; needed
             for a model object); a restart must give the same.
         device: where to sample; 'cuda' means cuda:LOCAL_RANK (a built-in network is
