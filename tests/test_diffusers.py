@@ -186,6 +186,83 @@ def test_trajectory_equals_the_core_sampler(
         torch.testing.assert_close(ours, core, rtol=0, atol=1e-6)
 
 
+def run_from(scheduler, x: torch.Tensor, k: int, timestep=lambda t: t) -> torch.Tensor:
+    """A hand-written img2img loop: steps over timesteps[k:], no set_begin_index."""
+    unet = exact_eps(scheduler.noise_schedule)
+    for t in scheduler.timesteps[k:]:
+        x = scheduler.step(unet(x, t), timestep(t), x).prev_sample
+    return x
+
+
+@pytest.mark.parametrize("method", ["multistep", "singlestep"])
+def test_step_starts_at_its_timestep(method: str) -> None:
+    scheduler = DPMSolverScheduler.from_config(SD_SCHEDULER_CONFIG, method=method, solver_order=3)
+    x0 = load_digits_gmm().means[:2].reshape(2, 1, 8, 8)
+    noise = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    k = 4
+    scheduler.set_timesteps(12)
+    x_k = scheduler.add_noise(x0, noise, scheduler.timesteps[k : k + 1])
+    scheduler.set_begin_index(k)  # what diffusers' img2img pipelines do
+    begun = run_from(scheduler, x_k, k)
+    for timestep in (lambda t: t, float, lambda t: t.to(torch.float32), int):
+        scheduler.set_timesteps(12)
+        torch.testing.assert_close(run_from(scheduler, x_k, k, timestep), begun, rtol=0, atol=0)
+    # Before, a loop from k took step 0's coefficients: far from the run that begins at k.
+    scheduler.set_timesteps(12)
+    unet = exact_eps(scheduler.noise_schedule)
+    wrong = x_k
+    for i, t in enumerate(scheduler.timesteps[k:]):
+        wrong = scheduler.step(unet(wrong, t), scheduler.timesteps[i], wrong).prev_sample
+    assert float((wrong - begun).abs().max()) > 0.1
+
+
+def test_step_refuses_a_timestep_off_the_grid() -> None:
+    scheduler = DPMSolverScheduler.from_config(SD_SCHEDULER_CONFIG)
+    scheduler.set_timesteps(5)
+    x = torch.zeros(1, 4, 8, 8)
+    with pytest.raises(ValueError, match=r"timestep 123456\.0 is not one of the scheduler's"):
+        scheduler.step(x, 123456, x)
+    scheduler.step(x, scheduler.timesteps[0], x)
+    with pytest.raises(ValueError, match=r"step 1 expects timestep .* \(timesteps\[1\]\), got 999"):
+        scheduler.step(x, scheduler.timesteps[0], x)
+    with pytest.raises(ValueError, match=r"step 1 expects timestep"):
+        scheduler.step(x, 3.0, x)
+    assert scheduler.index_for_timestep(scheduler.timesteps[3]) == 3
+    assert scheduler.index_for_timestep(float(scheduler.timesteps[2]) + 0.4) == 2
+
+
+@pytest.mark.parametrize("algorithm", ["dpmsolver++", "dpmsolver"])
+@pytest.mark.parametrize(
+    "ending",
+    ["final_noise_level", "denoise_to_zero", "sigmas", "timesteps"],
+)
+def test_runs_that_end_at_sigma_zero(algorithm: str, ending: str) -> None:
+    config = dict(SD_SCHEDULER_CONFIG, algorithm_type=algorithm)
+    if ending == "final_noise_level":
+        config["final_noise_level"] = "zero"
+    if ending == "denoise_to_zero":
+        config["denoise_to_zero"] = True
+    scheduler = DPMSolverScheduler.from_config(config)
+    if ending == "sigmas":
+        scheduler.set_timesteps(sigmas=[14.0, 5.0, 1.0, 0.2, 0.0])
+    elif ending == "timesteps":
+        scheduler.set_timesteps(timesteps=[999, 700, 400, 150, 0])
+    else:
+        scheduler.set_timesteps(6)
+    assert float(scheduler.sigmas[-1]) == 0.0
+    unet = exact_eps(scheduler.noise_schedule)
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    for t in scheduler.timesteps[:-1]:
+        x = scheduler.step(unet(x, t), t, x).prev_sample
+    last = scheduler.timesteps[-1]
+    out = scheduler.step(unet(x, last), last, x).prev_sample
+    # The last step returns the model's x0 prediction at the last level (x_0 = x0_pred).
+    level = scheduler.noise_schedule.levels([(float(last) + 1) / 1000])[0]
+    x0_pred = (x - level.sigma * unet(x, last)) / level.alpha
+    torch.testing.assert_close(out, x0_pred, rtol=0, atol=1e-10)
+    assert bool(torch.isfinite(out).all())
+
+
 def test_step_keeps_dtype_and_splits_learned_variance() -> None:
     scheduler = DPMSolverScheduler.from_config(SD_SCHEDULER_CONFIG)
     scheduler.set_timesteps(4)

@@ -78,7 +78,7 @@ class _Call:
     level: Level
     rule: Linear
     starts_step: bool  # singlestep: this call begins a step (the state to keep)
-    # First-order rule to the end of this call's step, used when sampling begins here
+    # First-order rule to the next call's level, used when sampling begins here
     # without the history the rule needs (img2img: set_begin_index inside the grid).
     restart: Linear | None
     # multistep with a corrector: re-does this call's step once the next call's output
@@ -185,6 +185,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         self.init_noise_sigma = 1.0
         self.num_inference_steps: int | None = None
         self.timesteps = torch.zeros(0)
+        self._host_timesteps: list[float] = []
         self.sigmas = torch.zeros(0)
         self._calls: list[_Call] = []
         self._history: list[Tensor] = []
@@ -271,13 +272,20 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             self._plan_by_count(int(num_inference_steps), to_zero)  # type: ignore[arg-type]
         if cfg.denoise_to_zero:
             level = ns.levels([ns.t_min])[0]
-            self._calls.append(_Call(level, Linear(0.0, (1.0,)), True, None))
-        model_times = [c.level.model_t for c in self._calls]
+            self._calls.append(_Call(level, _jump_to_zero(self._solver.form, level), True, None))
+        # The network's time input at each call (levels always carry it once planned).
+        model_times = [
+            float(self.noise_schedule.model_time(c.level.t))
+            if c.level.model_t is None
+            else c.level.model_t
+            for c in self._calls
+        ]
         # float64 so the network sees the exact level the solver assumes (MPS has no float64).
         on_mps = torch.device(device).type == "mps" if device is not None else False
         self.timesteps = torch.tensor(
             model_times, dtype=torch.float32 if on_mps else torch.float64, device=device
         )
+        self._host_timesteps = model_times
         # VE noise levels sigma_t / alpha_t of every call, then of where the run ends.
         ve = [c.level.sigma / c.level.alpha for c in self._calls]
         end = ns.levels([ns.t_min])[0]
@@ -340,22 +348,16 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                 stage_levels, rules = singlestep_stage(
                     ns, form, cfg.solver_type, inner, grid[i], grid[i + 1], k
                 )
+                ends = [lv.t for lv in stage_levels[1:]] + [grid[i + 1]]
                 for j, (lvl, rule) in enumerate(zip(stage_levels, rules, strict=True)):
                     restart = None
-                    if j > 0:
+                    if j > 0:  # first order to the next call's level
                         restart = singlestep_stage(
-                            ns, form, cfg.solver_type, inner, lvl.t, grid[i + 1], 1
+                            ns, form, cfg.solver_type, inner, lvl.t, ends[j], 1
                         )[1][0]
                     calls.append(_Call(lvl, rule, j == 0, restart))
         if to_zero:
-            last = levels[-1]
-            # The limit h -> inf of the first-order step: x_0 = x0_pred.
-            rule = (
-                Linear(0.0, (1.0,))
-                if form == "data"
-                else Linear(1.0 / last.alpha, (-last.sigma / last.alpha,))
-            )
-            calls.append(_Call(last, rule, True, None))
+            calls.append(_Call(levels[-1], _jump_to_zero(form, levels[-1]), True, None))
         self._calls = calls
 
     def step(
@@ -366,14 +368,25 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         generator: torch.Generator | None = None,
         return_dict: bool = True,
     ) -> SchedulerOutput | tuple[Tensor]:
-        """One model output in, the next sample out (no host-device synchronisation)."""
+        """One model output at `timestep` in, the next sample out.
+
+        The first call starts at `begin_index` if a pipeline set one, else at the index of
+        `timestep` in `timesteps` (so a loop over `timesteps[k:]` starts at step k); every
+        call checks that `timestep` is the one planned next. A timestep taken from
+        `timesteps` (the usual `for t in scheduler.timesteps`) is recognised without
+        reading the device; another device tensor is read once, at the first call only.
+        """
         if not self._calls:
             raise ValueError("call set_timesteps before step")
         if self._step_index is None:
-            self._step_index = self._begin_index or 0
+            if self._begin_index is None:
+                self._step_index = self.index_for_timestep(timestep)
+            else:
+                self._step_index = self._begin_index
         i = self._step_index
         if i >= len(self._calls):
             raise ValueError(f"step called {i + 1} times; set_timesteps planned {len(self._calls)}")
+        self._check_timestep(timestep, i)
         call = self._calls[i]
         if (
             model_output.shape[1] == 2 * sample.shape[1]
@@ -403,16 +416,62 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             prev = combine(rule, sample, self._history)
         else:
             rule = call.rule
-            if call.starts_step or self._step_start is None:
-                self._step_start, self._history = sample, []
+            begin = self._step_start
+            if call.starts_step or begin is None or len(self._history) + 1 < len(rule.cm):
+                begin, self._history = sample, []
                 if not call.starts_step and call.restart is not None:
-                    rule = call.restart  # sampling begins inside a step
+                    # Sampling began inside this step: first order to the next call's level
+                    # until the next step starts.
+                    rule = call.restart
+            self._step_start = begin
             self._history.append(m)
-            prev = combine(rule, self._step_start, self._history)
+            prev = combine(rule, begin, self._history)
         self._step_index = i + 1
         if not return_dict:
             return (prev,)
         return SchedulerOutput(prev_sample=prev)
+
+    def index_for_timestep(
+        self, timestep: float | Tensor, schedule_timesteps: Tensor | None = None
+    ) -> int:
+        """The index of `timestep` in `schedule_timesteps` (default: `timesteps`): its
+        position if it is an element of that tensor, else the nearest entry within one
+        training step, else a ValueError naming the timestep and the grid's range."""
+        grid = self.timesteps if schedule_timesteps is None else schedule_timesteps
+        if grid.numel() == 0:
+            raise ValueError("call set_timesteps before step")
+        own = _position_in(timestep, grid)
+        if own is not None:
+            return own
+        value = float(timestep)  # not an element of the grid: one read of its value
+        host = self._host_timesteps if schedule_timesteps is None else grid.tolist()
+        nearest = min(range(len(host)), key=lambda j: abs(host[j] - value))
+        if not abs(host[nearest] - value) < 1.0:
+            raise ValueError(
+                f"timestep {value!r} is not one of the scheduler's timesteps (from "
+                f"{host[0]:.6g} down to {host[-1]:.6g}); pass one of `scheduler.timesteps`"
+            )
+        return nearest
+
+    def _check_timestep(self, timestep: float | Tensor, i: int) -> None:
+        """Raise ValueError unless `timestep` is timesteps[i] (within one training step).
+        Checked without reading the device: a device tensor that is not an element of
+        `timesteps` is not checked after the first call."""
+        own = _position_in(timestep, self.timesteps)
+        if own is not None:
+            value: float | None = None if own == i else float(self._host_timesteps[own])
+        elif isinstance(timestep, Tensor) and timestep.device.type != "cpu":
+            return
+        else:
+            value = float(timestep)
+            if abs(value - self._host_timesteps[i]) < 1.0:
+                return
+        if value is not None:
+            raise ValueError(
+                f"step {i} expects timestep {self._host_timesteps[i]:.6g} (timesteps[{i}]), "
+                f"got {value:.6g}; call step once per entry of scheduler.timesteps, in order "
+                "(set_begin_index or start the loop at the entry to begin from)"
+            )
 
     def _convert(self, out: Tensor, x: Tensor, level: Level) -> Tensor:
         prediction = PREDICTION_TYPES[self._cfg.prediction_type]
@@ -431,3 +490,27 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         alpha = ns.alpha(t).to(original_samples.dtype).reshape(shape)
         sigma = ns.sigma(t).to(original_samples.dtype).reshape(shape)
         return alpha * original_samples + sigma * noise
+
+
+def _position_in(timestep: float | Tensor, grid: Tensor) -> int | None:
+    """The index of `timestep` in `grid` if it is one of its elements (a view into the same
+    storage, as iterating over the tensor gives), found from metadata alone; else None."""
+    if not isinstance(timestep, Tensor) or timestep.numel() != 1 or grid.numel() == 0:
+        return None
+    if timestep.untyped_storage().data_ptr() != grid.untyped_storage().data_ptr():
+        return None
+    if timestep.dtype != grid.dtype or grid.dim() != 1:
+        return None
+    offset = timestep.storage_offset() - grid.storage_offset()
+    stride = grid.stride(0)
+    if stride == 0 or offset % stride or not 0 <= offset // stride < grid.numel():
+        return None
+    return offset // stride
+
+
+def _jump_to_zero(form: str, level: Level) -> Linear:
+    """The last step to sigma = 0 from `level`, the limit h -> inf of the first-order step:
+    x_0 = x0_pred, i.e. the output itself (data form) or (x - sigma eps) / alpha (noise)."""
+    if form == "data":
+        return Linear(0.0, (1.0,))
+    return Linear(1.0 / level.alpha, (-level.sigma / level.alpha,))
