@@ -216,6 +216,14 @@ def test_step_starts_at_its_timestep(method: str) -> None:
     assert float((wrong - begun).abs().max()) > 0.1
 
 
+def test_training_schedule_attributes_match_diffusers() -> None:
+    diffusers = pytest.importorskip("diffusers")
+    ours = DPMSolverScheduler.from_config(SD_SCHEDULER_CONFIG)
+    theirs = diffusers.DPMSolverMultistepScheduler.from_config(SD_SCHEDULER_CONFIG)
+    for name in ("betas", "alphas", "alphas_cumprod"):
+        torch.testing.assert_close(getattr(ours, name), getattr(theirs, name), rtol=1e-6, atol=0)
+
+
 def test_step_refuses_a_timestep_off_the_grid() -> None:
     scheduler = DPMSolverScheduler.from_config(SD_SCHEDULER_CONFIG)
     scheduler.set_timesteps(5)

@@ -181,6 +181,9 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         # Zero terminal SNR makes alpha_T = 0; the lambda < -5.1 safeguard drops that tail.
         alphas_cumprod = alphas_cumprod.clamp(min=2.0**-24)
         self.noise_schedule = DiscreteVPSchedule(alphas_cumprod=alphas_cumprod)
+        # The training schedule as diffusers' schedulers expose it (float32).
+        self.betas = betas.to(torch.float32)
+        self.alphas = (1.0 - betas).to(torch.float32)
         self.alphas_cumprod = alphas_cumprod.to(torch.float32)
         self.init_noise_sigma = 1.0
         self.num_inference_steps: int | None = None
