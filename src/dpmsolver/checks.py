@@ -7,6 +7,7 @@ import numbers
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -41,3 +42,12 @@ def check_float(name: str, value: Any, *, positive: bool = False) -> float:
         what = "a finite number > 0" if positive else "a finite number"
         raise ValueError(f"{name} must be {what}; got {value!r}")
     return float(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Raise TypeError unless `value` is a bool (or a NumPy bool); returns it as a bool.
+
+    A string such as "False" is truthy, so it is refused rather than read as True."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r} (True or False)")

@@ -354,6 +354,23 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device_problem(name: str) -> str:
+    """Why `name` cannot be used as the device here, or '' (checked before any work)."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        return "not a torch device name (e.g. cpu, cuda, cuda:1, mps)"
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return "this torch sees no CUDA device (torch.cuda.is_available() is False)"
+        if device.index is not None and device.index >= count:
+            return f"there are {count} CUDA devices (cuda:0 to cuda:{count - 1})"
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        return "this torch has no MPS device"
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `dpmsolver` console script."""
     args = _parser().parse_args(argv)
@@ -361,6 +378,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("dpmsolver: error: --threads must be >= 1", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
+    problem = _device_problem(args.device)
+    if problem:
+        print(f"dpmsolver: error: --device {args.device}: {problem}", file=sys.stderr)
+        return 2
     run = {"sample": _sample, "bench": _bench, "generate": _generate, "compare": _compare}[
         args.command
     ]

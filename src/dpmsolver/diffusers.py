@@ -20,6 +20,7 @@ diffusers is an optional dependency, imported only by this module.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -486,9 +487,18 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         return x0
 
     def add_noise(self, original_samples: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
-        """x_t = alpha_t x_0 + sigma_t noise at (possibly fractional) training timesteps."""
+        """x_t = alpha_t x_0 + sigma_t noise at (possibly fractional) training timesteps,
+        which must lie in the training schedule's range (checked: one read of their ends)."""
         ns = self.noise_schedule
         t = (torch.as_tensor(timesteps, device=original_samples.device).double() + 1.0) / ns.total_n
+        ends = torch.stack([t.min(), t.max()]).tolist() if t.numel() else []
+        if not all(math.isfinite(v) and ns.contains(v) for v in ends):
+            lo, hi = ns.model_time(ns.t_min), ns.model_time(ns.t_max)
+            given = [v * ns.total_n - 1.0 for v in ends]
+            raise ValueError(
+                f"add_noise: timesteps must lie in [{float(lo):.6g}, {float(hi):.6g}] (the "
+                f"training timesteps); got {given[0]:.6g} to {given[1]:.6g}"
+            )
         shape = (-1,) + (1,) * (original_samples.dim() - 1)
         alpha = ns.alpha(t).to(original_samples.dtype).reshape(shape)
         sigma = ns.sigma(t).to(original_samples.dtype).reshape(shape)

@@ -23,7 +23,17 @@ import torch
 from torch import Tensor
 
 from .checks import check_float, check_int
-from .core import Level, NoiseSchedule, SolverOptions, Target, VESchedule, check_grid, sample
+from .core import (
+    Evaluator,
+    Level,
+    NoiseSchedule,
+    SolverOptions,
+    Target,
+    VESchedule,
+    check_grid,
+    sample,
+)
+from .core.sampler import check_state
 from .progress import Progress
 
 __all__ = [
@@ -166,9 +176,12 @@ def sample_dpm_solver(
     )
     denoiser = _VEDenoiser(model, schedule, dict(extra_args or {}), index, callback, progress)
     try:
-        if len(grid) == 1:
-            level = schedule.levels(grid)[0]
-            return denoiser(x, level, "data")
+        if len(grid) == 1:  # one jump to sigma = 0: the denoised prediction, checked
+            check_state(x, None)
+            ev = Evaluator(denoiser, "data", True)
+            out = ev(x, schedule.levels(grid)[0], 0)
+            ev.raise_if_nonfinite()
+            return out
         options = SolverOptions.of(
             timesteps=tuple(grid),
             order=order,

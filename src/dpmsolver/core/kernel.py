@@ -60,6 +60,11 @@ class Evaluator:
                 f"expected the input's shape {tuple(x.shape)}"
             )
         if out.dtype != x.dtype:
+            if not out.is_floating_point():
+                raise ModelOutputError(
+                    f"model output at step {step} (t={level.t:.6g}) has dtype {out.dtype}, "
+                    "expected a floating dtype"
+                )
             out = out.to(x.dtype)
         if self.check_finite:
             self._finite.append(finite_flag(out))

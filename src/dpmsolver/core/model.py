@@ -93,7 +93,8 @@ class ClassifierFree:
     """Classifier-free guidance: out = out_uncond + scale * (out_cond - out_uncond).
 
     The network is called as net(x, t_input, cond, **model_kwargs) once on the doubled batch.
-    With scale == 1 or uncond None it is called once on `cond` alone.
+    With scale == 1 or uncond None it is called once on `cond` alone. A tensor cond or
+    uncond has x's batch, or a batch of 1 that is used for every sample.
     """
 
     scale: float
@@ -106,7 +107,8 @@ class ClassifierGuidance:
     """Classifier guidance: eps <- eps - scale * sigma_t * grad_x log p(cond | x_t).
 
     `classifier(x, t_input, cond, **classifier_kwargs)` returns log-probabilities (B,) whose
-    gradient with respect to x is taken with autograd.
+    gradient with respect to x is taken with autograd (another shape is an error). A tensor
+    cond has x's batch B, or a batch of 1 that is used for every sample.
     """
 
     classifier: Callable[..., Tensor]
@@ -141,6 +143,20 @@ class DynamicThresholding:
         ).to(x0.dtype)
         s = torch.clamp(s, min=self.max_val).reshape((-1,) + (1,) * (x0.dim() - 1))
         return torch.clamp(x0, -s, s) / s
+
+
+def per_sample(name: str, cond: Any, batch: int) -> Any:
+    """A condition with one entry per sample: a tensor of batch `batch` as it is, one of
+    batch 1 expanded to `batch` (one condition for all samples), anything else a ValueError
+    naming it. Non-tensor conditions (and 0-d tensors) are passed on unchecked."""
+    if not isinstance(cond, Tensor) or cond.dim() == 0 or cond.shape[0] == batch:
+        return cond
+    if cond.shape[0] == 1:
+        return cond.expand(batch, *cond.shape[1:])
+    raise ValueError(
+        f"{name} has batch {cond.shape[0]} (shape {tuple(cond.shape)}) but x has batch "
+        f"{batch}: give one condition per sample of x, or a batch of 1 for all of them"
+    )
 
 
 def time_input_dtype(x: Tensor) -> torch.dtype:
@@ -229,12 +245,12 @@ class Denoiser:
         """The (guided) network output at time t, before any change of parameterisation."""
         g = self.guidance
         if isinstance(g, ClassifierFree):
+            batch = x.shape[0]
+            cond = per_sample("ClassifierFree cond", g.cond, batch)
             if g.scale == 1.0 or g.uncond is None:
-                return self.net(
-                    x, self._t_input(x, t, x.shape[0], model_t), g.cond, **self.model_kwargs
-                )
+                return self.net(x, self._t_input(x, t, batch, model_t), cond, **self.model_kwargs)
             x_in = torch.cat([x, x])
-            c_in = torch.cat([g.uncond, g.cond])
+            c_in = torch.cat([per_sample("ClassifierFree uncond", g.uncond, batch), cond])
             out = self.net(
                 x_in, self._t_input(x, t, x_in.shape[0], model_t), c_in, **self.model_kwargs
             )
@@ -251,9 +267,20 @@ class Denoiser:
             raise TypeError("classifier_grad needs ClassifierGuidance")
         with torch.enable_grad():
             x_in = x.detach().requires_grad_(True)
+            batch = x.shape[0]
             log_prob = g.classifier(
-                x_in, self._t_input(x, t, x.shape[0], model_t), g.cond, **dict(g.classifier_kwargs)
+                x_in,
+                self._t_input(x, t, batch, model_t),
+                per_sample("ClassifierGuidance cond", g.cond, batch),
+                **dict(g.classifier_kwargs),
             )
+            if not isinstance(log_prob, Tensor) or tuple(log_prob.shape) != (batch,):
+                got = tuple(log_prob.shape) if isinstance(log_prob, Tensor) else type(log_prob)
+                raise ValueError(
+                    f"ClassifierGuidance.classifier returned {got}; expected the "
+                    f"log-probabilities log p(cond | x_t) of shape ({batch},), one per sample "
+                    "(pick the cond class from (batch, classes) logits with log_softmax)"
+                )
             return torch.autograd.grad(log_prob.sum(), x_in)[0]
 
     def predict(

@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args
 
 from torch import Tensor
 
-from ..checks import check_choice, check_float, check_int
+from ..checks import check_bool, check_choice, check_float, check_int
 from .coefficients import Multistep3, SolverType, Variant
 from .grids import SKIP_TYPES, SkipType, check_grid, singlestep_orders
 
@@ -182,10 +182,8 @@ class SolverOptions:
                 value = getattr(self, name)
                 if value is not None:
                     self._set(name, check_float(name, value))
-        if not isinstance(self.analytic_first_step, bool):
-            raise TypeError(
-                f"analytic_first_step must be a bool, got {type(self.analytic_first_step).__name__}"
-            )
+        for name in ("lower_order_final", "denoise_to_zero", "analytic_first_step"):
+            self._set(name, check_bool(name, getattr(self, name)))
         steps = self.grid_steps
         if self.analytic_first_step:
             if method != "multistep":

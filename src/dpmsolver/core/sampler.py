@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..checks import check_bool
 from .adaptive import adaptive_solve
 from .kernel import Evaluator, ModelOutputError, finite_flag
 from .loops import Callback, XtCorrection, multistep_loop, singlestep_loop
@@ -105,6 +106,7 @@ class Sampler:
         if not isinstance(schedule, NoiseSchedule) or not callable(model):
             raise TypeError("model must be a Denoiser (or a DiffusionModel with a .schedule)")
         opts = SolverOptions.of(options, **solver_options)
+        check_finite = check_bool("check_finite", check_finite)
         if opts.method == "adaptive" and correcting_xt_fn is not None:
             raise ValueError("correcting_xt_fn is not supported with method='adaptive'")
         if opts.form == "noise" and isinstance(model, Denoiser) and model.x0_correction is not None:
