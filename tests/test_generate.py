@@ -130,6 +130,40 @@ def test_other_settings_in_the_folder_are_refused(tmp_path) -> None:
         run(tmp_path, steps=6)
 
 
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("manifest", ["missing", "truncated", "not-json-object"])
+def test_another_jobs_shards_are_refused_without_a_manifest(tmp_path, manifest: str) -> None:
+    run(tmp_path, merge=True)
+    path = tmp_path / MANIFEST
+    if manifest == "missing":
+        path.unlink()
+    elif manifest == "truncated":
+        path.write_bytes(path.read_bytes()[:40])
+    else:
+        path.write_text("[]")
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match=r"holds shards of another job \(shard-000000\.json"):
+        run(tmp_path, steps=6, merge=True)
+    assert snapshot(tmp_path) == before  # every file byte-identical, none added
+    # The same job resumes: nothing is made again.
+    result = run(tmp_path, merge=True)
+    assert result.generated == {} and sorted(result.skipped) == [0, 1, 2]
+
+
+def test_a_shard_of_another_job_is_refused_not_regenerated(tmp_path) -> None:
+    other, ours = tmp_path / "other", tmp_path / "ours"
+    run(other, steps=6)
+    run(ours)
+    (ours / "shard-000001.json").write_bytes((other / "shard-000001.json").read_bytes())
+    before = snapshot(ours)
+    with pytest.raises(ValueError, match=r"shard-000001\.json was written with other settings"):
+        run(ours)
+    assert snapshot(ours) == before
+
+
 def test_merge_shards_checks_checksums(tmp_path) -> None:
     run(tmp_path)
     assert merge_shards(tmp_path)["shape"] == [10, 8, 8, 1]

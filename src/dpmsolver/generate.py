@@ -191,7 +191,7 @@ def _run(
 ) -> GenerateResult:
     num, batch, seed, shape = (settings[k] for k in ("num", "batch", "seed", "shape"))
     group.agree(dict(settings, merge=merge))
-    group.raise_if(_on_rank0(group, lambda: _prepare(out, settings)))
+    group.raise_if(_on_rank0(group, lambda: _prepare(out, settings, digest)))
     n_shards = math.ceil(num / batch)
     result = GenerateResult(out, num, n_shards)
 
@@ -430,9 +430,11 @@ def _check_shard(out: Path, k: int, start: int, stop: int, digest: str) -> str:
     return ""
 
 
-def _prepare(out: Path, settings: dict[str, Any]) -> str:
-    """Rank 0, before any shard: create the folder or check that it holds this job; drop
-    temporary files a killed run left. Returns an error message or ''."""
+def _prepare(out: Path, settings: dict[str, Any], digest: str) -> str:
+    """Rank 0, before any shard: create the folder or check that it holds this job (its
+    manifest, and every shard record there, whether or not the manifest is readable);
+    drop temporary files a killed run left. Returns an error message or '' (nothing in the
+    folder is touched before the checks pass)."""
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / MANIFEST
     if manifest.exists():
@@ -446,6 +448,16 @@ def _prepare(out: Path, settings: dict[str, Any]) -> str:
             return (
                 f"{out} holds a job with other settings ({diff}); use another folder or the "
                 "same settings to resume"
+            )
+    for record_path in sorted(out.glob("shard-*.json")):
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            continue  # a torn record of a killed run: its shard is made again
+        if isinstance(record, dict) and record.get("settings") != digest:
+            return (
+                f"{out} holds shards of another job ({record_path.name} was written with "
+                "other settings); use another folder, or the same settings to resume"
             )
     for tmp in out.glob(f"*{_TMP}"):
         tmp.unlink(missing_ok=True)
