@@ -1,0 +1,53 @@
+"""Every benchmark script runs, in a quick mode (seconds, small batches), and prints its
+table: a benchmark that crashes fails CI instead of leaving a stale number behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = {
+    "accuracy.py": (["--nfe", "5,10", "--n", "4", "--skip-types", "logSNR"], "RMS error vs exact"),
+    "diffusers_schedulers.py": (["--steps", "5", "--n", "4"], "dpmsolver 3M logSNR"),
+    "inversion.py": ([], "round-trip RMS error"),
+    "low_budget.py": (
+        [
+            *("--models", "digits-exact", "--budgets", "4", "--settings", "dpm++2m"),
+            *("--reference-nfe", "300", "--pilots", "4"),
+        ],
+        "Best setting per model-call budget",
+    ),
+    "overhead.py": (["--shapes", "1,4,8,8", "--rounds", "1"], "dpmsolver 2M (++, x0 model)"),
+    "overhead_vs_rev.py": (
+        ["--rev", "HEAD", "--repeats", "1", "--rounds", "1", "--shapes", "1,4,8,8"],
+        "dpmsolver 2M (++, x0 model)",
+    ),
+}
+
+
+def test_every_benchmark_has_a_quick_mode() -> None:
+    assert sorted(QUICK) == sorted(p.name for p in (ROOT / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", sorted(QUICK))
+def test_benchmark_runs_quickly(script: str) -> None:
+    if script == "diffusers_schedulers.py":
+        pytest.importorskip("diffusers")
+    if script == "overhead_vs_rev.py" and not (ROOT / ".git").exists():
+        pytest.skip("needs the git history of a checkout")
+    args, expected = QUICK[script]
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert expected in done.stdout
