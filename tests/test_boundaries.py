@@ -129,3 +129,30 @@ def test_cli_refuses_a_missing_device_in_one_line(command: str, capsys, tmp_path
     assert "--device cuda: this torch sees no CUDA device" in err
     assert main([command, "--device", "gpu0", "--out", str(tmp_path / "o")]) == 2
     assert "not a torch device name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "value", [np.int64(4), np.int32(4), torch.tensor(4)], ids=["np.int64", "np.int32", "tensor"]
+)
+def test_numpy_and_tensor_integers_are_ints(value: object) -> None:
+    model = dpm.Denoiser(lambda x, t: 0.1 * x, SCHEDULE)
+    opts = dpm.SolverOptions(steps=value, order=value // 2)  # type: ignore[operator]
+    assert type(opts.steps) is int and type(opts.order) is int
+    assert opts == dpm.SolverOptions(steps=4, order=2)
+    assert opts.changed() == {"steps": 4}  # a JSON record
+    assert torch.equal(dpm.sample(model, X, opts), dpm.sample(model, X, steps=4))
+    with pytest.raises(TypeError, match="steps must be an int, got bool"):
+        dpm.SolverOptions(steps=np.bool_(True))
+    with pytest.raises(ValueError, match="lower_order_final_below must be >= 1"):
+        dpm.SolverOptions(lower_order_final_below=0)
+    with pytest.raises(TypeError, match="lower_order_final_below must be an int"):
+        dpm.SolverOptions(lower_order_final_below=10.5)
+
+
+def test_diffusers_set_timesteps_takes_a_numpy_integer() -> None:
+    pytest.importorskip("diffusers")
+    from dpmsolver.diffusers import DPMSolverScheduler
+
+    scheduler = DPMSolverScheduler()
+    scheduler.set_timesteps(np.int64(10))
+    assert len(scheduler.timesteps) == 10

@@ -20,9 +20,14 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
 
 
 def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
-    """Raise TypeError for a non-integer and ValueError outside [lo, hi]."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """Raise TypeError for a non-integer and ValueError outside [lo, hi]; returns an int.
+
+    Accepts Python and NumPy integers and one-element integer tensors (not bools)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+        value = int(value)  # a 0-d integer tensor
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    value = int(value)  # NumPy integers are ints
     if value < lo or (hi is not None and value > hi):
         bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
         raise ValueError(f"{name} must be {bound}; got {value}")

@@ -139,6 +139,11 @@ class SolverOptions:
         check_choice("skip_type", self.skip_type, SKIP_TYPES)
         check_choice("solver_type", self.solver_type, SOLVER_TYPES)
         order = check_int("order", self.order, 1, 4 if algorithm == "ipndm" else 3)
+        self._set("order", order)
+        self._set(
+            "lower_order_final_below",
+            check_int("lower_order_final_below", self.lower_order_final_below, 1),
+        )
         check_choice("corrector", corrector, CORRECTORS)
         check_choice("corrector_variant", self.corrector_variant, VARIANTS)
         if algorithm == "ipndm" and method != "multistep":
@@ -177,7 +182,7 @@ class SolverOptions:
                 raise ValueError(f"{name} cannot be used with method='adaptive'")
         else:
             if method != "adaptive":
-                check_int("steps", self.steps, 1)
+                self._set("steps", check_int("steps", self.steps, 1))
             for name in ("t_start", "t_end"):
                 value = getattr(self, name)
                 if value is not None:
