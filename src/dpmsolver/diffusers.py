@@ -506,19 +506,22 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
 
 
 def _position_in(timestep: float | Tensor, grid: Tensor) -> int | None:
-    """The index of `timestep` in `grid` if it is one of its elements (a view into the same
-    storage, as iterating over the tensor gives), found from metadata alone; else None."""
-    if not isinstance(timestep, Tensor) or timestep.numel() != 1 or grid.numel() == 0:
+    """The index of `timestep` in `grid` if it is one of its elements (a view into its
+    memory, as iterating over the tensor gives), found from pointers alone; else None."""
+    if (
+        not isinstance(timestep, Tensor)
+        or timestep.dtype != grid.dtype
+        or timestep.device != grid.device
+        or timestep.numel() != 1
+        or grid.dim() != 1
+        or not grid.is_contiguous()
+    ):
         return None
-    if timestep.untyped_storage().data_ptr() != grid.untyped_storage().data_ptr():
+    offset = timestep.data_ptr() - grid.data_ptr()
+    size = grid.element_size()
+    if offset % size or not 0 <= offset // size < grid.numel():
         return None
-    if timestep.dtype != grid.dtype or grid.dim() != 1:
-        return None
-    offset = timestep.storage_offset() - grid.storage_offset()
-    stride = grid.stride(0)
-    if stride == 0 or offset % stride or not 0 <= offset // stride < grid.numel():
-        return None
-    return offset // stride
+    return offset // size
 
 
 def _jump_to_zero(form: str, level: Level) -> Linear:
