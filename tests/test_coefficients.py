@@ -22,6 +22,7 @@ from dpmsolver.core import Level, VPSchedule, phi
 from dpmsolver.core.coefficients import (
     Linear,
     ipndm_update,
+    jump_to_zero,
     multistep_update,
     sde_multistep_update,
     singlestep_tableau,
@@ -166,3 +167,18 @@ def test_rules_integrate_the_polynomials_they_claim_exactly(form: str) -> None:
         corr = unic_correction(form, [*PREV[:k], T], "bh2")
         got = increment(corr, [m_t[name], *ms[name][:k]])
         assert abs(got - want[name]) <= 1e-12 * scale, (k, got, want[name])
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_the_jump_to_zero_returns_x0_pred(form: str) -> None:
+    s = PREV[0]
+    x, x0 = 0.3, -0.8
+    eps = (x - s.alpha * x0) / s.sigma
+    rule = jump_to_zero(form, s)
+    m = x0 if form == "data" else eps
+    assert rule.cx * x + rule.cm[0] * m == pytest.approx(x0, rel=1e-14)
+    # It is the limit of DDIM's step to sigma_t -> 0 (alpha_t -> 1 on a VP schedule).
+    near = Level(1e-9, math.sqrt(1 - 1e-24), 1e-12, math.log(1e12))
+    limit = ddim(form, s, near)
+    assert limit.cx == pytest.approx(rule.cx, abs=1e-10)
+    assert limit.cm == pytest.approx(rule.cm, rel=1e-10)

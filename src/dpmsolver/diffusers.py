@@ -53,6 +53,7 @@ from .core import (
     to_data,
     to_noise,
 )
+from .core.coefficients import jump_to_zero
 from .core.kernel import remember
 from .core.plan import (
     multistep_orders,
@@ -276,7 +277,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             self._plan_by_count(int(num_inference_steps), to_zero)  # type: ignore[arg-type]
         if cfg.denoise_to_zero:
             level = ns.levels([ns.t_min])[0]
-            self._calls.append(_Call(level, _jump_to_zero(self._solver.form, level), True, None))
+            self._calls.append(_Call(level, jump_to_zero(self._solver.form, level), True, None))
         # The network's time input at each call (levels always carry it once planned).
         model_times = [
             float(self.noise_schedule.model_time(c.level.t))
@@ -361,7 +362,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                         )[1][0]
                     calls.append(_Call(lvl, rule, j == 0, restart))
         if to_zero:
-            calls.append(_Call(levels[-1], _jump_to_zero(form, levels[-1]), True, None))
+            calls.append(_Call(levels[-1], jump_to_zero(form, levels[-1]), True, None))
         self._calls = calls
 
     def step(
@@ -461,21 +462,23 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         """Raise ValueError unless `timestep` is timesteps[i] (within one training step).
         Checked without reading the device: a device tensor that is not an element of
         `timesteps` is not checked after the first call."""
+        expected = self._host_timesteps[i]
         own = _position_in(timestep, self.timesteps)
         if own is not None:
-            value: float | None = None if own == i else float(self._host_timesteps[own])
-        elif isinstance(timestep, Tensor) and timestep.device.type != "cpu":
-            return
-        else:
-            value = float(timestep)
-            if abs(value - self._host_timesteps[i]) < 1.0:
+            if own == i:
                 return
-        if value is not None:
-            raise ValueError(
-                f"step {i} expects timestep {self._host_timesteps[i]:.6g} (timesteps[{i}]), "
-                f"got {value:.6g}; call step once per entry of scheduler.timesteps, in order "
-                "(set_begin_index or start the loop at the entry to begin from)"
-            )
+            got = self._host_timesteps[own]
+        elif isinstance(timestep, Tensor) and timestep.device.type != "cpu":
+            return  # reading its value would wait for the device
+        else:
+            got = float(timestep)
+            if abs(got - expected) < 1.0:
+                return
+        raise ValueError(
+            f"step {i} expects timestep {expected:.6g} (timesteps[{i}]), got {got:.6g}; "
+            "call step once per entry of scheduler.timesteps, in order (set_begin_index or "
+            "start the loop at the entry to begin from)"
+        )
 
     def _convert(self, out: Tensor, x: Tensor, level: Level) -> Tensor:
         prediction = PREDICTION_TYPES[self._cfg.prediction_type]
@@ -522,11 +525,3 @@ def _position_in(timestep: float | Tensor, grid: Tensor) -> int | None:
     if offset % size or not 0 <= offset // size < grid.numel():
         return None
     return offset // size
-
-
-def _jump_to_zero(form: str, level: Level) -> Linear:
-    """The last step to sigma = 0 from `level`, the limit h -> inf of the first-order step:
-    x_0 = x0_pred, i.e. the output itself (data form) or (x - sigma eps) / alpha (noise)."""
-    if form == "data":
-        return Linear(0.0, (1.0,))
-    return Linear(1.0 / level.alpha, (-level.sigma / level.alpha,))

@@ -36,6 +36,7 @@ __all__ = [
     "SolverType",
     "Variant",
     "ipndm_update",
+    "jump_to_zero",
     "multistep_update",
     "phi",
     "singlestep_tableau",
@@ -255,3 +256,12 @@ def ipndm_update(levels: list[Level]) -> Linear:
     s = prev[0]
     step = t.alpha * (t.sigma / t.alpha - s.sigma / s.alpha)
     return Linear(t.alpha / s.alpha, tuple(step * w for w in _ADAMS_BASHFORTH[k - 1]))
+
+
+def jump_to_zero(form: Form, s: Level) -> Linear:
+    """The last step from s to sigma = 0 (no model call after it): the limit h -> inf of the
+    first-order step, x_0 = x0_pred(x_s). In the data form that is the output itself
+    (cx = 0); in the noise form (x_s - sigma_s eps_pred) / alpha_s."""
+    if form == "data":
+        return Linear(0.0, (1.0,))
+    return Linear(1.0 / s.alpha, (-s.sigma / s.alpha,))

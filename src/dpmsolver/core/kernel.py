@@ -98,34 +98,22 @@ def combine(
     case; scaling first, or summing in float32 in the order written, does not. z is drawn
     in float32 on the generator's device, so a seed gives the same noise on any device.
     A rule with cx = 0 (the jump to sigma = 0 in the data form, x_0 = x0_pred) does not
-    depend on x and is summed directly.
+    depend on x: its sum starts from the first output instead, and is not scaled.
     """
     cx = rule.cx
-    if cx == 0.0:
-        return _jump(rule, x, ms, generator)
-    out = torch.add(x, ms[0], alpha=rule.cm[0] / cx)
+    scale = cx if cx != 0.0 else 1.0  # the factor taken out of the sum, applied last
+    if cx != 0.0:
+        out = torch.add(x, ms[0], alpha=rule.cm[0] / scale)
+    else:
+        out = torch.mul(ms[0], rule.cm[0]).to(x.dtype)
     for c, m in zip(rule.cm[1:], ms[1 : len(rule.cm)], strict=True):
-        out.add_(m, alpha=c / cx)
+        out.add_(m, alpha=c / scale)
     if rule.noise:
         device = generator.device if generator is not None else x.device
         z = torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32)
-        out.add_(z.to(out.device, out.dtype), alpha=rule.noise / cx)
-    if cx != 1.0:
-        out.mul_(cx)
-    return out
-
-
-def _jump(
-    rule: Linear, x: Tensor, ms: Sequence[Tensor], generator: torch.Generator | None
-) -> Tensor:
-    """combine() for cx = 0: x_new = sum_j cm[j] m[j] (+ noise z), in x's dtype."""
-    out = torch.mul(ms[0], rule.cm[0]).to(x.dtype)
-    for c, m in zip(rule.cm[1:], ms[1 : len(rule.cm)], strict=True):
-        out.add_(m, alpha=c)
-    if rule.noise:
-        device = generator.device if generator is not None else x.device
-        z = torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32)
-        out.add_(z.to(out.device, out.dtype), alpha=rule.noise)
+        out.add_(z.to(out.device, out.dtype), alpha=rule.noise / scale)
+    if scale != 1.0:
+        out.mul_(scale)
     return out
 
 
