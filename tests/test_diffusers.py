@@ -217,9 +217,10 @@ def test_step_starts_at_its_timestep(method: str) -> None:
 
 
 def test_training_schedule_attributes_match_diffusers() -> None:
-    diffusers = pytest.importorskip("diffusers")
+    from diffusers import DPMSolverMultistepScheduler
+
     ours = DPMSolverScheduler.from_config(SD_SCHEDULER_CONFIG)
-    theirs = diffusers.DPMSolverMultistepScheduler.from_config(SD_SCHEDULER_CONFIG)
+    theirs = DPMSolverMultistepScheduler.from_config(SD_SCHEDULER_CONFIG)
     for name in ("betas", "alphas", "alphas_cumprod"):
         torch.testing.assert_close(getattr(ours, name), getattr(theirs, name), rtol=1e-6, atol=0)
 
@@ -237,6 +238,9 @@ def test_step_refuses_a_timestep_off_the_grid() -> None:
         scheduler.step(x, 3.0, x)
     assert scheduler.index_for_timestep(scheduler.timesteps[3]) == 3
     assert scheduler.index_for_timestep(float(scheduler.timesteps[2]) + 0.4) == 2
+    other = torch.tensor([900.0, 500.0, 100.0])
+    assert scheduler.index_for_timestep(500.0, schedule_timesteps=other) == 1
+    assert scheduler.index_for_timestep(other[2], schedule_timesteps=other) == 2
 
 
 @pytest.mark.parametrize("algorithm", ["dpmsolver++", "dpmsolver"])

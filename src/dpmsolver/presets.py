@@ -11,7 +11,7 @@ from typing import Any
 
 from .core import SolverOptions
 
-__all__ = ["RECOMMENDED", "SOLVERS", "Preset", "preset"]
+__all__ = ["RECOMMENDED", "SOLVERS", "Preset"]
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,3 @@ SOLVERS.update(
     }
 )
 RECOMMENDED = "dpm++3m"
-
-
-def preset(name: str) -> Preset:
-    """The preset called `name`, or a ValueError listing the names."""
-    if name not in SOLVERS:
-        raise ValueError(f"unknown solver {name!r}; choose from {', '.join(SOLVERS)}")
-    return SOLVERS[name]

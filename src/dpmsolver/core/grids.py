@@ -117,7 +117,7 @@ def check_grid(
         body = grid[:-1] if final_zero and float(grid[-1]) == 0.0 else grid
         if not bool((body > 0).all()):
             raise ValueError(
-                f"{name} must be positive (> 0)" + (", except a final 0" if final_zero else "")
+                f"{name} must be > 0 (positive)" + (", except a final 0" if final_zero else "")
             )
     return grid
 

@@ -169,9 +169,7 @@ class SolverOptions:
         if self.sigmas is not None:
             if self.timesteps is not None:
                 raise ValueError("give timesteps or sigmas, not both")
-            sigmas = check_grid("sigmas", self.sigmas, increasing=True)
-            if not bool((sigmas > 0).all()):
-                raise ValueError("sigmas must be > 0 (the run ends at the last one)")
+            sigmas = check_grid("sigmas", self.sigmas, increasing=True, positive=True)
             self._set("sigmas", tuple(sigmas.tolist()))
         if self.timesteps is not None:
             grid = check_grid("timesteps", self.timesteps, increasing=True)
