@@ -99,6 +99,16 @@ def test_multistep_memory_does_not_grow_with_steps(order: int, bound: int, afs: 
     assert 0 <= peaks[1] - peaks[0] < 1024
 
 
+def test_loop_with_a_checking_evaluator_equals_the_checked_call() -> None:
+    sampler = dpm.Sampler(MODEL, steps=6, order=3)
+    ev = dpm.core.Evaluator(MODEL, "data", True)
+    with torch.no_grad():
+        out = sampler.loop(X, None, ev)
+    assert torch.equal(out, sampler(X))
+    assert len(ev._finite) == 6  # one flag per model call, read by raise_if_nonfinite
+    ev.raise_if_nonfinite()
+
+
 def test_peak_live_bytes_counts_what_is_held_at_once() -> None:
     def three_at_once() -> None:
         a = torch.zeros(1000)
