@@ -226,6 +226,7 @@ def run(
     return BenchResult(rows, reference_nfe, rms(ref, check), skip_type)
 
 
+@torch.no_grad()
 def _diffusers_rows(
     model: DiffusionModel, x_T: Tensor, ref: Tensor, steps: Sequence[int]
 ) -> list[Row]:
