@@ -13,7 +13,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = {
     "accuracy.py": (["--nfe", "5,10", "--n", "4", "--skip-types", "logSNR"], "RMS error vs exact"),
-    "diffusers_schedulers.py": (["--steps", "5", "--n", "4"], "dpmsolver 3M logSNR"),
+    "diffusers_schedulers.py": (
+        ["--steps", "5", "--flow-steps", "5", "--n", "4"],
+        "error / best diffusers error",
+    ),
     "inversion.py": ([], "round-trip RMS error"),
     "low_budget.py": (
         [

@@ -249,12 +249,12 @@ def test_step_refuses_a_timestep_off_the_grid() -> None:
     ["final_noise_level", "denoise_to_zero", "sigmas", "timesteps"],
 )
 def test_runs_that_end_at_sigma_zero(algorithm: str, ending: str) -> None:
-    config = dict(SD_SCHEDULER_CONFIG, algorithm_type=algorithm)
+    keywords: dict[str, object] = {"algorithm_type": algorithm}
     if ending == "final_noise_level":
-        config["final_noise_level"] = "zero"
+        keywords["final_noise_level"] = "zero"  # replaces the config's set_alpha_to_one
     if ending == "denoise_to_zero":
-        config["denoise_to_zero"] = True
-    scheduler = DPMSolverScheduler.from_config(config)
+        keywords["denoise_to_zero"] = True
+    scheduler = DPMSolverScheduler.from_config(SD_SCHEDULER_CONFIG, **keywords)
     if ending == "sigmas":
         scheduler.set_timesteps(sigmas=[14.0, 5.0, 1.0, 0.2, 0.0])
     elif ending == "timesteps":
@@ -339,7 +339,7 @@ def test_custom_timesteps_and_sigmas() -> None:
         rtol=1e-12,
         atol=0,
     )
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(ValueError, match="num_inference_steps=5 and 2 custom timesteps disagree"):
         scheduler.set_timesteps(5, timesteps=[999, 500])
     with pytest.raises(ValueError, match="strictly decreasing"):
         scheduler.set_timesteps(timesteps=[100, 500])
@@ -379,8 +379,8 @@ def test_bad_config() -> None:
         DPMSolverScheduler(solver_order=4)
     with pytest.raises(ValueError, match="skip_type must be one of"):
         DPMSolverScheduler(skip_type="uniform")
-    with pytest.raises(ValueError, match="thresholding needs"):
-        DPMSolverScheduler(thresholding=True, algorithm_type="dpmsolver")
+    with pytest.raises(ValueError, match="timestep_spacing must be one of"):
+        DPMSolverScheduler(timestep_spacing="uniform")
 
 
 PIPELINE_CONFIGS = {

@@ -153,7 +153,7 @@ def test_inversion_round_trip_with_3m_at_50_steps() -> None:
         (lambda: dpm.EDMSchedule(80.0, 0.002), ValueError, "sigma_min < sigma_max"),
         (lambda: dpm.VESchedule(0.0, 1.0), ValueError, "sigma_min < sigma_max"),
         (lambda: dpm.FlowSchedule(shift=0.0), ValueError, "shift must be"),
-        (lambda: dpm.FlowSchedule(t_max=1.0), ValueError, "t_max < 1"),
+        (lambda: dpm.FlowSchedule(t_max=1.5), ValueError, "t_max <= 1"),
         (
             lambda: dpm.CustomSchedule.from_table([0.1, 0.05], [0.9, 0.8], [0.1, 0.2]),
             ValueError,

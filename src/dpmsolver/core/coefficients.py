@@ -39,6 +39,7 @@ __all__ = [
     "jump_to_zero",
     "multistep_update",
     "phi",
+    "sde_noise_multistep_update",
     "singlestep_tableau",
     "unic_correction",
 ]
@@ -194,6 +195,29 @@ def sde_multistep_update(solver_type: SolverType, levels: list[Level], eta: floa
     c = 0.5 * decay if solver_type == "dpmsolver" else -phi(2, -h_eta)
     w = t.alpha * c / r0
     return Linear(cx, (t.alpha * decay + w, -w), noise)
+
+
+def sde_noise_multistep_update(solver_type: SolverType, levels: list[Level]) -> Linear:
+    """SDE-DPM-Solver of order k = len(levels) - 1 (1 or 2; noise form, 1 call per step).
+
+    The reverse SDE written with eps_pred (DPM-Solver++ paper, Section 5, noise form), with
+    h = lambda_t - lambda_s and D1 = (eps_s - eps_prev) / r0, r0 = h_prev / h:
+        x_t = (alpha_t/alpha_s) x - 2 sigma_t (e^h - 1) eps_s - sigma_t c D1
+              + sigma_t sqrt(e^{2h} - 1) z
+    with c = e^h - 1 ('dpmsolver', the midpoint form) or 2 phi_2(h) ('taylor').
+    """
+    *prev, t = levels
+    s = prev[0]
+    h = t.lambda_ - s.lambda_
+    grow = math.expm1(h)
+    cx = t.alpha / s.alpha
+    noise = t.sigma * math.sqrt(math.expm1(2.0 * h))
+    if len(prev) == 1:
+        return Linear(cx, (-2.0 * t.sigma * grow,), noise)
+    r0 = (s.lambda_ - prev[1].lambda_) / h
+    c = grow if solver_type == "dpmsolver" else 2.0 * phi(2, h)
+    w = t.sigma * c / r0
+    return Linear(cx, (-2.0 * t.sigma * grow - w, w), noise)
 
 
 def unic_correction(form: Form, levels: list[Level], variant: Variant = "bh2") -> Linear:

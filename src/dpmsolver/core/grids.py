@@ -9,6 +9,9 @@ t_start and t_end.
                     (Karras et al. 2022, rho = 7)
     exponential:    uniform in log sigma, sigma = sigma_t / alpha_t: the logSNR grid under
                     k-diffusion's name
+    beta:           sigma = sigma_t / alpha_t at the quantiles of a Beta(0.6, 0.6)
+                    distribution between the ends (Lee et al., "Beta Sampling is All You
+                    Need", 2024): denser at both ends (`beta_sigmas`)
 
 Published grids (`ALIGN_YOUR_STEPS`) and tuned ones (`dpmsolver.optimize_time_grid`) are
 given to the samplers as `sigmas=` / `timesteps=`; `interpolate_grid` resamples them to
@@ -17,6 +20,7 @@ any number of steps.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal, get_args
 
@@ -32,6 +36,7 @@ __all__ = [
     "SKIP_TYPES",
     "SkipType",
     "align_your_steps",
+    "beta_sigmas",
     "check_grid",
     "check_grid_range",
     "interpolate_grid",
@@ -40,9 +45,10 @@ __all__ = [
     "time_grid",
 ]
 
-SkipType = Literal["logSNR", "time_uniform", "time_quadratic", "karras", "exponential"]
+SkipType = Literal["logSNR", "time_uniform", "time_quadratic", "karras", "exponential", "beta"]
 SKIP_TYPES: tuple[str, ...] = get_args(SkipType)
 KARRAS_RHO = 7.0
+BETA_SHAPE = 0.6  # both shape parameters of the Beta grid (the paper's and diffusers' value)
 
 # Align Your Steps (Sabour et al., 2024, Table 3): 10-step noise levels sigma_t / alpha_t
 # optimised for these models, from sigma_max down to the smallest training noise level.
@@ -59,14 +65,25 @@ def time_grid(
 ) -> Tensor:
     """steps + 1 times from t_start to t_end spaced by `skip_type` (float64, CPU)."""
     check_choice("skip_type", skip_type, SKIP_TYPES)
-    if skip_type in ("logSNR", "karras", "exponential"):
+    if skip_type in ("logSNR", "karras", "exponential", "beta"):
         lam = schedule.lambda_(torch.tensor([t_start, t_end], dtype=torch.float64)).tolist()
-        if skip_type != "karras":
+        if not all(math.isfinite(v) for v in lam):
+            raise ValueError(
+                f"skip_type={skip_type!r} spaces the grid in lambda, which is infinite at "
+                f"t_start={t_start!r} or t_end={t_end!r} (pure noise or clean data); start "
+                "inside the schedule or use 'time_uniform' / 'time_quadratic'"
+            )
+        if skip_type in ("logSNR", "exponential"):
             lams = torch.linspace(lam[0], lam[1], steps + 1, dtype=torch.float64)
         else:
-            ends = torch.tensor(lam, dtype=torch.float64).neg().exp() ** (1 / KARRAS_RHO)
-            ramp = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
-            lams = -KARRAS_RHO * torch.log(ends[0] + ramp * (ends[1] - ends[0]))
+            ends = [math.exp(-v) for v in lam]  # sigma_t / alpha_t
+            if skip_type == "karras":
+                inv = [e ** (1 / KARRAS_RHO) for e in ends]
+                ramp = torch.linspace(0, 1, steps + 1, dtype=torch.float64)
+                sig = (inv[0] + ramp * (inv[1] - inv[0])) ** KARRAS_RHO
+            else:
+                sig = torch.tensor(beta_sigmas(ends[0], ends[1], steps + 1), dtype=torch.float64)
+            lams = -torch.log(sig)
         grid = schedule.inverse_lambda(lams)
     elif skip_type == "time_uniform":
         grid = torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64)
@@ -74,6 +91,58 @@ def time_grid(
         grid = torch.linspace(t_start**0.5, t_end**0.5, steps + 1, dtype=torch.float64) ** 2
     grid[0], grid[-1] = t_start, t_end
     return grid
+
+
+def beta_sigmas(start: float, end: float, n: int, shape: float = BETA_SHAPE) -> list[float]:
+    """n values from `start` to `end`: end + (start - end) F^-1(1 - k / (n - 1)), k = 0..n-1,
+    with F the CDF of Beta(shape, shape); the first is `start` and the last `end`."""
+    check_int("n", n, 2)
+    qs = [1.0 - k / (n - 1) for k in range(n)]
+    return [end + (start - end) * _beta_quantile(q, shape, shape) for q in qs]
+
+
+def _beta_quantile(q: float, a: float, b: float) -> float:
+    """F^-1(q) of Beta(a, b) by bisection on the regularised incomplete beta function."""
+    if q <= 0.0 or q >= 1.0:
+        return min(max(q, 0.0), 1.0)
+    lo, hi = 0.0, 1.0
+    for _ in range(60):  # 2^-60: below double precision on [0, 1]
+        mid = 0.5 * (lo + hi)
+        if _beta_cdf(mid, a, b) < q:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def _beta_cdf(x: float, a: float, b: float) -> float:
+    """I_x(a, b), the regularised incomplete beta function, by its continued fraction
+    (Lentz's method), using the symmetry I_x(a, b) = 1 - I_{1-x}(b, a) where it converges
+    slowly."""
+    if x <= 0.0 or x >= 1.0:
+        return 0.0 if x <= 0.0 else 1.0
+    if x > (a + 1.0) / (a + b + 2.0):
+        return 1.0 - _beta_cdf(1.0 - x, b, a)
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    f = d
+    for m in range(1, 300):
+        for num in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            f *= c * d
+        if abs(c * d - 1.0) < 1e-16:
+            break
+    return math.exp(log_front) * f / a
 
 
 def check_grid(

@@ -86,7 +86,11 @@ class Evaluator:
 
 
 def combine(
-    rule: Linear, x: Tensor, ms: Sequence[Tensor], generator: torch.Generator | None = None
+    rule: Linear,
+    x: Tensor,
+    ms: Sequence[Tensor],
+    generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
 ) -> Tensor:
     """x_new = cx * (x + sum_j (cm[j]/cx) m[j] (+ (noise/cx) z)), in x's dtype.
 
@@ -96,7 +100,8 @@ def combine(
     own structure (x/alpha or x/sigma moves by the increment, then the linear part maps it
     exactly), and keeps float32 at or below the reference's float32 error on every golden
     case; scaling first, or summing in float32 in the order written, does not. z is drawn
-    in float32 on the generator's device, so a seed gives the same noise on any device.
+    in float32 on the generator's device, so a seed gives the same noise on any device;
+    `noise` gives z instead (the diffusers face's variance_noise).
     A rule with cx = 0 (the jump to sigma = 0 in the data form, x_0 = x0_pred) does not
     depend on x: its sum starts from the first output instead, and is not scaled.
     """
@@ -109,9 +114,10 @@ def combine(
     for c, m in zip(rule.cm[1:], ms[1 : len(rule.cm)], strict=True):
         out.add_(m, alpha=c / scale)
     if rule.noise:
-        device = generator.device if generator is not None else x.device
-        z = torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32)
-        out.add_(z.to(out.device, out.dtype), alpha=rule.noise / scale)
+        if noise is None:
+            device = generator.device if generator is not None else x.device
+            noise = torch.randn(x.shape, generator=generator, device=device, dtype=torch.float32)
+        out.add_(noise.to(out.device, out.dtype), alpha=rule.noise / scale)
     if scale != 1.0:
         out.mul_(scale)
     return out

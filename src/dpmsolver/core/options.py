@@ -66,8 +66,8 @@ class SolverOptions:
             'dpmsolver' (noise form) or 'ipndm' (multistep only: Adams-Bashforth steps in
             sigma = sigma_t / alpha_t with fixed equal-step weights, orders 1-4, noise form;
             strong at 4-10 calls on polynomial / karras grids).
-        skip_type: time grid: 'time_uniform', 'logSNR', 'time_quadratic', 'karras' or
-            'exponential' (see `grids`).
+        skip_type: time grid: 'time_uniform', 'logSNR', 'time_quadratic', 'karras',
+            'exponential' or 'beta' (see `grids`).
         t_start, t_end: start and end times; default schedule.t_max and schedule.t_min.
             t_start < t_end runs the ODE from data to noise (inversion).
         timesteps: a user-given grid of times (strictly monotone, inside the schedule's
@@ -93,8 +93,9 @@ class SolverOptions:
             steps on time-uniform grids) or 'exact' (global order 3; better with logSNR
             grids and many steps).
         eta: noise of the reverse SDE, 0 (the ODE, default) to 1 (SDE-DPM-Solver++, the
-            "DPM-Solver++(2M) SDE" sampler); needs algorithm='dpmsolver++', method
-            'multistep' and order 1 or 2.
+            "DPM-Solver++(2M) SDE" sampler); needs method 'multistep' and order 1 or 2, and
+            algorithm='dpmsolver++' (any eta) or 'dpmsolver' (eta = 1: SDE-DPM-Solver in the
+            noise form).
         corrector: UniC corrector after each multistep step, at no extra model call (the
             output at the predicted state, which the next step needs anyway, corrects the
             step just taken; the last step is not corrected): 'off' (default), 'all', or
@@ -158,10 +159,12 @@ class SolverOptions:
         if eta != 0.0:
             if not 0.0 < eta <= 1.0:
                 raise ValueError(f"eta must lie in [0, 1]; got {eta}")
-            if algorithm != "dpmsolver++" or method != "multistep" or order > 2:
+            form_ok = algorithm == "dpmsolver++" or (algorithm == "dpmsolver" and eta == 1.0)
+            if not form_ok or method != "multistep" or order > 2:
                 raise ValueError(
-                    "eta > 0 (SDE-DPM-Solver++) needs algorithm='dpmsolver++', "
-                    f"method='multistep' and order 1 or 2; got {algorithm!r}, {method!r}, {order}"
+                    "eta > 0 (SDE-DPM-Solver) needs method='multistep', order 1 or 2 and "
+                    "algorithm='dpmsolver++' (or 'dpmsolver' with eta=1); got "
+                    f"{algorithm!r}, {method!r}, order {order}, eta {eta}"
                 )
             if corrector != "off":
                 raise ValueError(f"corrector={corrector!r} needs eta=0; got eta={eta}")

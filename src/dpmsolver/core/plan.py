@@ -29,6 +29,7 @@ from .coefficients import (
     ipndm_update,
     multistep_update,
     sde_multistep_update,
+    sde_noise_multistep_update,
     singlestep_tableau,
     unic_correction,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "AFS_MAX_SNR",
     "Plan",
     "corrects",
+    "from_pure_noise",
     "make_plan",
     "multistep_orders",
     "multistep_plan",
@@ -124,11 +126,29 @@ def multistep_orders(steps: int, order: int, lower_final: bool) -> list[int]:
     return orders
 
 
+def from_pure_noise(options: SolverOptions, orders: list[int]) -> list[int]:
+    """The orders of a multistep run that starts at alpha = 0 (a flow schedule at t = 1).
+
+    There lambda = -inf: a finite difference in lambda that reaches the start is zero, so
+    its output enters the first step only (the limit of the rules, without inf / inf), and
+    step i >= 2 uses at most i - 1 earlier outputs. The noise form (x / alpha) and iPNDM
+    (sigma / alpha) cannot start there: ValueError.
+    """
+    if options.form == "noise" or options.algorithm == "ipndm":
+        raise ValueError(
+            f"algorithm={options.algorithm!r} cannot start at alpha_t = 0 (pure noise: a "
+            "flow schedule at t = 1); use algorithm='dpmsolver++' or start below t = 1"
+        )
+    return [k if i == 0 else min(k, i) for i, k in enumerate(orders)]
+
+
 def multistep_rule(options: SolverOptions, levels: list[Level]) -> Linear:
     """The rule of one multistep step of order len(levels) - 1 for these options: iPNDM,
-    SDE-DPM-Solver++ (eta > 0) or DPM-Solver(++) (see `coefficients`)."""
+    SDE-DPM-Solver(++) (eta > 0) or DPM-Solver(++) (see `coefficients`)."""
     if options.algorithm == "ipndm":
         return ipndm_update(levels)
+    if options.eta > 0 and options.form == "noise":
+        return sde_noise_multistep_update(options.solver_type, levels)
     if options.eta > 0:
         return sde_multistep_update(options.solver_type, levels, options.eta)
     return multistep_update(options.form, options.solver_type, levels, options.multistep3)
@@ -148,12 +168,18 @@ def multistep_plan(
     steps = len(levels) - 1
     if orders is None:
         orders = multistep_orders(steps, options.order, options.lowers_final_order(steps))
+    pure_noise = bool(steps) and levels[0].alpha == 0.0
+    if pure_noise:
+        orders = from_pure_noise(options, orders)
     rules: list[Linear] = []
     corrections: list[Linear | None] = []
     for i, k in enumerate(orders, start=1):
         step_levels = [*(levels[i - 1 - j] for j in range(k)), levels[i]]
         rules.append(multistep_rule(options, step_levels))
         correct = (i < steps or correct_last) and corrects(options.corrector, i, steps)
+        # From pure noise (lambda = -inf) bh1's B(h) = h is infinite: that step is not
+        # corrected (bh2's e^h - 1 stays finite).
+        correct = correct and not (i == 1 and pure_noise and options.corrector_variant == "bh1")
         corrections.append(
             unic_correction(options.form, step_levels, options.corrector_variant)
             if correct
@@ -207,6 +233,12 @@ def singlestep_stage(
     as the grid (r = 1/2 or 1/3, 2/3 for logSNR), as the authors' code does.
     """
     lam = schedule.lambda_(torch.tensor([s, t], dtype=torch.float64)).tolist()
+    if k > 1 and not math.isfinite(lam[0]):
+        raise ValueError(
+            f"a singlestep step of order {k} cannot start at alpha_t = 0 (pure noise, "
+            f"t={s!r}): its intermediate points are placed in lambda = -inf; start below it "
+            "or use method='multistep'"
+        )
     h = lam[1] - lam[0]
     if r is None:
         inner = schedule.lambda_(time_grid(schedule, skip_type, s, t, k)).tolist()

@@ -367,8 +367,12 @@ class FlowSchedule(NoiseSchedule):
     With shift s (SD3-style resolution shift), sigma_t = s t / (1 + (s - 1) t) for the
     sampler's time t in (0, 1); s = 1 gives sigma_t = t. Time grids are spaced in t, so the
     shift moves steps towards high noise. The network gets time_scale * sigma_t (SD3 and
-    FLUX-like models: time_scale = 1000). t = 1 (alpha = 0, lambda = -inf) is excluded: the
-    default start is t_max = 0.999, where x_T ~ N(0, I) differs from pure noise by 1e-3.
+    FLUX-like models: time_scale = 1000). The default start is t_max = 0.999, where
+    x_T ~ N(0, I) differs from pure noise by 1e-3. t_max = 1 starts from pure noise
+    (alpha = 0, lambda = -inf), as diffusers' flow-matching schedulers do: the data form on
+    grids spaced in t can start there (no finite difference in lambda reaches that point,
+    so its output enters the first step only); the noise form and grids spaced in lambda
+    cannot.
     """
 
     def __init__(
@@ -380,8 +384,8 @@ class FlowSchedule(NoiseSchedule):
     ) -> None:
         if not (math.isfinite(shift) and shift > 0):
             raise ValueError(f"shift must be a finite number > 0; got {shift!r}")
-        if not 0 < t_min < t_max < 1:
-            raise ValueError(f"need 0 < t_min < t_max < 1; got t_min={t_min!r}, t_max={t_max!r}")
+        if not 0 < t_min < t_max <= 1:
+            raise ValueError(f"need 0 < t_min < t_max <= 1; got t_min={t_min!r}, t_max={t_max!r}")
         self.shift = float(shift)
         self.t_min = float(t_min)
         self.t_max = float(t_max)
@@ -406,7 +410,7 @@ class FlowSchedule(NoiseSchedule):
         return self.time_scale * self.sigma(t)
 
     def contains(self, t: float) -> bool:
-        return 0.0 < t < 1.0
+        return 0.0 < t < 1.0 or t == 1.0 == self.t_max
 
 
 class CustomSchedule(NoiseSchedule):

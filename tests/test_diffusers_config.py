@@ -1,0 +1,552 @@
+"""diffusers configs in DPMSolverScheduler: every key of every scheduler class is taken with
+diffusers' meaning or refused by name; where the grid is the same, the run is diffusers'."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+import diffusers
+from diffusers import (
+    DPMSolverMultistepScheduler,
+    DPMSolverSinglestepScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
+
+from dpmsolver.diffusers import DPMSolverScheduler
+
+CLASSES = (
+    "DPMSolverMultistepScheduler",
+    "DPMSolverSinglestepScheduler",
+    "UniPCMultistepScheduler",
+    "DEISMultistepScheduler",
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "PNDMScheduler",
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "HeunDiscreteScheduler",
+    "LMSDiscreteScheduler",
+    "KDPM2DiscreteScheduler",
+    "FlowMatchEulerDiscreteScheduler",
+)
+OURS = set(inspect.signature(DPMSolverScheduler.__init__).parameters) - {"self"}
+
+
+def init_keys(name: str) -> dict[str, Any]:
+    params = inspect.signature(getattr(diffusers, name).__init__).parameters
+    return {k: p.default for k, p in params.items() if k != "self"}
+
+
+def linear_model(x: torch.Tensor, t: Any) -> torch.Tensor:
+    """A network whose output does not depend on its time input (so diffusers' rounding of
+    timesteps cannot matter): the comparisons below then test the update rules alone."""
+    return 0.3 * x - 0.1 * x.flip(-1)
+
+
+def run(scheduler: Any, steps: int = 8, seed: int = 0, **kw: Any) -> torch.Tensor:
+    scheduler.set_timesteps(steps, **kw)
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    for t in scheduler.timesteps:
+        x = scheduler.step(linear_model(x, t), t, x).prev_sample
+    return x
+
+
+# -- every key of every class --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_every_key_of_every_class_is_a_key_of_ours(name: str) -> None:
+    assert set(init_keys(name)) <= OURS, set(init_keys(name)) - OURS
+
+
+@pytest.mark.parametrize("name", CLASSES)
+@pytest.mark.parametrize("saved", [False, True])
+def test_every_class_config_loads_and_runs(name: str, saved: bool, tmp_path: Path) -> None:
+    """Both an in-memory config (keys at their defaults are dropped by from_config) and a
+    saved one (every key present) load; the run is finite and makes 8 calls."""
+    source = getattr(diffusers, name)()
+    if saved:
+        source.save_config(tmp_path)
+        scheduler = DPMSolverScheduler.from_pretrained(tmp_path)
+    else:
+        scheduler = DPMSolverScheduler.from_config(source.config)
+    x = run(scheduler)
+    assert len(scheduler.timesteps) == 8 and bool(torch.isfinite(x).all())
+    flow = name.startswith("FlowMatch")
+    config = source.config
+    to_zero = flow or (
+        saved and (config.get("final_sigmas_type") == "zero" or config.get("set_alpha_to_one"))
+    )
+    assert scheduler.config.prediction_type == ("flow_prediction" if flow else "epsilon")
+    assert (float(scheduler.sigmas[-1]) == 0.0) == bool(to_zero)
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "corrector", "flow"),
+    [
+        ("DPMSolverMultistepScheduler", "multistep", "off", False),
+        ("DPMSolverSinglestepScheduler", "singlestep", "off", False),
+        ("UniPCMultistepScheduler", "multistep", "all", False),
+        ("FlowMatchEulerDiscreteScheduler", "multistep", "off", True),
+    ],
+)
+def test_a_config_means_its_class(name: str, method: str, corrector: str, flow: bool) -> None:
+    """What a config's class says without a key: DPMSolverSinglestep is singlestep, UniPC
+    runs its corrector, FlowMatch is flow matching (also for configs at their defaults)."""
+    scheduler = DPMSolverScheduler.from_config(getattr(diffusers, name)().config)
+    assert (scheduler.config.method, scheduler.config.corrector) == (method, corrector)
+    assert (scheduler.config.prediction_type == "flow_prediction") == flow
+
+
+# Each key with a value other than its default (in a context where diffusers gives it a
+# meaning): the run changes, or the value is refused with a ValueError naming the key.
+# Keys that no diffusers scheduler reads when it runs DPM-Solver are listed apart.
+NO_EFFECT_ON_THE_RUN = {
+    "skip_prk_steps": "PNDM's Runge-Kutta warm-up: no meaning for DPM-Solver",
+    "base_shift": "read by Flux-like pipelines to compute mu (set_timesteps(mu=...))",
+    "max_shift": "read by Flux-like pipelines to compute mu",
+    "base_image_seq_len": "read by Flux-like pipelines to compute mu",
+    "max_image_seq_len": "read by Flux-like pipelines to compute mu",
+}
+VP = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
+LEADING = dict(VP, timestep_spacing="leading")
+KARRAS = dict(VP, use_karras_sigmas=True)
+FLOW = {"shift": 3.0}
+VARIATIONS: list[tuple[str, Any, dict[str, Any]]] = [
+    ("num_train_timesteps", 500, VP),
+    ("beta_start", 0.0002, VP),
+    ("beta_end", 0.02, VP),
+    ("beta_schedule", "linear", VP),
+    ("beta_schedule", "squaredcos_cap_v2", VP),
+    ("trained_betas", torch.linspace(1e-4, 0.03, 1000).tolist(), VP),
+    ("rescale_betas_zero_snr", True, VP),
+    ("prediction_type", "v_prediction", VP),
+    ("prediction_type", "sample", VP),
+    ("algorithm_type", "dpmsolver", VP),
+    ("algorithm_type", "sde-dpmsolver++", VP),
+    ("algorithm_type", "sde-dpmsolver", VP),
+    ("predict_x0", False, VP),
+    ("solver_order", 3, VP),
+    ("solver_type", "heun", VP),
+    ("solver_type", "bh1", VP),
+    ("solver_type", "bh2", VP),
+    ("method", "singlestep", VP),
+    ("lower_order_final", False, VP),
+    ("final_step_first_order", True, dict(VP, lower_order_final=False)),
+    ("euler_at_final", True, dict(VP, lower_order_final=False)),
+    ("skip_type", "logSNR", VP),
+    ("timestep_spacing", "linspace", VP),
+    ("timestep_spacing", "trailing", VP),
+    ("steps_offset", 1, LEADING),
+    ("use_karras_sigmas", True, VP),
+    ("use_exponential_sigmas", True, VP),
+    ("use_beta_sigmas", True, VP),
+    ("use_lu_lambdas", True, VP),
+    ("sigma_min", 0.1, KARRAS),
+    ("sigma_max", 5.0, KARRAS),
+    ("lambda_min_clipped", -2.0, dict(VP, timestep_spacing="linspace")),
+    ("final_noise_level", "zero", VP),
+    ("final_sigmas_type", "zero", VP),
+    ("set_alpha_to_one", True, VP),
+    ("denoise_to_zero", True, VP),
+    ("thresholding", True, VP),
+    ("dynamic_thresholding_ratio", 0.5, dict(VP, thresholding=True, sample_max_value=2.0)),
+    ("sample_max_value", 1.2, dict(VP, thresholding=True)),
+    ("clip_sample", True, VP),
+    ("clip_sample_range", 0.5, dict(VP, clip_sample=True)),
+    ("variance_type", "fixed_small", VP),
+    ("corrector", "all", VP),
+    ("corrector_variant", "bh1", dict(VP, corrector="all", solver_order=1)),
+    ("disable_corrector", [1, 2], dict(VP, corrector="all")),
+    ("solver_p", "UniPC", VP),
+    ("use_flow_sigmas", True, VP),
+    ("flow_shift", 3.0, dict(VP, use_flow_sigmas=True, prediction_type="flow_prediction")),
+    ("shift", 2.0, FLOW),
+    ("use_dynamic_shifting", True, FLOW),
+    ("time_shift_type", "linear", dict(FLOW, use_dynamic_shifting=True)),
+    ("shift_terminal", 0.1, FLOW),
+    ("invert_sigmas", True, FLOW),
+    ("stochastic_sampling", True, FLOW),
+    ("timestep_type", "continuous", VP),
+    ("interpolation_type", "log_linear", VP),
+]
+
+
+def outcome(config: dict[str, Any]) -> tuple[list[float], torch.Tensor] | str:
+    try:
+        scheduler = DPMSolverScheduler(**config)
+        mu = 0.8 if config.get("use_dynamic_shifting") else None
+        x = run(scheduler, 6, mu=mu)
+        if config.get("variance_type") == "fixed_small":
+            # a fixed variance: an output of twice the channels is not split
+            scheduler.set_timesteps(6)
+            y = torch.zeros(2, 3, 4, 4)
+            scheduler.step(torch.zeros(2, 6, 4, 4), scheduler.timesteps[0], y)
+    except ValueError as error:
+        return str(error)
+    return scheduler.timesteps.tolist(), x
+
+
+def test_the_variations_cover_every_key() -> None:
+    assert {key for key, _, _ in VARIATIONS} | set(NO_EFFECT_ON_THE_RUN) == OURS
+
+
+@pytest.mark.parametrize(("key", "value", "context"), VARIATIONS, ids=lambda v: str(v)[:20])
+def test_each_key_changes_the_run_or_is_refused_by_name(
+    key: str, value: Any, context: dict[str, Any]
+) -> None:
+    base = outcome(dict(context))
+    assert not isinstance(base, str), base
+    got = outcome(dict(context, **{key: value}))
+    if isinstance(got, str):
+        assert key in got, got
+        return
+    same_grid = got[0] == base[0]
+    same_run = got[1].shape == base[1].shape and bool(torch.equal(got[1], base[1]))
+    assert not (same_grid and same_run), f"{key}={value!r} changed nothing"
+
+
+# -- where the grid is diffusers', the run is diffusers' -----------------------------------
+
+PARITY = [
+    dict(timestep_spacing=s, final_sigmas_type=f)
+    for s in ("linspace", "leading", "trailing")
+    for f in ("zero", "sigma_min")
+] + [
+    dict(timestep_spacing="linspace", solver_order=3),
+    dict(timestep_spacing="linspace", solver_order=1),
+    dict(timestep_spacing="linspace", solver_type="heun"),
+    dict(timestep_spacing="linspace", algorithm_type="dpmsolver", final_sigmas_type="sigma_min"),
+    dict(timestep_spacing="linspace", prediction_type="v_prediction"),
+    dict(timestep_spacing="linspace", lower_order_final=False),
+    dict(timestep_spacing="linspace", euler_at_final=True, final_sigmas_type="sigma_min"),
+    dict(timestep_spacing="linspace", thresholding=True, sample_max_value=1.2),
+    dict(timestep_spacing="leading", steps_offset=1),
+    dict(timestep_spacing="linspace", beta_schedule="squaredcos_cap_v2", lambda_min_clipped=-5.1),
+    dict(use_karras_sigmas=True),
+    dict(use_karras_sigmas=True, final_sigmas_type="sigma_min"),
+    dict(use_exponential_sigmas=True),
+    dict(use_beta_sigmas=True),
+    dict(use_lu_lambdas=True),
+    dict(use_flow_sigmas=True, flow_shift=3.0, prediction_type="flow_prediction"),
+]
+
+
+def test_a_last_call_at_sigma_min_ends_with_a_step_of_length_0_as_in_diffusers() -> None:
+    """Karras levels ending at sigma_min: diffusers repeats sigma_min, and its last call
+    only corrects the step before it (UniPC); the sample returned is the one at sigma_min."""
+    config = dict(VP, use_karras_sigmas=True, final_sigmas_type="sigma_min")
+    ours, theirs = DPMSolverScheduler(**config), DPMSolverMultistepScheduler(**config)
+    ours.set_timesteps(8)
+    theirs.set_timesteps(8)
+    assert len(ours.timesteps) == 8 and float(ours.sigmas[-1]) == float(ours.sigmas[-2])
+    torch.testing.assert_close(ours.sigmas.float(), theirs.sigmas, rtol=3e-5, atol=0)
+    x = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    last = ours.timesteps[-1]
+    for t in ours.timesteps[:-1]:
+        x = ours.step(linear_model(x, t), t, x).prev_sample
+    assert torch.equal(ours.step(linear_model(x, last), last, x).prev_sample, x)
+
+
+@pytest.mark.parametrize("config", PARITY, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_same_run_as_diffusers_dpmsolver_multistep(config: dict[str, Any]) -> None:
+    full = (
+        dict(VP, final_sigmas_type="zero", **config)
+        if "final_sigmas_type" not in config
+        else dict(VP, **config)
+    )
+    ours = run(DPMSolverScheduler(**full), 12)
+    theirs = run(DPMSolverMultistepScheduler(**full), 12)
+    # diffusers keeps its sigmas in float32: agreement to float32 precision.
+    torch.testing.assert_close(ours, theirs, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+@pytest.mark.parametrize("algorithm", ["sde-dpmsolver++", "sde-dpmsolver"])
+@pytest.mark.parametrize("solver_type", ["midpoint", "heun"])
+def test_sde_same_run_as_diffusers_given_the_same_noise(
+    order: int, algorithm: str, solver_type: str
+) -> None:
+    config = dict(
+        VP,
+        timestep_spacing="linspace",
+        final_sigmas_type="zero" if algorithm == "sde-dpmsolver++" else "sigma_min",
+        algorithm_type=algorithm,
+        solver_order=order,
+        solver_type=solver_type,
+    )
+    out = []
+    for cls in (DPMSolverScheduler, DPMSolverMultistepScheduler):
+        scheduler = cls(**config)
+        scheduler.set_timesteps(10)
+        x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        noises = torch.randn(10, *x.shape, generator=torch.Generator().manual_seed(1))
+        for t, z in zip(scheduler.timesteps, noises, strict=True):
+            x = scheduler.step(linear_model(x, t), t, x, variance_noise=z.double()).prev_sample
+        out.append(x)
+    # float32 sigmas in diffusers, and the noise form's 1 / alpha near t = 0: 1e-5
+    torch.testing.assert_close(out[0], out[1], rtol=1e-4, atol=1e-5)
+
+
+def test_sde_draws_from_the_generator() -> None:
+    config = dict(VP, algorithm_type="sde-dpmsolver++")
+    results = []
+    for seed in (0, 0, 1):
+        scheduler = DPMSolverScheduler(**config)
+        scheduler.set_timesteps(6)
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.ones(1, 3, 4, 4)
+        for t in scheduler.timesteps:
+            x = scheduler.step(linear_model(x, t), t, x, generator=gen).prev_sample
+        results.append(x)
+    assert torch.equal(results[0], results[1]) and not torch.equal(results[0], results[2])
+    scheduler.set_timesteps(6)
+    with pytest.raises(ValueError, match="variance_noise has shape"):
+        scheduler.step(x, scheduler.timesteps[0], x, variance_noise=torch.zeros(3))
+
+
+def test_unipc_config_is_unipc_at_order_2() -> None:
+    config = dict(VP, solver_type="bh2", solver_order=2, final_sigmas_type="zero")
+    ours = run(DPMSolverScheduler(**config, timestep_spacing="linspace"), 10)
+    theirs = run(UniPCMultistepScheduler(**config), 10)
+    torch.testing.assert_close(ours, theirs, rtol=2e-5, atol=2e-6)
+    disabled = run(DPMSolverScheduler(**config, disable_corrector=[2]), 10)
+    assert not torch.equal(disabled, run(DPMSolverScheduler(**config), 10))
+
+
+def test_singlestep_config_places_its_calls_as_diffusers() -> None:
+    config = dict(VP, solver_order=2, final_sigmas_type="zero")
+    theirs = DPMSolverSinglestepScheduler(**config)
+    ours = DPMSolverScheduler.from_config(theirs.config, timestep_spacing="linspace")
+    ours.set_timesteps(9)
+    theirs.set_timesteps(9)
+    assert ours.config.method == "singlestep"
+    assert ours.timesteps.tolist() == pytest.approx(theirs.timesteps.tolist(), abs=1e-9)
+
+
+# -- flow matching ---------------------------------------------------------------------------
+
+FLOW_CONFIGS = [
+    dict(shift=3.0),
+    dict(shift=1.0),
+    dict(shift=3.0, use_karras_sigmas=True),
+    dict(shift=3.0, use_exponential_sigmas=True),
+    dict(shift=3.0, use_beta_sigmas=True),
+    dict(shift=3.0, shift_terminal=0.05),
+    dict(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15),
+    dict(use_dynamic_shifting=True, time_shift_type="linear"),
+]
+
+
+def flow_reference(config: dict[str, Any], given: str) -> Any:
+    """The diffusers scheduler whose grid a FlowMatch config gives this face: the
+    FlowMatch scheduler itself for custom sigmas and sigma spacings; otherwise diffusers'
+    DPM-Solver on flow models (use_flow_sigmas with flow_shift = shift; a linear time shift
+    by mu is the static shift mu; shift_terminal stretches that grid)."""
+    spaced = any(k.startswith("use_") and k != "use_dynamic_shifting" for k in config)
+    if given == "sigmas" or spaced:
+        return FlowMatchEulerDiscreteScheduler(**config)
+    flow = dict(use_flow_sigmas=True, prediction_type="flow_prediction")
+    if config.get("time_shift_type") == "linear":
+        return DPMSolverMultistepScheduler(**flow, flow_shift=2.0)
+    if config.get("use_dynamic_shifting"):
+        return DPMSolverMultistepScheduler(**flow, use_dynamic_shifting=True)
+    return DPMSolverMultistepScheduler(**flow, flow_shift=config["shift"])
+
+
+@pytest.mark.parametrize(
+    "config", FLOW_CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items())
+)
+@pytest.mark.parametrize("given", ["steps", "sigmas"])
+def test_flow_match_grid_is_diffusers(config: dict[str, Any], given: str) -> None:
+    ours = DPMSolverScheduler.from_config(FlowMatchEulerDiscreteScheduler(**config).config)
+    theirs = flow_reference(config, given)
+    mu = 0.9 if config.get("use_dynamic_shifting") else None
+    if config.get("time_shift_type") == "linear":
+        mu = 2.0
+    kw: dict[str, Any] = {"mu": mu} if mu is not None else {}
+    if given == "sigmas":
+        kw["sigmas"] = np.linspace(1.0, 1 / 7, 7).tolist()  # what Flux passes
+    else:
+        kw["num_inference_steps"] = 7
+    ours.set_timesteps(**kw)
+    if isinstance(theirs, DPMSolverMultistepScheduler) and config.get("time_shift_type"):
+        kw.pop("mu")  # diffusers' DPM-Solver takes only the exponential shift by mu
+    theirs.set_timesteps(**kw)
+    expected = theirs.sigmas.float()
+    if "shift_terminal" in config and given == "steps":  # FlowMatch's stretch of that grid
+        stretch = FlowMatchEulerDiscreteScheduler(**config).stretch_shift_to_terminal
+        expected = torch.cat([stretch(expected[:-1]), expected[-1:]])
+    torch.testing.assert_close(ours.sigmas.float(), expected, rtol=1e-5, atol=1e-6)
+    # diffusers' DPM-Solver rounds flow timesteps down to integers; ours are N sigma.
+    torch.testing.assert_close(ours.timesteps, 1000 * ours.sigmas[:-1], rtol=1e-12, atol=0)
+    assert torch.all((ours.timesteps - 1000 * expected[:-1].double()).abs() < 1.0)
+    assert float(ours.sigmas[-1]) == 0.0
+
+
+def test_flow_run_from_pure_noise_is_dpm_solver_plus_plus() -> None:
+    """A FlowMatch grid starts at sigma = 1 (alpha = 0): the first step is DDIM's limit
+    x_1 = sigma_1 x + alpha_1 x0_pred, the run is finite, and it matches the native sampler on
+    the same grid."""
+    import dpmsolver as dpm
+
+    scheduler = DPMSolverScheduler.from_config(
+        FlowMatchEulerDiscreteScheduler(shift=3.0).config,
+        skip_type="time_uniform",  # from sigma = 1 exactly
+        lower_order_final=False,
+    )
+    scheduler.set_timesteps(6)
+    assert float(scheduler.sigmas[0]) == 1.0
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    flow = lambda x, t: (x - 0.5 * x.flip(-1)) * 0.7  # noqa: E731  (a velocity, time-free)
+    first = scheduler.sigmas[1].item()
+    expected_first = first * x + (1 - first) * (x - 1.0 * flow(x, 0))
+    y = x
+    for k, t in enumerate(scheduler.timesteps):
+        y = scheduler.step(flow(y, t), t, y).prev_sample
+        if k == 0:
+            torch.testing.assert_close(y, expected_first, rtol=1e-12, atol=1e-12)
+    assert bool(torch.isfinite(y).all())
+    model = dpm.Denoiser(lambda x, t: flow(x, t), scheduler.noise_schedule, prediction="flow")
+    # The native sampler on the calls' grid, ending with x0_pred at the last call: the same.
+    native = dpm.sample(
+        model,
+        x,
+        timesteps=scheduler.sigmas[:-1].tolist(),
+        lower_order_final=False,
+        denoise_to_zero=True,
+    )
+    torch.testing.assert_close(native, y, rtol=1e-10, atol=1e-10)
+
+
+def test_flow_scale_noise_and_add_noise() -> None:
+    scheduler = DPMSolverScheduler.from_config(FlowMatchEulerDiscreteScheduler(shift=3.0).config)
+    scheduler.set_timesteps(10)
+    x0, noise = torch.randn(2, 4), torch.randn(2, 4)
+    t = scheduler.timesteps[3:4].repeat(2)
+    sigma = float(scheduler.sigmas[3])
+    expected = sigma * noise + (1 - sigma) * x0
+    torch.testing.assert_close(scheduler.scale_noise(x0, t, noise), expected)
+    torch.testing.assert_close(scheduler.add_noise(x0, noise, t), expected)
+
+
+@pytest.mark.parametrize(
+    ("config", "kw", "message"),
+    [
+        (dict(shift=3.0), {"num_inference_steps": 5, "mu": 0.5}, "mu needs"),
+        (dict(use_dynamic_shifting=True), {"num_inference_steps": 5}, "needs mu"),
+        (dict(shift=3.0), {"num_inference_steps": 5, "sigmas": [1.0, 0.5]}, "disagree"),
+        (dict(shift=3.0), {"sigmas": [0.5, 0.9]}, "strictly decreasing"),
+        (dict(shift=3.0), {"sigmas": [1.5, 0.5]}, "flow sigmas must lie in"),
+    ],
+)
+def test_flow_set_timesteps_errors(
+    config: dict[str, Any], kw: dict[str, Any], message: str
+) -> None:
+    scheduler = DPMSolverScheduler.from_config(FlowMatchEulerDiscreteScheduler(**config).config)
+    with pytest.raises(ValueError, match=message):
+        scheduler.set_timesteps(**kw)
+
+
+# -- refused configs ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (dict(skip_type="logSNR", timestep_spacing="leading"), "skip_type and timestep_spacing"),
+        (dict(use_karras_sigmas=True, use_beta_sigmas=True), "use_karras_sigmas and use_beta"),
+        (dict(final_noise_level="zero", set_alpha_to_one=False), "say different things"),
+        (dict(final_step_first_order=True, euler_at_final=False), "say different things"),
+        (dict(algorithm_type="dpmsolver", predict_x0=True), "say different things"),
+        (dict(prediction_type="flow_prediction"), "needs a flow grid"),
+        (
+            dict(use_flow_sigmas=True, prediction_type="epsilon"),
+            "needs prediction_type='flow_prediction'",
+        ),
+        (dict(shift=3.0, skip_type="logSNR"), "skip_type must be one of 'time_uniform'"),
+        (dict(shift=3.0, use_lu_lambdas=True), "use_lu_lambdas"),
+        (dict(use_dynamic_shifting=True), "use_dynamic_shifting applies to flow"),
+        (dict(flow_shift=2.0), "needs use_flow_sigmas"),
+        (dict(solver_type="bh2", corrector_variant="bh1"), "say different things"),
+        (dict(disable_corrector=[1]), "corrector that is off"),
+        (dict(disable_corrector=[-1], corrector="all"), "disable_corrector must be"),
+        (dict(method="singlestep", lower_order_final=True), "lower_order_final=True applies"),
+        (dict(method="singlestep", algorithm_type="sde-dpmsolver++"), "needs method='multistep'"),
+        (dict(denoise_to_zero=True, final_sigmas_type="zero"), "denoise_to_zero needs"),
+        (dict(dynamic_thresholding_ratio=1.5, thresholding=True), "dynamic_thresholding_ratio"),
+        (dict(sample_max_value=0.0, thresholding=True), "sample_max_value must be > 0"),
+        (dict(clip_sample=True, clip_sample_range=0.0), "clip_sample_range must be > 0"),
+        (dict(sigma_min=-1.0), "sigma_min must be > 0"),
+        (dict(shift=3.0, shift_terminal=1.5), "shift_terminal must lie in"),
+        (dict(trained_betas=[0.5]), "trained_betas must hold at least 2"),
+        (dict(variance_type="big"), "variance_type must be one of"),
+        (dict(algorithm_type="unipc"), "algorithm_type must be one of"),
+        (dict(solver_type="rk4"), "solver_type must be one of"),
+        (dict(timestep_spacing="uniform"), "timestep_spacing must be one of"),
+        (dict(final_sigmas_type="last"), "final_sigmas_type must be one of"),
+    ],
+)
+def test_refused_configs_name_the_key(config: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DPMSolverScheduler(**config)
+
+
+def test_keyword_replaces_the_config_keys_that_say_the_same() -> None:
+    sdxl = dict(VP, timestep_spacing="leading", steps_offset=1, set_alpha_to_one=False)
+    scheduler = DPMSolverScheduler.from_config(sdxl, skip_type="logSNR", final_sigmas_type="zero")
+    assert scheduler.config.timestep_spacing is None and scheduler.config.set_alpha_to_one is None
+    assert scheduler.config.skip_type == "logSNR"
+
+
+# -- our configs in diffusers' classes ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "DDIMScheduler"]
+)
+@pytest.mark.parametrize("saved", [False, True])
+def test_our_config_loads_into_diffusers_classes(name: str, saved: bool, tmp_path: Path) -> None:
+    ours = DPMSolverScheduler(**VP, solver_order=3, skip_type="logSNR")
+    cls = getattr(diffusers, name)
+    if saved:
+        ours.save_config(tmp_path)
+        theirs = cls.from_pretrained(tmp_path)
+    else:
+        theirs = cls.from_config(ours.config)
+    x = run(theirs, 6)
+    assert bool(torch.isfinite(x).all())
+    back = DPMSolverScheduler.from_config(theirs.config)
+    assert back.config.skip_type == "logSNR" and back.config.solver_type == "midpoint"
+    assert back.config.corrector == "off" and back.config.method == "multistep"
+
+
+def test_saved_config_round_trip_is_exact(tmp_path: Path) -> None:
+    ours = DPMSolverScheduler(**VP, corrector="all", final_noise_level="zero")
+    ours.save_config(tmp_path)
+    loaded = DPMSolverScheduler.from_pretrained(tmp_path)
+    config = {k: v for k, v in ours.config.items() if k != "_use_default_values"}
+    assert dict(loaded.config) == config
+    assert torch.equal(run(loaded), run(ours))
+
+
+def test_zero_terminal_snr_with_linear_betas() -> None:
+    scheduler = DPMSolverScheduler(rescale_betas_zero_snr=True)
+    assert float(scheduler.alphas_cumprod[-1]) == 2.0**-24  # as diffusers exposes it
+    x = run(scheduler, 10)
+    assert bool(torch.isfinite(x).all())
+    assert math.isclose(
+        float(scheduler.alphas_cumprod[500]),
+        float(DPMSolverMultistepScheduler(rescale_betas_zero_snr=True).alphas_cumprod[500]),
+        rel_tol=1e-6,
+    )
