@@ -324,6 +324,33 @@ def test_unipc_config_is_unipc_at_order_2() -> None:
     assert not torch.equal(disabled, run(DPMSolverScheduler(**config), 10))
 
 
+@pytest.mark.parametrize("begin", ["set_begin_index", "loop_from_k"])
+def test_unipc_started_inside_the_grid_is_unipc(begin: str) -> None:
+    """img2img: the first step (first order, no earlier outputs) is corrected at the next
+    call, as UniPC does."""
+    config = dict(VP, solver_type="bh2", solver_order=2, final_sigmas_type="zero")
+    out = []
+    for scheduler in (
+        DPMSolverScheduler(**config, timestep_spacing="linspace"),
+        UniPCMultistepScheduler(**config),
+    ):
+        scheduler.set_timesteps(10)
+        timesteps = scheduler.timesteps[4:]
+        if begin == "set_begin_index":
+            scheduler.set_begin_index(4)
+        x0 = torch.randn(
+            2, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+        )
+        noise = torch.randn(
+            2, 3, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+        )
+        x = scheduler.add_noise(x0, noise, timesteps[:1])
+        for t in timesteps:
+            x = scheduler.step(linear_model(x, t), t, x).prev_sample
+        out.append(x)
+    torch.testing.assert_close(out[0], out[1], rtol=2e-5, atol=2e-6)
+
+
 def test_singlestep_config_places_its_calls_as_diffusers() -> None:
     config = dict(VP, solver_order=2, final_sigmas_type="zero")
     theirs = DPMSolverSinglestepScheduler(**config)

@@ -208,3 +208,37 @@ def test_sigmas_are_timesteps_in_ve_units() -> None:
     )
     with pytest.raises(ValueError, match="sigmas must be > 0"):
         dpm.sample(model, x_T, sigmas=[1.0, 0.0])
+
+
+def test_flow_from_pure_noise() -> None:
+    """FlowSchedule(t_max=1): alpha = 0 at the start. The data form's first step is its
+    exact limit x_1 = sigma_1 x + alpha_1 x0_pred(x); grids in t work, grids in lambda, the
+    noise form, iPNDM and singlestep steps of order > 1 from there are refused by name."""
+    schedule = dpm.FlowSchedule(shift=3.0, t_max=1.0)
+    model = ExactModel(digits_mixture(), schedule)
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    first = dpm.sample(model, x, steps=1, order=1)
+    end = schedule.levels([schedule.t_min])[0]
+    x0 = model(x, schedule.levels([1.0])[0], "data")
+    torch.testing.assert_close(first, end.sigma * x + end.alpha * x0, rtol=1e-12, atol=1e-12)
+    # The limit is continuous: starts just below pure noise approach the run from it. From
+    # alpha = eps the second step's finite difference reaches lambda = log(eps), with a weight
+    # ~ h / |log eps| that falls slowly (1e-5 at eps = 1e-9, measured), not as eps.
+    for kw in (dict(order=2), dict(order=3), dict(order=2, corrector="all")):
+        out = dpm.sample(model, x, steps=20, **kw)  # type: ignore[arg-type]
+        assert bool(torch.isfinite(out).all())
+        gaps = [
+            float((dpm.sample(model, x, steps=20, t_start=1 - eps / 3, **kw) - out).abs().max())  # type: ignore[arg-type]
+            for eps in (1e-9, 1e-15)
+        ]
+        assert gaps[1] < gaps[0] < 1e-4, (kw, gaps)
+    bh1 = dpm.sample(model, x, steps=20, corrector="all", corrector_variant="bh1")
+    assert bool(torch.isfinite(bh1).all())
+    for kw, message in [
+        (dict(skip_type="logSNR"), "spaces the grid in lambda"),
+        (dict(algorithm="dpmsolver"), "cannot start at alpha_t = 0"),
+        (dict(algorithm="ipndm"), "cannot start at alpha_t = 0"),
+        (dict(method="singlestep"), "cannot start at alpha_t = 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            dpm.sample(model, x, steps=6, **kw)  # type: ignore[arg-type]
