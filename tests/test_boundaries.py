@@ -33,7 +33,7 @@ def labels(*values: int) -> Tensor:
     [
         (labels(1, 2), labels(0, 0, 0, 0, 0, 0), "cond has batch 2"),
         (labels(1, 2, 3, 4), labels(0, 0, 0, 0, 0, 0), "uncond has batch 6"),
-        (labels(1, 2, 3, 4, 5), None, "cond has batch 5"),
+        (labels(1, 2, 3, 4, 5), labels(0, 0, 0, 0), "cond has batch 5"),
     ],
 )
 def test_classifier_free_conditions_must_match_the_batch(cond, uncond, name) -> None:

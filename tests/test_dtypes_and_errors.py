@@ -142,7 +142,7 @@ BAD_INPUTS = [
     pytest.param(run(skip_type="uniform"), ValueError, r"skip_type must be one of", id="skip"),
     pytest.param(run(solver_type="heun"), ValueError, r"solver_type must be one of", id="solver"),
     # --- sample: integers
-    pytest.param(run(steps=0), ValueError, r"steps must be >= 1", id="steps=0"),
+    pytest.param(run(steps=0), ValueError, r"steps must be between 1 and 100000; got 0", id="steps=0"),
     pytest.param(run(steps=2.5), TypeError, r"steps must be an int", id="steps=2.5"),
     pytest.param(run(steps=True), TypeError, r"steps must be an int", id="steps=True"),
     pytest.param(run(order=0), ValueError, r"order must be between 1 and 3", id="order=0"),
@@ -200,13 +200,13 @@ BAD_INPUTS = [
     pytest.param(
         run(model=Denoiser(wrong_shape_net, SCHEDULE)),
         ValueError,
-        r"model output at step 0 \(t=1\) has shape \(2, 3\), expected the input's shape",
+        r"step 0: net returned shape \(2, 3\) at t=1; expected its input's shape",
         id="net-shape",
     ),
     pytest.param(
         run(model=Denoiser(lambda x, t: None, SCHEDULE)),
         ValueError,
-        r"model returned NoneType at step 0 \(t=1\)",
+        r"step 0: net returned NoneType at t=1",
         id="net-none",
     ),
     pytest.param(
@@ -410,7 +410,7 @@ BAD_INPUTS = [
     ),
     # --- DPM_Solver.sample
     pytest.param(solver_sample(method="heun"), ValueError, r"method must be one of", id="s-meth"),
-    pytest.param(solver_sample(steps=0), ValueError, r"steps must be >= 1", id="s-steps"),
+    pytest.param(solver_sample(steps=0), ValueError, r"steps must be between 1 and 100000; got 0", id="s-steps"),
     pytest.param(solver_sample(order=4), ValueError, r"order must be between", id="s-order"),
     pytest.param(solver_sample(skip_type="quad"), ValueError, r"skip_type must be", id="s-skip"),
     pytest.param(
@@ -435,7 +435,7 @@ def test_bad_input(call: Callable[[], Any], exc: type[Exception], match: str) ->
 
 def test_model_output_error_is_value_error() -> None:
     assert issubclass(ModelOutputError, ValueError)
-    with pytest.raises(ModelOutputError, match="has shape"):
+    with pytest.raises(ModelOutputError, match="returned shape"):
         sample(Denoiser(wrong_shape_net, SCHEDULE), X, steps=3)
 
 

@@ -287,6 +287,9 @@ def _bench(args: argparse.Namespace) -> int:
         baselines=not args.no_baselines,
     )
     result.extra["model"] = args.model
+    if not result.rows:
+        print("dpmsolver bench: error: no solver ran (no rows to write)", file=sys.stderr)
+        return 1
     args.out.mkdir(parents=True, exist_ok=True)
     result.to_csv(args.out / "bench.csv")
     result.to_json(args.out / "bench.json")
@@ -354,6 +357,27 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_SEED = 2**63 - 1  # torch's generators take 64-bit seeds; +1 is used for tuning seeds
+
+
+def _argument_problem(args: argparse.Namespace) -> str:
+    """What is wrong with --seed or --out, or '' (checked before any work, so a bench
+    does not run for minutes to fail at writing its results)."""
+    if not 0 <= args.seed < MAX_SEED:
+        return f"--seed {args.seed}: must lie in [0, {MAX_SEED - 1}] (a 63-bit seed)"
+    out = Path(args.out)
+    folder = args.command in ("bench", "generate")
+    if folder and out.exists() and not out.is_dir():
+        return f"--out {out}: is a file; {args.command} writes a folder"
+    if not folder and out.is_dir():
+        return f"--out {out}: is a folder; {args.command} writes a PNG file"
+    parent = out if folder else out.parent
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):
+        return f"--out {out}: cannot be written ({existing} is not a writable folder)"
+    return ""
+
+
 def _device_problem(name: str) -> str:
     """Why `name` cannot be used as the device here, or '' (checked before any work)."""
     try:
@@ -381,6 +405,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     problem = _device_problem(args.device)
     if problem:
         print(f"dpmsolver: error: --device {args.device}: {problem}", file=sys.stderr)
+        return 2
+    problem = _argument_problem(args)
+    if problem:
+        print(f"dpmsolver: error: {problem}", file=sys.stderr)
         return 2
     run = {"sample": _sample, "bench": _bench, "generate": _generate, "compare": _compare}[
         args.command

@@ -174,7 +174,11 @@ def model_wrapper(
     elif guidance_type == "classifier-free":
         if condition is None:
             raise ValueError("guidance_type='classifier-free' needs condition, got None")
-        guidance = ClassifierFree(guidance_scale, condition, unconditional_condition)
+        # The reference calls the conditional model alone when there is no unconditional
+        # condition, whatever the scale; the native ClassifierFree refuses a scale it
+        # cannot apply, so that case is passed as scale 1.
+        scale = guidance_scale if unconditional_condition is not None else 1.0
+        guidance = ClassifierFree(scale, condition, unconditional_condition)
     prediction = "x0" if model_type == "x_start" else model_type
     denoiser = Denoiser(
         model,
@@ -367,6 +371,7 @@ class DPM_Solver:
             if timesteps is None
             else dict(timesteps=timesteps)
         )
+        tolerances: dict[str, Any] = dict(atol=atol, rtol=rtol) if method == "adaptive" else {}
         options = SolverOptions.of(
             order=order,
             method=method,
@@ -375,10 +380,11 @@ class DPM_Solver:
             denoise_to_zero=denoise_to_zero,
             lower_order_final_below=10,
             solver_type=solver_type,
-            atol=atol,
-            rtol=rtol,
             multistep3="damped",
             **grid,
+            # The reference ignores the tolerances outside 'adaptive'; the native options
+            # refuse them there, so they are passed only where they apply.
+            **tolerances,
         )
         out = sample(
             self._model,

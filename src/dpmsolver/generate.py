@@ -155,6 +155,8 @@ def generate(
     shape = sample_shape(net, shape)
     if len(shape) != 3 or not all(isinstance(s, int) and s >= 1 for s in shape):
         raise ValueError(f"shape must be (channels, height, width) of ints >= 1; got {shape!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype (e.g. torch.float32); got {dtype!r}")
     _jsonable(solver_options)  # a value that cannot be recorded: a clear TypeError
     solver = SolverOptions.of(options, **solver_options)
     settings = dict(
@@ -168,13 +170,38 @@ def generate(
         options=solver.changed(),
     )
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
-    # Planning checks the options against the schedule before any file is written.
+    # Planning checks the options against the schedule before any file is written, and one
+    # model call on one sample checks the shape and dtype (a failing setting leaves no
+    # manifest behind, so the corrected rerun is not refused as another job).
     sampler = Sampler(net, solver)
+    _probe(net, sampler, shape, dtype, dev)
     group = _Group(dev)
     try:
         return _run(group, net, sampler, settings, digest, Path(out), dev, dtype, merge, progress)
     finally:
         group.close()
+
+
+def _probe(
+    net: DiffusionModel, sampler: Sampler, shape: Sequence[int], dtype: torch.dtype, dev: Any
+) -> None:
+    """One model call on one sample of `shape` and `dtype` at the run's start: a model that
+    cannot take them fails here, before the manifest is written."""
+    x = torch.zeros((1, *shape), dtype=dtype, device=dev)
+    level = sampler.schedule.levels([sampler.plan.t_start])[0]
+    try:
+        with torch.no_grad():
+            out = net(x, level, sampler.options.form)
+    except Exception as error:
+        raise ValueError(
+            f"the model fails on one sample of shape={tuple(shape)!r}, dtype={dtype}: {error}"
+        ) from error
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(
+            f"the model returns {got} for one sample of shape={tuple(shape)!r}; expected "
+            f"{tuple(x.shape)}"
+        )
 
 
 def _run(

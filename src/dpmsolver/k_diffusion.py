@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -49,6 +49,18 @@ __all__ = [
 ]
 
 KCallback = Callable[[dict[str, Any]], None]
+
+
+def _extra(extra_args: Any) -> dict[str, Any]:
+    """extra_args as a dict of keyword arguments for the model (None: none)."""
+    if extra_args is None:
+        return {}
+    if not isinstance(extra_args, Mapping):
+        raise TypeError(
+            f"extra_args must be a dict of keyword arguments for the model; got "
+            f"{type(extra_args).__name__}"
+        )
+    return dict(extra_args)
 
 
 def _append_zero(sigmas: Tensor) -> Tensor:
@@ -166,6 +178,7 @@ def sample_dpm_solver(
     multistep; no extra calls) are as in `dpmsolver.sample`.
     """
     values = check_grid("sigmas", sigmas, positive=True, final_zero=True).tolist()
+    extra = _extra(extra_args)
     to_zero = values[-1] == 0.0
     grid = values[:-1] if to_zero else values
     index = {s: i for i, s in enumerate(grid)}
@@ -174,7 +187,7 @@ def sample_dpm_solver(
     schedule = (
         _ve_schedule(grid[-1], grid[0]) if len(grid) > 1 else _ve_schedule(grid[0], 2 * grid[0])
     )
-    denoiser = _VEDenoiser(model, schedule, dict(extra_args or {}), index, callback, progress)
+    denoiser = _VEDenoiser(model, schedule, extra, index, callback, progress)
     try:
         if len(grid) == 1:  # one jump to sigma = 0: the denoised prediction, checked
             check_state(x, None)
@@ -182,6 +195,10 @@ def sample_dpm_solver(
             out = ev(x, schedule.levels(grid)[0], 0)
             ev.raise_if_nonfinite()
             return out
+        if method == "multistep":
+            # As in k-diffusion, a grid shorter than the order is run at the order it has
+            # room for (multistep warms up one order per step).
+            order = min(check_int("order", order, 1), len(grid) - 1)
         options = SolverOptions.of(
             timesteps=tuple(grid),
             order=order,
@@ -288,7 +305,7 @@ def sample_dpm_adaptive(
         raise ValueError(f"need sigma_min < sigma_max; got {sigma_min!r} and {sigma_max!r}")
     schedule = _ve_schedule(sigma_min, sigma_max)
     progress = Progress(0, disable)
-    denoiser = _VEDenoiser(model, schedule, dict(extra_args or {}), {}, None, progress)
+    denoiser = _VEDenoiser(model, schedule, _extra(extra_args), {}, None, progress)
 
     def on_step(step: int, t: float, x_t: Tensor) -> None:
         if step > 0 and callback is not None and denoiser.last is not None:

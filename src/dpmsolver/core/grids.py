@@ -191,14 +191,25 @@ def check_grid(
     return grid
 
 
-def check_grid_range(name: str, schedule: NoiseSchedule, times: Tensor) -> None:
+def check_grid_range(
+    name: str, schedule: NoiseSchedule, times: Tensor, given: Sequence[float] | None = None
+) -> None:
     """Raise ValueError unless the ends of a monotone grid of times lie in the schedule's
-    time range."""
-    for value in (float(times[0]), float(times[-1])):
+    time range. With `given` (the user's values, e.g. sigmas) the error names the entry as
+    given and the allowed range in the same units (noise levels sigma_t / alpha_t)."""
+    for k in (0, -1):
+        value = float(times[k])
         if not schedule.contains(value):
+            if given is None:
+                raise ValueError(
+                    f"{name} entry {value!r} is outside the schedule's time range "
+                    f"{schedule.time_range()}"
+                )
+            ends = schedule.levels([schedule.t_min, schedule.t_max])
+            lo, hi = (e.sigma / e.alpha if e.alpha > 0 else math.inf for e in ends)
             raise ValueError(
-                f"{name} entry {value!r} is outside the schedule's time range "
-                f"{schedule.time_range()}"
+                f"{name} entry {given[k]!r} is outside the schedule's noise levels "
+                f"sigma_t / alpha_t in [{lo:.6g}, {hi:.6g}]"
             )
 
 

@@ -8,20 +8,17 @@ from the device: the finiteness check is accumulated on the device and read once
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from .coefficients import Form, Linear
-from .model import DiffusionModel, Target
+from .model import DiffusionModel, ModelOutputError, Target
 from .schedules import Level
 
 __all__ = ["Evaluator", "ModelOutputError", "combine", "finite_flag", "remember"]
-
-
-class ModelOutputError(ValueError):
-    """The model returned a wrong shape or non-finite values; says at which step and time."""
 
 
 def finite_flag(out: Tensor) -> Tensor:
@@ -48,7 +45,10 @@ class Evaluator:
         self._where: list[tuple[int, float]] = []
 
     def __call__(self, x: Tensor, level: Level, step: int, target: Target | None = None) -> Tensor:
-        out = self.model(x, level, target or self.target)
+        try:
+            out = self.model(x, level, target or self.target)
+        except ModelOutputError as error:
+            raise ModelOutputError(f"step {step}: {error}") from None
         if not isinstance(out, Tensor):
             raise ModelOutputError(
                 f"model returned {type(out).__name__} at step {step} (t={level.t:.6g}); "
@@ -71,6 +71,13 @@ class Evaluator:
             self._where.append((step, level.t))
         return out
 
+    def note_input(self, x: Tensor) -> None:
+        """Check the starting x too (read with the model outputs' flags at the end), so a
+        NaN in the input is reported as the input's, not the model's."""
+        if self.check_finite:
+            self._finite.append(finite_flag(x))
+            self._where.append((-1, math.nan))
+
     def raise_if_nonfinite(self) -> None:
         """The one read-back of the run: report the first non-finite model output."""
         if not self._finite:
@@ -79,6 +86,8 @@ class Evaluator:
         if not bool(ok.all()):
             i = int((~ok).nonzero()[0, 0])
             step, t = self._where[i]
+            if step < 0:
+                raise ValueError("x (the starting sample) contains NaN or Inf")
             raise ModelOutputError(
                 f"model returned NaN or Inf at step {step} (t={t:.6g}); check the network "
                 "and its inputs (dtype, conditioning)"

@@ -31,6 +31,7 @@ __all__ = [
     "Denoiser",
     "DiffusionModel",
     "DynamicThresholding",
+    "ModelOutputError",
     "Prediction",
     "Target",
     "to_data",
@@ -93,8 +94,9 @@ class ClassifierFree:
     """Classifier-free guidance: out = out_uncond + scale * (out_cond - out_uncond).
 
     The network is called as net(x, t_input, cond, **model_kwargs) once on the doubled batch.
-    With scale == 1 or uncond None it is called once on `cond` alone. A tensor cond or
-    uncond has x's batch, or a batch of 1 that is used for every sample.
+    With scale == 1 it is called once on `cond` alone (uncond may then be None; a scale
+    other than 1 without uncond is a ValueError). A tensor cond or uncond has x's batch,
+    or a batch of 1 that is used for every sample.
     """
 
     scale: float
@@ -143,6 +145,33 @@ class DynamicThresholding:
         ).to(x0.dtype)
         s = torch.clamp(s, min=self.max_val).reshape((-1,) + (1,) * (x0.dim() - 1))
         return torch.clamp(x0, -s, s) / s
+
+
+def _net_output(out: Any, x: Tensor, t: float | Tensor) -> Tensor:
+    """The network's output, checked: a floating tensor of its input's shape and device
+    (ModelOutputError naming the net; the sampler adds the step)."""
+    when = f"t={t:.6g}" if isinstance(t, float) else "the given t"
+    if not isinstance(out, Tensor):
+        raise ModelOutputError(f"net returned {type(out).__name__} at {when}; expected a tensor")
+    if not out.is_floating_point():
+        raise ModelOutputError(
+            f"net returned dtype {out.dtype} at {when}; expected a floating tensor"
+        )
+    if out.device != x.device:
+        raise ModelOutputError(
+            f"net returned a tensor on {out.device} at {when}; its input is on {x.device}"
+        )
+    if out.shape != x.shape:
+        raise ModelOutputError(
+            f"net returned shape {tuple(out.shape)} at {when}; expected its input's shape "
+            f"{tuple(x.shape)}"
+        )
+    return out
+
+
+class ModelOutputError(ValueError):
+    """The model returned a wrong type, shape, dtype or device, or NaN/Inf; says at which
+    step and time."""
 
 
 def per_sample(name: str, cond: Any, batch: int) -> Any:
@@ -204,6 +233,12 @@ class Denoiser:
         if isinstance(guidance, ClassifierFree):
             if guidance.cond is None:
                 raise ValueError("ClassifierFree guidance needs cond (the condition), got None")
+            if guidance.uncond is None and guidance.scale != 1.0:
+                raise ValueError(
+                    f"ClassifierFree(scale={guidance.scale!r}) needs uncond (the unconditional "
+                    "condition): without it the scale cannot apply; give uncond, or scale=1 "
+                    "for the conditional model alone"
+                )
             if guidance.uncond is not None and not (
                 isinstance(guidance.cond, Tensor) and isinstance(guidance.uncond, Tensor)
             ):
@@ -219,6 +254,18 @@ class Denoiser:
                 raise TypeError("ClassifierGuidance.classifier must be callable")
         if x0_correction is not None and not callable(x0_correction):
             raise TypeError("x0_correction must be callable or None")
+        if model_kwargs is not None and not isinstance(model_kwargs, Mapping):
+            raise TypeError(
+                f"model_kwargs must be a mapping of keyword arguments; got "
+                f"{type(model_kwargs).__name__}"
+            )
+        if isinstance(guidance, ClassifierGuidance) and not isinstance(
+            guidance.classifier_kwargs, Mapping
+        ):
+            raise TypeError(
+                "ClassifierGuidance.classifier_kwargs must be a mapping; got "
+                f"{type(guidance.classifier_kwargs).__name__}"
+            )
         self.net = net
         self.schedule = schedule
         self.prediction = prediction
@@ -248,17 +295,17 @@ class Denoiser:
             batch = x.shape[0]
             cond = per_sample("ClassifierFree cond", g.cond, batch)
             if g.scale == 1.0 or g.uncond is None:
-                return self.net(x, self._t_input(x, t, batch, model_t), cond, **self.model_kwargs)
+                out = self.net(x, self._t_input(x, t, batch, model_t), cond, **self.model_kwargs)
+                return _net_output(out, x, t)
             x_in = torch.cat([x, x])
             c_in = torch.cat([per_sample("ClassifierFree uncond", g.uncond, batch), cond])
             out = self.net(
                 x_in, self._t_input(x, t, x_in.shape[0], model_t), c_in, **self.model_kwargs
             )
-            if not isinstance(out, Tensor) or out.shape[0] != x_in.shape[0]:
-                return out  # the sampler reports the bad output with the step and time
-            out_uncond, out_cond = out.chunk(2)
+            out_uncond, out_cond = _net_output(out, x_in, t).chunk(2)
             return out_uncond + g.scale * (out_cond - out_uncond)
-        return self.net(x, self._t_input(x, t, x.shape[0], model_t), **self.model_kwargs)
+        out = self.net(x, self._t_input(x, t, x.shape[0], model_t), **self.model_kwargs)
+        return _net_output(out, x, t)
 
     def classifier_grad(self, x: Tensor, t: float | Tensor, model_t: float | None = None) -> Tensor:
         """grad_x log p(cond | x_t) by autograd (classifier guidance)."""

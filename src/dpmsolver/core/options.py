@@ -49,6 +49,9 @@ MULTISTEP3: tuple[str, ...] = get_args(Multistep3)
 VARIANTS: tuple[str, ...] = get_args(Variant)
 
 Grid = Sequence[float] | Tensor | None
+# The most steps a fixed-step run plans (planning takes ~10 us and ~1 kB per step on the
+# host before the first model call); the adaptive method has no such bound.
+MAX_STEPS = 100_000
 
 
 @dataclass(frozen=True)
@@ -178,12 +181,19 @@ class SolverOptions:
             grid = check_grid("timesteps", self.timesteps, increasing=True)
             self._set("timesteps", tuple(grid.tolist()))
         if self.has_grid:
+            name = "timesteps" if self.timesteps is not None else "sigmas"
             if method == "adaptive":
-                name = "timesteps" if self.timesteps is not None else "sigmas"
                 raise ValueError(f"{name} cannot be used with method='adaptive'")
+            for end in ("t_start", "t_end"):
+                if getattr(self, end) is not None:
+                    raise ValueError(
+                        f"{end}={getattr(self, end)!r} cannot be given with {name}: the grid's "
+                        "first and last entries are where the run starts and ends"
+                    )
         else:
             if method != "adaptive":
-                self._set("steps", check_int("steps", self.steps, 1))
+                # Planning costs host time and memory per step before the first call.
+                self._set("steps", check_int("steps", self.steps, 1, MAX_STEPS))
             for name in ("t_start", "t_end"):
                 value = getattr(self, name)
                 if value is not None:
@@ -205,6 +215,13 @@ class SolverOptions:
                 raise ValueError(f"adaptive needs order 2 or 3; got order={order}")
             self._set("atol", check_float("atol", self.atol, positive=True))
             self._set("rtol", check_float("rtol", self.rtol, positive=True))
+        else:
+            for name in ("atol", "rtol"):
+                if getattr(self, name) != _DEFAULTS[name]:
+                    raise ValueError(
+                        f"{name}={getattr(self, name)!r} is the tolerance of method='adaptive'; "
+                        f"method={method!r} steps on a fixed grid and would ignore it"
+                    )
 
     def check_steps(self) -> None:
         """Raise ValueError if there are fewer steps than the order needs (multistep warms
@@ -305,3 +322,6 @@ class SolverOptions:
 
 
 OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(SolverOptions))
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SolverOptions)}

@@ -97,13 +97,12 @@ def resolve_grid(schedule: NoiseSchedule, options: SolverOptions) -> Tensor | No
     in the schedule's range; None when the options ask for a grid by `skip_type`."""
     if options.sigmas is not None:
         grid = sigmas_to_times(schedule, options.sigmas)
-        name = "sigmas"
+        check_grid_range("sigmas", schedule, grid, options.sigmas)
     elif options.timesteps is not None:
         grid = torch.tensor(options.timesteps, dtype=torch.float64)
-        name = "timesteps"
+        check_grid_range("timesteps", schedule, grid)
     else:
         return None
-    check_grid_range(name, schedule, grid)
     options.check_steps()
     return grid
 

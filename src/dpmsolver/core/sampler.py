@@ -107,6 +107,9 @@ class Sampler:
             raise TypeError("model must be a Denoiser (or a DiffusionModel with a .schedule)")
         opts = SolverOptions.of(options, **solver_options)
         check_finite = check_bool("check_finite", check_finite)
+        for name, fn in (("correcting_xt_fn", correcting_xt_fn), ("callback", callback)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be callable or None; got {type(fn).__name__}")
         if opts.method == "adaptive" and correcting_xt_fn is not None:
             raise ValueError("correcting_xt_fn is not supported with method='adaptive'")
         if opts.form == "noise" and isinstance(model, Denoiser) and model.x0_correction is not None:
@@ -118,7 +121,7 @@ class Sampler:
         self.schedule: NoiseSchedule = schedule
         self.options = opts
         self.plan: Plan = make_plan(schedule, opts)
-        self.correcting_xt_fn = correcting_xt_fn
+        self.correcting_xt_fn = None if correcting_xt_fn is None else _checked(correcting_xt_fn)
         self.callback = callback
         self.check_finite = check_finite
 
@@ -126,6 +129,7 @@ class Sampler:
         """Run from x at t_start to t_end; the result has x's dtype and device."""
         check_state(x, generator)
         ev = Evaluator(self.model, self.options.form, self.check_finite)
+        ev.note_input(x)
         out = self._run(ev, x, generator)
         ev.raise_if_nonfinite()
         return out
@@ -220,6 +224,23 @@ class Sampler:
                 if callback is not None:
                     callback(last + 1, t_e, x)
         return x
+
+
+def _checked(correcting_xt_fn: XtCorrection) -> XtCorrection:
+    """correcting_xt_fn with its result checked: a tensor of x's shape (the check reads
+    shapes only, so the compiled loop traces it)."""
+
+    def run(x: Tensor, t: float, step: int) -> Tensor:
+        out = correcting_xt_fn(x, t, step)
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"correcting_xt_fn returned {got} at step {step} (t={t:.6g}); expected a "
+                f"tensor of x's shape {tuple(x.shape)}"
+            )
+        return out
+
+    return run
 
 
 def check_state(x: object, generator: object) -> None:

@@ -386,6 +386,8 @@ class FlowSchedule(NoiseSchedule):
             raise ValueError(f"shift must be a finite number > 0; got {shift!r}")
         if not 0 < t_min < t_max <= 1:
             raise ValueError(f"need 0 < t_min < t_max <= 1; got t_min={t_min!r}, t_max={t_max!r}")
+        if not (math.isfinite(time_scale) and time_scale > 0):
+            raise ValueError(f"time_scale must be a finite number > 0; got {time_scale!r}")
         self.shift = float(shift)
         self.t_min = float(t_min)
         self.t_max = float(t_max)
@@ -433,9 +435,25 @@ class CustomSchedule(NoiseSchedule):
             raise TypeError("alpha and sigma must be callables of a float64 tensor")
         if not (math.isfinite(t_min) and math.isfinite(t_max) and t_min < t_max):
             raise ValueError(f"need finite t_min < t_max; got {t_min!r}, {t_max!r}")
+        if model_time is not None and not callable(model_time):
+            raise TypeError(
+                f"model_time must be a callable or None; got {type(model_time).__name__}"
+            )
         self._alpha, self._sigma, self._model_time = alpha, sigma, model_time
         self.t_min, self.t_max = float(t_min), float(t_max)
         t = torch.linspace(self.t_min, self.t_max, 4097, dtype=torch.float64)
+        for name, fn in (("alpha", alpha), ("sigma", sigma), ("model_time", model_time)):
+            out = fn(t) if fn is not None else t
+            if not isinstance(out, Tensor) or not out.is_floating_point():
+                raise TypeError(
+                    f"{name}(t) must return a floating tensor; got "
+                    f"{type(out).__name__ if not isinstance(out, Tensor) else out.dtype}"
+                )
+            if out.shape != t.shape:
+                raise ValueError(
+                    f"{name}(t) must return a tensor of t's shape {tuple(t.shape)} (one value "
+                    f"per time); got shape {tuple(out.shape)}"
+                )
         a, s = self.alpha(t), self.sigma(t)
         if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(s).all())):
             bad = float(t[~(torch.isfinite(a) & torch.isfinite(s))][0])

@@ -418,6 +418,11 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
     betas = training_betas(
         n, k["beta_start"], k["beta_end"], k["beta_schedule"], k["trained_betas"]
     )
+    if k["trained_betas"] is None and not bool(((betas > 0) & (betas < 1)).all()):
+        raise ValueError(
+            f"beta_start={k['beta_start']!r} and beta_end={k['beta_end']!r} give betas outside "
+            f"(0, 1) with beta_schedule={k['beta_schedule']!r}"
+        )
     if check_bool("rescale_betas_zero_snr", k["rescale_betas_zero_snr"]):
         betas = _zero_terminal_snr(betas)
     alphas_cumprod = torch.cumprod(1.0 - betas, 0)

@@ -1,0 +1,707 @@
+"""Bad inputs on every public surface: one row per case, each a clear exception naming what
+the user passed (the native API, the official-compatible API, both faces, generate).
+
+Each row: an id, a call, the exception type, and a fragment of the message that names the
+argument (and, where it helps, the value or what is allowed). The CLI's cases are in
+`tests/test_cli.py` and `test_cli_refuses_bad_arguments_before_any_work` below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import dpmsolver as dpm
+from dpmsolver import k_diffusion as kd
+from dpmsolver.models import load
+
+MODEL = load("digits-exact")
+SCHEDULE = MODEL.schedule
+X = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+
+def sample(**kw: Any) -> Callable[[], Any]:
+    return lambda: dpm.sample(MODEL, X, **kw)
+
+
+def net(fn: Callable[..., Any], **kw: Any) -> Callable[[], Any]:
+    return lambda: dpm.sample(dpm.Denoiser(fn, SCHEDULE, **kw), X, steps=3)
+
+
+def cond_net(x: torch.Tensor, t: torch.Tensor, c: Any = None) -> torch.Tensor:
+    return 0 * x
+
+
+def classifier(x: torch.Tensor, t: torch.Tensor, c: Any) -> torch.Tensor:
+    return x.flatten(1).sum(1)
+
+
+def denoiser(x: torch.Tensor, sigma: torch.Tensor, **kw: Any) -> torch.Tensor:
+    return x / (1 + sigma.reshape(-1, *[1] * (x.dim() - 1)) ** 2)
+
+
+KARRAS = kd.get_sigmas_karras(5, 0.1, 10.0)
+XK = torch.randn(2, 3, 4, 4)
+
+
+def k_run(fn: Callable[..., Any] = kd.sample_dpmpp_2m, **kw: Any) -> Callable[[], Any]:
+    args: dict[str, Any] = dict(model=denoiser, x=XK, sigmas=KARRAS, disable=True)
+    args.update(kw)
+    return lambda: fn(**args)
+
+
+def scheduler(**config: Any) -> Callable[[], Any]:
+    from dpmsolver.diffusers import DPMSolverScheduler
+
+    return lambda: DPMSolverScheduler(**config)
+
+
+def scheduler_call(method: str, *args: Any, **kw: Any) -> Callable[[], Any]:
+    def call() -> Any:
+        from dpmsolver.diffusers import DPMSolverScheduler
+
+        s = DPMSolverScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+        s.set_timesteps(5)
+        return getattr(s, method)(*args, **kw)
+
+    return call
+
+
+def compat(**kw: Any) -> Callable[[], Any]:
+    def call() -> Any:
+        ns = dpm.NoiseScheduleVP("discrete", betas=torch.linspace(1e-4, 0.02, 1000))
+        model = dpm.model_wrapper(lambda x, t: 0 * x, ns)
+        solver = dpm.DPM_Solver(model, ns)
+        return solver.sample(X.float(), **kw)
+
+    return call
+
+
+CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
+    # -- native: the options -----------------------------------------------------------
+    ("steps=0", sample(steps=0), ValueError, "steps must be between 1 and"),
+    ("steps=1e6", sample(steps=10**6), ValueError, "steps must be between 1 and 100000"),
+    ("steps=2.5", sample(steps=2.5), TypeError, "steps must be an int"),
+    ("steps='10'", sample(steps="10"), TypeError, "steps must be an int"),
+    ("steps=True", sample(steps=True), TypeError, "steps must be an int"),
+    ("order=0", sample(order=0), ValueError, "order must be between 1 and 3"),
+    ("order=4", sample(order=4), ValueError, "order must be between 1 and 3"),
+    ("order=4 ipndm singlestep", sample(order=4, method="singlestep"), ValueError, "order"),
+    ("method", sample(method="rk4"), ValueError, "method must be one of"),
+    ("algorithm", sample(algorithm="ddpm"), ValueError, "algorithm must be one of"),
+    ("skip_type", sample(skip_type="uniform"), ValueError, "skip_type must be one of"),
+    ("solver_type", sample(solver_type="heun"), ValueError, "solver_type must be one of"),
+    ("multistep3", sample(multistep3="x"), ValueError, "multistep3 must be one of"),
+    ("corrector", sample(corrector="yes"), ValueError, "corrector must be one of"),
+    ("corrector_variant", sample(corrector_variant="bh3"), ValueError, "corrector_variant"),
+    ("corrector+singlestep", sample(corrector="all", method="singlestep"), ValueError, "corrector"),
+    ("corrector+ipndm", sample(corrector="all", algorithm="ipndm"), ValueError, "corrector"),
+    ("ipndm+singlestep", sample(algorithm="ipndm", method="singlestep"), ValueError, "ipndm"),
+    ("eta=1.5", sample(eta=1.5), ValueError, "eta must lie in"),
+    ("eta=-0.1", sample(eta=-0.1), ValueError, "eta must lie in"),
+    ("eta='a'", sample(eta="a"), TypeError, "eta must be a float"),
+    ("eta+order3", sample(eta=1.0, order=3), ValueError, "eta > 0"),
+    ("eta=0.5 noise form", sample(eta=0.5, algorithm="dpmsolver"), ValueError, "eta > 0"),
+    ("eta+corrector", sample(eta=0.5, corrector="all"), ValueError, "needs eta=0"),
+    ("t_start nan", sample(t_start=float("nan")), ValueError, "t_start must be a finite"),
+    ("t_start=2", sample(t_start=2.0), ValueError, "t_start=2.0 is outside"),
+    ("t_end=-1", sample(t_end=-1.0), ValueError, "t_end=-1.0 is outside"),
+    ("t_start=t_end", sample(t_start=0.5, t_end=0.5), ValueError, "t_start and t_end must differ"),
+    ("t_start str", sample(t_start="1"), TypeError, "t_start must be a float"),
+    ("timesteps+sigmas", sample(timesteps=[1.0, 0.5], sigmas=[5.0, 1.0]), ValueError, "not both"),
+    ("timesteps+t_start", sample(timesteps=[0.9, 0.1], t_start=0.9), ValueError, "t_start=0.9"),
+    ("sigmas+t_end", sample(sigmas=[10.0, 0.5], t_end=0.01), ValueError, "t_end=0.01"),
+    ("timesteps unsorted", sample(timesteps=[0.5, 0.9, 0.1]), ValueError, "timesteps must be"),
+    ("timesteps nan", sample(timesteps=[0.9, float("nan")]), ValueError, "timesteps must be"),
+    ("timesteps 2-D", sample(timesteps=[[0.9, 0.1]]), ValueError, "timesteps must be 1-D"),
+    ("timesteps one", sample(timesteps=[0.9]), ValueError, "timesteps must be 1-D"),
+    ("timesteps str", sample(timesteps="0.9,0.1"), ValueError, "timesteps must be"),
+    ("timesteps out", sample(timesteps=[1.5, 0.1]), ValueError, "timesteps entry 1.5"),
+    ("sigmas out", sample(sigmas=[1e6, 0.5]), ValueError, "sigmas entry 1000000.0"),
+    ("sigmas negative", sample(sigmas=[5.0, -1.0]), ValueError, "sigmas must be"),
+    ("sigmas+adaptive", sample(sigmas=[5.0, 1.0], method="adaptive"), ValueError, "sigmas cannot"),
+    ("atol+multistep", sample(atol=0.01), ValueError, "atol=0.01 is the tolerance"),
+    ("rtol+multistep", sample(rtol=0.1), ValueError, "rtol=0.1 is the tolerance"),
+    ("adaptive order 1", sample(method="adaptive", order=1), ValueError, "adaptive needs order"),
+    ("adaptive atol=0", sample(method="adaptive", atol=0.0), ValueError, "atol must be"),
+    ("lower_order_final str", sample(lower_order_final="False"), TypeError, "lower_order_final"),
+    ("denoise_to_zero int", sample(denoise_to_zero=1), TypeError, "denoise_to_zero must be"),
+    ("analytic_first_step None", sample(analytic_first_step=None), TypeError, "analytic_first"),
+    ("analytic 1 step", sample(analytic_first_step=True, steps=1), ValueError, "steps >= 2"),
+    (
+        "analytic singlestep",
+        sample(analytic_first_step=True, method="singlestep"),
+        ValueError,
+        "analytic",
+    ),
+    ("lofb=2.5", sample(lower_order_final_below=2.5), TypeError, "lower_order_final_below"),
+    ("lofb=0", sample(lower_order_final_below=0), ValueError, "lower_order_final_below"),
+    ("unknown option", sample(stepz=10), TypeError, "stepz"),
+    (
+        "multistep steps<order",
+        sample(steps=2, order=3),
+        ValueError,
+        "multistep needs steps >= order",
+    ),
+    ("check_finite str", sample(check_finite="yes"), TypeError, "check_finite must be a bool"),
+    ("generator int", sample(generator=0, eta=1.0), TypeError, "generator must be"),
+    # -- native: x and the callables ---------------------------------------------------
+    ("x numpy", lambda: dpm.sample(MODEL, np.zeros((2, 1, 8, 8))), TypeError, "x must be a torch"),
+    (
+        "x int",
+        lambda: dpm.sample(MODEL, torch.zeros(2, 1, 8, 8, dtype=torch.long)),
+        TypeError,
+        "x must have a floating",
+    ),
+    ("x 0-d", lambda: dpm.sample(MODEL, torch.tensor(1.0)), ValueError, "x must have a batch"),
+    (
+        "x NaN",
+        lambda: dpm.sample(MODEL, X * float("nan"), steps=3),
+        ValueError,
+        "x (the starting sample)",
+    ),
+    (
+        "model not a model",
+        lambda: dpm.sample(lambda x: x, X),
+        TypeError,
+        "model must be a Denoiser",
+    ),
+    ("net returns tuple", net(lambda x, t: (x, x)), dpm.ModelOutputError, "net returned tuple"),
+    (
+        "net returns shape",
+        net(lambda x, t: x[:2]),
+        dpm.ModelOutputError,
+        "net returned shape (2, 1, 8, 8)",
+    ),
+    (
+        "net returns int",
+        net(lambda x, t: x.long()),
+        dpm.ModelOutputError,
+        "net returned dtype torch.int64",
+    ),
+    (
+        "net returns NaN",
+        net(lambda x, t: x * float("nan")),
+        dpm.ModelOutputError,
+        "NaN or Inf at step 0",
+    ),
+    (
+        "net returns numpy",
+        net(lambda x, t: x.numpy()),
+        dpm.ModelOutputError,
+        "net returned ndarray",
+    ),
+    ("net not callable", lambda: dpm.Denoiser(3, SCHEDULE), TypeError, "net must be callable"),
+    (
+        "schedule wrong",
+        lambda: dpm.Denoiser(cond_net, "vp"),
+        TypeError,
+        "schedule must be a NoiseSchedule",
+    ),
+    (
+        "prediction",
+        lambda: dpm.Denoiser(cond_net, SCHEDULE, prediction="eps"),
+        ValueError,
+        "prediction must be one of",
+    ),
+    (
+        "model_kwargs int",
+        lambda: dpm.Denoiser(cond_net, SCHEDULE, model_kwargs=3),
+        TypeError,
+        "model_kwargs must be a mapping",
+    ),
+    (
+        "guidance wrong",
+        lambda: dpm.Denoiser(cond_net, SCHEDULE, guidance=7.5),
+        TypeError,
+        "guidance must be",
+    ),
+    (
+        "x0_correction",
+        lambda: dpm.Denoiser(cond_net, SCHEDULE, x0_correction=3),
+        TypeError,
+        "x0_correction must be",
+    ),
+    ("callback int", sample(steps=3, callback=5), TypeError, "callback must be callable"),
+    (
+        "xt_fn int",
+        sample(steps=3, correcting_xt_fn=3),
+        TypeError,
+        "correcting_xt_fn must be callable",
+    ),
+    (
+        "xt_fn shape",
+        sample(steps=3, correcting_xt_fn=lambda x, t, s: x[:1]),
+        ValueError,
+        "correcting_xt_fn returned (1, 1, 8, 8)",
+    ),
+    (
+        "xt_fn None",
+        sample(steps=3, correcting_xt_fn=lambda x, t, s: None),
+        ValueError,
+        "correcting_xt_fn returned NoneType",
+    ),
+    (
+        "xt_fn adaptive",
+        sample(method="adaptive", correcting_xt_fn=lambda x, t, s: x),
+        ValueError,
+        "correcting_xt_fn is not supported",
+    ),
+    # -- native: guidance ----------------------------------------------------------------
+    (
+        "cfg cond None",
+        lambda: dpm.Denoiser(cond_net, SCHEDULE, guidance=dpm.ClassifierFree(7.5, None)),
+        ValueError,
+        "needs cond",
+    ),
+    (
+        "cfg scale without uncond",
+        lambda: dpm.Denoiser(cond_net, SCHEDULE, guidance=dpm.ClassifierFree(7.5, torch.zeros(4))),
+        ValueError,
+        "ClassifierFree(scale=7.5) needs uncond",
+    ),
+    (
+        "cfg cond list",
+        lambda: dpm.Denoiser(cond_net, SCHEDULE, guidance=dpm.ClassifierFree(7.5, [1], [0])),
+        TypeError,
+        "cond and uncond must be tensors",
+    ),
+    (
+        "cfg cond batch",
+        net(cond_net, guidance=dpm.ClassifierFree(2.0, torch.zeros(2), torch.zeros(4))),
+        ValueError,
+        "ClassifierFree cond",
+    ),
+    (
+        "cfg uncond batch",
+        net(cond_net, guidance=dpm.ClassifierFree(2.0, torch.zeros(4), torch.zeros(6))),
+        ValueError,
+        "ClassifierFree uncond",
+    ),
+    (
+        "cg cond None",
+        lambda: dpm.Denoiser(
+            cond_net, SCHEDULE, guidance=dpm.ClassifierGuidance(classifier, 1.0, None)
+        ),
+        ValueError,
+        "needs cond",
+    ),
+    (
+        "cg classifier",
+        lambda: dpm.Denoiser(
+            cond_net, SCHEDULE, guidance=dpm.ClassifierGuidance(3, 1.0, torch.zeros(4))
+        ),
+        TypeError,
+        "classifier must be callable",
+    ),
+    (
+        "cg kwargs",
+        lambda: dpm.Denoiser(
+            cond_net, SCHEDULE, guidance=dpm.ClassifierGuidance(classifier, 1.0, torch.zeros(4), 3)
+        ),
+        TypeError,
+        "classifier_kwargs must be a mapping",
+    ),
+    (
+        "cg cond batch",
+        net(lambda x, t: 0 * x, guidance=dpm.ClassifierGuidance(classifier, 1.0, torch.zeros(3))),
+        ValueError,
+        "ClassifierGuidance cond",
+    ),
+    (
+        "cg logits",
+        net(
+            lambda x, t: 0 * x,
+            guidance=dpm.ClassifierGuidance(lambda x, t, c: x.flatten(1), 1.0, torch.zeros(4)),
+        ),
+        ValueError,
+        "ClassifierGuidance.classifier returned",
+    ),
+    # -- native: schedules -----------------------------------------------------------------
+    ("flow shift 0", lambda: dpm.FlowSchedule(shift=0.0), ValueError, "shift must be"),
+    (
+        "flow time_scale nan",
+        lambda: dpm.FlowSchedule(time_scale=float("nan")),
+        ValueError,
+        "time_scale must be",
+    ),
+    ("flow t_max 1.5", lambda: dpm.FlowSchedule(t_max=1.5), ValueError, "t_max <= 1"),
+    ("ve sigma order", lambda: dpm.VESchedule(80.0, 0.002), ValueError, "sigma_min < sigma_max"),
+    (
+        "discrete both",
+        lambda: dpm.VPSchedule.discrete(
+            betas=torch.ones(3) * 0.1, alphas_cumprod=torch.ones(3) * 0.5
+        ),
+        ValueError,
+        "exactly one of betas",
+    ),
+    (
+        "discrete betas 1",
+        lambda: dpm.VPSchedule.discrete(betas=torch.ones(3)),
+        ValueError,
+        "betas must lie in (0, 1)",
+    ),
+    (
+        "custom not callable",
+        lambda: dpm.CustomSchedule(1.0, torch.sin, 0.1, 0.9),
+        TypeError,
+        "alpha and sigma must be callables",
+    ),
+    (
+        "custom returns list",
+        lambda: dpm.CustomSchedule(lambda t: [1.0], torch.sin, 0.1, 0.9),
+        TypeError,
+        "alpha(t) must return a floating tensor",
+    ),
+    (
+        "custom returns shape",
+        lambda: dpm.CustomSchedule(torch.cos, lambda t: torch.ones(3), 0.1, 0.9),
+        ValueError,
+        "sigma(t) must return a tensor of t's shape",
+    ),
+    (
+        "custom model_time",
+        lambda: dpm.CustomSchedule(torch.cos, torch.sin, 0.1, 0.9, model_time=3),
+        TypeError,
+        "model_time must be a callable",
+    ),
+    (
+        "flow from noise logSNR",
+        lambda: dpm.sample(
+            dpm.Denoiser(lambda x, t: 0 * x, dpm.FlowSchedule(t_max=1.0), prediction="flow"),
+            X,
+            skip_type="logSNR",
+        ),
+        ValueError,
+        "skip_type='logSNR' spaces the grid in lambda",
+    ),
+    (
+        "flow from noise dpmsolver",
+        lambda: dpm.sample(
+            dpm.Denoiser(lambda x, t: 0 * x, dpm.FlowSchedule(t_max=1.0), prediction="flow"),
+            X,
+            algorithm="dpmsolver",
+        ),
+        ValueError,
+        "algorithm='dpmsolver' cannot start at alpha_t = 0",
+    ),
+    # -- official-compatible ---------------------------------------------------------------
+    ("compat schedule", lambda: dpm.NoiseScheduleVP("foo"), ValueError, "schedule must be one of"),
+    (
+        "compat model_type",
+        lambda: dpm.model_wrapper(cond_net, dpm.NoiseScheduleVP("linear"), model_type="eps"),
+        ValueError,
+        "model_type must be one of",
+    ),
+    (
+        "compat guidance_type",
+        lambda: dpm.model_wrapper(cond_net, dpm.NoiseScheduleVP("linear"), guidance_type="cfg"),
+        ValueError,
+        "guidance_type must be one of",
+    ),
+    (
+        "compat classifier None",
+        lambda: dpm.model_wrapper(
+            cond_net, dpm.NoiseScheduleVP("linear"), guidance_type="classifier", condition=1
+        ),
+        ValueError,
+        "needs classifier_fn",
+    ),
+    ("compat steps", compat(steps=0), ValueError, "steps must be"),
+    ("compat skip_type", compat(skip_type="x"), ValueError, "skip_type must be one of"),
+    ("compat method", compat(method="x"), ValueError, "method must be one of"),
+    ("compat order", compat(order=5), ValueError, "order must be between"),
+    (
+        "compat adaptive intermediate",
+        compat(method="adaptive", return_intermediate=True),
+        ValueError,
+        "return_intermediate=True is not supported",
+    ),
+    # -- k-diffusion face ------------------------------------------------------------------
+    (
+        "kd sigmas increasing",
+        k_run(sigmas=torch.tensor([0.5, 1.0, 0.0])),
+        ValueError,
+        "sigmas must be strictly decreasing",
+    ),
+    (
+        "kd sigmas negative",
+        k_run(sigmas=torch.tensor([1.0, -1.0])),
+        ValueError,
+        "sigmas must be > 0",
+    ),
+    ("kd sigmas 2-D", k_run(sigmas=KARRAS[None]), ValueError, "sigmas must be 1-D"),
+    ("kd extra_args int", k_run(extra_args=3), TypeError, "extra_args must be a dict"),
+    (
+        "kd model tuple",
+        k_run(model=lambda x, s: (x, x)),
+        dpm.ModelOutputError,
+        "model returned tuple",
+    ),
+    (
+        "kd model shape",
+        k_run(model=lambda x, s: x[:1]),
+        dpm.ModelOutputError,
+        "has shape (1, 3, 4, 4)",
+    ),
+    (
+        "kd one level tuple",
+        k_run(model=lambda x, s: (x,), sigmas=torch.tensor([5.0, 0.0])),
+        dpm.ModelOutputError,
+        "model returned tuple",
+    ),
+    (
+        "kd one level NaN",
+        k_run(model=lambda x, s: x * float("nan"), sigmas=torch.tensor([5.0, 0.0])),
+        dpm.ModelOutputError,
+        "NaN or Inf",
+    ),
+    ("kd karras n=0", lambda: kd.get_sigmas_karras(0, 0.1, 10.0), ValueError, "n must be >= 1"),
+    (
+        "kd karras range",
+        lambda: kd.get_sigmas_karras(5, 10.0, 0.1),
+        ValueError,
+        "need sigma_min < sigma_max",
+    ),
+    (
+        "kd karras rho",
+        lambda: kd.get_sigmas_karras(5, 0.1, 10.0, rho=-1.0),
+        ValueError,
+        "rho must be",
+    ),
+    ("kd method", k_run(kd.sample_dpm_solver, method="rk4"), ValueError, "method must be one of"),
+    (
+        "kd adaptive range",
+        lambda: kd.sample_dpm_adaptive(denoiser, XK, 10.0, 0.1, disable=True),
+        ValueError,
+        "sigma_min < sigma_max",
+    ),
+    # -- diffusers face --------------------------------------------------------------------
+    (
+        "dif beta_start nan",
+        scheduler(beta_start=float("nan")),
+        ValueError,
+        "beta_start must be a finite",
+    ),
+    ("dif beta_end 2", scheduler(beta_end=2.0), ValueError, "beta_end=2.0 give betas outside"),
+    (
+        "dif beta_schedule",
+        scheduler(beta_schedule="cosine"),
+        ValueError,
+        "beta_schedule must be one of",
+    ),
+    (
+        "dif trained_betas",
+        scheduler(trained_betas=[0.5, 1.5]),
+        ValueError,
+        "trained_betas must hold",
+    ),
+    (
+        "dif num_train_timesteps",
+        scheduler(num_train_timesteps=1),
+        ValueError,
+        "num_train_timesteps must be",
+    ),
+    (
+        "dif solver_order",
+        scheduler(solver_order=4),
+        ValueError,
+        "solver_order must be between 1 and 3",
+    ),
+    (
+        "dif prediction_type",
+        scheduler(prediction_type="eps"),
+        ValueError,
+        "prediction_type must be one of",
+    ),
+    (
+        "dif algorithm_type",
+        scheduler(algorithm_type="unipc"),
+        ValueError,
+        "algorithm_type must be one of",
+    ),
+    (
+        "dif timestep_spacing",
+        scheduler(timestep_spacing="uniform"),
+        ValueError,
+        "timestep_spacing must be one of",
+    ),
+    ("dif steps_offset", scheduler(steps_offset=-1), ValueError, "steps_offset must be"),
+    (
+        "dif lambda_min_clipped nan",
+        scheduler(lambda_min_clipped=float("nan")),
+        ValueError,
+        "lambda_min_clipped must be",
+    ),
+    (
+        "dif thresholding str",
+        scheduler(thresholding="yes"),
+        TypeError,
+        "thresholding must be a bool",
+    ),
+    (
+        "dif two grids",
+        scheduler(use_karras_sigmas=True, use_exponential_sigmas=True),
+        ValueError,
+        "use_karras_sigmas and use_exponential_sigmas",
+    ),
+    (
+        "dif timestep_type",
+        scheduler(timestep_type="continuous"),
+        ValueError,
+        "timestep_type='continuous' cannot be honoured",
+    ),
+    (
+        "dif interpolation_type",
+        scheduler(interpolation_type="log_linear"),
+        ValueError,
+        "interpolation_type='log_linear'",
+    ),
+    (
+        "dif invert_sigmas",
+        scheduler(shift=3.0, invert_sigmas=True),
+        ValueError,
+        "invert_sigmas=True cannot be honoured",
+    ),
+    (
+        "dif stochastic_sampling",
+        scheduler(shift=3.0, stochastic_sampling=True),
+        ValueError,
+        "stochastic_sampling=True",
+    ),
+    ("dif solver_p", scheduler(solver_p="x"), ValueError, "solver_p"),
+    (
+        "dif set_timesteps 0",
+        scheduler_call("set_timesteps", 0),
+        ValueError,
+        "num_inference_steps must be",
+    ),
+    (
+        "dif set_timesteps none",
+        scheduler_call("set_timesteps"),
+        ValueError,
+        "give one of num_inference_steps",
+    ),
+    ("dif set_timesteps mu", scheduler_call("set_timesteps", 5, mu=0.5), ValueError, "mu needs"),
+    (
+        "dif timesteps unsorted",
+        scheduler_call("set_timesteps", timesteps=[100, 500]),
+        ValueError,
+        "timesteps must be strictly decreasing",
+    ),
+    (
+        "dif sigmas out",
+        scheduler_call("set_timesteps", sigmas=[1e5, 1.0]),
+        ValueError,
+        "reach beyond the training schedule",
+    ),
+    (
+        "dif step timestep",
+        scheduler_call("step", torch.zeros(1, 3), 123456, torch.zeros(1, 3)),
+        ValueError,
+        "timestep 123456",
+    ),
+    (
+        "dif step shape",
+        scheduler_call("step", torch.zeros(1, 4), 999.0, torch.zeros(1, 3)),
+        ValueError,
+        "model_output has shape (1, 4)",
+    ),
+    (
+        "dif add_noise out",
+        scheduler_call("add_noise", torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([-5, 3])),
+        ValueError,
+        "add_noise: timesteps must lie in",
+    ),
+    ("dif begin_index", scheduler_call("set_begin_index", -1), ValueError, "begin_index must be"),
+    (
+        "dif scale_noise",
+        scheduler_call("scale_noise", torch.zeros(2, 3), torch.tensor(999.0)),
+        ValueError,
+        "scale_noise needs noise",
+    ),
+]
+
+
+def test_at_least_100_cases() -> None:
+    assert len(CASES) >= 100
+    assert len({name for name, *_ in CASES}) == len(CASES)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize(("name", "call", "error", "message"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gets_a_clear_error(
+    name: str, call: Callable[[], Any], error: type[BaseException], message: str
+) -> None:
+    if name.startswith("dif"):
+        pytest.importorskip("diffusers")
+    with pytest.raises(error) as info:
+        call()
+    assert message in str(info.value), str(info.value)
+
+
+# -- generate: a failing setting writes nothing; another job's folder is left as it is ---
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (dict(shape=(3, 8, 8)), ValueError, "the model fails on one sample of shape=(3, 8, 8)"),
+        (dict(dtype=torch.int64), TypeError, "dtype must be a floating torch.dtype"),
+        (dict(dtype="float32"), TypeError, "dtype must be a floating torch.dtype"),
+        (dict(seed=-1), ValueError, "seed must be >= 0"),
+    ],
+)
+def test_generate_checks_shape_and_dtype_before_writing(
+    tmp_path: Path, kwargs: dict[str, Any], error: type[BaseException], message: str
+) -> None:
+    fresh, other = tmp_path / "fresh", tmp_path / "other"
+    dpm.generate("digits-exact", 4, other, batch=2, steps=3, progress=False)
+    before = {p.name: p.read_bytes() for p in sorted(other.iterdir())}
+    for folder in (fresh, other):
+        with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+            dpm.generate("digits-exact", 4, folder, batch=2, steps=3, progress=False, **kwargs)
+    assert not fresh.exists() or not any(fresh.iterdir())
+    assert {p.name: p.read_bytes() for p in sorted(other.iterdir())} == before
+    # The corrected rerun into the fresh folder is not refused.
+    dpm.generate("digits-exact", 4, fresh, batch=2, steps=3, progress=False)
+
+
+# -- k-diffusion accepts what k-diffusion accepts ------------------------------------------
+
+
+@pytest.mark.parametrize("fn", [kd.sample_dpmpp_2m, kd.sample_dpmpp_3m, kd.sample_dpmpp_2s])
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_k_diffusion_short_grids_lower_the_order(fn: Callable[..., Any], n: int) -> None:
+    """get_sigmas_karras(n) with n = 1, 2, 3 under 2M / 3M: k-diffusion runs them (its
+    multistep warms up); so does this face, at the order the grid has room for."""
+    sigmas = kd.get_sigmas_karras(n, 0.1, 10.0)
+    out = fn(denoiser, XK * 10.0, sigmas, disable=True)
+    assert out.shape == XK.shape and bool(torch.isfinite(out).all())
+    if fn is not kd.sample_dpmpp_2s:
+        euler = kd.sample_dpm_solver(denoiser, XK * 10.0, sigmas, disable=True, order=1)
+        if n <= 2:  # one step and the jump to zero: first order is all there is
+            torch.testing.assert_close(out, euler)
+
+
+def test_compat_classifier_free_without_uncond_is_the_conditional_model() -> None:
+    """The reference calls the conditional model alone when unconditional_condition is
+    None, whatever guidance_scale says; the official-compatible face does the same."""
+    ns = dpm.NoiseScheduleVP("discrete", betas=torch.linspace(1e-4, 0.02, 1000))
+
+    def net(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return 0.1 * x + c.reshape(-1, 1, 1, 1)
+
+    cond = torch.arange(4.0)
+    runs = []
+    for scale in (1.0, 7.5):
+        model = dpm.model_wrapper(
+            net, ns, guidance_type="classifier-free", condition=cond, guidance_scale=scale
+        )
+        runs.append(dpm.DPM_Solver(model, ns).sample(X.float(), steps=4))
+    assert torch.equal(runs[0], runs[1])
