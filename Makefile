@@ -13,7 +13,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $@
 
-.PHONY: install sample test lint pytest
+.PHONY: install sample test lint pytest bench
 install: $(BIN)/.installed
 
 sample: $(BIN)/.installed
@@ -28,3 +28,22 @@ pytest: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
 test: lint pytest
+
+# Before a release: every benchmark the README quotes, run on this tree, its output kept
+# in docs/benchmarks/ (the README names the script next to each number). About 25 minutes
+# on one CPU thread. DIFFUSERS=<diffusers git dir> (and TORCHSDE=<folder holding torchsde>)
+# also runs diffusers' own scheduler tests on our scheduler.
+DIFFUSERS ?=
+TORCHSDE ?=
+bench: $(BIN)/.installed
+	mkdir -p docs/benchmarks
+	$(BIN)/dpmsolver bench --model digits-exact --out docs/bench-digits-exact
+	$(BIN)/dpmsolver bench --model digits-net --out docs/bench-digits-net
+	$(BIN)/python benchmarks/accuracy.py > docs/benchmarks/accuracy.txt
+	$(BIN)/python benchmarks/diffusers_schedulers.py > docs/benchmarks/diffusers_schedulers.txt
+	$(BIN)/python benchmarks/inversion.py > docs/benchmarks/inversion.txt
+	$(BIN)/python benchmarks/low_budget.py > docs/benchmarks/low_budget.txt
+	$(BIN)/python benchmarks/overhead.py --compile > docs/benchmarks/overhead.txt
+	if [ -n "$(DIFFUSERS)" ]; then $(BIN)/python benchmarks/diffusers_suite.py \
+		--diffusers "$(DIFFUSERS)" $(if $(TORCHSDE),--extra-path "$(TORCHSDE)") \
+		> docs/benchmarks/diffusers_suite.txt; fi

@@ -139,3 +139,38 @@ def test_sample_the_trained_network(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "digits-net" in proc.stdout and "5 model calls" in proc.stdout
     assert read_png(out).shape == (8 * 4, (4 * 8 + 3) * 4)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["sample", "--seed", str(2**70)], "--seed 1180591620717411303424: must lie in"),
+        (["sample", "--seed", "-1"], "--seed -1: must lie in"),
+        (["sample", "--out", "{tmp}"], "is a folder; sample writes a PNG file"),
+        (["compare", "--out", "{tmp}"], "is a folder; compare writes a PNG file"),
+        (["bench", "--out", "{file}"], "is a file; bench writes a folder"),
+        (["generate", "--num", "4", "--out", "{file}"], "is a file; generate writes a folder"),
+    ],
+)
+def test_cli_refuses_bad_arguments_before_any_work(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    """Checked before any model call: one line on stderr, exit 2, nothing written."""
+    file = tmp_path / "a-file"
+    file.write_text("keep")
+    args = [a.format(tmp=tmp_path, file=file) for a in args]
+    proc = run("-m", "dpmsolver", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert file.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_a_bench_without_rows_says_so_and_exits_1(tmp_path: Path) -> None:
+    # 3M needs 3 steps; at 2 no solver runs (and no diffusers baselines are asked for).
+    out = tmp_path / "bench"
+    proc = run(
+        *("-m", "dpmsolver", "bench", "--solvers", "dpm++3m", "--steps", "2"),
+        *("--no-baselines", "--n", "2", "--reference-nfe", "6", "--out", str(out)),
+    )
+    assert proc.returncode == 1
+    assert "no solver ran" in proc.stderr and not out.exists()

@@ -142,7 +142,9 @@ BAD_INPUTS = [
     pytest.param(run(skip_type="uniform"), ValueError, r"skip_type must be one of", id="skip"),
     pytest.param(run(solver_type="heun"), ValueError, r"solver_type must be one of", id="solver"),
     # --- sample: integers
-    pytest.param(run(steps=0), ValueError, r"steps must be between 1 and 100000; got 0", id="steps=0"),
+    pytest.param(
+        run(steps=0), ValueError, r"steps must be between 1 and 100000; got 0", id="steps=0"
+    ),
     pytest.param(run(steps=2.5), TypeError, r"steps must be an int", id="steps=2.5"),
     pytest.param(run(steps=True), TypeError, r"steps must be an int", id="steps=True"),
     pytest.param(run(order=0), ValueError, r"order must be between 1 and 3", id="order=0"),
@@ -410,7 +412,12 @@ BAD_INPUTS = [
     ),
     # --- DPM_Solver.sample
     pytest.param(solver_sample(method="heun"), ValueError, r"method must be one of", id="s-meth"),
-    pytest.param(solver_sample(steps=0), ValueError, r"steps must be between 1 and 100000; got 0", id="s-steps"),
+    pytest.param(
+        solver_sample(steps=0),
+        ValueError,
+        r"steps must be between 1 and 100000; got 0",
+        id="s-steps",
+    ),
     pytest.param(solver_sample(order=4), ValueError, r"order must be between", id="s-order"),
     pytest.param(solver_sample(skip_type="quad"), ValueError, r"skip_type must be", id="s-skip"),
     pytest.param(

@@ -284,7 +284,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         added = []
         for key, value in CLASS_KEYS.get(source, {}).items():
             if key not in given and key not in kwargs:
-                config[key] = config.get(key, value) if key not in defaults else value
+                config[key] = value
                 added.append(key)
         if "_use_default_values" in config:
             config["_use_default_values"] = [k for k in defaults if k not in added]
@@ -408,10 +408,16 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                     to_zero, values = True, values[:-1]
                 times = sigmas_to_times(ns, values)
             if not (ns.contains(float(times.max())) and ns.contains(float(times.min()))):
+                # Reported in the units given: training timesteps, or sigma_t / alpha_t.
+                ends = ns.levels([ns.t_min, ns.t_max])
+                if timesteps is not None:
+                    name, lo, hi = "timesteps", ends[0].model_t, ends[1].model_t
+                else:
+                    name = "sigmas"
+                    lo, hi = (e.sigma / e.alpha for e in ends)
                 raise ValueError(
-                    f"timesteps / sigmas reach beyond the training schedule: times "
-                    f"{float(times.max()):.6g} to {float(times.min()):.6g}, allowed "
-                    f"{ns.time_range()}"
+                    f"{name} from {float(values.max()):.6g} to {float(values.min()):.6g} reach "
+                    f"beyond the training schedule: allowed [{lo:.6g}, {hi:.6g}]"
                 )
             self._plan_calls(times.tolist(), to_zero, custom=True)
             return
