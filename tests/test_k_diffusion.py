@@ -214,3 +214,110 @@ def test_sigma_grids() -> None:
 def test_bad_input(call: Callable[[], object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# -- flow-matching models (ComfyUI's convention: sigma in (0, 1], x = (1-s) x0 + s eps) ----
+
+
+def flow_denoiser() -> Callable[..., Tensor]:
+    """The digits mixture as a flow model: D(x, s) = E[x0 | (1 - s) x0 + s eps]."""
+    gmm = digits_mixture()
+
+    def model(x: Tensor, sigma: Tensor) -> Tensor:
+        s = float(sigma[0])
+        return gmm.posterior_mean(x, max(1.0 - s, 1e-12), s)
+
+    return model
+
+
+def flow_sigmas(n: int, top: float = 1.0) -> Tensor:
+    """n flow sigmas from `top` down to 0.02, uniform in lambda after the first, then 0."""
+    lam = torch.linspace(math.log((1 - 0.98) / 0.98), math.log(0.98 / 0.02), n - 1)
+    rest = torch.sigmoid(-lam.double())
+    return torch.cat([torch.tensor([top], dtype=torch.float64), rest, torch.zeros(1)])
+
+
+def flow_start(n: int = 6) -> Tensor:
+    return torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    ("sampler", "order", "method"),
+    [(K.sample_dpmpp_2m, 2, "multistep"), (K.sample_dpmpp_3m, 3, "multistep")],
+)
+def test_flow_face_equals_the_native_sampler(sampler: Any, order: int, method: str) -> None:
+    """Same grid from pure noise (sigma = 1), the same rules: the face on a flow model is
+    dpmsolver.sample on a FlowSchedule whose time is the flow sigma, ending with x0_pred."""
+    import dpmsolver as dpm
+
+    model = flow_denoiser()
+    sigmas = flow_sigmas(12)
+    ours = sampler(model, flow_start(), sigmas, disable=True, model_sampling="flow")
+    schedule = dpm.FlowSchedule(shift=1.0, t_min=float(sigmas[-2]), t_max=1.0)
+    net = lambda x, t: model(x, t)  # noqa: E731  (the network's time input is the sigma)
+    native = dpm.sample(
+        dpm.Denoiser(net, schedule, prediction="x0"),
+        flow_start(),
+        timesteps=sigmas[:-1].tolist(),
+        order=order,
+        method=method,
+        lower_order_final=False,
+        denoise_to_zero=True,
+    )
+    torch.testing.assert_close(ours, native, rtol=0, atol=1e-6)
+
+
+def test_flow_face_converges_at_second_order() -> None:
+    model = flow_denoiser()
+    x = flow_start()
+    reference = K.sample_dpmpp_3m(
+        model, x, flow_sigmas(400, 0.98), disable=True, model_sampling="flow"
+    )
+    errors = [
+        float(
+            (
+                K.sample_dpmpp_2m(
+                    model, x, flow_sigmas(n, 0.98), disable=True, model_sampling="flow"
+                )
+                - reference
+            )
+            .pow(2)
+            .mean()
+            .sqrt()
+        )
+        for n in (25, 50, 100)
+    ]
+    slopes = [math.log2(errors[i] / errors[i + 1]) for i in range(2)]
+    assert all(s > 1.6 for s in slopes), (errors, slopes)
+
+
+def test_flow_is_read_from_a_comfyui_model_wrapper() -> None:
+    class CONST:  # ComfyUI's flow-matching model sampling class
+        pass
+
+    class Inner:
+        model_sampling = CONST()
+
+    class Wrapped:
+        inner_model = Inner()
+
+        def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+            return flow_denoiser()(x, sigma)
+
+    sigmas = flow_sigmas(8)
+    auto = K.sample_dpmpp_2m(Wrapped(), flow_start(), sigmas, disable=True)
+    said = K.sample_dpmpp_2m(
+        flow_denoiser(), flow_start(), sigmas, disable=True, model_sampling="flow"
+    )
+    torch.testing.assert_close(auto, said, rtol=0, atol=0)
+
+
+def test_flow_face_errors() -> None:
+    with pytest.raises(ValueError, match="model_sampling must be one of"):
+        K.sample_dpmpp_2m(flow_denoiser(), flow_start(), flow_sigmas(5), model_sampling="eps")
+    with pytest.raises(ValueError, match=r"sigmas must lie in \(0, 1\] for a flow model"):
+        K.sample_dpmpp_2m(
+            flow_denoiser(), flow_start(), torch.tensor([5.0, 1.0, 0.0]), model_sampling="flow"
+        )
+    with pytest.raises(ValueError, match="cannot start at alpha_t = 0"):
+        K.sample_ipndm(flow_denoiser(), flow_start(), flow_sigmas(6), model_sampling="flow")

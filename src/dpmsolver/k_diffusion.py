@@ -1,15 +1,19 @@
 """k-diffusion-style samplers: drop-in functions for code that calls `k_diffusion.sampling`.
 
 Every sampler has the signature `(model, x, sigmas, extra_args=None, callback=None,
-disable=None, ...)`:
+disable=None, ..., model_sampling=None)`:
     model(x, sigma, **extra_args) -> denoised, a denoiser D(x, sigma) in VE scaling
-        (x = x0 + sigma eps; `sigma` has shape (batch,));
+        (x = x0 + sigma eps; `sigma` has shape (batch,)), or, with model_sampling='flow',
+        on a flow-matching model as ComfyUI passes them (x = (1 - sigma) x0 + sigma eps,
+        sigma in (0, 1], the denoiser still returning x0);
     sigmas: descending noise levels, normally ending in 0 (then the last step returns the
         model's denoised prediction, as k-diffusion does);
     callback: called once per sigma with {'x', 'i', 'sigma', 'sigma_hat', 'denoised'};
     disable: True hides the progress bar (shown with tqdm, when installed).
-They run the core sampler (`dpmsolver.sample`) on a `VESchedule`, so the update rules are
-the same as everywhere else in dpmsolver.
+    model_sampling: 've' or 'flow'; None (default) reads it from a ComfyUI model wrapper
+        (`model.inner_model.model_sampling` of class CONST is flow) and is 've' otherwise.
+They run the core sampler (`dpmsolver.sample`) on a `VESchedule` or a `FlowSchedule`, so
+the update rules are the same as everywhere else in dpmsolver.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from torch import Tensor
 from .checks import check_float, check_int
 from .core import (
     Evaluator,
+    FlowSchedule,
     Level,
     NoiseSchedule,
     SolverOptions,
@@ -107,13 +112,14 @@ def get_sigmas_logsnr(n: int, sigma_min: float, sigma_max: float, device: Any = 
     return get_sigmas_exponential(n, sigma_min, sigma_max, device)
 
 
-class _VEDenoiser:
-    """A k-diffusion denoiser seen as a dpmsolver DiffusionModel on a VE schedule."""
+class _KDenoiser:
+    """A k-diffusion denoiser seen as a dpmsolver DiffusionModel on a VE or flow schedule
+    whose time is the caller's sigma."""
 
     def __init__(
         self,
         model: Callable[..., Tensor],
-        schedule: VESchedule,
+        schedule: NoiseSchedule,
         extra_args: dict[str, Any],
         index: dict[float, int],
         callback: KCallback | None,
@@ -128,7 +134,8 @@ class _VEDenoiser:
         self.last: tuple[float, Tensor] | None = None
 
     def __call__(self, x: Tensor, level: Level, target: Target) -> Tensor:
-        sigma_in = torch.full((x.shape[0],), level.sigma, dtype=x.dtype, device=x.device)
+        # The grid's times are the sigmas the caller gave (VE: sigma; flow: the flow sigma).
+        sigma_in = torch.full((x.shape[0],), level.t, dtype=x.dtype, device=x.device)
         denoised = self.model(x, sigma_in, **self.extra_args)
         if not isinstance(denoised, Tensor) or denoised.shape != x.shape:
             return denoised  # the sampler reports it with the step and time
@@ -137,13 +144,13 @@ class _VEDenoiser:
         if i is not None:
             self.progress.update()
             if self.callback is not None:
-                sigma = x.new_tensor(level.sigma)
+                sigma = x.new_tensor(level.t)
                 self.callback(
                     {"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised}
                 )
         if target == "data":
             return denoised
-        return (x - denoised) / level.sigma
+        return (x - level.alpha * denoised) / level.sigma
 
 
 @functools.lru_cache(maxsize=16)
@@ -151,6 +158,41 @@ def _ve_schedule(sigma_min: float, sigma_max: float) -> VESchedule:
     """One schedule per sigma range, so repeated runs on the same grid reuse their plan
     (plans are cached per schedule object)."""
     return VESchedule(sigma_min, sigma_max)
+
+
+@functools.lru_cache(maxsize=16)
+def _flow_schedule(sigma_min: float, sigma_max: float) -> FlowSchedule:
+    """The flow schedule whose time is the flow sigma (alpha = 1 - sigma), on this range."""
+    return FlowSchedule(shift=1.0, t_min=sigma_min, t_max=sigma_max)
+
+
+MODEL_SAMPLINGS = ("ve", "flow")
+
+
+def _sampling(model: Any, model_sampling: str | None) -> str:
+    """'ve' or 'flow': as given, else read from a ComfyUI model wrapper (its inner model's
+    model_sampling of class CONST, ComfyUI's flow matching), else 've'."""
+    if model_sampling is not None:
+        if model_sampling not in MODEL_SAMPLINGS:
+            raise ValueError(
+                f"model_sampling must be one of 've', 'flow' or None; got {model_sampling!r}"
+            )
+        return model_sampling
+    found = getattr(getattr(model, "inner_model", None), "model_sampling", None)
+    names = {c.__name__ for c in type(found).__mro__} if found is not None else set()
+    return "flow" if "CONST" in names else "ve"
+
+
+def _schedule(sampling: str, sigma_min: float, sigma_max: float) -> NoiseSchedule:
+    """The schedule of a sigma range: VE (any sigma > 0) or flow (sigmas in (0, 1])."""
+    if sampling == "ve":
+        return _ve_schedule(sigma_min, sigma_max)
+    if sigma_max > 1.0:
+        raise ValueError(
+            f"sigmas must lie in (0, 1] for a flow model (model_sampling='flow'); the grid "
+            f"reaches {sigma_max!r}"
+        )
+    return _flow_schedule(sigma_min, sigma_max)
 
 
 def sample_dpm_solver(
@@ -168,6 +210,7 @@ def sample_dpm_solver(
     multistep3: str = "damped",
     corrector: str = "off",
     corrector_variant: str = "bh2",
+    model_sampling: str | None = None,
 ) -> Tensor:
     """DPM-Solver(++) of any order and method on a k-diffusion sigma grid.
 
@@ -183,11 +226,12 @@ def sample_dpm_solver(
     grid = values[:-1] if to_zero else values
     index = {s: i for i, s in enumerate(grid)}
     progress = Progress(len(grid), disable)
-    # Any sigma > 0 is valid on a VE schedule; its own range only sets defaults.
-    schedule = (
-        _ve_schedule(grid[-1], grid[0]) if len(grid) > 1 else _ve_schedule(grid[0], 2 * grid[0])
-    )
-    denoiser = _VEDenoiser(model, schedule, extra, index, callback, progress)
+    # The schedule's range only sets defaults: the grid is given.
+    sampling = _sampling(model, model_sampling)
+    top = grid[0] if len(grid) > 1 or sampling == "flow" else 2 * grid[0]
+    low = grid[-1] if len(grid) > 1 else 0.5 * grid[0]
+    schedule = _schedule(sampling, low, top)
+    denoiser = _KDenoiser(model, schedule, extra, index, callback, progress)
     try:
         if len(grid) == 1:  # one jump to sigma = 0: the denoised prediction, checked
             check_state(x, None)
@@ -223,10 +267,19 @@ def sample_dpmpp_2m(
     extra_args: dict[str, Any] | None = None,
     callback: KCallback | None = None,
     disable: bool | None = None,
+    model_sampling: str | None = None,
 ) -> Tensor:
     """DPM-Solver++(2M): second-order multistep, one model call per sigma."""
     return sample_dpm_solver(
-        model, x, sigmas, extra_args, callback, disable, order=2, lower_order_final=False
+        model,
+        x,
+        sigmas,
+        extra_args,
+        callback,
+        disable,
+        order=2,
+        lower_order_final=False,
+        model_sampling=model_sampling,
     )
 
 
@@ -237,10 +290,19 @@ def sample_dpmpp_3m(
     extra_args: dict[str, Any] | None = None,
     callback: KCallback | None = None,
     disable: bool | None = None,
+    model_sampling: str | None = None,
 ) -> Tensor:
     """DPM-Solver++(3M): third-order multistep, one model call per sigma."""
     return sample_dpm_solver(
-        model, x, sigmas, extra_args, callback, disable, order=3, lower_order_final=False
+        model,
+        x,
+        sigmas,
+        extra_args,
+        callback,
+        disable,
+        order=3,
+        lower_order_final=False,
+        model_sampling=model_sampling,
     )
 
 
@@ -252,6 +314,7 @@ def sample_ipndm(
     callback: KCallback | None = None,
     disable: bool | None = None,
     order: int = 4,
+    model_sampling: str | None = None,
 ) -> Tensor:
     """iPNDM: Adams-Bashforth in sigma with fixed weights (order 1-4), one call per sigma."""
     return sample_dpm_solver(
@@ -264,6 +327,7 @@ def sample_ipndm(
         order=order,
         algorithm="ipndm",
         lower_order_final=False,
+        model_sampling=model_sampling,
     )
 
 
@@ -274,10 +338,19 @@ def sample_dpmpp_2s(
     extra_args: dict[str, Any] | None = None,
     callback: KCallback | None = None,
     disable: bool | None = None,
+    model_sampling: str | None = None,
 ) -> Tensor:
     """DPM-Solver++(2S): second-order singlestep (midpoint in lambda), two calls per step."""
     return sample_dpm_solver(
-        model, x, sigmas, extra_args, callback, disable, order=2, method="singlestep"
+        model,
+        x,
+        sigmas,
+        extra_args,
+        callback,
+        disable,
+        order=2,
+        method="singlestep",
+        model_sampling=model_sampling,
     )
 
 
@@ -293,6 +366,7 @@ def sample_dpm_adaptive(
     rtol: float = 0.05,
     atol: float = 0.0078,
     algorithm: str = "dpmsolver++",
+    model_sampling: str | None = None,
 ) -> Tensor:
     """Adaptive DPM-Solver-12 / -23 from sigma_max to sigma_min (no final step to 0).
 
@@ -303,9 +377,9 @@ def sample_dpm_adaptive(
     check_float("sigma_max", sigma_max, positive=True)
     if not sigma_min < sigma_max:
         raise ValueError(f"need sigma_min < sigma_max; got {sigma_min!r} and {sigma_max!r}")
-    schedule = _ve_schedule(sigma_min, sigma_max)
+    schedule = _schedule(_sampling(model, model_sampling), sigma_min, sigma_max)
     progress = Progress(0, disable)
-    denoiser = _VEDenoiser(model, schedule, _extra(extra_args), {}, None, progress)
+    denoiser = _KDenoiser(model, schedule, _extra(extra_args), {}, None, progress)
 
     def on_step(step: int, t: float, x_t: Tensor) -> None:
         if step > 0 and callback is not None and denoiser.last is not None:
