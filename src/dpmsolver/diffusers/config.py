@@ -314,9 +314,8 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
             )
         to_zero, said_end = meaning[value], name
     if flow:
-        # Flow schedules have no smallest training level: 'sigma_min' ends at the last call's
-        # level, which this face does with that call's x0_pred, as it does for VP runs whose
-        # last call is at the end (diffusers takes a step of length 0 there instead).
+        # A flow schedule has no smallest training level: every end is the jump to sigma = 0
+        # after the last call (diffusers' 'sigma_min' there uses the VP table's value).
         to_zero = True
     to_zero = bool(to_zero)
     denoise = check_bool("denoise_to_zero", k["denoise_to_zero"])
