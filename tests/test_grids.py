@@ -169,3 +169,19 @@ def test_singlestep_orders_rules(steps: int, order: int) -> None:
 )
 def test_singlestep_orders_table(steps: int, order: int, expected: list[int]) -> None:
     assert singlestep_orders(steps, order) == expected
+
+
+def test_beta_grid_is_the_beta_distributions_quantiles() -> None:
+    """beta_sigmas places levels at Beta(0.6, 0.6) quantiles, as diffusers' use_beta_sigmas
+    does with scipy.stats.beta.ppf; the time grid 'beta' spaces sigma_t / alpha_t so."""
+    stats = pytest.importorskip("scipy.stats")
+    from dpmsolver.core.grids import beta_sigmas
+
+    values = beta_sigmas(14.6, 0.03, 12)
+    quantiles = stats.beta.ppf(1 - np.linspace(0, 1, 12), 0.6, 0.6)
+    np.testing.assert_allclose(values, 0.03 + quantiles * (14.6 - 0.03), rtol=1e-12, atol=1e-12)
+    schedule = VPSchedule.linear()
+    grid = time_grid(schedule, "beta", schedule.t_max, schedule.t_min, 11)
+    levels = schedule.levels(grid)
+    sig = [lv.sigma / lv.alpha for lv in levels]
+    np.testing.assert_allclose(sig, beta_sigmas(sig[0], sig[-1], 12), rtol=1e-9)
