@@ -150,6 +150,24 @@ CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
     ),
     ("check_finite str", sample(check_finite="yes"), TypeError, "check_finite must be a bool"),
     ("generator int", sample(generator=0, eta=1.0), TypeError, "generator must be"),
+    (
+        "noise_sampler no eta",
+        sample(steps=3, noise_sampler=lambda s, t: X),
+        ValueError,
+        "needs eta > 0",
+    ),
+    (
+        "noise_sampler int",
+        sample(steps=3, eta=1.0, noise_sampler=3),
+        TypeError,
+        "noise_sampler must be callable",
+    ),
+    (
+        "noise_sampler shape",
+        sample(steps=3, eta=1.0, noise_sampler=lambda s, t: X[:1]),
+        ValueError,
+        "noise_sampler returned (1, 1, 8, 8)",
+    ),
     # -- native: x and the callables ---------------------------------------------------
     ("x numpy", lambda: dpm.sample(MODEL, np.zeros((2, 1, 8, 8))), TypeError, "x must be a torch"),
     (

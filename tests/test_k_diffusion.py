@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -321,3 +322,92 @@ def test_flow_face_errors() -> None:
         )
     with pytest.raises(ValueError, match="cannot start at alpha_t = 0"):
         K.sample_ipndm(flow_denoiser(), flow_start(), flow_sigmas(6), model_sampling="flow")
+
+
+# -- DPM-Solver++(2M) SDE -------------------------------------------------------------------
+
+
+def reference_2m_sde(
+    model: Callable[..., Tensor],
+    x: Tensor,
+    sigmas: Tensor,
+    noises: list[Tensor],
+    eta: float,
+    s_noise: float,
+    solver_type: str,
+) -> Tensor:
+    """k-diffusion's DPM-Solver++(2M) SDE re-derived (VE): with h = log(s / s_next),
+    x = (s_next / s) e^{-eta h} x + (1 - e^{-(1+eta) h}) D + s_next sqrt(1 - e^{-2 eta h}) z,
+    D = denoised + c (denoised - previous) / r, r = h_prev / h, c = (1 - e^{-h_eta}) / 2
+    (midpoint) or 1 - (1 - e^{-h_eta}) / h_eta (heun); the last step (to 0) is denoised."""
+    s = sigmas.tolist()
+    previous, h_prev = None, None
+    for i in range(len(s) - 1):
+        denoised = model(x, torch.full((x.shape[0],), s[i], dtype=x.dtype))
+        if s[i + 1] == 0:
+            return denoised
+        h = math.log(s[i] / s[i + 1])
+        h_eta = (1 + eta) * h
+        decay = -math.expm1(-h_eta)
+        x = (s[i + 1] / s[i]) * math.exp(-eta * h) * x + decay * denoised
+        if previous is not None and h_prev is not None:
+            r = h_prev / h
+            c = 0.5 * decay if solver_type == "midpoint" else 1 - decay / h_eta
+            x = x + c / r * (denoised - previous)
+        if eta:
+            x = x + noises[i] * s[i + 1] * math.sqrt(-math.expm1(-2 * eta * h)) * s_noise
+        previous, h_prev = denoised, h
+    return x
+
+
+@pytest.mark.parametrize("solver_type", ["midpoint", "heun"])
+@pytest.mark.parametrize(("eta", "s_noise"), [(1.0, 1.0), (0.5, 1.0), (1.0, 0.7)])
+def test_dpmpp_2m_sde_matches_its_derivation_given_the_same_noise(
+    solver_type: str, eta: float, s_noise: float
+) -> None:
+    sigmas = K.get_sigmas_karras(12, 0.002, 80.0).double()
+    x = start()
+    gen = torch.Generator().manual_seed(3)
+    noises = [torch.randn(x.shape, generator=gen, dtype=x.dtype) for _ in range(len(sigmas))]
+    table = {float(s): noises[i] for i, s in enumerate(sigmas[:-1])}
+    calls: list[tuple[float, float]] = []
+
+    def noise_sampler(sigma: Tensor, sigma_next: Tensor) -> Tensor:
+        calls.append((float(sigma), float(sigma_next)))
+        return table[float(sigma)]
+
+    model = denoiser()
+    ours = K.sample_dpmpp_2m_sde(
+        model,
+        x,
+        sigmas,
+        disable=True,
+        eta=eta,
+        s_noise=s_noise,
+        noise_sampler=noise_sampler,
+        solver_type=solver_type,
+    )
+    expected = reference_2m_sde(model, x, sigmas, noises, eta, s_noise, solver_type)
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
+    # One draw per step that does not end at 0, with k-diffusion's (sigma, sigma_next).
+    steps = sigmas[:-1].tolist()
+    assert calls == list(itertools.pairwise(steps))
+
+
+def test_dpmpp_2m_sde_at_eta_0_is_2m_and_checks_its_noise() -> None:
+    sigmas = K.get_sigmas_karras(8, 0.002, 80.0).double()
+    model = denoiser()
+    ode = K.sample_dpmpp_2m(model, start(), sigmas, disable=True)
+    sde0 = K.sample_dpmpp_2m_sde(model, start(), sigmas, disable=True, eta=0.0)
+    torch.testing.assert_close(sde0, ode, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="noise_sampler returned"):
+        K.sample_dpmpp_2m_sde(
+            model, start(), sigmas, disable=True, noise_sampler=lambda s, t: torch.zeros(3)
+        )
+    with pytest.raises(ValueError, match="solver_type must be one of 'midpoint', 'heun'"):
+        K.sample_dpmpp_2m_sde(model, start(), sigmas, disable=True, solver_type="euler")
+    torch.manual_seed(0)
+    a = K.sample_dpmpp_2m_sde(model, start(), sigmas, disable=True)
+    torch.manual_seed(0)
+    b = K.sample_dpmpp_2m_sde(model, start(), sigmas, disable=True)
+    assert torch.equal(a, b) and not torch.equal(a, ode)

@@ -72,3 +72,24 @@ def test_bad_sde_options(kwargs: dict[str, object], match: str) -> None:
 def test_generator_must_be_a_generator() -> None:
     with pytest.raises(TypeError, match=r"generator must be a torch\.Generator"):
         dpm.sample(load("digits-exact"), torch.zeros(1, 1, 8, 8), eta=1.0, generator=0)  # type: ignore[arg-type]
+
+
+def test_a_noise_sampler_replaces_the_generator() -> None:
+    """noise_sampler(t_s, t_t) gives each SDE step's standard normal noise: one that draws
+    what the generator would draw reproduces the generator's run exactly, and it is called
+    once per step with the step's times."""
+    model = load("digits-exact")
+    x_T = model.sample_noise(8, torch.Generator().manual_seed(0), torch.float64)
+    by_generator = dpm.sample(
+        model, x_T, steps=6, eta=1.0, generator=torch.Generator().manual_seed(5)
+    )
+    source = torch.Generator().manual_seed(5)
+    calls: list[tuple[float, float]] = []
+
+    def noise_sampler(t_s: float, t_t: float) -> torch.Tensor:
+        calls.append((t_s, t_t))
+        return torch.randn(x_T.shape, generator=source, dtype=torch.float32)
+
+    by_sampler = dpm.sample(model, x_T, steps=6, eta=1.0, noise_sampler=noise_sampler)
+    assert torch.equal(by_sampler, by_generator)
+    assert len(calls) == 6 and all(a > b for a, b in calls)

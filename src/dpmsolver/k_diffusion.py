@@ -48,6 +48,7 @@ __all__ = [
     "sample_dpm_adaptive",
     "sample_dpm_solver",
     "sample_dpmpp_2m",
+    "sample_dpmpp_2m_sde",
     "sample_dpmpp_2s",
     "sample_dpmpp_3m",
     "sample_ipndm",
@@ -211,6 +212,8 @@ def sample_dpm_solver(
     corrector: str = "off",
     corrector_variant: str = "bh2",
     model_sampling: str | None = None,
+    eta: float = 0.0,
+    noise_sampler: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> Tensor:
     """DPM-Solver(++) of any order and method on a k-diffusion sigma grid.
 
@@ -218,7 +221,9 @@ def sample_dpm_solver(
     `order` (that many calls) per interval, with intermediate points uniform in lambda.
     A final sigma of 0 is reached by returning the denoised prediction at the last
     positive sigma. algorithm='ipndm' and the UniC `corrector` ('all' or 'low_noise',
-    multistep; no extra calls) are as in `dpmsolver.sample`.
+    multistep; no extra calls) are as in `dpmsolver.sample`; `eta` > 0 runs the SDE
+    (multistep, order 1 or 2) with noise from `noise_sampler(sigma, sigma_next)` (default:
+    standard normal from torch's global generator).
     """
     values = check_grid("sigmas", sigmas, positive=True, final_zero=True).tolist()
     extra = _extra(extra_args)
@@ -254,8 +259,19 @@ def sample_dpm_solver(
             corrector=corrector,
             corrector_variant=corrector_variant,
             denoise_to_zero=to_zero,
+            eta=eta,
         )
-        return sample(denoiser, x, options)
+        noise = None
+        if noise_sampler is not None:
+            if not callable(noise_sampler):
+                raise TypeError(
+                    f"noise_sampler must be callable; got {type(noise_sampler).__name__}"
+                )
+
+            def noise(s: float, t: float) -> Tensor:
+                return noise_sampler(x.new_tensor(s), x.new_tensor(t))
+
+        return sample(denoiser, x, options, noise_sampler=noise)
     finally:
         progress.close()
 
@@ -328,6 +344,59 @@ def sample_ipndm(
         algorithm="ipndm",
         lower_order_final=False,
         model_sampling=model_sampling,
+    )
+
+
+def sample_dpmpp_2m_sde(
+    model: Callable[..., Tensor],
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: KCallback | None = None,
+    disable: bool | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    noise_sampler: Callable[[Tensor, Tensor], Tensor] | None = None,
+    solver_type: str = "midpoint",
+    model_sampling: str | None = None,
+) -> Tensor:
+    """DPM-Solver++(2M) SDE: the second-order multistep SDE rule, one call per sigma.
+
+    With h = lambda_next - lambda and h_eta = (1 + eta) h, each step is
+        x_next = (sigma_next / sigma) e^{-eta h} x + alpha_next (1 - e^{-h_eta}) D
+                 + sigma_next sqrt(1 - e^{-2 eta h}) s_noise z,
+    with D the denoised output plus the midpoint or Heun correction of k-diffusion's
+    `solver_type` (the core's 'dpmsolver' / 'taylor' forms), and z from
+    `noise_sampler(sigma, sigma_next)` (default: standard normal from torch's global
+    generator; k-diffusion's default is a Brownian tree). eta = 0 is DPM-Solver++(2M).
+    """
+    forms = {"midpoint": "dpmsolver", "heun": "taylor"}
+    if solver_type not in forms:
+        raise ValueError(f"solver_type must be one of 'midpoint', 'heun'; got {solver_type!r}")
+    scale = check_float("s_noise", s_noise)
+    draw = noise_sampler
+    if draw is None or scale != 1.0:
+        base = draw
+
+        def draw(s: Tensor, t: Tensor) -> Tensor:
+            z = torch.randn_like(x) if base is None else base(s, t)
+            return z * scale
+
+    if check_float("eta", eta) == 0.0:
+        draw = None  # the ODE: no noise to draw
+    return sample_dpm_solver(
+        model,
+        x,
+        sigmas,
+        extra_args,
+        callback,
+        disable,
+        order=2,
+        solver_type=forms[solver_type],
+        lower_order_final=False,
+        model_sampling=model_sampling,
+        eta=eta,
+        noise_sampler=draw,
     )
 
 

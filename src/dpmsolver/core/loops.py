@@ -17,10 +17,20 @@ from .kernel import Evaluator, combine, remember
 from .plan import Plan
 from .schedules import Level
 
-__all__ = ["Callback", "XtCorrection", "multistep_loop", "singlestep_loop", "singlestep_step"]
+__all__ = [
+    "Callback",
+    "NoiseSampler",
+    "XtCorrection",
+    "multistep_loop",
+    "singlestep_loop",
+    "singlestep_step",
+]
 
 XtCorrection = Callable[[Tensor, float, int], Tensor]
 Callback = Callable[[int, float, Tensor], None]
+# (t_s, t_t) -> the standard normal noise of the SDE step from t_s to t_t (k-diffusion's
+# noise_sampler(sigma, sigma_next)), of x's shape.
+NoiseSampler = Callable[[float, float], Tensor]
 
 
 def multistep_loop(
@@ -32,11 +42,13 @@ def multistep_loop(
     correcting_xt_fn: XtCorrection | None,
     callback: Callback | None,
     analytic_first: bool = False,
+    noise_sampler: NoiseSampler | None = None,
 ) -> tuple[Tensor, int]:
     """Multistep DPM-Solver(++) or iPNDM: 1 model call per step, `order` outputs kept at
     most. A corrected step calls the model at the predicted state, then re-does the step
     from the previous state with that output (which the next step uses as usual).
-    `analytic_first`: the first output is x0_pred = 0, i.e. eps_pred = x / sigma_T."""
+    `analytic_first`: the first output is x0_pred = 0, i.e. eps_pred = x / sigma_T.
+    `noise_sampler`: the SDE steps' noise (default: drawn from `generator`)."""
     levels, rules, corrections = plan.levels, plan.rules, plan.corrections
     steps = len(rules)
     if analytic_first:
@@ -48,7 +60,16 @@ def multistep_loop(
     if callback is not None:
         callback(0, levels[0].t, x)
     for i, (rule, corr) in enumerate(zip(rules, corrections, strict=True), start=1):
-        x_new = combine(rule, x, history, generator)
+        noise = None
+        if noise_sampler is not None and rule.noise:
+            noise = noise_sampler(levels[i - 1].t, levels[i].t)
+            if not isinstance(noise, Tensor) or noise.shape != x.shape:
+                got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
+                raise ValueError(
+                    f"noise_sampler returned {got} at step {i}; expected a tensor of x's "
+                    f"shape {tuple(x.shape)}"
+                )
+        x_new = combine(rule, x, history, generator, noise)
         if correcting_xt_fn is not None:
             x_new = correcting_xt_fn(x_new, levels[i].t, i)
         m = None

@@ -18,7 +18,7 @@ from torch import Tensor
 from ..checks import check_bool
 from .adaptive import adaptive_solve
 from .kernel import Evaluator, ModelOutputError, finite_flag
-from .loops import Callback, XtCorrection, multistep_loop, singlestep_loop
+from .loops import Callback, NoiseSampler, XtCorrection, multistep_loop, singlestep_loop
 from .model import Denoiser, DiffusionModel
 from .options import SolverOptions
 from .plan import Plan, make_plan
@@ -36,6 +36,7 @@ def sample(
     correcting_xt_fn: XtCorrection | None = None,
     callback: Callback | None = None,
     check_finite: bool = True,
+    noise_sampler: NoiseSampler | None = None,
     **solver_options: Any,
 ) -> Tensor:
     """Solve the diffusion ODE from x at t_start to t_end with DPM-Solver or DPM-Solver++.
@@ -55,6 +56,9 @@ def sample(
             multistep, after the first model call at step 0); with a corrector, to the
             predicted state the model sees and to the corrected state.
         callback: optional (step, t, x) called at step 0 and after every step.
+        noise_sampler: eta > 0 only: (t_s, t_t) -> the standard normal noise of the step
+            from t_s to t_t, of x's shape (k-diffusion's noise_sampler; e.g. a Brownian tree,
+            so that the noise does not depend on the grid). Default: drawn from `generator`.
         check_finite: report a model output with NaN/Inf (with its step and time) at the end
             of the run; costs one sum per call (a finite output whose float32 sum overflows,
             |values| ~ 1e34, is reported too) and one read-back per run.
@@ -73,6 +77,7 @@ def sample(
         correcting_xt_fn=correcting_xt_fn,
         callback=callback,
         check_finite=check_finite,
+        noise_sampler=noise_sampler,
         **solver_options,
     )(x, generator=generator)
 
@@ -100,6 +105,7 @@ class Sampler:
         correcting_xt_fn: XtCorrection | None = None,
         callback: Callback | None = None,
         check_finite: bool = True,
+        noise_sampler: NoiseSampler | None = None,
         **solver_options: Any,
     ) -> None:
         schedule = getattr(model, "schedule", None)
@@ -107,9 +113,15 @@ class Sampler:
             raise TypeError("model must be a Denoiser (or a DiffusionModel with a .schedule)")
         opts = SolverOptions.of(options, **solver_options)
         check_finite = check_bool("check_finite", check_finite)
-        for name, fn in (("correcting_xt_fn", correcting_xt_fn), ("callback", callback)):
+        for name, fn in (
+            ("correcting_xt_fn", correcting_xt_fn),
+            ("callback", callback),
+            ("noise_sampler", noise_sampler),
+        ):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable or None; got {type(fn).__name__}")
+        if noise_sampler is not None and opts.eta == 0:
+            raise ValueError("noise_sampler draws the noise of the SDE steps; it needs eta > 0")
         if opts.method == "adaptive" and correcting_xt_fn is not None:
             raise ValueError("correcting_xt_fn is not supported with method='adaptive'")
         if opts.form == "noise" and isinstance(model, Denoiser) and model.x0_correction is not None:
@@ -123,6 +135,7 @@ class Sampler:
         self.plan: Plan = make_plan(schedule, opts)
         self.correcting_xt_fn = None if correcting_xt_fn is None else _checked(correcting_xt_fn)
         self.callback = callback
+        self.noise_sampler = noise_sampler
         self.check_finite = check_finite
 
     def __call__(self, x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
@@ -212,6 +225,7 @@ class Sampler:
                     xt_fn,
                     callback,
                     opts.analytic_first_step,
+                    self.noise_sampler,
                 )
             else:
                 x, last = singlestep_loop(ev, run_plan, x, xt_fn, callback)
