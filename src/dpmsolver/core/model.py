@@ -123,17 +123,22 @@ class ClassifierGuidance:
 class DynamicThresholding:
     """Dynamic thresholding of x0_pred (Imagen, Saharia et al. 2022).
 
-    Per sample, s = max(quantile(|x0|, ratio), max_val); x0 <- clip(x0, -s, s) / s.
+    Per sample, s = max(quantile(|x0|, ratio), max_val); x0 <- clip(x0, -s, s) / s. With
+    `ceiling`, s = clamp(quantile(|x0|, ratio), max_val, ceiling) (the ceiling wins where the
+    two cross): diffusers' rule is max_val = 1, ceiling = sample_max_value.
     """
 
     ratio: float = 0.995
     max_val: float = 1.0
+    ceiling: float | None = None
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.ratio <= 1.0:
-            raise ValueError(f"ratio must lie in (0, 1], got {self.ratio!r}")
+        if not 0.0 <= self.ratio <= 1.0:
+            raise ValueError(f"ratio must lie in [0, 1], got {self.ratio!r}")
         if not self.max_val > 0:
             raise ValueError(f"max_val must be > 0, got {self.max_val!r}")
+        if self.ceiling is not None and not self.ceiling > 0:
+            raise ValueError(f"ceiling must be > 0 or None, got {self.ceiling!r}")
 
     def __call__(self, x0: Tensor, t: object = None) -> Tensor:
         flat = x0.abs().reshape(x0.shape[0], -1)
@@ -143,7 +148,8 @@ class DynamicThresholding:
             self.ratio,
             dim=1,
         ).to(x0.dtype)
-        s = torch.clamp(s, min=self.max_val).reshape((-1,) + (1,) * (x0.dim() - 1))
+        s = torch.clamp(s, min=self.max_val, max=self.ceiling)
+        s = s.reshape((-1,) + (1,) * (x0.dim() - 1))
         return torch.clamp(x0, -s, s) / s
 
 

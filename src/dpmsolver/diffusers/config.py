@@ -20,14 +20,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from diffusers.schedulers.scheduling_dpmsolver_multistep import (
+    betas_for_alpha_bar,
+    rescale_zero_terminal_snr,
+)
 
 from ..checks import check_bool, check_choice, check_float, check_int
-from ..core import DiscreteVPSchedule, FlowSchedule, NoiseSchedule, SolverOptions
+from ..core import (
+    SKIP_TYPES,
+    DiscreteVPSchedule,
+    DynamicThresholding,
+    FlowSchedule,
+    NoiseSchedule,
+    SolverOptions,
+)
 
 __all__ = [
     "ALGORITHM_TYPES",
     "BETA_SCHEDULES",
-    "GRID_KEYS",
     "PREDICTION_TYPES",
     "SIGMA_SPACINGS",
     "SOLVER_TYPES",
@@ -68,6 +78,8 @@ SOLVER_TYPES: dict[str, tuple[str, str | None]] = {
     "bh2": ("dpmsolver", "bh2"),
 }
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
+# Our grids for flow configs: spaced in time from pure noise (t = 1, lambda = -inf).
+FLOW_SKIP_TYPES = ("time_uniform", "time_quadratic")
 VARIANCE_TYPES = (
     "learned",
     "learned_range",
@@ -83,8 +95,6 @@ SIGMA_SPACINGS = {
     "use_beta_sigmas": "beta",
     "use_lu_lambdas": "logSNR",
 }
-# The keys that choose the time grid.
-GRID_KEYS = ("skip_type", "timestep_spacing", *SIGMA_SPACINGS, "use_flow_sigmas")
 
 
 @dataclass(frozen=True)
@@ -129,7 +139,7 @@ class Setup:
     to_zero: bool  # the last step jumps to sigma = 0
     final_step_first_order: bool
     denoise_to_zero: bool
-    threshold: tuple[float, float] | None  # (dynamic_thresholding_ratio, sample_max_value)
+    threshold: DynamicThresholding | None  # diffusers' rule: s in [1, sample_max_value]
     clip: float | None  # clip_sample_range when clip_sample
     split_variance: bool  # outputs of twice the channels carry a learned variance
     disable_corrector: tuple[int, ...]
@@ -154,20 +164,9 @@ def training_betas(
         return torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
     if beta_schedule == "scaled_linear":
         return torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float64) ** 2
-    # squaredcos_cap_v2: the cosine schedule of Nichol & Dhariwal, betas capped at 0.999
-    t = torch.arange(n + 1, dtype=torch.float64) / n
-    alpha_bar = torch.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
-    return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
-
-
-def _zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
-    """Lin et al. 2024, Algorithm 1: shift and scale sqrt(alpha_bar) so that it ends at 0."""
-    root = torch.cumprod(1.0 - betas, 0).sqrt()
-    first, last = root[0].clone(), root[-1].clone()
-    root = (root - last) * first / (first - last)
-    alpha_bar = root**2
-    alphas = torch.cat([alpha_bar[:1], alpha_bar[1:] / alpha_bar[:-1]])
-    return 1.0 - alphas
+    # squaredcos_cap_v2: diffusers' own cosine table (Nichol & Dhariwal, betas capped at
+    # 0.999), built in float32 as diffusers' schedulers hold it.
+    return betas_for_alpha_bar(n).to(torch.float64)
 
 
 def _said(keys: Mapping[str, Any], *names: str) -> list[str]:
@@ -411,7 +410,7 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
             spacing = Spacing("timestep_spacing", k["timestep_spacing"], steps_offset, clipped)
         else:
             skip = k["skip_type"] or "time_uniform"
-            check_choice("skip_type", skip, SKIP_TYPES_VP)
+            check_choice("skip_type", skip, SKIP_TYPES)
             spacing = Spacing("skip_type", skip, steps_offset, clipped)
     # The training table (VP; a flow config's use_*_sigmas take their default ends from it).
     betas = training_betas(
@@ -423,7 +422,7 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
             f"(0, 1) with beta_schedule={k['beta_schedule']!r}"
         )
     if check_bool("rescale_betas_zero_snr", k["rescale_betas_zero_snr"]):
-        betas = _zero_terminal_snr(betas)
+        betas = rescale_zero_terminal_snr(betas)  # diffusers' own (Lin et al. 2024)
     alphas_cumprod = torch.cumprod(1.0 - betas, 0)
     if float(alphas_cumprod[-1]) == 0.0:
         # Zero terminal SNR: alpha_T = 0 exactly; diffusers makes it 2^-24 (float16's
@@ -449,7 +448,7 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
             raise ValueError(f"dynamic_thresholding_ratio must lie in [0, 1]; got {ratio!r}")
         if not top > 0:
             raise ValueError(f"sample_max_value must be > 0; got {top!r}")
-        threshold = (ratio, top)
+        threshold = DynamicThresholding(ratio, 1.0, ceiling=top)
     clip = None
     if k["clip_sample"] is not None and check_bool("clip_sample", k["clip_sample"]):
         clip = check_float("clip_sample_range", k["clip_sample_range"])
@@ -478,9 +477,3 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
         split_variance=split,
         disable_corrector=tuple(disable),
     )
-
-
-# Our grids for flow configs: spaced in time from pure noise (t = 1, lambda = -inf).
-FLOW_SKIP_TYPES = ("time_uniform", "time_quadratic")
-# Our grids for VP configs (the core's skip types).
-SKIP_TYPES_VP = ("time_uniform", "logSNR", "time_quadratic", "karras", "exponential", "beta")

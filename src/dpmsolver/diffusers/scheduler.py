@@ -733,7 +733,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         x0 = to_data(out, x, level.alpha, level.sigma, setup.prediction)
         corrected = setup.threshold is not None or setup.clip is not None
         if setup.threshold is not None:
-            x0 = _threshold(x0, *setup.threshold)
+            x0 = setup.threshold(x0)
         elif setup.clip is not None:
             x0 = x0.clamp(-setup.clip, setup.clip)
         if setup.options.form == "data":
@@ -797,17 +797,6 @@ def _source_class(config: dict[str, Any], defaults: set[str]) -> str:
         if cls is not None and set(inspect.signature(cls.__init__).parameters) - {"self"} == keys:
             return candidate
     return ""
-
-
-def _threshold(x0: Tensor, ratio: float, max_value: float) -> Tensor:
-    """diffusers' dynamic thresholding: per sample s = clamp(quantile(|x0|, ratio), 1,
-    max_value); x0 <- clamp(x0, -s, s) / s (computed in float32 for half inputs)."""
-    dtype = x0.dtype
-    work = x0 if dtype in (torch.float32, torch.float64) else x0.float()
-    flat = work.reshape(work.shape[0], -1)
-    s = torch.quantile(flat.abs(), ratio, dim=1).clamp(min=1.0, max=max_value)
-    s = s.reshape((-1,) + (1,) * (work.dim() - 1))
-    return (torch.clamp(work, -s, s) / s).to(dtype)
 
 
 def _position_in(timestep: float | Tensor, grid: Tensor) -> int | None:

@@ -84,11 +84,17 @@ def sigma_calls(schedule: DiscreteVPSchedule, spacing: Spacing, n: int) -> list[
     them: the last call is at sigma_min whatever the end."""
     start_t = last_timestep(schedule, spacing.lambda_min_clipped) / schedule.total_n
     ends = schedule.levels([start_t, schedule.t_min])
-    top = ends[0].sigma / ends[0].alpha if spacing.sigma_max is None else spacing.sigma_max
-    low = ends[1].sigma / ends[1].alpha if spacing.sigma_min is None else spacing.sigma_min
+    top, low = _sigma_range(spacing, ends[0].sigma / ends[0].alpha, ends[1].sigma / ends[1].alpha)
+    return sigmas_to_times(schedule, spaced(spacing.name, top, low, n)).tolist()
+
+
+def _sigma_range(spacing: Spacing, top: float, low: float) -> tuple[float, float]:
+    """(sigma_max, sigma_min) of a sigma spacing: the config's where given, else these."""
+    top = top if spacing.sigma_max is None else spacing.sigma_max
+    low = low if spacing.sigma_min is None else spacing.sigma_min
     if not low < top:
         raise ValueError(f"sigma_min={low!r} must be below sigma_max={top!r}")
-    return sigmas_to_times(schedule, spaced(spacing.name, top, low, n)).tolist()
+    return top, low
 
 
 def flow_calls(
@@ -141,10 +147,9 @@ _UNIT_FLOW = FlowSchedule(shift=1.0, t_max=1.0)
 
 
 def _flow_shift(spacing: Spacing, mu: float | None) -> float:
-    """The shift in use: static, or from mu (exponential e^mu, linear mu)."""
+    """The shift in use: static, or from mu (exponential e^mu, linear mu). (A mu without
+    dynamic shifting is refused by the scheduler's set_timesteps.)"""
     if not spacing.dynamic:
-        if mu is not None:
-            raise ValueError("mu needs use_dynamic_shifting=True in the config")
         return spacing.shift
     if mu is None:
         raise ValueError("use_dynamic_shifting=True needs mu: set_timesteps(..., mu=...)")
@@ -173,10 +178,7 @@ def flow_spaced_calls(alphas_cumprod: torch.Tensor, spacing: Spacing, n: int) ->
     spaced by `spacing.name` between sigma_max and sigma_min (the config's, else the
     training table's ends), as flow sigmas sigma / (1 + sigma)."""
     table = ((1.0 - alphas_cumprod) / alphas_cumprod).sqrt()
-    top = float(table[-1]) if spacing.sigma_max is None else spacing.sigma_max
-    low = float(table[0]) if spacing.sigma_min is None else spacing.sigma_min
-    if not low < top:
-        raise ValueError(f"sigma_min={low!r} must be below sigma_max={top!r}")
+    top, low = _sigma_range(spacing, float(table[-1]), float(table[0]))
     return [v / (1.0 + v) for v in spaced(spacing.name, top, low, n)]
 
 
