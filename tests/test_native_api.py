@@ -140,3 +140,23 @@ def test_bad_timesteps(timesteps: list[float], match: str) -> None:
     model = load("digits-exact")
     with pytest.raises(ValueError, match=match):
         dpm.sample(model, torch.zeros(1, 1, 8, 8), timesteps=timesteps)
+
+
+def test_dynamic_thresholding_with_a_ceiling_is_diffusers_rule() -> None:
+    """s = clamp(quantile(|x0|, ratio), max_val, ceiling): with max_val = 1 and ceiling =
+    sample_max_value it is diffusers' _threshold_sample; ratio 0 takes the minimum |x0|."""
+    x0 = torch.tensor([[0.5, -3.0, 2.0, 1.5], [0.2, 0.1, -0.3, 0.05]], dtype=torch.float64)
+    rule = dpm.DynamicThresholding(0.75, 1.0, ceiling=1.8)
+    q = torch.quantile(x0.abs(), 0.75, dim=1)
+    s = q.clamp(min=1.0, max=1.8)[:, None]
+    torch.testing.assert_close(rule(x0), x0.clamp(-s, s) / s, rtol=0, atol=0)
+    assert float(rule(x0)[0].abs().max()) == 1.0 and torch.equal(rule(x0)[1], x0[1])
+    # Without a ceiling s is not bounded above: the authors' rule.
+    s_free = q.clamp(min=1.0)[:, None]
+    torch.testing.assert_close(
+        dpm.DynamicThresholding(0.75, 1.0)(x0), x0.clamp(-s_free, s_free) / s_free
+    )
+    lowest = dpm.DynamicThresholding(0.0, 0.01)(x0)  # s = max(min |x0|, 0.01) per sample
+    torch.testing.assert_close(lowest[1], x0[1].clamp(-0.05, 0.05) / 0.05)
+    with pytest.raises(ValueError, match="ceiling must be > 0"):
+        dpm.DynamicThresholding(0.9, 1.0, ceiling=0.0)

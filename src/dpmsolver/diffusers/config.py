@@ -343,8 +343,17 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
         clipped = check_float("lambda_min_clipped", clipped)
     sigma_min, sigma_max = k["sigma_min"], k["sigma_max"]
     for name in ("sigma_min", "sigma_max"):
-        if k[name] is not None and not (check_float(name, k[name]) > 0):
+        if k[name] is None:
+            continue
+        if not check_float(name, k[name]) > 0:
             raise ValueError(f"{name} must be > 0; got {k[name]!r}")
+        # The ends of a sigma spacing of sigma_t / alpha_t (VP, or UniPC's flow sigmas);
+        # elsewhere (as in diffusers' DPM-Solver) nothing would read them.
+        if not flags or (flow and not use_flow):
+            raise ValueError(
+                f"{name}={k[name]!r} is read by use_karras_sigmas / use_exponential_sigmas / "
+                "use_beta_sigmas (of a VP config or one with use_flow_sigmas) only"
+            )
     shift_terminal = k["shift_terminal"]
     if shift_terminal is not None and not 0 < check_float("shift_terminal", shift_terminal) < 1:
         raise ValueError(f"shift_terminal must lie in (0, 1); got {shift_terminal!r}")
@@ -356,6 +365,11 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
     for name in ("base_image_seq_len", "max_image_seq_len"):
         check_int(name, k[name], 1)
     if flow:
+        if clipped != -math.inf:
+            raise ValueError(
+                f"lambda_min_clipped={clipped!r} clips VP tables; a flow-matching run starts at "
+                "the flow grid's first sigma"
+            )
         skip = k["skip_type"] or ""
         if skip:
             # Our grids in the unshifted flow time u (sigma = shift u / (1 + (shift - 1) u)),
