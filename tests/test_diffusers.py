@@ -13,20 +13,18 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
+import tiny_pipelines as tp
 from diffusers import (
-    AutoencoderKL,
     PNDMScheduler,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 import dpmsolver as dpm
 from dpmsolver.diffusers import DPMSolverScheduler
 from dpmsolver.models import ExactModel, load_digits_gmm
 
-DATA = Path(__file__).parent / "data"
 SD_SCHEDULER_CONFIG = dict(  # Stable Diffusion 1.x's scheduler config
     num_train_timesteps=1000,
     beta_start=0.00085,
@@ -55,36 +53,11 @@ def components() -> dict[str, object]:
         cross_attention_dim=32,
         norm_num_groups=2,
     )
-    vae = AutoencoderKL(
-        block_out_channels=(4, 8),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4,
-        norm_num_groups=2,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-            hidden_size=32,
-            intermediate_size=37,
-            layer_norm_eps=1e-5,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            vocab_size=100,
-        )
-    )
-    tokenizer = CLIPTokenizer(
-        str(DATA / "tiny_clip_vocab.json"), str(DATA / "tiny_clip_merges.txt"), model_max_length=77
-    )
     return dict(
         unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
+        vae=tp.sd_vae(),
+        text_encoder=tp.clip_text_encoder(),
+        tokenizer=tp.clip_tokenizer(),
         scheduler=PNDMScheduler.from_config(SD_SCHEDULER_CONFIG),
         safety_checker=None,
         feature_extractor=None,

@@ -119,7 +119,7 @@ def _image(seed: int, size: int = 32) -> torch.Tensor:
     return torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-def _clip_text_encoder(with_projection: bool = False) -> Any:
+def clip_text_encoder(with_projection: bool = False) -> Any:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     config = CLIPTextConfig(
@@ -140,7 +140,7 @@ def _clip_text_encoder(with_projection: bool = False) -> Any:
     return model.eval()
 
 
-def _clip_tokenizer() -> Any:
+def clip_tokenizer() -> Any:
     from transformers import CLIPTokenizer
 
     return CLIPTokenizer(
@@ -148,7 +148,7 @@ def _clip_tokenizer() -> Any:
     )
 
 
-def _sd_vae() -> Any:
+def sd_vae() -> Any:
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
@@ -184,9 +184,9 @@ def _sd_components(in_channels: int = 4) -> dict[str, Any]:
 
     return dict(
         unet=_sd_unet(in_channels),
-        vae=_sd_vae(),
-        text_encoder=_clip_text_encoder(),
-        tokenizer=_clip_tokenizer(),
+        vae=sd_vae(),
+        text_encoder=clip_text_encoder(),
+        tokenizer=clip_tokenizer(),
         scheduler=PNDMScheduler.from_config(SD15_SCHEDULER),
         safety_checker=None,
         feature_extractor=None,
@@ -251,11 +251,11 @@ def sdxl_txt2img() -> Tiny:
     )
     components = dict(
         unet=unet,
-        vae=_sd_vae(),
-        text_encoder=_clip_text_encoder(),
-        tokenizer=_clip_tokenizer(),
-        text_encoder_2=_clip_text_encoder(with_projection=True),
-        tokenizer_2=_clip_tokenizer(),
+        vae=sd_vae(),
+        text_encoder=clip_text_encoder(),
+        tokenizer=clip_tokenizer(),
+        text_encoder_2=clip_text_encoder(with_projection=True),
+        tokenizer_2=clip_tokenizer(),
         scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER),
         image_encoder=None,
         feature_extractor=None,
