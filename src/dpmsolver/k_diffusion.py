@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .brownian import BrownianTreeNoiseSampler
 from .checks import check_float, check_int
 from .core import (
     Evaluator,
@@ -42,6 +43,7 @@ from .core.sampler import check_state
 from .progress import Progress
 
 __all__ = [
+    "BrownianTreeNoiseSampler",
     "get_sigmas_exponential",
     "get_sigmas_karras",
     "get_sigmas_logsnr",
@@ -49,12 +51,18 @@ __all__ = [
     "sample_dpm_solver",
     "sample_dpmpp_2m",
     "sample_dpmpp_2m_sde",
+    "sample_dpmpp_2m_sde_heun",
     "sample_dpmpp_2s",
+    "sample_dpmpp_2s_ancestral",
     "sample_dpmpp_3m",
+    "sample_dpmpp_3m_sde",
+    "sample_dpmpp_sde",
     "sample_ipndm",
 ]
 
 KCallback = Callable[[dict[str, Any]], None]
+# k-diffusion's noise_sampler(sigma, sigma_next) -> standard normal noise of x's shape.
+KNoiseSampler = Callable[[Tensor, Tensor], Tensor]
 
 
 def _extra(extra_args: Any) -> dict[str, Any]:
@@ -213,7 +221,9 @@ def sample_dpm_solver(
     corrector_variant: str = "bh2",
     model_sampling: str | None = None,
     eta: float = 0.0,
-    noise_sampler: Callable[[Tensor, Tensor], Tensor] | None = None,
+    noise_sampler: KNoiseSampler | None = None,
+    ancestral: bool = False,
+    s_noise: float = 1.0,
 ) -> Tensor:
     """DPM-Solver(++) of any order and method on a k-diffusion sigma grid.
 
@@ -221,9 +231,12 @@ def sample_dpm_solver(
     `order` (that many calls) per interval, with intermediate points uniform in lambda.
     A final sigma of 0 is reached by returning the denoised prediction at the last
     positive sigma. algorithm='ipndm' and the UniC `corrector` ('all' or 'low_noise',
-    multistep; no extra calls) are as in `dpmsolver.sample`; `eta` > 0 runs the SDE
-    (multistep, order 1 or 2) with noise from `noise_sampler(sigma, sigma_next)` (default:
-    standard normal from torch's global generator).
+    multistep; no extra calls) are as in `dpmsolver.sample`. `eta` > 0 runs the SDE
+    solvers of `dpmsolver.sample` (multistep orders 1-3; singlestep orders 1-2, with
+    `ancestral`), their noise scaled by `s_noise` and drawn from
+    `noise_sampler(sigma, sigma_next)` (default: standard normal per step, from a generator
+    seeded with extra_args['seed'] when given, as ComfyUI passes it, else torch's global
+    one).
     """
     values = check_grid("sigmas", sigmas, positive=True, final_zero=True).tolist()
     extra = _extra(extra_args)
@@ -260,20 +273,45 @@ def sample_dpm_solver(
             corrector_variant=corrector_variant,
             denoise_to_zero=to_zero,
             eta=eta,
+            ancestral=ancestral,
         )
-        noise = None
-        if noise_sampler is not None:
-            if not callable(noise_sampler):
-                raise TypeError(
-                    f"noise_sampler must be callable; got {type(noise_sampler).__name__}"
-                )
-
-            def noise(s: float, t: float) -> Tensor:
-                return noise_sampler(x.new_tensor(s), x.new_tensor(t))
-
+        noise = _noise(x, noise_sampler, s_noise, options.eta, extra)
         return sample(denoiser, x, options, noise_sampler=noise)
     finally:
         progress.close()
+
+
+def _noise(
+    x: Tensor, noise_sampler: KNoiseSampler | None, s_noise: float, eta: float, extra: dict
+) -> Callable[[float, float], Tensor] | None:
+    """The core's noise sampler (float times -> noise) for an SDE run: the caller's
+    `noise_sampler(sigma, sigma_next)` on tensors, or a fresh normal draw per step (from a
+    generator seeded with extra_args['seed'] when given), times s_noise; None for the ODE."""
+    scale = check_float("s_noise", s_noise)
+    if scale < 0:
+        raise ValueError(f"s_noise must be >= 0; got {s_noise!r}")
+    if noise_sampler is not None and not callable(noise_sampler):
+        raise TypeError(f"noise_sampler must be callable; got {type(noise_sampler).__name__}")
+    if eta == 0.0:
+        return None  # the ODE: no noise to draw
+    if noise_sampler is not None:
+        caller = noise_sampler
+
+        def draw(s: float, t: float) -> Tensor:
+            z = caller(x.new_tensor(s), x.new_tensor(t))
+            return z * scale if scale != 1.0 and isinstance(z, Tensor) else z
+
+        return draw
+    seed = extra.get("seed")
+    gen = None
+    if seed is not None:
+        gen = torch.Generator(device=x.device).manual_seed(check_int("extra_args['seed']", seed))
+
+    def fresh(s: float, t: float) -> Tensor:
+        z = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+        return z * scale if scale != 1.0 else z
+
+    return fresh
 
 
 def sample_dpmpp_2m(
@@ -356,7 +394,7 @@ def sample_dpmpp_2m_sde(
     disable: bool | None = None,
     eta: float = 1.0,
     s_noise: float = 1.0,
-    noise_sampler: Callable[[Tensor, Tensor], Tensor] | None = None,
+    noise_sampler: KNoiseSampler | None = None,
     solver_type: str = "midpoint",
     model_sampling: str | None = None,
 ) -> Tensor:
@@ -373,17 +411,6 @@ def sample_dpmpp_2m_sde(
     forms = {"midpoint": "dpmsolver", "heun": "taylor"}
     if solver_type not in forms:
         raise ValueError(f"solver_type must be one of 'midpoint', 'heun'; got {solver_type!r}")
-    scale = check_float("s_noise", s_noise)
-    draw = noise_sampler
-    if draw is None or scale != 1.0:
-        base = draw
-
-        def draw(s: Tensor, t: Tensor) -> Tensor:
-            z = torch.randn_like(x) if base is None else base(s, t)
-            return z * scale
-
-    if check_float("eta", eta) == 0.0:
-        draw = None  # the ODE: no noise to draw
     return sample_dpm_solver(
         model,
         x,
@@ -396,7 +423,152 @@ def sample_dpmpp_2m_sde(
         lower_order_final=False,
         model_sampling=model_sampling,
         eta=eta,
-        noise_sampler=draw,
+        noise_sampler=noise_sampler,
+        s_noise=s_noise,
+    )
+
+
+def sample_dpmpp_2m_sde_heun(
+    model: Callable[..., Tensor],
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: KCallback | None = None,
+    disable: bool | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    noise_sampler: KNoiseSampler | None = None,
+    solver_type: str = "heun",
+    model_sampling: str | None = None,
+) -> Tensor:
+    """ComfyUI's name for DPM-Solver++(2M) SDE in its heun form (`sample_dpmpp_2m_sde`
+    with solver_type='heun')."""
+    return sample_dpmpp_2m_sde(
+        model,
+        x,
+        sigmas,
+        extra_args,
+        callback,
+        disable,
+        eta,
+        s_noise,
+        noise_sampler,
+        solver_type,
+        model_sampling,
+    )
+
+
+def sample_dpmpp_3m_sde(
+    model: Callable[..., Tensor],
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: KCallback | None = None,
+    disable: bool | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    noise_sampler: KNoiseSampler | None = None,
+    model_sampling: str | None = None,
+) -> Tensor:
+    """DPM-Solver++(3M) SDE: the third-order multistep SDE rule, one call per sigma.
+
+    As `sample_dpmpp_2m_sde` with DPM-Solver++(3M)'s rule: the exponential integrals of
+    x0_pred's Taylor terms (phi_2 on the first difference, phi_3 on the second, at
+    h_eta = (1 + eta) h; the authors' damped second difference), warming up with the
+    first-order and the heun-form second-order rule (`SolverOptions`: order=3,
+    solver_type='taylor', multistep3='damped'). eta = 0 is the ODE.
+    """
+    return sample_dpm_solver(
+        model,
+        x,
+        sigmas,
+        extra_args,
+        callback,
+        disable,
+        order=3,
+        solver_type="taylor",
+        lower_order_final=False,
+        model_sampling=model_sampling,
+        eta=eta,
+        noise_sampler=noise_sampler,
+        s_noise=s_noise,
+    )
+
+
+def sample_dpmpp_2s_ancestral(
+    model: Callable[..., Tensor],
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: KCallback | None = None,
+    disable: bool | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    noise_sampler: KNoiseSampler | None = None,
+    model_sampling: str | None = None,
+) -> Tensor:
+    """DPM-Solver++(2S) ancestral: two calls per step.
+
+    Each step splits sigma -> sigma_next into a deterministic DPM-Solver++(2S) step to
+    sigma_down (midpoint in lambda) and noise sigma_up * s_noise * z, sigma_down^2 +
+    sigma_up^2 = sigma_next^2 (k-diffusion's get_ancestral_step, eta = 1: DDPM's variance).
+    On VP and flow schedules the split is taken in x / alpha (the VE noise levels
+    sigma / alpha). eta = 0 is DPM-Solver++(2S).
+    """
+    return sample_dpm_solver(
+        model,
+        x,
+        sigmas,
+        extra_args,
+        callback,
+        disable,
+        order=2,
+        method="singlestep",
+        model_sampling=model_sampling,
+        eta=eta,
+        ancestral=check_float("eta", eta) != 0.0,
+        noise_sampler=noise_sampler,
+        s_noise=s_noise,
+    )
+
+
+def sample_dpmpp_sde(
+    model: Callable[..., Tensor],
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: KCallback | None = None,
+    disable: bool | None = None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
+    noise_sampler: KNoiseSampler | None = None,
+    r: float = 0.5,
+    model_sampling: str | None = None,
+) -> Tensor:
+    """DPM-Solver++ SDE (k-diffusion's stochastic DPM-Solver++): two calls per step.
+
+    The stage is a first-order ancestral step to lambda_s + h/2 (noise from
+    `noise_sampler(sigma, sigma_stage)`); the step an ancestral step to sigma_next on the
+    midpoint combination of the two denoised predictions (noise from
+    `noise_sampler(sigma, sigma_next)`). k-diffusion's default noise sampler here is a
+    Brownian tree (`BrownianTreeNoiseSampler`), under which the two draws of a step are
+    correlated; ours is a fresh normal per draw unless one is given. Only r = 1/2.
+    """
+    if check_float("r", r) != 0.5:
+        raise ValueError(f"r (the stage's place in the step) must be 0.5 here; got {r!r}")
+    return sample_dpm_solver(
+        model,
+        x,
+        sigmas,
+        extra_args,
+        callback,
+        disable,
+        order=2,
+        method="singlestep",
+        model_sampling=model_sampling,
+        eta=eta,
+        noise_sampler=noise_sampler,
+        s_noise=s_noise,
     )
 
 

@@ -35,11 +35,15 @@ __all__ = [
     "Multistep3",
     "SolverType",
     "Variant",
+    "ancestral_split",
     "ipndm_update",
     "jump_to_zero",
     "multistep_update",
     "phi",
+    "sde_multistep_update",
     "sde_noise_multistep_update",
+    "sde_singlestep_rules",
+    "sde_stage_lambda",
     "singlestep_tableau",
     "unic_correction",
 ]
@@ -90,6 +94,35 @@ def _rule(scale: float, mult: float, terms: list[tuple[float, np.ndarray]]) -> L
     return Linear(scale, tuple(float(-mult * w) for w in total))
 
 
+def _multistep_terms(
+    k: int,
+    prev: list[Level],
+    h: float,
+    z: float,
+    solver_type: SolverType,
+    multistep3: Multistep3,
+) -> list[tuple[float, np.ndarray]]:
+    """The Taylor terms (phi weight, weights on m_j) of a multistep step of order k whose
+    exponential integrals are taken at z, with the finite differences scaled by the step
+    h in lambda (the ODE has z = +-h; the SDE of DPM-Solver++ z = -(1 + eta) h)."""
+    e = np.eye(k)
+    if k == 1:
+        return [(phi(1, z), e[0])]
+    r0 = (prev[0].lambda_ - prev[1].lambda_) / h
+    d1_0 = (e[0] - e[1]) / r0
+    if k == 2:
+        c = 0.5 * phi(1, z) if solver_type == "dpmsolver" else phi(2, z)
+        return [(phi(1, z), e[0]), (c, d1_0)]
+    if k != 3:  # internal
+        raise ValueError(f"multistep order must be 1, 2 or 3; got {k}")
+    r1 = (prev[1].lambda_ - prev[2].lambda_) / h
+    d1_1 = (e[1] - e[2]) / r1
+    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
+    d2 = (d1_0 - d1_1) / (r0 + r1)
+    c2 = 2.0 * phi(3, z) if multistep3 == "exact" else phi(3, z)
+    return [(phi(1, z), e[0]), (phi(2, z), d1), (c2, d2)]
+
+
 def multistep_update(
     form: Form, solver_type: SolverType, levels: list[Level], multistep3: Multistep3 = "damped"
 ) -> Linear:
@@ -105,25 +138,9 @@ def multistep_update(
     at order 2 but has the lower error at 10-40 steps on time-uniform grids (see README).
     """
     *prev, t = levels
-    k = len(prev)
     scale, mult, z = _transfer(form, prev[0], t)
     h = t.lambda_ - prev[0].lambda_
-    e = np.eye(k)
-    if k == 1:
-        return _rule(scale, mult, [(phi(1, z), e[0])])
-    r0 = (prev[0].lambda_ - prev[1].lambda_) / h
-    d1_0 = (e[0] - e[1]) / r0
-    if k == 2:
-        c = 0.5 * phi(1, z) if solver_type == "dpmsolver" else phi(2, z)
-        return _rule(scale, mult, [(phi(1, z), e[0]), (c, d1_0)])
-    if k != 3:  # internal
-        raise ValueError(f"multistep order must be 1, 2 or 3; got {k}")
-    r1 = (prev[1].lambda_ - prev[2].lambda_) / h
-    d1_1 = (e[1] - e[2]) / r1
-    d1 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1)
-    d2 = (d1_0 - d1_1) / (r0 + r1)
-    c2 = 2.0 * phi(3, z) if multistep3 == "exact" else phi(3, z)
-    return _rule(scale, mult, [(phi(1, z), e[0]), (phi(2, z), d1), (c2, d2)])
+    return _rule(scale, mult, _multistep_terms(len(prev), prev, h, z, solver_type, multistep3))
 
 
 def singlestep_tableau(
@@ -170,31 +187,114 @@ def singlestep_tableau(
     return rules
 
 
-def sde_multistep_update(solver_type: SolverType, levels: list[Level], eta: float) -> Linear:
-    """SDE-DPM-Solver++ of order k = len(levels) - 1 (1 or 2; data form, 1 call per step).
+def sde_multistep_update(
+    solver_type: SolverType, levels: list[Level], eta: float, multistep3: Multistep3 = "damped"
+) -> Linear:
+    """SDE-DPM-Solver++ of order k = len(levels) - 1 (1 to 3; data form, 1 call per step).
 
     Solves the reverse SDE whose noise is scaled by eta (0: the ODE, i.e. DPM-Solver++;
     1: the full SDE of DPM-Solver++ Section 5). With h = lambda_t - lambda_s and
-    h_eta = (1 + eta) h:
-        x_t = (sigma_t/sigma_s) e^{-eta h} x + alpha_t (1 - e^{-h_eta}) x0_s
-              + alpha_t c (x0_s - x0_prev) / r0 + sigma_t sqrt(1 - e^{-2 eta h}) z
-    where r0 = h_prev / h and c = (1 - e^{-h_eta}) / 2 ('dpmsolver', the midpoint form) or
-    1 - (1 - e^{-h_eta}) / h_eta ('taylor'). At eta = 0 both equal DPM-Solver++'s rules.
-    eta = 1, order 2 is the "DPM-Solver++(2M) SDE" sampler.
+    h_eta = (1 + eta) h, the rule is DPM-Solver++'s with its exponential integrals taken
+    at -h_eta, a decay e^{-eta h} on x and the exact variance of the added noise:
+        x_t = (sigma_t/sigma_s) e^{-eta h} x - alpha_t Sum_k phi_{k+1}(-h_eta) D_k
+              + sigma_t sqrt(1 - e^{-2 eta h}) z
+    with D_k the finite differences of x0_pred in lambda scaled by h^k (see
+    `multistep_update`). Order 2 with solver_type 'dpmsolver' is k-diffusion's
+    "DPM-Solver++(2M) SDE" midpoint form ('taylor': its heun form); order 3 with
+    multistep3='damped' is its "DPM-Solver++(3M) SDE" (whose order-2 warm-up step is the
+    'taylor' form). At eta = 0 each equals DPM-Solver++'s rule.
     """
     *prev, t = levels
     s = prev[0]
     h = t.lambda_ - s.lambda_
-    h_eta = (1.0 + eta) * h
-    decay = -math.expm1(-h_eta)  # 1 - e^{-h_eta}
-    cx = t.sigma / s.sigma * math.exp(-eta * h)
+    z = -(1.0 + eta) * h
+    rule = _rule(
+        t.sigma / s.sigma * math.exp(-eta * h),
+        t.alpha,
+        _multistep_terms(len(prev), prev, h, z, solver_type, multistep3),
+    )
     noise = t.sigma * math.sqrt(-math.expm1(-2.0 * eta * h)) if eta > 0 else 0.0
-    if len(prev) == 1:
-        return Linear(cx, (t.alpha * decay,), noise)
-    r0 = (s.lambda_ - prev[1].lambda_) / h
-    c = 0.5 * decay if solver_type == "dpmsolver" else -phi(2, -h_eta)
-    w = t.alpha * c / r0
-    return Linear(cx, (t.alpha * decay + w, -w), noise)
+    return Linear(rule.cx, rule.cm, noise)
+
+
+def ancestral_split(sigma_from: float, sigma_to: float, eta: float) -> tuple[float, float]:
+    """(sigma_down, sigma_up) of an ancestral step of strength eta between VE noise levels
+    sigma = e^{-lambda}: a deterministic step to sigma_down, then noise of std sigma_up,
+    with sigma_down^2 + sigma_up^2 = sigma_to^2 and
+        sigma_up = min(sigma_to, eta sigma_to sqrt(1 - sigma_to^2 / sigma_from^2))
+    (k-diffusion's get_ancestral_step; eta = 1 is DDPM's posterior variance). A start at
+    sigma_from = inf (pure noise) gives sigma_up = eta sigma_to."""
+    if eta == 0.0:
+        return sigma_to, 0.0
+    ratio = 0.0 if math.isinf(sigma_from) else (sigma_to / sigma_from) ** 2
+    sigma_up = min(sigma_to, eta * sigma_to * math.sqrt(max(0.0, 1.0 - ratio)))
+    return math.sqrt(max(0.0, sigma_to**2 - sigma_up**2)), sigma_up
+
+
+def _down_level(t: Level, sigma_down: float) -> Level:
+    """The level an ancestral step lands on before its noise: at lambda = -log sigma_down,
+    with alpha_t's scale (x / alpha_t = x0 + sigma_down eps there)."""
+    if sigma_down == 0.0:
+        return Level(t.t, t.alpha, 0.0, math.inf)
+    return Level(t.t, t.alpha, t.alpha * sigma_down, -math.log(sigma_down))
+
+
+def _to_level(s: Level, t: Level, terms: list[tuple[float, np.ndarray]], k: int) -> Linear:
+    """The data-form rule s -> t on `terms` (weights on m[0..k-1]); t at lambda = inf (a
+    full ancestral step, sigma_down = 0) gives x_t = alpha_t x0_pred."""
+    if t.sigma == 0.0:
+        return Linear(0.0, tuple(t.alpha * float(w) for w in np.eye(k)[0]))
+    scale, mult, _ = _transfer("data", s, t)
+    return _rule(scale, mult, terms)
+
+
+def sde_singlestep_rules(
+    s: Level, stage: Level | None, t: Level, r: float, eta: float, ancestral: bool
+) -> list[Linear]:
+    """Stochastic DPM-Solver++ singlestep rules of order 1 (stage None) or 2 (one stage at
+    lambda_s + r h; data form; 1 or 2 model calls per step), every split an ancestral one
+    (`ancestral_split`, in the VE noise levels sigma / alpha).
+
+    ancestral=False (k-diffusion's "DPM-Solver++ SDE", `sample_dpmpp_sde`): the stage
+    state is a first-order ancestral step s -> stage, and the step an ancestral step s -> t
+    on x0_pred's midpoint combination (1 - 1/(2r)) m_s + 1/(2r) m_stage:
+        x_j = (sigma_d/sigma_s) x + alpha_j (1 - e^{-h_d}) x0 + alpha_j sigma_up z_j,
+    h_d = lambda_down - lambda_s. ancestral=True ("DPM-Solver++(2S) ancestral",
+    `sample_dpmpp_2s_ancestral`): the whole 2S step (stage at lambda_s + r h_d) goes to
+    t's sigma_down deterministically, then noise alpha_t sigma_up is added. Returns the
+    stage rule (if any) and the step's rule, each with its noise coefficient; the caller
+    gives `stage` at the lambda this convention places it (`sde_stage_lambda`).
+    """
+    ve = (math.exp(-s.lambda_), math.exp(-t.lambda_))
+    down, up = ancestral_split(ve[0], ve[1], eta)
+    d = _down_level(t, down)
+    if stage is None:
+        rule = _to_level(s, d, [(phi(1, -(d.lambda_ - s.lambda_)), np.eye(1)[0])], 1)
+        return [Linear(rule.cx, rule.cm, t.alpha * up)]
+    e = np.eye(2)
+    if ancestral:
+        z = -(d.lambda_ - s.lambda_)
+        first = _to_level(s, stage, [(phi(1, r * z), np.eye(1)[0])], 1)
+        stage_rule = first
+    else:
+        down_1, up_1 = ancestral_split(ve[0], math.exp(-stage.lambda_), eta)
+        d1 = _down_level(stage, down_1)
+        first = _to_level(s, d1, [(phi(1, -(d1.lambda_ - s.lambda_)), np.eye(1)[0])], 1)
+        stage_rule = Linear(first.cx, first.cm, stage.alpha * up_1)
+    z = -(d.lambda_ - s.lambda_)
+    fac = 1.0 / (2.0 * r)
+    last = _to_level(s, d, [(phi(1, z), (1.0 - fac) * e[0] + fac * e[1])], 2)
+    return [stage_rule, Linear(last.cx, last.cm, t.alpha * up)]
+
+
+def sde_stage_lambda(s: Level, t: Level, r: float, eta: float, ancestral: bool) -> float:
+    """The lambda of the stage of a stochastic singlestep step (`sde_singlestep_rules`):
+    lambda_s + r h, with h to t (DPM-Solver++ SDE) or to t's sigma_down (2S ancestral)."""
+    if not ancestral:
+        return s.lambda_ + r * (t.lambda_ - s.lambda_)
+    down, _ = ancestral_split(math.exp(-s.lambda_), math.exp(-t.lambda_), eta)
+    target = math.inf if down == 0.0 else -math.log(down)
+    return s.lambda_ + r * (target - s.lambda_)
 
 
 def sde_noise_multistep_update(solver_type: SolverType, levels: list[Level]) -> Linear:

@@ -60,15 +60,7 @@ def multistep_loop(
     if callback is not None:
         callback(0, levels[0].t, x)
     for i, (rule, corr) in enumerate(zip(rules, corrections, strict=True), start=1):
-        noise = None
-        if noise_sampler is not None and rule.noise:
-            noise = noise_sampler(levels[i - 1].t, levels[i].t)
-            if not isinstance(noise, Tensor) or noise.shape != x.shape:
-                got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
-                raise ValueError(
-                    f"noise_sampler returned {got} at step {i}; expected a tensor of x's "
-                    f"shape {tuple(x.shape)}"
-                )
+        noise = _draw(noise_sampler, rule, levels[i - 1].t, levels[i].t, x, i)
         x_new = combine(rule, x, history, generator, noise)
         if correcting_xt_fn is not None:
             x_new = correcting_xt_fn(x_new, levels[i].t, i)
@@ -86,16 +78,45 @@ def multistep_loop(
     return x, steps
 
 
+def _draw(
+    noise_sampler: NoiseSampler | None, rule: Linear, t_s: float, t_t: float, x: Tensor, step: int
+) -> Tensor | None:
+    """The noise of a rule with a noise term from `noise_sampler(t_s, t_t)`, checked (None:
+    `combine` draws it from the generator, or the rule has none)."""
+    if noise_sampler is None or not rule.noise:
+        return None
+    noise = noise_sampler(t_s, t_t)
+    if not isinstance(noise, Tensor) or noise.shape != x.shape:
+        got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
+        raise ValueError(
+            f"noise_sampler returned {got} at step {step}; expected a tensor of x's "
+            f"shape {tuple(x.shape)}"
+        )
+    return noise
+
+
 def singlestep_step(
-    ev: Evaluator, x: Tensor, levels: list[Level], rules: list[Linear], step: int
+    ev: Evaluator,
+    x: Tensor,
+    levels: list[Level],
+    rules: list[Linear],
+    step: int,
+    t: float | None = None,
+    generator: torch.Generator | None = None,
+    noise_sampler: NoiseSampler | None = None,
 ) -> tuple[Tensor, list[Tensor]]:
     """One singlestep step of order len(levels): a model call at each of levels[0..k-1],
     each stage's state from the outputs so far, then the update; returns the new state and
-    the outputs."""
+    the outputs. A stochastic rule's noise is that of the interval from levels[0] to its
+    stage (to `t`, the step's end, for the last rule)."""
+    t_s = levels[0].t
     ms = [ev(x, levels[0], step)]
     for j, rule in enumerate(rules[:-1], start=1):
-        ms.append(ev(combine(rule, x, ms), levels[j], step))
-    return combine(rules[-1], x, ms), ms
+        noise = _draw(noise_sampler, rule, t_s, levels[j].t, x, step)
+        ms.append(ev(combine(rule, x, ms, generator, noise), levels[j], step))
+    last = rules[-1]
+    noise = _draw(noise_sampler, last, t_s, t_s if t is None else t, x, step)
+    return combine(last, x, ms, generator, noise), ms
 
 
 def singlestep_loop(
@@ -104,13 +125,16 @@ def singlestep_loop(
     x: Tensor,
     correcting_xt_fn: XtCorrection | None,
     callback: Callback | None,
+    generator: torch.Generator | None = None,
+    noise_sampler: NoiseSampler | None = None,
 ) -> tuple[Tensor, int]:
-    """Singlestep DPM-Solver(++): step i has order len(stages[i][0]) and as many calls."""
+    """Singlestep DPM-Solver(++): step i has order len(stages[i][0]) and as many calls;
+    stochastic rules draw their noise from `noise_sampler` (default: `generator`)."""
     outer = plan.levels
     if callback is not None:
         callback(0, outer[0].t, x)
     for i, (levels, rules) in enumerate(plan.stages):
-        x, _ = singlestep_step(ev, x, levels, rules, i)
+        x, _ = singlestep_step(ev, x, levels, rules, i, outer[i + 1].t, generator, noise_sampler)
         if correcting_xt_fn is not None:
             x = correcting_xt_fn(x, outer[i + 1].t, i)
         if callback is not None:

@@ -95,10 +95,19 @@ class SolverOptions:
             difference at half its Taylor weight; global order 2, lowest error at 10-40
             steps on time-uniform grids) or 'exact' (global order 3; better with logSNR
             grids and many steps).
-        eta: noise of the reverse SDE, 0 (the ODE, default) to 1 (SDE-DPM-Solver++, the
-            "DPM-Solver++(2M) SDE" sampler); needs method 'multistep' and order 1 or 2, and
-            algorithm='dpmsolver++' (any eta) or 'dpmsolver' (eta = 1: SDE-DPM-Solver in the
-            noise form).
+        eta: noise of the reverse SDE, 0 (the ODE, default) to 1. With method
+            'multistep' (orders 1 to 3): SDE-DPM-Solver++, the exact linear part with the
+            noise scaled by eta (k-diffusion's "DPM-Solver++(2M) SDE" at order 2,
+            "(3M) SDE" at order 3 with multistep3='damped'); algorithm='dpmsolver++' (any
+            eta) or 'dpmsolver' (eta = 1, orders 1-2: SDE-DPM-Solver in the noise form).
+            With 'singlestep' / 'singlestep_fixed' (orders 1-2, 'dpmsolver++'): stochastic
+            DPM-Solver++, each split an ancestral step of strength eta (k-diffusion's
+            "DPM-Solver++ SDE"; see `ancestral`). The noise is drawn from the run's
+            generator, or from a `noise_sampler` (e.g. a Brownian tree).
+        ancestral: singlestep with eta > 0 only: take each step as the deterministic
+            DPM-Solver++(2S) step to sigma_down, then add noise sigma_up (k-diffusion's
+            "DPM-Solver++(2S) ancestral"), instead of an ancestral split at each stage
+            (False, default: "DPM-Solver++ SDE").
         corrector: UniC corrector after each multistep step, at no extra model call (the
             output at the predicted state, which the next step needs anyway, corrects the
             step just taken; the last step is not corrected): 'off' (default), 'all', or
@@ -132,6 +141,7 @@ class SolverOptions:
     rtol: float = 0.05
     multistep3: Multistep3 = "damped"
     eta: float = 0.0
+    ancestral: bool = False
     corrector: Corrector = "off"
     corrector_variant: Variant = "bh2"
     analytic_first_step: bool = False
@@ -162,15 +172,27 @@ class SolverOptions:
         if eta != 0.0:
             if not 0.0 < eta <= 1.0:
                 raise ValueError(f"eta must lie in [0, 1]; got {eta}")
-            form_ok = algorithm == "dpmsolver++" or (algorithm == "dpmsolver" and eta == 1.0)
-            if not form_ok or method != "multistep" or order > 2:
+            if method == "multistep":
+                form_ok = algorithm == "dpmsolver++" or (
+                    algorithm == "dpmsolver" and eta == 1.0 and order <= 2
+                )
+            else:
+                form_ok = method != "adaptive" and algorithm == "dpmsolver++" and order <= 2
+            if not form_ok:
                 raise ValueError(
-                    "eta > 0 (SDE-DPM-Solver) needs method='multistep', order 1 or 2 and "
-                    "algorithm='dpmsolver++' (or 'dpmsolver' with eta=1); got "
+                    "eta > 0 (SDE-DPM-Solver) needs method='multistep' with algorithm "
+                    "'dpmsolver++' (orders 1-3) or 'dpmsolver' (eta=1, orders 1-2), or a "
+                    "singlestep method with algorithm 'dpmsolver++' and order 1 or 2; got "
                     f"{algorithm!r}, {method!r}, order {order}, eta {eta}"
                 )
             if corrector != "off":
                 raise ValueError(f"corrector={corrector!r} needs eta=0; got eta={eta}")
+        self._set("ancestral", check_bool("ancestral", self.ancestral))
+        if self.ancestral and (eta == 0.0 or method not in ("singlestep", "singlestep_fixed")):
+            raise ValueError(
+                "ancestral=True is the ancestral form of the stochastic singlestep solver: it "
+                f"needs eta > 0 and a singlestep method; got eta={eta}, method={method!r}"
+            )
         self._set("eta", eta)
         if self.sigmas is not None:
             if self.timesteps is not None:

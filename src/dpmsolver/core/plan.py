@@ -30,6 +30,8 @@ from .coefficients import (
     multistep_update,
     sde_multistep_update,
     sde_noise_multistep_update,
+    sde_singlestep_rules,
+    sde_stage_lambda,
     singlestep_tableau,
     unic_correction,
 )
@@ -49,6 +51,7 @@ __all__ = [
     "resolve_grid",
     "resolve_times",
     "singlestep_outer",
+    "singlestep_sde_stage",
     "singlestep_stage",
 ]
 
@@ -149,7 +152,7 @@ def multistep_rule(options: SolverOptions, levels: list[Level]) -> Linear:
     if options.eta > 0 and options.form == "noise":
         return sde_noise_multistep_update(options.solver_type, levels)
     if options.eta > 0:
-        return sde_multistep_update(options.solver_type, levels, options.eta)
+        return sde_multistep_update(options.solver_type, levels, options.eta, options.multistep3)
     return multistep_update(options.form, options.solver_type, levels, options.multistep3)
 
 
@@ -251,6 +254,24 @@ def singlestep_stage(
     )
 
 
+def singlestep_sde_stage(
+    schedule: NoiseSchedule, options: SolverOptions, s: float, t: float, k: int
+) -> tuple[list[Level], list[Linear]]:
+    """Evaluation levels and rules of one stochastic singlestep step of order k <= 2
+    (`sde_singlestep_rules`, stage at r = 1/2). A step whose stage would lie at lambda =
+    +-inf (from pure noise, or an ancestral step whose sigma_down is 0) is of order 1."""
+    lv_s, lv_t = schedule.levels([s, t])
+    r = 0.5
+    lam = sde_stage_lambda(lv_s, lv_t, r, options.eta, options.ancestral)
+    if k == 1 or not math.isfinite(lam):
+        return [lv_s], sde_singlestep_rules(lv_s, None, lv_t, r, options.eta, options.ancestral)
+    stage_t = float(schedule.inverse_lambda(torch.tensor([lam], dtype=torch.float64))[0])
+    stage = schedule.levels([stage_t])[0]
+    return [lv_s, stage], sde_singlestep_rules(
+        lv_s, stage, lv_t, r, options.eta, options.ancestral
+    )
+
+
 def _singlestep_plan(
     schedule: NoiseSchedule,
     options: SolverOptions,
@@ -266,13 +287,24 @@ def _singlestep_plan(
             schedule, options.method, options.steps, options.order, options.skip_type, t_s, t_e
         )
         inner = options.skip_type
-    stages = [
-        singlestep_stage(
-            schedule, options.form, options.solver_type, inner, outer[i], outer[i + 1], k
-        )
-        for i, k in enumerate(orders)
-    ]
-    return Plan(t_s, t_e, end, schedule.levels(outer), stages=stages)
+    levels = schedule.levels(outer)
+    if levels[0].alpha == 0.0 and options.form == "data":
+        # From pure noise (lambda = -inf) the intermediate points would lie at -inf too:
+        # the first step is the first-order limit, x_t = sigma_t x + alpha_t x0_pred.
+        orders = [1, *orders[1:]]
+    if options.eta > 0:
+        stages = [
+            singlestep_sde_stage(schedule, options, outer[i], outer[i + 1], k)
+            for i, k in enumerate(orders)
+        ]
+    else:
+        stages = [
+            singlestep_stage(
+                schedule, options.form, options.solver_type, inner, outer[i], outer[i + 1], k
+            )
+            for i, k in enumerate(orders)
+        ]
+    return Plan(t_s, t_e, end, levels, stages=stages)
 
 
 def _build(schedule: NoiseSchedule, options: SolverOptions) -> Plan:

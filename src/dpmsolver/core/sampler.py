@@ -228,7 +228,9 @@ class Sampler:
                     self.noise_sampler,
                 )
             else:
-                x, last = singlestep_loop(ev, run_plan, x, xt_fn, callback)
+                x, last = singlestep_loop(
+                    ev, run_plan, x, xt_fn, callback, generator, self.noise_sampler
+                )
             if opts.denoise_to_zero:
                 t_e = run_plan.t_end
                 x = ev(x, run_plan.end, last + 1, target="data")

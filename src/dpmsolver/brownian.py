@@ -1,0 +1,150 @@
+"""Noise samplers for the SDE solvers: (t_s, t_t) -> the standard normal noise of a step.
+
+Two kinds, both callables of the step's two times (the native API's `noise_sampler`, and
+k-diffusion's `noise_sampler(sigma, sigma_next)`):
+
+- `PerSampleNoise`: a fresh N(0, I) per step from one generator per sample. Cheap; sample i
+  depends on its own seed only, so it is the same at any batch size or rank, but the noise
+  of a step depends on the grid (a run with more steps sees other noise).
+- `BrownianTreeNoiseSampler`: increments of one fixed Brownian path per sample (torchsde's
+  Brownian tree, the optional extra `dpmsolver[sde]`, as k-diffusion and ComfyUI use it):
+  (W(t_t) - W(t_s)) / sqrt(|t_t - t_s|). The noise of an interval is the same whatever
+  grid it is cut into, so runs with different step counts solve the SDE on the same path
+  and their strong error can be measured. Slower: each query walks a tree per sample.
+
+Without a noise sampler, the solvers draw each step's noise from the run's generator
+(one draw for the whole batch): the cheapest, and what the diffusers face does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .checks import check_float, check_int
+
+__all__ = ["BrownianTreeNoiseSampler", "PerSampleNoise"]
+
+Time = float | Tensor
+
+
+def _seeds(seed: int | Sequence[int] | None, batch: int) -> tuple[list[int], bool]:
+    """(seeds, per_sample): one seed per sample, or one for the whole tensor (None: drawn
+    from torch's global generator, as k-diffusion does)."""
+    if seed is None:
+        return [int(torch.randint(0, 2**63 - 1, ()).item())], False
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return [check_int("seed", seed, 0, 2**63 - 1)], False
+    if not isinstance(seed, Sequence) or isinstance(seed, str):
+        raise TypeError(
+            f"seed must be an int, a sequence of ints (one per sample) or None; got "
+            f"{type(seed).__name__}"
+        )
+    if len(seed) != batch:
+        raise ValueError(
+            f"seed has {len(seed)} entries; per-sample seeds need one per sample of x "
+            f"(batch {batch})"
+        )
+    return [check_int(f"seed[{i}]", s, 0, 2**63 - 1) for i, s in enumerate(seed)], True
+
+
+def _float(name: str, value: Time) -> float:
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be one number; got a tensor of shape {value.shape}")
+        value = float(value)
+    return check_float(name, value)
+
+
+class BrownianTreeNoiseSampler:
+    """(t_s, t_t) -> (W(t_t) - W(t_s)) / sqrt(|t_t - t_s|) on a fixed Brownian path W.
+
+    Args:
+        x: a tensor of the samples' shape, dtype and device (batch first).
+        sigma_min, sigma_max: the range the queries lie in (the grid's lowest positive and
+            highest time; for k-diffusion grids, sigmas).
+        seed: an int (one path for the whole tensor, k-diffusion's default), a sequence of
+            ints, one per sample (sample i's noise depends on seed[i] only, whatever the
+            batch), or None (a random seed from torch's global generator).
+        transform: maps a time to the path's own time (default: the identity).
+        cpu: build the trees on the CPU (the noise is moved to x's device); their noise
+            then does not depend on the device.
+
+    Needs torchsde (`pip install dpmsolver[sde]`). Queries are independent of their order
+    and of the other queries (torchsde's BrownianTree keeps its bisection halfway).
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        sigma_min: Time,
+        sigma_max: Time,
+        seed: int | Sequence[int] | None = None,
+        transform: Callable[[float], float] | None = None,
+        cpu: bool = True,
+    ) -> None:
+        try:
+            import torchsde
+        except ImportError as error:  # optional extra
+            raise ImportError(
+                "BrownianTreeNoiseSampler needs torchsde: pip install 'dpmsolver[sde]'"
+            ) from error
+        if not isinstance(x, Tensor) or x.dim() < 1:
+            raise TypeError("x must be a tensor with a batch dimension")
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable or None; got {type(transform).__name__}")
+        self.transform = transform or (lambda t: t)
+        lo = self.transform(_float("sigma_min", sigma_min))
+        hi = self.transform(_float("sigma_max", sigma_max))
+        if lo == hi:
+            raise ValueError(f"sigma_min and sigma_max must span an interval; both map to {lo}")
+        self.t0, self.t1 = min(lo, hi), max(lo, hi)
+        seeds, self.per_sample = _seeds(seed, x.shape[0])
+        self.device, self.dtype = x.device, x.dtype
+        shape = x.shape[1:] if self.per_sample else x.shape
+        w0 = torch.zeros(shape, dtype=x.dtype, device="cpu" if cpu else x.device)
+        self.trees: list[Any] = [
+            torchsde.BrownianTree(self.t0, w0, self.t1, entropy=s) for s in seeds
+        ]
+
+    def __call__(self, sigma: Time, sigma_next: Time) -> Tensor:
+        a = self.transform(_float("sigma", sigma))
+        b = self.transform(_float("sigma_next", sigma_next))
+        lo, hi = min(a, b), max(a, b)
+        if lo == hi:
+            raise ValueError(f"the noise of an empty interval was asked for (at {lo})")
+        slack = 1e-9 * (self.t1 - self.t0)  # float rounding of the transform at the ends
+        if lo < self.t0 - slack or hi > self.t1 + slack:
+            raise ValueError(
+                f"the noise of [{lo:.6g}, {hi:.6g}] was asked for, outside the tree's range "
+                f"[{self.t0:.6g}, {self.t1:.6g}] (give sigma_min / sigma_max covering the grid)"
+            )
+        lo, hi = max(lo, self.t0), min(hi, self.t1)
+        parts = [tree(lo, hi) for tree in self.trees]
+        w = torch.stack(parts) if self.per_sample else parts[0]
+        sign = 1.0 if b >= a else -1.0
+        return (w * (sign / math.sqrt(hi - lo))).to(self.device, self.dtype)
+
+
+class PerSampleNoise:
+    """(t_s, t_t) -> N(0, I) of x's shape, sample i from its own generator seeded with
+    seeds[i]: each call draws the next step's noise of every sample. Sample i's noise does
+    not depend on the batch (nor on the times: the k-th call gets the k-th draw)."""
+
+    def __init__(self, x: Tensor, seeds: Sequence[int]) -> None:
+        if not isinstance(x, Tensor) or x.dim() < 1:
+            raise TypeError("x must be a tensor with a batch dimension")
+        found, per_sample = _seeds(seeds, x.shape[0])
+        if not per_sample:
+            raise TypeError("seeds must be a sequence of ints, one per sample")
+        self.shape = tuple(x.shape[1:])
+        self.device, self.dtype = x.device, x.dtype
+        self.generators = [torch.Generator().manual_seed(s) for s in found]
+
+    def __call__(self, sigma: Time, sigma_next: Time) -> Tensor:
+        rows = [torch.randn(self.shape, generator=g, dtype=torch.float64) for g in self.generators]
+        return torch.stack(rows).to(self.device, self.dtype)
