@@ -16,6 +16,7 @@ Drop-in replacement for the authors' single file::
     from dpmsolver import NoiseScheduleVP, model_wrapper, DPM_Solver
 """
 
+from .brownian import BrownianTreeNoiseSampler, PerSampleNoise
 from .compat import DPM_Solver, NoiseScheduleVP, model_wrapper
 from .core import (
     ALIGN_YOUR_STEPS,
@@ -53,6 +54,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ALIGN_YOUR_STEPS",
+    "BrownianTreeNoiseSampler",
     "ClassifierFree",
     "ClassifierGuidance",
     "CosineVPSchedule",
@@ -70,6 +72,7 @@ __all__ = [
     "ModelOutputError",
     "NoiseSchedule",
     "NoiseScheduleVP",
+    "PerSampleNoise",
     "Sampler",
     "SolverOptions",
     "TunedGrid",

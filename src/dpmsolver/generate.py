@@ -7,9 +7,10 @@
 Sample i starts from noise drawn from a seed derived from (seed, i) alone. Shard k holds
 samples [k * batch, (k + 1) * batch) and is generated as one batch, whichever rank makes
 it; ranks deal out the unfinished shards round-robin. So the samples do not depend on the
-number of ranks or on restarts (bit for bit). A batch size changes them only by the
-floating-point rounding of a batched network, except with method='adaptive' (its step
-sizes follow the whole batch's error) and eta > 0 (the SDE noise is drawn per shard).
+number of ranks or on restarts (bit for bit). With eta > 0 (SDE solvers) sample i's noise
+is drawn from its own generator too, seeded from (seed, i) (`PerSampleNoise`). A batch
+size changes the samples only by the floating-point rounding of a batched network, except
+with method='adaptive' (its step sizes follow the whole batch's error).
 
 Files in the output folder:
 - `shard-000012.npz`: `images` (uint8, NHWC) and `indices`; written to a temporary file,
@@ -40,13 +41,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .brownian import PerSampleNoise
 from .checks import check_int
 from .core import DiffusionModel, Sampler, SolverOptions
 from .noise import sample_shape, start_states
 from .png import to_uint8
 from .progress import Progress
 
-__all__ = ["GenerateResult", "generate", "merge_shards", "sample_seed", "shard_seed"]
+__all__ = ["GenerateResult", "generate", "merge_shards", "noise_seed", "sample_seed"]
 
 MANIFEST = "manifest.json"
 MERGED = "samples.npz"
@@ -75,10 +77,10 @@ def sample_seed(seed: int, index: int) -> int:
     return int(state) >> 1
 
 
-def shard_seed(seed: int, shard: int) -> int:
-    """The seed of shard `shard`'s SDE noise (eta > 0): a hash of (seed, shard, 1), apart
+def noise_seed(seed: int, index: int) -> int:
+    """The seed of sample `index`'s SDE noise (eta > 0): a hash of (seed, index, 1), apart
     from every `sample_seed`."""
-    state = np.random.SeedSequence([seed, shard, 1]).generate_state(1, np.uint64)[0]
+    state = np.random.SeedSequence([seed, index, 1]).generate_state(1, np.uint64)[0]
     return int(state) >> 1
 
 
@@ -252,10 +254,11 @@ def _run(
                 try:
                     seeds = [sample_seed(seed, i) for i in range(start, stop)]
                     x_T = start_states(sigma_T, shape, seeds).to(dev, dtype)
-                    # eta > 0 draws SDE noise: from a generator of this shard, so it too
-                    # is the same on any rank and after a restart.
-                    gen = torch.Generator().manual_seed(shard_seed(seed, k))
-                    x0 = sampler(x_T, generator=gen).detach().double().cpu().numpy()
+                    run = sampler
+                    if sampler.options.eta > 0:  # per-sample SDE noise, as the start's
+                        noise = PerSampleNoise(x_T, [noise_seed(seed, i) for i in range(start, stop)])
+                        run = Sampler(model, sampler.options, noise_sampler=noise)  # plan cached
+                    x0 = run(x_T).detach().double().cpu().numpy()
                     images = np.ascontiguousarray(to_uint8(x0.transpose(0, 2, 3, 1)))  # NHWC
                     _write_shard(out, k, start, stop, seeds, images, digest)
                 except Exception as err:  # every rank must reach the collective below

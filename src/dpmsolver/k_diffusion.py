@@ -27,11 +27,12 @@ import torch
 from torch import Tensor
 
 from .brownian import BrownianTreeNoiseSampler
-from .checks import check_float, check_int
+from .checks import check_bool, check_float, check_int
 from .core import (
     Evaluator,
     FlowSchedule,
     Level,
+    ModelOutputError,
     NoiseSchedule,
     SolverOptions,
     Target,
@@ -44,12 +45,14 @@ from .progress import Progress
 
 __all__ = [
     "BrownianTreeNoiseSampler",
+    "CFGDenoiser",
     "get_sigmas_exponential",
     "get_sigmas_karras",
     "get_sigmas_logsnr",
     "sample_dpm_adaptive",
     "sample_dpm_solver",
     "sample_dpmpp_2m",
+    "sample_dpmpp_2m_cfg_pp",
     "sample_dpmpp_2m_sde",
     "sample_dpmpp_2m_sde_heun",
     "sample_dpmpp_2s",
@@ -57,6 +60,7 @@ __all__ = [
     "sample_dpmpp_3m",
     "sample_dpmpp_3m_sde",
     "sample_dpmpp_sde",
+    "sample_euler_cfg_pp",
     "sample_ipndm",
 ]
 
@@ -141,6 +145,25 @@ class _KDenoiser:
         self.callback = callback
         self.progress = progress
         self.last: tuple[float, Tensor] | None = None
+        # CFG++ runs: where the unconditional prediction of the last call is read from.
+        self.uncond: Callable[[], Any] | None = None
+
+    @property
+    def gives_pair(self) -> bool:
+        return self.uncond is not None
+
+    def predict_pair(self, x: Tensor, level: Level) -> tuple[Tensor, Tensor]:
+        """(guided, unconditional) denoised predictions of one model call (CFG++)."""
+        guided = self(x, level, "data")
+        uncond = self.uncond() if self.uncond is not None else None
+        if not isinstance(uncond, Tensor):
+            raise ModelOutputError(
+                f"a CFG++ sampler found no unconditional prediction after the model call at "
+                f"sigma={level.t:.6g} (got {type(uncond).__name__}): with ComfyUI's "
+                "extra_args['model_options'] the post-CFG hook gives it; otherwise use "
+                "dpmsolver.k_diffusion.CFGDenoiser (or a model that sets .uncond_denoised)"
+            )
+        return guided, uncond
 
     def __call__(self, x: Tensor, level: Level, target: Target) -> Tensor:
         # The grid's times are the sigmas the caller gave (VE: sigma; flow: the flow sigma).
@@ -224,6 +247,7 @@ def sample_dpm_solver(
     noise_sampler: KNoiseSampler | None = None,
     ancestral: bool = False,
     s_noise: float = 1.0,
+    cfg_pp: bool = False,
 ) -> Tensor:
     """DPM-Solver(++) of any order and method on a k-diffusion sigma grid.
 
@@ -236,10 +260,11 @@ def sample_dpm_solver(
     `ancestral`), their noise scaled by `s_noise` and drawn from
     `noise_sampler(sigma, sigma_next)` (default: standard normal per step, from a generator
     seeded with extra_args['seed'] when given, as ComfyUI passes it, else torch's global
-    one).
+    one). `cfg_pp` runs the multistep CFG++ rules (see `sample_dpmpp_2m_cfg_pp`).
     """
     values = check_grid("sigmas", sigmas, positive=True, final_zero=True).tolist()
     extra = _extra(extra_args)
+    uncond = _uncond_source(model, extra) if check_bool("cfg_pp", cfg_pp) else None
     to_zero = values[-1] == 0.0
     grid = values[:-1] if to_zero else values
     index = {s: i for i, s in enumerate(grid)}
@@ -250,6 +275,7 @@ def sample_dpm_solver(
     low = grid[-1] if len(grid) > 1 else 0.5 * grid[0]
     schedule = _schedule(sampling, low, top)
     denoiser = _KDenoiser(model, schedule, extra, index, callback, progress)
+    denoiser.uncond = uncond
     try:
         if len(grid) == 1:  # one jump to sigma = 0: the denoised prediction, checked
             check_state(x, None)
@@ -274,6 +300,7 @@ def sample_dpm_solver(
             denoise_to_zero=to_zero,
             eta=eta,
             ancestral=ancestral,
+            cfg_pp=cfg_pp,
         )
         noise = _noise(x, noise_sampler, s_noise, options.eta, extra)
         return sample(denoiser, x, options, noise_sampler=noise)
@@ -592,6 +619,135 @@ def sample_dpmpp_2s(
         order=2,
         method="singlestep",
         model_sampling=model_sampling,
+    )
+
+
+def _uncond_source(model: Any, extra: dict[str, Any]) -> Callable[[], Any]:
+    """Where a CFG++ run reads each call's unconditional prediction: ComfyUI's post-CFG
+    hook when extra_args has 'model_options' (installed in a copy, with ComfyUI's cfg1
+    shortcut off so the unconditional branch always runs), else the model's
+    .uncond_denoised (`CFGDenoiser`)."""
+    if "model_options" in extra:
+        options = extra["model_options"]
+        if not isinstance(options, Mapping):
+            raise TypeError(
+                f"extra_args['model_options'] must be a dict; got {type(options).__name__}"
+            )
+        seen: dict[str, Any] = {}
+
+        def hook(args: dict[str, Any]) -> Any:
+            seen["uncond"] = args["uncond_denoised"]
+            return args["denoised"]
+
+        options = dict(options)
+        options["sampler_post_cfg_function"] = [
+            *options.get("sampler_post_cfg_function", []),
+            hook,
+        ]
+        options["disable_cfg1_optimization"] = True
+        extra["model_options"] = options
+        return lambda: seen.pop("uncond", None)
+    return lambda: getattr(model, "uncond_denoised", None)
+
+
+class CFGDenoiser:
+    """Classifier-free guidance of a k-diffusion denoiser, one call on the doubled batch:
+        D(x, sigma) = D_u + cond_scale (D_c - D_u),
+    with D_u, D_c = inner_model([x, x], [sigma, sigma], cond=[uncond, cond], **kwargs).
+    Called as model(x, sigma, cond=..., uncond=..., cond_scale=...), i.e. with
+    extra_args={'cond': c, 'uncond': u, 'cond_scale': w}; cond and uncond are tensors with
+    x's batch (concatenated on dim 0). After each call `uncond_denoised` holds D_u, which
+    the CFG++ samplers read.
+    """
+
+    def __init__(self, inner_model: Callable[..., Tensor]) -> None:
+        if not callable(inner_model):
+            raise TypeError(f"inner_model must be callable; got {type(inner_model).__name__}")
+        self.inner_model = inner_model
+        self.uncond_denoised: Tensor | None = None
+
+    def __call__(
+        self,
+        x: Tensor,
+        sigma: Tensor,
+        cond: Tensor,
+        uncond: Tensor,
+        cond_scale: float,
+        **kwargs: Any,
+    ) -> Tensor:
+        scale = check_float("cond_scale", cond_scale)
+        for name, c in (("cond", cond), ("uncond", uncond)):
+            if not isinstance(c, Tensor) or c.dim() == 0 or c.shape[0] != x.shape[0]:
+                got = tuple(c.shape) if isinstance(c, Tensor) else type(c).__name__
+                raise ValueError(
+                    f"{name} must be a tensor with x's batch {x.shape[0]} on dim 0; got {got}"
+                )
+        out = self.inner_model(
+            torch.cat([x, x]), torch.cat([sigma, sigma]), cond=torch.cat([uncond, cond]), **kwargs
+        )
+        if not isinstance(out, Tensor) or out.shape[0] != 2 * x.shape[0]:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ModelOutputError(
+                f"inner_model returned {got} for the doubled batch of {2 * x.shape[0]}"
+            )
+        d_uncond, d_cond = out.chunk(2)
+        self.uncond_denoised = d_uncond
+        return d_uncond + scale * (d_cond - d_uncond)
+
+
+def sample_dpmpp_2m_cfg_pp(
+    model: Callable[..., Tensor],
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: KCallback | None = None,
+    disable: bool | None = None,
+    model_sampling: str | None = None,
+) -> Tensor:
+    """DPM-Solver++(2M) with CFG++ (Chung et al., 2024; ComfyUI's dpmpp_2m_cfg_pp): one call
+    per sigma. The step renoises with the unconditional prediction D_u instead of the
+    guided D:
+        x_next = D + e^{-h} (x - D_u) + (1 - e^{-h}) / (2r) (D - D_u_prev)
+    (VE; `cfg_pp_update`). The model must give D_u too: ComfyUI's model wrapper with
+    extra_args['model_options'] (read through its post-CFG hook), or `CFGDenoiser`.
+    """
+    return sample_dpm_solver(
+        model,
+        x,
+        sigmas,
+        extra_args,
+        callback,
+        disable,
+        order=2,
+        lower_order_final=False,
+        model_sampling=model_sampling,
+        cfg_pp=True,
+    )
+
+
+def sample_euler_cfg_pp(
+    model: Callable[..., Tensor],
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: KCallback | None = None,
+    disable: bool | None = None,
+    model_sampling: str | None = None,
+) -> Tensor:
+    """First-order CFG++ (DDIM with CFG++; ComfyUI's euler_cfg_pp): x_next = D +
+    (sigma_next / sigma) (x - D_u), one call per sigma. The model as for
+    `sample_dpmpp_2m_cfg_pp`."""
+    return sample_dpm_solver(
+        model,
+        x,
+        sigmas,
+        extra_args,
+        callback,
+        disable,
+        order=1,
+        lower_order_final=False,
+        model_sampling=model_sampling,
+        cfg_pp=True,
     )
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "SolverType",
     "Variant",
     "ancestral_split",
+    "cfg_pp_update",
     "ipndm_update",
     "jump_to_zero",
     "multistep_update",
@@ -318,6 +319,21 @@ def sde_noise_multistep_update(solver_type: SolverType, levels: list[Level]) -> 
     c = grow if solver_type == "dpmsolver" else 2.0 * phi(2, h)
     w = t.sigma * c / r0
     return Linear(cx, (-2.0 * t.sigma * grow - w, w), noise)
+
+
+def cfg_pp_update(rule: Linear, s: Level, t: Level) -> Linear:
+    """The CFG++ form of a data-form multistep rule s -> t (Chung et al., 2024).
+
+    A data-form rule's weights on x0_pred sum to alpha_t (1 - e^{-h}): the e^{-h} part
+    renoises the current prediction. CFG++ takes that part from the unconditional
+    prediction u_s instead of the guided g_s, and its earlier outputs from the
+    unconditional model: the rule acts on m = [g_s, u_s, u_prev_0, ...] with weights
+        (cm[0] + alpha_t e^{-h}, -alpha_t e^{-h}, cm[1], cm[2], ...)
+    so order 1 is x_t = alpha_t g_s + sigma_t (x - alpha_s u_s) / sigma_s, and order 2 is
+    ComfyUI's dpmpp_2m_cfg_pp. Where g = u (guidance scale 0) it is the rule itself.
+    """
+    renoise = t.alpha * math.exp(-(t.lambda_ - s.lambda_))
+    return Linear(rule.cx, (rule.cm[0] + renoise, -renoise, *rule.cm[1:]), rule.noise)
 
 
 def unic_correction(form: Form, levels: list[Level], variant: Variant = "bh2") -> Linear:

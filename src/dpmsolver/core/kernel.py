@@ -49,6 +49,23 @@ class Evaluator:
             out = self.model(x, level, target or self.target)
         except ModelOutputError as error:
             raise ModelOutputError(f"step {step}: {error}") from None
+        return self._checked(out, x, level, step)
+
+    def pair(self, x: Tensor, level: Level, step: int) -> tuple[Tensor, Tensor]:
+        """(guided, unconditional) x0_pred from one call of the model's `predict_pair`
+        (CFG++), each checked as a model output."""
+        try:
+            found = self.model.predict_pair(x, level)  # type: ignore[attr-defined]
+        except ModelOutputError as error:
+            raise ModelOutputError(f"step {step}: {error}") from None
+        if not isinstance(found, tuple) or len(found) != 2:
+            raise ModelOutputError(
+                f"predict_pair returned {type(found).__name__} at step {step} "
+                f"(t={level.t:.6g}); expected a (guided, unconditional) pair of tensors"
+            )
+        return self._checked(found[0], x, level, step), self._checked(found[1], x, level, step)
+
+    def _checked(self, out: object, x: Tensor, level: Level, step: int) -> Tensor:
         if not isinstance(out, Tensor):
             raise ModelOutputError(
                 f"model returned {type(out).__name__} at step {step} (t={level.t:.6g}); "

@@ -19,6 +19,7 @@ from .schedules import Level
 
 __all__ = [
     "Callback",
+    "cfg_pp_loop",
     "NoiseSampler",
     "XtCorrection",
     "multistep_loop",
@@ -75,6 +76,37 @@ def multistep_loop(
             callback(i, levels[i].t, x)
         if i < steps:
             remember(history, m if m is not None else ev(x, levels[i], i), order)
+    return x, steps
+
+
+def cfg_pp_loop(
+    ev: Evaluator,
+    plan: Plan,
+    order: int,
+    x: Tensor,
+    correcting_xt_fn: XtCorrection | None,
+    callback: Callback | None,
+) -> tuple[Tensor, int]:
+    """Multistep DPM-Solver++ with CFG++ rules (`cfg_pp_update`): 1 model call per step,
+    which gives the guided and the unconditional x0_pred; each rule acts on
+    [guided now, unconditional now, earlier unconditional outputs...]."""
+    levels, rules = plan.levels, plan.rules
+    steps = len(rules)
+    guided, uncond = ev.pair(x, levels[0], 0)
+    history = [uncond]
+    if correcting_xt_fn is not None:
+        x = correcting_xt_fn(x, levels[0].t, 0)
+    if callback is not None:
+        callback(0, levels[0].t, x)
+    for i, rule in enumerate(rules, start=1):
+        x = combine(rule, x, [guided, *history])
+        if correcting_xt_fn is not None:
+            x = correcting_xt_fn(x, levels[i].t, i)
+        if callback is not None:
+            callback(i, levels[i].t, x)
+        if i < steps:
+            guided, uncond = ev.pair(x, levels[i], i)
+            remember(history, uncond, order)
     return x, steps
 
 

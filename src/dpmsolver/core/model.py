@@ -303,15 +303,51 @@ class Denoiser:
             if g.scale == 1.0 or g.uncond is None:
                 out = self.net(x, self._t_input(x, t, batch, model_t), cond, **self.model_kwargs)
                 return _net_output(out, x, t)
-            x_in = torch.cat([x, x])
-            c_in = torch.cat([per_sample("ClassifierFree uncond", g.uncond, batch), cond])
-            out = self.net(
-                x_in, self._t_input(x, t, x_in.shape[0], model_t), c_in, **self.model_kwargs
-            )
-            out_uncond, out_cond = _net_output(out, x_in, t).chunk(2)
+            out_uncond, out_cond = self._both(x, t, model_t)
             return out_uncond + g.scale * (out_cond - out_uncond)
         out = self.net(x, self._t_input(x, t, x.shape[0], model_t), **self.model_kwargs)
         return _net_output(out, x, t)
+
+    def _both(
+        self, x: Tensor, t: float | Tensor, model_t: float | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The unconditional and conditional network outputs, from one call on the doubled
+        batch [uncond, cond] (classifier-free guidance with uncond)."""
+        g = self.guidance
+        if not isinstance(g, ClassifierFree) or g.uncond is None:  # internal
+            raise TypeError("both outputs need ClassifierFree guidance with uncond")
+        batch = x.shape[0]
+        x_in = torch.cat([x, x])
+        c_in = torch.cat(
+            [
+                per_sample("ClassifierFree uncond", g.uncond, batch),
+                per_sample("ClassifierFree cond", g.cond, batch),
+            ]
+        )
+        out = self.net(x_in, self._t_input(x, t, x_in.shape[0], model_t), c_in, **self.model_kwargs)
+        out_uncond, out_cond = _net_output(out, x_in, t).chunk(2)
+        return out_uncond, out_cond
+
+    @property
+    def gives_pair(self) -> bool:
+        """Whether `predict_pair` works: classifier-free guidance with an uncond."""
+        return isinstance(self.guidance, ClassifierFree) and self.guidance.uncond is not None
+
+    def predict_pair(self, x: Tensor, level: Level) -> tuple[Tensor, Tensor]:
+        """(guided x0_pred, unconditional x0_pred) at one level from one network call on
+        the doubled batch (for CFG++). x0_correction, if any, acts on the guided one."""
+        g = self.guidance
+        if not isinstance(g, ClassifierFree) or g.uncond is None:
+            raise TypeError(
+                "CFG++ needs both predictions: a Denoiser with ClassifierFree guidance and "
+                "an uncond"
+            )
+        out_uncond, out_cond = self._both(x, level.t, level.model_t)
+        guided = out_uncond + g.scale * (out_cond - out_uncond)
+        x0 = to_data(guided, x, level.alpha, level.sigma, self.prediction)
+        if self.x0_correction is not None:
+            x0 = self.x0_correction(x0, level.t)
+        return x0, to_data(out_uncond, x, level.alpha, level.sigma, self.prediction)
 
     def classifier_grad(self, x: Tensor, t: float | Tensor, model_t: float | None = None) -> Tensor:
         """grad_x log p(cond | x_t) by autograd (classifier guidance)."""

@@ -108,6 +108,13 @@ class SolverOptions:
             DPM-Solver++(2S) step to sigma_down, then add noise sigma_up (k-diffusion's
             "DPM-Solver++(2S) ancestral"), instead of an ancestral split at each stage
             (False, default: "DPM-Solver++ SDE").
+        cfg_pp: CFG++ (Chung et al., 2024) for classifier-free guided models: multistep
+            DPM-Solver++ whose renoising direction is the unconditional prediction, x_t =
+            alpha_t x0_guided + sigma_t eps_uncond at order 1, earlier outputs taken from
+            the unconditional model (ComfyUI's dpmpp_2m_cfg_pp at order 2). Needs a model
+            that gives both predictions from one call (`Denoiser` with `ClassifierFree`
+            and uncond), method 'multistep', algorithm 'dpmsolver++', eta = 0, no
+            corrector. The same guidance scale is much stronger under CFG++ (see README).
         corrector: UniC corrector after each multistep step, at no extra model call (the
             output at the predicted state, which the next step needs anyway, corrects the
             step just taken; the last step is not corrected): 'off' (default), 'all', or
@@ -142,6 +149,7 @@ class SolverOptions:
     multistep3: Multistep3 = "damped"
     eta: float = 0.0
     ancestral: bool = False
+    cfg_pp: bool = False
     corrector: Corrector = "off"
     corrector_variant: Variant = "bh2"
     analytic_first_step: bool = False
@@ -194,6 +202,24 @@ class SolverOptions:
                 f"needs eta > 0 and a singlestep method; got eta={eta}, method={method!r}"
             )
         self._set("eta", eta)
+        self._set("cfg_pp", check_bool("cfg_pp", self.cfg_pp))
+        if self.cfg_pp:
+            wrong = [
+                f"{name}={getattr(self, name)!r}"
+                for name, ok in (
+                    ("method", method == "multistep"),
+                    ("algorithm", algorithm == "dpmsolver++"),
+                    ("eta", eta == 0.0),
+                    ("corrector", corrector == "off"),
+                    ("analytic_first_step", not self.analytic_first_step),
+                )
+                if not ok
+            ]
+            if wrong:
+                raise ValueError(
+                    "cfg_pp=True needs method='multistep', algorithm='dpmsolver++', eta=0, "
+                    f"corrector='off' and no analytic_first_step; got {', '.join(wrong)}"
+                )
         if self.sigmas is not None:
             if self.timesteps is not None:
                 raise ValueError("give timesteps or sigmas, not both")

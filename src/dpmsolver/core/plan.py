@@ -26,6 +26,7 @@ from .coefficients import (
     Form,
     Linear,
     SolverType,
+    cfg_pp_update,
     ipndm_update,
     multistep_update,
     sde_multistep_update,
@@ -177,7 +178,8 @@ def multistep_plan(
     corrections: list[Linear | None] = []
     for i, k in enumerate(orders, start=1):
         step_levels = [*(levels[i - 1 - j] for j in range(k)), levels[i]]
-        rules.append(multistep_rule(options, step_levels))
+        rule = multistep_rule(options, step_levels)
+        rules.append(cfg_pp_update(rule, levels[i - 1], levels[i]) if options.cfg_pp else rule)
         correct = (i < steps or correct_last) and corrects(options.corrector, i, steps)
         # From pure noise (lambda = -inf) bh1's B(h) = h is infinite: that step is not
         # corrected (bh2's e^h - 1 stays finite).

@@ -18,7 +18,14 @@ from torch import Tensor
 from ..checks import check_bool
 from .adaptive import adaptive_solve
 from .kernel import Evaluator, ModelOutputError, finite_flag
-from .loops import Callback, NoiseSampler, XtCorrection, multistep_loop, singlestep_loop
+from .loops import (
+    Callback,
+    NoiseSampler,
+    XtCorrection,
+    cfg_pp_loop,
+    multistep_loop,
+    singlestep_loop,
+)
 from .model import Denoiser, DiffusionModel
 from .options import SolverOptions
 from .plan import Plan, make_plan
@@ -129,6 +136,14 @@ class Sampler:
                 "x0_correction (e.g. thresholding) acts on x0_pred and needs "
                 f"algorithm='dpmsolver++'; got algorithm={opts.algorithm!r}"
             )
+        if opts.cfg_pp and not (
+            getattr(model, "gives_pair", False) and callable(getattr(model, "predict_pair", None))
+        ):
+            raise TypeError(
+                "cfg_pp=True needs a model that gives the guided and the unconditional "
+                "prediction from one call: a Denoiser with ClassifierFree(scale, cond, uncond) "
+                f"guidance (or a model with predict_pair); got {type(model).__name__}"
+            )
         self.model = model
         self.schedule: NoiseSchedule = schedule
         self.options = opts
@@ -215,6 +230,8 @@ class Sampler:
                     opts.rtol,
                     callback,
                 )
+            elif opts.cfg_pp:
+                x, last = cfg_pp_loop(ev, run_plan, opts.order, x, xt_fn, callback)
             elif opts.method == "multistep":
                 x, last = multistep_loop(
                     ev,
