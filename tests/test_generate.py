@@ -128,7 +128,9 @@ def test_sde_samples_do_not_depend_on_the_batch(tmp_path) -> None:
         merge_shards(tmp_path / name)
     a, b = merged(tmp_path / "a").astype(int), merged(tmp_path / "b").astype(int)
     assert np.abs(a - b).max() <= 1 and (a == b).mean() > 0.99
-    dpm.generate("digits-net", 12, tmp_path / "c", batch=4, steps=6, eta=1.0, seed=1, progress=False)
+    dpm.generate(
+        "digits-net", 12, tmp_path / "c", batch=4, steps=6, eta=1.0, seed=1, progress=False
+    )
     merge_shards(tmp_path / "c")
     assert (merged(tmp_path / "c").astype(int) != a).mean() > 0.5
 

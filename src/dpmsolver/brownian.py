@@ -123,7 +123,8 @@ class BrownianTreeNoiseSampler:
                 f"the noise of [{lo:.6g}, {hi:.6g}] was asked for, outside the tree's range "
                 f"[{self.t0:.6g}, {self.t1:.6g}] (give sigma_min / sigma_max covering the grid)"
             )
-        lo, hi = max(lo, self.t0), min(hi, self.t1)
+        # torchsde rounds times to its tolerance (6 digits); clamp to its rounded ends.
+        lo, hi = max(lo, round(self.t0, 6)), min(hi, round(self.t1, 6))
         parts = [tree(lo, hi) for tree in self.trees]
         w = torch.stack(parts) if self.per_sample else parts[0]
         sign = 1.0 if b >= a else -1.0

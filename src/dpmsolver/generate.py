@@ -256,7 +256,8 @@ def _run(
                     x_T = start_states(sigma_T, shape, seeds).to(dev, dtype)
                     run = sampler
                     if sampler.options.eta > 0:  # per-sample SDE noise, as the start's
-                        noise = PerSampleNoise(x_T, [noise_seed(seed, i) for i in range(start, stop)])
+                        seeds_z = [noise_seed(seed, i) for i in range(start, stop)]
+                        noise = PerSampleNoise(x_T, seeds_z)
                         run = Sampler(model, sampler.options, noise_sampler=noise)  # plan cached
                     x0 = run(x_T).detach().double().cpu().numpy()
                     images = np.ascontiguousarray(to_uint8(x0.transpose(0, 2, 3, 1)))  # NHWC

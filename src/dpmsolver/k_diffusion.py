@@ -35,6 +35,7 @@ from .core import (
     ModelOutputError,
     NoiseSchedule,
     SolverOptions,
+    StepNoise,
     Target,
     VESchedule,
     check_grid,
@@ -332,13 +333,13 @@ def _noise(
     seed = extra.get("seed")
     gen = None
     if seed is not None:
-        gen = torch.Generator(device=x.device).manual_seed(check_int("extra_args['seed']", seed))
-
-    def fresh(s: float, t: float) -> Tensor:
-        z = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
-        return z * scale if scale != 1.0 else z
-
-    return fresh
+        seed = check_int("extra_args['seed']", seed, 0, 2**64 - 1)
+        gen = torch.Generator(device=x.device).manual_seed(seed)
+    # A fresh normal per step in x's dtype (as ComfyUI draws it), Brownian within a step.
+    steps = StepNoise(x, gen, dtype=x.dtype)
+    if scale == 1.0:
+        return steps
+    return lambda s, t: steps(s, t) * scale
 
 
 def sample_dpmpp_2m(

@@ -8,6 +8,7 @@
     plan             options + schedule -> levels and rules, cached
     kernel           applying a rule (`combine`) and calling the model (`Evaluator`)
     loops         5. the multistep and singlestep loops; `adaptive`: DPM-Solver-12/23
+    stepnoise        the SDE steps' default noise (coupled within a singlestep step)
     sampler          `sample` and `Sampler`, the native entry points
 
 Faces and tools import the names below (or a module's `__all__`), never a private name.
@@ -51,6 +52,7 @@ from .schedules import (
     VESchedule,
     VPSchedule,
 )
+from .stepnoise import StepNoise
 
 __all__ = [
     "ALGORITHMS",
@@ -79,6 +81,7 @@ __all__ = [
     "Prediction",
     "Sampler",
     "SolverOptions",
+    "StepNoise",
     "Target",
     "VESchedule",
     "VPSchedule",

@@ -19,9 +19,9 @@ from .schedules import Level
 
 __all__ = [
     "Callback",
-    "cfg_pp_loop",
     "NoiseSampler",
     "XtCorrection",
+    "cfg_pp_loop",
     "multistep_loop",
     "singlestep_loop",
     "singlestep_step",

@@ -269,9 +269,7 @@ def singlestep_sde_stage(
         return [lv_s], sde_singlestep_rules(lv_s, None, lv_t, r, options.eta, options.ancestral)
     stage_t = float(schedule.inverse_lambda(torch.tensor([lam], dtype=torch.float64))[0])
     stage = schedule.levels([stage_t])[0]
-    return [lv_s, stage], sde_singlestep_rules(
-        lv_s, stage, lv_t, r, options.eta, options.ancestral
-    )
+    return [lv_s, stage], sde_singlestep_rules(lv_s, stage, lv_t, r, options.eta, options.ancestral)
 
 
 def _singlestep_plan(

@@ -30,6 +30,7 @@ from .model import Denoiser, DiffusionModel
 from .options import SolverOptions
 from .plan import Plan, make_plan
 from .schedules import NoiseSchedule
+from .stepnoise import StepNoise
 
 __all__ = ["Sampler", "check_state", "sample"]
 
@@ -245,9 +246,10 @@ class Sampler:
                     self.noise_sampler,
                 )
             else:
-                x, last = singlestep_loop(
-                    ev, run_plan, x, xt_fn, callback, generator, self.noise_sampler
-                )
+                noise = self.noise_sampler
+                if noise is None and opts.eta > 0:  # the stage's and the step's noise coupled
+                    noise = StepNoise(x, generator)
+                x, last = singlestep_loop(ev, run_plan, x, xt_fn, callback, generator, noise)
             if opts.denoise_to_zero:
                 t_e = run_plan.t_end
                 x = ev(x, run_plan.end, last + 1, target="data")
