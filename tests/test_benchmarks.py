@@ -31,6 +31,10 @@ QUICK = {
         ],
         "Best setting per model-call budget",
     ),
+    "sde.py": (
+        ["--n", "128", "--steps", "5", "--strong-steps", "10,20", "--reference-steps", "100"],
+        "Strong convergence on one Brownian path",
+    ),
     "overhead.py": (["--shapes", "1,4,8,8", "--rounds", "1"], "dpmsolver 2M (++, x0 model)"),
     "overhead_vs_rev.py": (
         ["--rev", "HEAD", "--repeats", "1", "--rounds", "1", "--shapes", "1,4,8,8"],

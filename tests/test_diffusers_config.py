@@ -298,6 +298,53 @@ def test_sde_same_run_as_diffusers_given_the_same_noise(
     torch.testing.assert_close(out[0], out[1], rtol=1e-4, atol=1e-5)
 
 
+class ThirdOrderSDEFixed(DPMSolverMultistepScheduler):
+    """diffusers' DPMSolverMultistep with its sde-dpmsolver++ third-order step changed in
+    one term: the second difference D2 is weighed by alpha_t ((1 - e^{-2h} - 2h) / (2h)^2
+    + 1/2), the exponential integral of DPM-Solver++(3M) SDE (k-diffusion's phi_3 at
+    h_eta = 2h), where diffusers has - 1/2. The fixed step is diffusers' plus alpha_t D2."""
+
+    def multistep_dpm_solver_third_order_update(self, model_output_list, *args, **kwargs):  # type: ignore[no-untyped-def]
+        x_t = super().multistep_dpm_solver_third_order_update(model_output_list, *args, **kwargs)
+        if self.config.algorithm_type != "sde-dpmsolver++":
+            return x_t
+        i = self.step_index
+        alpha, sigma = zip(
+            *(self._sigma_to_alpha_sigma_t(self.sigmas[j]) for j in (i + 1, i, i - 1, i - 2)),
+            strict=True,
+        )
+        lam = [torch.log(a) - torch.log(s) for a, s in zip(alpha, sigma, strict=True)]
+        h, h_0, h_1 = lam[0] - lam[1], lam[1] - lam[2], lam[2] - lam[3]
+        m0, m1, m2 = model_output_list[-1], model_output_list[-2], model_output_list[-3]
+        d1_0, d1_1 = (m0 - m1) / (h_0 / h), (m1 - m2) / (h_1 / h)
+        d2 = (d1_0 - d1_1) / ((h_0 + h_1) / h)
+        return x_t + alpha[0] * d2
+
+
+def test_sde_third_order_is_dpmsolver_plus_plus_3m_sde() -> None:
+    """sde-dpmsolver++ at solver_order=3 runs DPM-Solver++(3M) SDE as k-diffusion defines it
+    (the same rule as the native API's order 3 with eta = 1): diffusers' run with its one
+    different term fixed, given the same noise; diffusers' own run differs."""
+    config = dict(
+        VP,
+        timestep_spacing="linspace",
+        final_sigmas_type="zero",
+        algorithm_type="sde-dpmsolver++",
+        solver_order=3,
+    )
+    out = []
+    for cls in (DPMSolverScheduler, ThirdOrderSDEFixed, DPMSolverMultistepScheduler):
+        scheduler = cls(**config)
+        scheduler.set_timesteps(10)
+        x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        noises = torch.randn(10, *x.shape, generator=torch.Generator().manual_seed(1))
+        for t, z in zip(scheduler.timesteps, noises, strict=True):
+            x = scheduler.step(linear_model(x, t), t, x, variance_noise=z.double()).prev_sample
+        out.append(x)
+    torch.testing.assert_close(out[0], out[1], rtol=1e-4, atol=1e-5)
+    assert float((out[0] - out[2]).abs().max()) > 1e-3
+
+
 def test_sde_draws_from_the_generator() -> None:
     config = dict(VP, algorithm_type="sde-dpmsolver++")
     results = []

@@ -216,7 +216,9 @@ def test_flow_sde_samplers_match_comfyuis_formulas(ours: Any, reference: Any, et
     sigmas = flow_grid(10)
     x = start(scale=1.0)
     mine, theirs = NoiseTable(tuple(x.shape)), NoiseTable(tuple(x.shape))
-    got = ours(flow_model, x, sigmas, disable=True, eta=eta, noise_sampler=mine, model_sampling="flow")
+    got = ours(
+        flow_model, x, sigmas, disable=True, eta=eta, noise_sampler=mine, model_sampling="flow"
+    )
     want = reference(flow_model, x, sigmas.tolist(), theirs, eta)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
     assert mine.asked == theirs.asked
@@ -318,7 +320,9 @@ def test_flow_face_samplers_converge_at_their_order(fn: Any, order: int) -> None
         model = K.CFGDenoiser(lambda x, s, cond: flow_model(x, s))
         c = torch.zeros(x.shape[0])
         extra = {"cond": c, "uncond": c, "cond_scale": 0.0}
-    reference = K.sample_dpmpp_3m(flow_model, x, flow_grid(600), disable=True, model_sampling="flow")
+    reference = K.sample_dpmpp_3m(
+        flow_model, x, flow_grid(600), disable=True, model_sampling="flow"
+    )
     errors = [
         float(
             (fn(model, x, flow_grid(n), extra, disable=True, model_sampling="flow") - reference)
