@@ -44,6 +44,21 @@ def test_sample_is_reproducible_by_seed(tmp_path: Path) -> None:
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
+@pytest.mark.parametrize(
+    "sde",
+    [["--eta", "1"], ["--eta", "0.5", "--order", "3"], ["--eta", "1", "--method", "singlestep"]]
+    + [["--eta", "1", "--method", "singlestep", "--ancestral"]],
+)
+def test_sample_runs_the_sde_solvers_reproducibly(tmp_path: Path, sde: list[str]) -> None:
+    paths = [tmp_path / f"{i}.png" for i in range(4)]
+    runs = [(sde, "1"), (sde, "1"), (sde, "2"), ([], "1")]
+    for path, (extra, seed) in zip(paths, runs, strict=True):
+        args = ["sample", "--n", "4", "--steps", "6", "--seed", seed, "--out", str(path)]
+        assert main([*args, *extra]) == 0
+    a, b, c, ode = (read_png(p) for p in paths)
+    assert np.array_equal(a, b) and not np.array_equal(a, c) and not np.array_equal(a, ode)
+
+
 def test_bench_writes_table_csv_json_and_plot(tmp_path: Path) -> None:
     proc = run(
         "-m",
@@ -150,6 +165,9 @@ def test_sample_the_trained_network(tmp_path: Path) -> None:
         (["compare", "--out", "{tmp}"], "is a folder; compare writes a PNG file"),
         (["bench", "--out", "{file}"], "is a file; bench writes a folder"),
         (["generate", "--num", "4", "--out", "{file}"], "is a file; generate writes a folder"),
+        (["sample", "--eta", "2"], "eta must lie in [0, 1]"),
+        (["sample", "--ancestral"], "ancestral=True is the ancestral form"),
+        (["sample", "--tuned", "--steps", "5", "--eta", "1"], "--tuned sets an ODE solver"),
     ],
 )
 def test_cli_refuses_bad_arguments_before_any_work(

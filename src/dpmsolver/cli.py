@@ -91,6 +91,18 @@ def _solver_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--corrector", default="off", choices=CORRECTORS, help="UniC corrector")
     p.add_argument(
+        "--eta",
+        type=float,
+        default=0.0,
+        help="SDE noise in [0, 1] (0: the ODE; 1 with multistep: DPM++ 2M/3M SDE, with "
+        "singlestep: DPM++ SDE)",
+    )
+    p.add_argument(
+        "--ancestral",
+        action="store_true",
+        help="with --eta and singlestep: DPM++ 2S ancestral steps",
+    )
+    p.add_argument(
         "--analytic-first-step",
         action="store_true",
         help="multistep: first step without a model call (one more step for --steps calls)",
@@ -112,6 +124,8 @@ def _solver_options(args: argparse.Namespace) -> SolverOptions:
             raise ValueError(
                 "--tuned sets the solver, first step included; drop --analytic-first-step"
             )
+        if args.eta or args.ancestral:
+            raise ValueError("--tuned sets an ODE solver; drop --eta / --ancestral")
         return tuned_grid(args.model, args.steps).solver()
     options = SolverOptions.of(
         order=args.order,
@@ -120,6 +134,8 @@ def _solver_options(args: argparse.Namespace) -> SolverOptions:
         skip_type=args.skip_type,
         corrector=args.corrector,
         analytic_first_step=args.analytic_first_step,
+        eta=args.eta,
+        ancestral=args.ancestral,
     )
     return SolverOptions.of(options, steps=options.steps_for_calls(args.steps))
 
@@ -240,7 +256,9 @@ def _sample(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
-        x0 = sample(model, x_T, options, callback=advance)
+        # The SDE noise (--eta) comes from its own generator, seeded from --seed too.
+        gen = torch.Generator().manual_seed(args.seed ^ 0x5DE)
+        x0 = sample(model, x_T, options, callback=advance, generator=gen)
     finally:
         bar.close()
     seconds = time.perf_counter() - start
