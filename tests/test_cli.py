@@ -46,8 +46,12 @@ def test_sample_is_reproducible_by_seed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "sde",
-    [["--eta", "1"], ["--eta", "0.5", "--order", "3"], ["--eta", "1", "--method", "singlestep"]]
-    + [["--eta", "1", "--method", "singlestep", "--ancestral"]],
+    [
+        ["--eta", "1"],
+        ["--eta", "0.5", "--order", "3"],
+        ["--eta", "1", "--method", "singlestep"],
+        ["--eta", "1", "--method", "singlestep", "--ancestral"],
+    ],
 )
 def test_sample_runs_the_sde_solvers_reproducibly(tmp_path: Path, sde: list[str]) -> None:
     paths = [tmp_path / f"{i}.png" for i in range(4)]

@@ -36,7 +36,9 @@ class StepNoise:
         self.last: tuple[float, float, Tensor] | None = None
 
     def _fresh(self) -> Tensor:
-        return torch.randn(self.shape, generator=self.generator, device=self.device, dtype=self.dtype)
+        return torch.randn(
+            self.shape, generator=self.generator, device=self.device, dtype=self.dtype
+        )
 
     def __call__(self, t_s: float, t_t: float) -> Tensor:
         z = self._fresh()
