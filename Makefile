@@ -45,9 +45,11 @@ bench: $(BIN)/.installed
 	$(BIN)/dpmsolver bench --model digits-net --out docs/bench-digits-net
 	$(BIN)/python benchmarks/accuracy.py > docs/benchmarks/accuracy.txt
 	$(BIN)/python benchmarks/diffusers_schedulers.py > docs/benchmarks/diffusers_schedulers.txt
+	$(BIN)/python benchmarks/guidance.py > docs/benchmarks/guidance.txt
 	$(BIN)/python benchmarks/inversion.py > docs/benchmarks/inversion.txt
 	$(BIN)/python benchmarks/low_budget.py > docs/benchmarks/low_budget.txt
 	$(BIN)/python benchmarks/overhead.py --compile > docs/benchmarks/overhead.txt
+	$(BIN)/python benchmarks/sde.py > docs/benchmarks/sde.txt
 	if [ -n "$(DIFFUSERS)" ]; then $(BIN)/python benchmarks/diffusers_suite.py \
 		--diffusers "$(DIFFUSERS)" $(if $(TORCHSDE),--extra-path "$(TORCHSDE)") \
 		> docs/benchmarks/diffusers_suite.txt; fi

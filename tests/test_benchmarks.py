@@ -23,6 +23,7 @@ QUICK = {
         ["--diffusers", "/work/.mirror/huggingface+diffusers/repo"],
         "failing tests",
     ),
+    "guidance.py": (["--quick"], "Recommendation"),
     "inversion.py": ([], "round-trip RMS error"),
     "low_budget.py": (
         [

@@ -1,5 +1,12 @@
-"""Built-in models: data distributions with exact denoisers, and a small trained network."""
+"""Built-in models: data distributions with exact denoisers (the digits mixture, and its
+class-conditional version for guidance), and a small trained network."""
 
+from .conditional import (
+    UNCONDITIONAL,
+    ClassConditionalMixture,
+    ConditionalNet,
+    load_digits_classes,
+)
 from .digits_net import DigitsNet, load_digits_net
 from .exact import ExactModel
 from .gmm import GaussianMixture, load_digits_gmm
@@ -10,11 +17,15 @@ from .tuned import TUNED_NFE, tuned_grid
 __all__ = [
     "MODELS",
     "TUNED_NFE",
+    "UNCONDITIONAL",
+    "ClassConditionalMixture",
+    "ConditionalNet",
     "DigitsNet",
     "ExactModel",
     "GaussianMixture",
     "ddpm_linear_schedule",
     "load",
+    "load_digits_classes",
     "load_digits_gmm",
     "load_digits_net",
     "tuned_grid",
