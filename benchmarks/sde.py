@@ -33,6 +33,8 @@ SAMPLERS = {
     "DPM++ 2M SDE heun": ("sample_dpmpp_2m_sde_heun", {}),
     "DPM++ 3M SDE": ("sample_dpmpp_3m_sde", {}),
     "DPM++ SDE": ("sample_dpmpp_sde", {}),
+    # The stage's and the step's noise drawn independently (the default links them).
+    "DPM++ SDE unlinked": ("sample_dpmpp_sde", {"unlinked": True}),
     "DPM++ 2S a": ("sample_dpmpp_2s_ancestral", {}),
 }
 
@@ -72,7 +74,10 @@ def distribution(n: int, steps: list[int]) -> None:
         for k in steps:
             torch.manual_seed(5)
             sigmas = K.get_sigmas_karras(k, 0.002, 80.0).double()
-            out = getattr(K, name)(model, x_T, sigmas, disable=True, **kwargs)
+            extra = dict(kwargs)
+            if extra.pop("unlinked", False):
+                extra["noise_sampler"] = lambda s, t: torch.randn_like(x_T)
+            out = getattr(K, name)(model, x_T, sigmas, disable=True, **extra)
             d = distances(out.reshape(n, -1), exact[0], directions)
             cells = "".join(f"{v:>10.4f} ({v / z:4.2f})" for v, z in zip(d, noise, strict=True))
             print(f"{label:<20}{k:>6}{cells}")
@@ -93,8 +98,8 @@ def strong(steps: list[int], reference_steps: int) -> None:
     print("Strong convergence on one Brownian path (tree in log sigma, seeds 1, 2)")
     print(f"RMS error vs the {reference_steps}-step DPM++ 2M SDE solution, sigma 20 -> 0.05")
     print(f"{'sampler':<20}" + "".join(f"{k:>10}" for k in steps) + f"{'slope':>8}")
-    for label, (name, _) in SAMPLERS.items():
-        if name == "sample_dpmpp_2m":
+    for label, (name, kwargs) in SAMPLERS.items():
+        if name == "sample_dpmpp_2m" or kwargs:
             continue
         errors = [float((solve(name, k) - reference).pow(2).mean().sqrt()) for k in steps]
         slope = -np.polyfit(np.log(steps), np.log(errors), 1)[0]

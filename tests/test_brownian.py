@@ -58,6 +58,9 @@ def test_brownian_tree_and_per_sample_noise_errors() -> None:
     tree = dpm.BrownianTreeNoiseSampler(x, 0.1, 10.0, seed=0)
     with pytest.raises(ValueError, match="outside the tree's range"):
         tree(20.0, 5.0)
+    # An end given in float32 (a float32 sigma grid) is float rounding, not out of range.
+    top = torch.tensor(10.0 * (1 + 2e-7), dtype=torch.float32)
+    torch.testing.assert_close(tree(top, 5.0), tree(10.0, 5.0), rtol=0, atol=0)
     with pytest.raises(ValueError, match="empty interval"):
         tree(5.0, 5.0)
     with pytest.raises(TypeError, match="seeds must be a sequence of ints"):

@@ -4,7 +4,8 @@ each other (the two-sample noise level), up to a stated factor, and closer with 
 
 Measured (`benchmarks/sde.py`, ratios to the noise level, mean / covariance / sliced W2;
 karras grid from sigma 80): at 50 steps 0.93-1.11x for every sampler; at 20 steps at most
-1.79x (2M SDE's sliced W2), except the heun form of 2M SDE (4.07x); at 10 steps 1.9-20x.
+1.79x (2M SDE's sliced W2), except the heun form of 2M SDE (4.07x); at 10 steps the
+worst of the three is 2.5-20x.
 Asserted: <= 1.5x at 50 steps, <= 2.5x at 20 (5x for the heun form), and the sliced
 distance at 50 steps below that at 10.
 """

@@ -117,7 +117,8 @@ class BrownianTreeNoiseSampler:
         lo, hi = min(a, b), max(a, b)
         if lo == hi:
             raise ValueError(f"the noise of an empty interval was asked for (at {lo})")
-        slack = 1e-9 * (self.t1 - self.t0)  # float rounding of the transform at the ends
+        # Float rounding at the ends (a float32 grid, the transform): clamped, not refused.
+        slack = 1e-6 * max(abs(self.t0), abs(self.t1), self.t1 - self.t0)
         if lo < self.t0 - slack or hi > self.t1 + slack:
             raise ValueError(
                 f"the noise of [{lo:.6g}, {hi:.6g}] was asked for, outside the tree's range "

@@ -1,0 +1,177 @@
+"""The README's name-parity table: each row (a sampler by the name users know) runs our call
+and the implementation it names, with the same sigmas and the same noise, and they agree.
+
+References: k-diffusion's own sampling.py (`k_reference`), ComfyUI's formulas re-derived
+in tests/test_k_diffusion_sde.py (its code imports the rest of ComfyUI), diffusers'
+schedulers, and the authors' code through the golden vectors.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import k_reference
+import pytest
+import torch
+from diffusers import (
+    DPMSolverMultistepScheduler,
+    UniPCMultistepScheduler,
+)
+from test_compat_parity import ARRAYS, CASES, run_case
+from test_diffusers_config import VP, run
+from test_k_diffusion_sde import (
+    ComfyWrapper,
+    NoiseTable,
+    comfy_2m_cfg_pp,
+    comfy_3m_sde,
+    flow_grid,
+    flow_model,
+    inner,
+    start,
+    ve_model,
+)
+from torch import Tensor
+
+import dpmsolver.k_diffusion as K  # noqa: N812 (k-diffusion's own convention)
+from dpmsolver.diffusers import DPMSolverScheduler
+
+KD = k_reference.load()
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def k_pair(name: str, grid: str, noise: bool, **kwargs: Any) -> tuple[Tensor, Tensor]:
+    """Ours and k-diffusion's sampler `name` on their own `grid` sigmas (20 levels from
+    14.6 to 0.03, SD's range) and, for an SDE sampler, the same noise."""
+    ours_sigmas = getattr(K, f"get_sigmas_{grid}")(20, 0.03, 14.6).double()
+    their_sigmas = getattr(KD, f"get_sigmas_{grid}")(20, 0.03, 14.6).double()
+    # The same grid to float32 rounding (both return the default dtype); then the same
+    # sigmas for both samplers.
+    torch.testing.assert_close(ours_sigmas, their_sigmas, rtol=1e-6, atol=0)
+    x = start(scale=14.6)
+
+    def extra() -> dict[str, Any]:
+        return {"noise_sampler": NoiseTable(tuple(x.shape))} if noise else {}
+
+    ours = getattr(K, name)(ve_model, x, their_sigmas, disable=True, **kwargs, **extra())
+    theirs = getattr(KD, name.replace("_heun", ""))(
+        ve_model, x, their_sigmas, disable=True, **kwargs, **extra()
+    )
+    return ours, theirs
+
+
+def kd(name: str, grid: str, noise: bool = True, **kw: Any) -> Callable[[], tuple[Tensor, Tensor]]:
+    return lambda: k_pair(name, grid, noise, **kw)
+
+
+def cfg_pp() -> tuple[Tensor, Tensor]:
+    sigmas = K.get_sigmas_karras(12, 0.03, 14.6).double()
+    c = torch.ones(4, dtype=torch.float64)
+    extra = {"cond": c, "uncond": 0 * c, "cond_scale": 1.5}
+    model = K.CFGDenoiser(inner)
+    ours = K.sample_dpmpp_2m_cfg_pp(
+        ComfyWrapper(1.5), start(scale=14.6), sigmas, {"model_options": {}}, disable=True
+    )
+    return ours, comfy_2m_cfg_pp(model, start(scale=14.6), sigmas.tolist(), extra)
+
+
+def flow_3m_sde() -> tuple[Tensor, Tensor]:
+    sigmas = flow_grid(12)
+    x = start(scale=1.0)
+    ours = K.sample_dpmpp_3m_sde(
+        flow_model,
+        x,
+        sigmas,
+        disable=True,
+        model_sampling="flow",
+        noise_sampler=NoiseTable(tuple(x.shape)),
+    )
+    theirs = comfy_3m_sde(flow_model, x, sigmas.tolist(), NoiseTable(tuple(x.shape)), 1.0)
+    return ours, theirs
+
+
+def diffusers_pair(cls: Any, steps: int = 12, **config: Any) -> Callable[[], tuple[Tensor, Tensor]]:
+    def pair() -> tuple[Tensor, Tensor]:
+        full = dict(VP, timestep_spacing="linspace", **config)
+        return run(DPMSolverScheduler.from_config(cls(**full).config), steps), run(
+            cls(**full), steps
+        )
+
+    return pair
+
+
+def authors() -> tuple[Tensor, Tensor]:
+    case = next(c for c in CASES if c["method"] == "multistep" and c["order"] == 2)
+    out, _ = run_case(case, torch.float64)
+    return out, torch.tensor(ARRAYS[f"out64_{case['id']}"])
+
+
+# README row (its first cell) -> (ours, the reference), tolerance
+ROWS: dict[str, tuple[Callable[[], tuple[Tensor, Tensor]], float]] = {
+    "DPM++ 2M Karras": (kd("sample_dpmpp_2m", "karras", noise=False), 1e-6),
+    "DPM++ 2M SDE Karras": (kd("sample_dpmpp_2m_sde", "karras"), 1e-6),
+    "DPM++ 2M SDE Heun Karras": (
+        kd("sample_dpmpp_2m_sde_heun", "karras", solver_type="heun"),
+        1e-6,
+    ),
+    "DPM++ 3M SDE Exponential": (kd("sample_dpmpp_3m_sde", "exponential"), 1e-6),
+    "DPM++ 2S a Karras": (kd("sample_dpmpp_2s_ancestral", "karras"), 1e-6),
+    "DPM++ SDE Karras": (kd("sample_dpmpp_sde", "karras"), 1e-6),
+    "DPM++ 2M CFG++": (cfg_pp, 1e-6),
+    "DPM++ 3M SDE on a flow model": (flow_3m_sde, 1e-6),
+    "DPMSolverMultistepScheduler(use_karras_sigmas=True)": (
+        diffusers_pair(
+            DPMSolverMultistepScheduler, use_karras_sigmas=True, final_sigmas_type="zero"
+        ),
+        2e-5,
+    ),
+    'DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++")': (
+        diffusers_pair(
+            DPMSolverMultistepScheduler, algorithm_type="sde-dpmsolver++", final_sigmas_type="zero"
+        ),
+        -1.0,  # drawn noise: see the test
+    ),
+    "UniPCMultistepScheduler": (
+        diffusers_pair(UniPCMultistepScheduler, solver_order=2, final_sigmas_type="zero"),
+        2e-5,
+    ),
+    "DPM_Solver(...).sample(x, method='multistep')": (authors, 1e-7),
+}
+
+
+def readme_rows() -> list[str]:
+    """The first cells of the table under '#### Name parity' in the README."""
+    text = README.read_text()
+    section = text.split("#### Name parity", 1)[1].split("\n#", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]  # no header
+    return [re.sub(r"`", "", row.split("|")[1].strip()) for row in rows]
+
+
+def test_every_readme_row_is_tested() -> None:
+    assert sorted(readme_rows()) == sorted(ROWS)
+
+
+@pytest.mark.parametrize("row", sorted(ROWS))
+def test_row_gives_the_reference_result(row: str) -> None:
+    pair, tol = ROWS[row]
+    if tol < 0:  # the SDE scheduler draws its own noise: same noise through variance_noise
+        config = dict(VP, timestep_spacing="linspace", final_sigmas_type="zero")
+        config["algorithm_type"] = "sde-dpmsolver++"
+        out = []
+        for scheduler in (
+            DPMSolverScheduler.from_config(DPMSolverMultistepScheduler(**config).config),
+            DPMSolverMultistepScheduler(**config),
+        ):
+            scheduler.set_timesteps(10)
+            x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)).double()
+            noises = torch.randn(10, *x.shape, generator=torch.Generator().manual_seed(1))
+            for t, z in zip(scheduler.timesteps, noises, strict=True):
+                model_out = 0.3 * x - 0.1 * x.flip(-1)
+                x = scheduler.step(model_out, t, x, variance_noise=z.double()).prev_sample
+            out.append(x)
+        torch.testing.assert_close(out[0], out[1], rtol=1e-4, atol=1e-5)
+        return
+    ours, theirs = pair()
+    torch.testing.assert_close(ours, theirs.to(ours.dtype), rtol=tol, atol=tol)
