@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
+# k-diffusion's sampling.py is the tests' reference; its package imports training code
+# (CLIP, kornia, wandb...), so it is installed without dependencies and the tests load its
+# sampling module alone (tests/k_reference.py).
 KDIFFUSION ?= k-diffusion==0.1.1.post1
 
 $(BIN)/.installed: pyproject.toml
@@ -12,8 +15,6 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[test]"
-	# k-diffusion's sampling.py is the tests' reference; its package imports training code
-	# (CLIP, kornia, wandb...), so it is installed alone and its sampling module loaded.
 	$(BIN)/python -m pip install -q --no-deps "$(KDIFFUSION)"
 	touch $@
 
