@@ -4,6 +4,7 @@ step noise; strong convergence on one Brownian path; batch invariance."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -63,6 +64,12 @@ def test_brownian_tree_and_per_sample_noise_errors() -> None:
     torch.testing.assert_close(tree(top, 5.0), tree(10.0, 5.0), rtol=0, atol=0)
     with pytest.raises(ValueError, match="empty interval"):
         tree(5.0, 5.0)
+    # k-diffusion's transforms take tensors; a float-only one works too.
+    logged = dpm.BrownianTreeNoiseSampler(x, 0.1, 10.0, seed=0, transform=lambda s: s.log())
+    same = dpm.BrownianTreeNoiseSampler(x, 0.1, 10.0, seed=0, transform=math.log)
+    torch.testing.assert_close(logged(5.0, 2.0), same(5.0, 2.0), rtol=0, atol=0)
+    with pytest.raises(TypeError, match=r"transform\(sigma_min\) must be a float"):
+        dpm.BrownianTreeNoiseSampler(x, 0.1, 10.0, seed=0, transform=lambda s: "a")
     with pytest.raises(TypeError, match="seeds must be a sequence of ints"):
         dpm.PerSampleNoise(x, 3)  # type: ignore[arg-type]
 
@@ -75,11 +82,17 @@ def test_per_sample_noise_rows_do_not_depend_on_the_batch() -> None:
         torch.testing.assert_close(big(1.0, 0.5)[2:], small(1.0, 0.5), rtol=0, atol=0)
 
 
-def test_step_noise_couples_a_stage_with_its_step() -> None:
+@pytest.mark.parametrize("kind", ["step", "per_sample"])
+def test_step_noise_couples_a_stage_with_its_step(kind: str) -> None:
     """The second query from the same start is the increment of one Brownian path: its
-    covariance with the first is sqrt(rho), rho = 1/4 here."""
-    x = torch.zeros(20000, 4)
-    noise = StepNoise(x, torch.Generator().manual_seed(0), dtype=torch.float64)
+    covariance with the first is sqrt(rho), rho = 1/4 here (the default noise, and the
+    per-sample noise `generate` uses)."""
+    x = torch.zeros(20000, 4, dtype=torch.float64)
+    noise: Any = (
+        StepNoise(x, torch.Generator().manual_seed(0), dtype=torch.float64)
+        if kind == "step"
+        else dpm.PerSampleNoise(x, list(range(20000)))
+    )
     stage, step = noise(10.0, 9.0), noise(10.0, 6.0)
     assert abs(float((stage * step).mean()) - 0.5) < 0.01
     assert abs(float(step.var()) - 1.0) < 0.01

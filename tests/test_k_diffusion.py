@@ -305,8 +305,19 @@ def test_flow_is_read_from_a_comfyui_model_wrapper() -> None:
         def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
             return flow_denoiser()(x, sigma)
 
+    class BaseModel:  # ComfyUI: KSamplerX0Inpaint -> CFGGuider -> BaseModel.model_sampling
+        model_sampling = CONST()
+
+    class Guider:
+        inner_model = BaseModel()
+
+    class KSamplerX0Inpaint(Wrapped):
+        inner_model = Guider()  # type: ignore[assignment]
+
     sigmas = flow_sigmas(8)
     auto = K.sample_dpmpp_2m(Wrapped(), flow_start(), sigmas, disable=True)
+    nested = K.sample_dpmpp_2m(KSamplerX0Inpaint(), flow_start(), sigmas, disable=True)
+    torch.testing.assert_close(nested, auto, rtol=0, atol=0)
     said = K.sample_dpmpp_2m(
         flow_denoiser(), flow_start(), sigmas, disable=True, model_sampling="flow"
     )

@@ -73,7 +73,7 @@ def name_of(key: str) -> str:
 
 
 @pytest.mark.parametrize("key", SDE_SAMPLERS)
-@pytest.mark.parametrize(("eta", "s_noise"), [(1.0, 1.0), (0.5, 0.8), (0.0, 1.0)])
+@pytest.mark.parametrize(("eta", "s_noise"), [(1.0, 1.0), (0.5, 0.8), (0.0, 1.0), (1.5, 1.0)])
 @pytest.mark.parametrize("grid", ["karras", "exponential"])
 def test_sde_samplers_match_k_diffusion_given_the_same_noise(
     key: str, eta: float, s_noise: float, grid: str
@@ -429,3 +429,46 @@ def test_cfg_pp_needs_the_unconditional_prediction() -> None:
         K.sample_dpmpp_2m_cfg_pp(ve_model, start(), sigmas, {"model_options": 3}, disable=True)
     with pytest.raises(ValueError, match="cond must be a tensor with x's batch"):
         K.CFGDenoiser(inner)(start(), torch.ones(4), torch.ones(3), torch.ones(4), 2.0)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["sample_dpmpp_2m_sde", "sample_dpmpp_3m_sde", "sample_dpmpp_sde", "sample_dpmpp_2s_ancestral"],
+)
+def test_flow_sde_from_sigma_1_starts_where_comfyui_does(name: str) -> None:
+    """From sigma = 1 an SDE step would span an infinite lambda interval and forget x_T for
+    any eta > 0; the face starts at sigma = 1 - 1e-4, as ComfyUI does, so x_T matters."""
+    fn = getattr(K, name)
+    sigmas = torch.cat([torch.tensor([1.0], dtype=torch.float64), flow_grid(8, top=0.9)])
+    moved = sigmas.clone()
+    moved[0] = 1 - 1e-4
+    a, b = start(scale=1.0, seed=0), start(scale=1.0, seed=1)
+
+    def run(x: Tensor, grid: Tensor) -> Tensor:
+        noise = NoiseTable(tuple(x.shape))
+        return fn(
+            flow_model, x, grid, disable=True, eta=0.3, model_sampling="flow", noise_sampler=noise
+        )
+
+    torch.testing.assert_close(run(a, sigmas), run(a, moved), rtol=0, atol=0)
+    assert float((run(a, sigmas) - run(b, sigmas)).abs().max()) > 0.1
+
+
+@pytest.mark.parametrize("fn", [K.sample_dpmpp_2s, K.sample_dpm_solver])
+def test_flow_singlestep_ode_from_sigma_1_takes_its_first_step_at_order_1(fn: Any) -> None:
+    sigmas = torch.cat([torch.tensor([1.0], dtype=torch.float64), flow_grid(8, top=0.9)])
+    x = start(scale=1.0)
+    kw = {} if fn is K.sample_dpmpp_2s else {"order": 3, "method": "singlestep"}
+    ours = fn(flow_model, x, sigmas, disable=True, model_sampling="flow", **kw)
+    schedule = dpm.FlowSchedule(shift=1.0, t_min=float(sigmas[-2]), t_max=1.0)
+    model = dpm.Denoiser(flow_model, schedule, prediction="x0")
+    grid = sigmas[:-1].tolist()
+    order = kw.get("order", 2)
+    native = dpm.sample(
+        model, x, timesteps=grid, order=order, method="singlestep", denoise_to_zero=True
+    )
+    torch.testing.assert_close(ours, native, rtol=0, atol=1e-6)
+    # The first step is the first-order limit x_1 = sigma_1 x + alpha_1 x0_pred(x).
+    first = dpm.sample(model, x, timesteps=grid[:2], order=order, method="singlestep")
+    x0 = flow_model(x, torch.ones(x.shape[0], dtype=x.dtype))
+    torch.testing.assert_close(first, grid[1] * x + (1 - grid[1]) * x0, rtol=0, atol=1e-12)

@@ -213,8 +213,9 @@ def test_sigmas_are_timesteps_in_ve_units() -> None:
 def test_flow_from_pure_noise() -> None:
     """FlowSchedule(t_max=1): alpha = 0 at the start. The data form's first step is its
     exact limit x_1 = sigma_1 x + alpha_1 x0_pred(x); grids in t work, grids in lambda, the
-    noise form and iPNDM from there are refused by name; singlestep takes its first step at
-    order 1 (its intermediate points would lie at lambda = -inf too)."""
+    noise form and iPNDM from there are refused by name, and so is singlestep with `steps`
+    (its intermediate points would lie at lambda = -inf too); with a given grid singlestep
+    takes its first step at order 1 and approaches the runs from just below pure noise."""
     schedule = dpm.FlowSchedule(shift=3.0, t_max=1.0)
     model = ExactModel(digits_mixture(), schedule)
     x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -229,8 +230,6 @@ def test_flow_from_pure_noise() -> None:
         dict(order=2),
         dict(order=3),
         dict(order=2, corrector="all"),
-        dict(order=2, method="singlestep"),
-        dict(order=3, method="singlestep_fixed"),
     ):
         out = dpm.sample(model, x, steps=20, **kw)  # type: ignore[arg-type]
         assert bool(torch.isfinite(out).all())
@@ -238,18 +237,27 @@ def test_flow_from_pure_noise() -> None:
             float((dpm.sample(model, x, steps=20, t_start=1 - eps / 3, **kw) - out).abs().max())  # type: ignore[arg-type]
             for eps in (1e-9, 1e-15)
         ]
-        # Singlestep's first step from alpha = eps puts its stages at lambda ~ log(eps) / 2:
-        # its gap at eps = 1e-9 is 4.5e-4 (order 2) and 5.0e-3 (order 3), measured; at
-        # eps = 1e-15 that of float rounding (3e-15).
-        bound = 1e-2 if "method" in kw else 1e-4
-        assert "method" not in kw or gaps[1] < 1e-12, (kw, gaps)
-        assert gaps[1] < gaps[0] < bound, (kw, gaps)
+        assert gaps[1] < gaps[0] < 1e-4, (kw, gaps)
+    grid = dpm.time_grid(schedule, "time_uniform", 1.0, schedule.t_min, 10).tolist()
+    for order in (2, 3):
+        kw = dict(method="singlestep_fixed", order=order)
+        out = dpm.sample(model, x, timesteps=grid, **kw)  # type: ignore[arg-type]
+        gaps = [
+            float(
+                (dpm.sample(model, x, timesteps=[1 - eps / 3, *grid[1:]], **kw) - out).abs().max()
+            )  # type: ignore[arg-type]
+            for eps in (1e-9, 1e-15)
+        ]
+        # Its stages from alpha = eps sit at lambda ~ log(eps) / 2; the gap at eps = 1e-15
+        # is float rounding (measured 4.5e-4 / 5.0e-3 at 1e-9 with 20 steps).
+        assert gaps[1] < 1e-12 and gaps[1] < gaps[0] < 1e-2, (order, gaps)
     bh1 = dpm.sample(model, x, steps=20, corrector="all", corrector_variant="bh1")
     assert bool(torch.isfinite(bh1).all())
     for kw, message in [
         (dict(skip_type="logSNR"), "spaces the grid in lambda"),
         (dict(algorithm="dpmsolver"), "cannot start at alpha_t = 0"),
         (dict(algorithm="ipndm"), "cannot start at alpha_t = 0"),
+        (dict(method="singlestep"), "cannot start at alpha_t = 0"),
     ]:
         with pytest.raises(ValueError, match=message):
             dpm.sample(model, x, steps=6, **kw)  # type: ignore[arg-type]

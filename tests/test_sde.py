@@ -63,8 +63,9 @@ def test_samples_have_the_data_mean_and_covariance(
         (dict(eta=1.0, method="adaptive"), "eta > 0"),
         (dict(eta=0.0, method="singlestep", ancestral=True), "ancestral=True"),
         (dict(eta=1.0, ancestral=True), "ancestral=True"),
-        (dict(eta=1.5), "eta must lie in"),
-        (dict(eta=-0.5), "eta must lie in"),
+        (dict(eta=-0.5), "eta must be >= 0"),
+        (dict(eta=float("inf")), "eta must be a finite"),
+        (dict(eta=1.0, method="singlestep", solver_type="taylor"), "midpoint form only"),
     ],
 )
 def test_bad_sde_options(kwargs: dict[str, object], match: str) -> None:

@@ -3,9 +3,10 @@
 Two kinds, both callables of the step's two times (the native API's `noise_sampler`, and
 k-diffusion's `noise_sampler(sigma, sigma_next)`):
 
-- `PerSampleNoise`: a fresh N(0, I) per step from one generator per sample. Cheap; sample i
-  depends on its own seed only, so it is the same at any batch size or rank, but the noise
-  of a step depends on the grid (a run with more steps sees other noise).
+- `PerSampleNoise`: a fresh N(0, I) per step from one generator per sample (a singlestep
+  step's draw extends its stage's, as the default noise does). Cheap; sample i depends on
+  its own seed only, so it is the same at any batch size or rank, but the noise of a step
+  depends on the grid (a run with more steps sees other noise).
 - `BrownianTreeNoiseSampler`: increments of one fixed Brownian path per sample (torchsde's
   Brownian tree, the optional extra `dpmsolver[sde]`, as k-diffusion and ComfyUI use it):
   (W(t_t) - W(t_s)) / sqrt(|t_t - t_s|). The noise of an interval is the same whatever
@@ -26,6 +27,7 @@ import torch
 from torch import Tensor
 
 from .checks import check_float, check_int
+from .core import LinkedNoise
 
 __all__ = ["BrownianTreeNoiseSampler", "PerSampleNoise"]
 
@@ -70,7 +72,9 @@ class BrownianTreeNoiseSampler:
         seed: an int (one path for the whole tensor, k-diffusion's default), a sequence of
             ints, one per sample (sample i's noise depends on seed[i] only, whatever the
             batch), or None (a random seed from torch's global generator).
-        transform: maps a time to the path's own time (default: the identity).
+        transform: maps a time to the path's own time (default: the identity); it gets a
+            0-d float64 tensor, as k-diffusion's does (e.g. `lambda s: s.log()`), and may
+            return a tensor or a float.
         cpu: build the trees on the CPU (the noise is moved to x's device); their noise
             then does not depend on the device.
 
@@ -84,7 +88,7 @@ class BrownianTreeNoiseSampler:
         sigma_min: Time,
         sigma_max: Time,
         seed: int | Sequence[int] | None = None,
-        transform: Callable[[float], float] | None = None,
+        transform: Callable[[Tensor], Tensor | float] | None = None,
         cpu: bool = True,
     ) -> None:
         try:
@@ -97,9 +101,9 @@ class BrownianTreeNoiseSampler:
             raise TypeError("x must be a tensor with a batch dimension")
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable or None; got {type(transform).__name__}")
-        self.transform = transform or (lambda t: t)
-        lo = self.transform(_float("sigma_min", sigma_min))
-        hi = self.transform(_float("sigma_max", sigma_max))
+        self.transform = transform
+        lo = self._time("sigma_min", sigma_min)
+        hi = self._time("sigma_max", sigma_max)
         if lo == hi:
             raise ValueError(f"sigma_min and sigma_max must span an interval; both map to {lo}")
         self.t0, self.t1 = min(lo, hi), max(lo, hi)
@@ -111,9 +115,16 @@ class BrownianTreeNoiseSampler:
             torchsde.BrownianTree(self.t0, w0, self.t1, entropy=s) for s in seeds
         ]
 
+    def _time(self, name: str, value: Time) -> float:
+        """The path's time of a query time, as a float."""
+        t = _float(name, value)
+        if self.transform is None:
+            return t
+        return _float(f"transform({name})", self.transform(torch.tensor(t, dtype=torch.float64)))
+
     def __call__(self, sigma: Time, sigma_next: Time) -> Tensor:
-        a = self.transform(_float("sigma", sigma))
-        b = self.transform(_float("sigma_next", sigma_next))
+        a = self._time("sigma", sigma)
+        b = self._time("sigma_next", sigma_next)
         lo, hi = min(a, b), max(a, b)
         if lo == hi:
             raise ValueError(f"the noise of an empty interval was asked for (at {lo})")
@@ -132,12 +143,14 @@ class BrownianTreeNoiseSampler:
         return (w * (sign / math.sqrt(hi - lo))).to(self.device, self.dtype)
 
 
-class PerSampleNoise:
+class PerSampleNoise(LinkedNoise):
     """(t_s, t_t) -> N(0, I) of x's shape, sample i from its own generator seeded with
     seeds[i]: each call draws the next step's noise of every sample. Sample i's noise does
-    not depend on the batch (nor on the times: the k-th call gets the k-th draw)."""
+    not depend on the batch. As the default noise, a singlestep step's noise extends its
+    stage's as one Brownian increment (`dpmsolver.core.stepnoise`)."""
 
     def __init__(self, x: Tensor, seeds: Sequence[int]) -> None:
+        super().__init__()
         if not isinstance(x, Tensor) or x.dim() < 1:
             raise TypeError("x must be a tensor with a batch dimension")
         found, per_sample = _seeds(seeds, x.shape[0])
@@ -147,6 +160,6 @@ class PerSampleNoise:
         self.device, self.dtype = x.device, x.dtype
         self.generators = [torch.Generator().manual_seed(s) for s in found]
 
-    def __call__(self, sigma: Time, sigma_next: Time) -> Tensor:
+    def fresh(self) -> Tensor:
         rows = [torch.randn(self.shape, generator=g, dtype=torch.float64) for g in self.generators]
         return torch.stack(rows).to(self.device, self.dtype)

@@ -94,7 +94,7 @@ def _solver_args(p: argparse.ArgumentParser) -> None:
         "--eta",
         type=float,
         default=0.0,
-        help="SDE noise in [0, 1] (0: the ODE; 1 with multistep: DPM++ 2M/3M SDE, with "
+        help="SDE noise >= 0 (0: the ODE; 1 with multistep: DPM++ 2M/3M SDE, with "
         "singlestep: DPM++ SDE)",
     )
     p.add_argument(

@@ -11,7 +11,9 @@ disable=None, ..., model_sampling=None)`:
     callback: called once per sigma with {'x', 'i', 'sigma', 'sigma_hat', 'denoised'};
     disable: True hides the progress bar (shown with tqdm, when installed).
     model_sampling: 've' or 'flow'; None (default) reads it from a ComfyUI model wrapper
-        (`model.inner_model.model_sampling` of class CONST is flow) and is 've' otherwise.
+        (`model.inner_model.inner_model.model_sampling`, as ComfyUI's KSamplerX0Inpaint
+        around its CFGGuider has it, or `model.inner_model.model_sampling`; of class
+        CONST: flow) and is 've' otherwise.
 They run the core sampler (`dpmsolver.sample`) on a `VESchedule` or a `FlowSchedule`, so
 the update rules are the same as everywhere else in dpmsolver.
 """
@@ -200,6 +202,9 @@ def _flow_schedule(sigma_min: float, sigma_max: float) -> FlowSchedule:
 
 
 MODEL_SAMPLINGS = ("ve", "flow")
+# Where the SDE samplers start a flow grid that starts at sigma = 1 (ComfyUI's
+# offset_first_sigma_for_snr: its percent_to_sigma(1e-4) for flow models).
+FLOW_SDE_START = 1.0 - 1e-4
 
 
 def _sampling(model: Any, model_sampling: str | None) -> str:
@@ -211,9 +216,15 @@ def _sampling(model: Any, model_sampling: str | None) -> str:
                 f"model_sampling must be one of 've', 'flow' or None; got {model_sampling!r}"
             )
         return model_sampling
-    found = getattr(getattr(model, "inner_model", None), "model_sampling", None)
-    names = {c.__name__ for c in type(found).__mro__} if found is not None else set()
-    return "flow" if "CONST" in names else "ve"
+    # ComfyUI hands samplers KSamplerX0Inpaint(CFGGuider(...)): the model sampling is on
+    # the guider's inner model; simpler wrappers hold it one level up.
+    inner = getattr(model, "inner_model", None)
+    for holder in (getattr(inner, "inner_model", None), inner):
+        found = getattr(holder, "model_sampling", None)
+        if found is not None:
+            names = {c.__name__ for c in type(found).__mro__}
+            return "flow" if "CONST" in names else "ve"
+    return "ve"
 
 
 def _schedule(sampling: str, sigma_min: float, sigma_max: float) -> NoiseSchedule:
@@ -268,10 +279,14 @@ def sample_dpm_solver(
     uncond = _uncond_source(model, extra) if check_bool("cfg_pp", cfg_pp) else None
     to_zero = values[-1] == 0.0
     grid = values[:-1] if to_zero else values
+    sampling = _sampling(model, model_sampling)
+    if sampling == "flow" and grid[0] >= 1.0 and len(grid) > 1 and check_float("eta", eta) > 0:
+        # An SDE step from pure noise spans an infinite lambda interval and would forget x
+        # for any eta > 0; ComfyUI starts its SDE samplers at sigma = 1 - 1e-4 instead.
+        grid = [FLOW_SDE_START, *grid[1:]]
     index = {s: i for i, s in enumerate(grid)}
     progress = Progress(len(grid), disable)
     # The schedule's range only sets defaults: the grid is given.
-    sampling = _sampling(model, model_sampling)
     top = grid[0] if len(grid) > 1 or sampling == "flow" else 2 * grid[0]
     low = grid[-1] if len(grid) > 1 else 0.5 * grid[0]
     schedule = _schedule(sampling, low, top)
@@ -326,7 +341,9 @@ def _noise(
         caller = noise_sampler
 
         def draw(s: float, t: float) -> Tensor:
-            z = caller(x.new_tensor(s), x.new_tensor(t))
+            # k-diffusion passes 0-d tensors; host ones here, so the loop reads nothing
+            # back from the device (a Brownian tree wants host floats anyway).
+            z = caller(torch.tensor(s, dtype=torch.float64), torch.tensor(t, dtype=torch.float64))
             return z * scale if scale != 1.0 and isinstance(z, Tensor) else z
 
         return draw
@@ -580,7 +597,9 @@ def sample_dpmpp_sde(
     midpoint combination of the two denoised predictions (noise from
     `noise_sampler(sigma, sigma_next)`). k-diffusion's default noise sampler here is a
     Brownian tree (`BrownianTreeNoiseSampler`), under which the two draws of a step are
-    correlated; ours is a fresh normal per draw unless one is given. Only r = 1/2.
+    correlated; ours (unless one is given) draws a fresh normal per step and makes the
+    step's draw extend the stage's as one Brownian increment, so the two are correlated
+    as under a tree. Only r = 1/2.
     """
     if check_float("r", r) != 0.5:
         raise ValueError(f"r (the stage's place in the step) must be 0.5 here; got {r!r}")

@@ -52,7 +52,7 @@ from .schedules import (
     VESchedule,
     VPSchedule,
 )
-from .stepnoise import StepNoise
+from .stepnoise import LinkedNoise, StepNoise
 
 __all__ = [
     "ALGORITHMS",
@@ -75,6 +75,7 @@ __all__ = [
     "Level",
     "Linear",
     "LinearVPSchedule",
+    "LinkedNoise",
     "ModelOutputError",
     "NoiseSchedule",
     "Plan",

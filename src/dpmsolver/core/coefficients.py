@@ -240,11 +240,10 @@ def _down_level(t: Level, sigma_down: float) -> Level:
     return Level(t.t, t.alpha, t.alpha * sigma_down, -math.log(sigma_down))
 
 
-def _to_level(s: Level, t: Level, terms: list[tuple[float, np.ndarray]], k: int) -> Linear:
-    """The data-form rule s -> t on `terms` (weights on m[0..k-1]); t at lambda = inf (a
-    full ancestral step, sigma_down = 0) gives x_t = alpha_t x0_pred."""
-    if t.sigma == 0.0:
-        return Linear(0.0, tuple(t.alpha * float(w) for w in np.eye(k)[0]))
+def _to_level(s: Level, t: Level, terms: list[tuple[float, np.ndarray]]) -> Linear:
+    """The data-form rule s -> t on `terms` (weights on the model outputs); a t at lambda =
+    inf (a full ancestral step, sigma_down = 0) has cx = 0: x_t = alpha_t (the x0_pred
+    combination), with phi_1(-inf) = -1 in the terms."""
     scale, mult, _ = _transfer("data", s, t)
     return _rule(scale, mult, terms)
 
@@ -270,21 +269,21 @@ def sde_singlestep_rules(
     down, up = ancestral_split(ve[0], ve[1], eta)
     d = _down_level(t, down)
     if stage is None:
-        rule = _to_level(s, d, [(phi(1, -(d.lambda_ - s.lambda_)), np.eye(1)[0])], 1)
+        rule = _to_level(s, d, [(phi(1, -(d.lambda_ - s.lambda_)), np.eye(1)[0])])
         return [Linear(rule.cx, rule.cm, t.alpha * up)]
     e = np.eye(2)
     if ancestral:
         z = -(d.lambda_ - s.lambda_)
-        first = _to_level(s, stage, [(phi(1, r * z), np.eye(1)[0])], 1)
+        first = _to_level(s, stage, [(phi(1, r * z), np.eye(1)[0])])
         stage_rule = first
     else:
         down_1, up_1 = ancestral_split(ve[0], math.exp(-stage.lambda_), eta)
         d1 = _down_level(stage, down_1)
-        first = _to_level(s, d1, [(phi(1, -(d1.lambda_ - s.lambda_)), np.eye(1)[0])], 1)
+        first = _to_level(s, d1, [(phi(1, -(d1.lambda_ - s.lambda_)), np.eye(1)[0])])
         stage_rule = Linear(first.cx, first.cm, stage.alpha * up_1)
     z = -(d.lambda_ - s.lambda_)
     fac = 1.0 / (2.0 * r)
-    last = _to_level(s, d, [(phi(1, z), (1.0 - fac) * e[0] + fac * e[1])], 2)
+    last = _to_level(s, d, [(phi(1, z), (1.0 - fac) * e[0] + fac * e[1])])
     return [stage_rule, Linear(last.cx, last.cm, t.alpha * up)]
 
 

@@ -95,13 +95,18 @@ class SolverOptions:
             difference at half its Taylor weight; global order 2, lowest error at 10-40
             steps on time-uniform grids) or 'exact' (global order 3; better with logSNR
             grids and many steps).
-        eta: noise of the reverse SDE, 0 (the ODE, default) to 1. With method
+        eta: noise of the reverse SDE, >= 0: 0 is the ODE (default), 1 the full SDE
+            (larger values, as k-diffusion allows, add more noise). With method
             'multistep' (orders 1 to 3): SDE-DPM-Solver++, the exact linear part with the
             noise scaled by eta (k-diffusion's "DPM-Solver++(2M) SDE" at order 2,
-            "(3M) SDE" at order 3 with multistep3='damped'); algorithm='dpmsolver++' (any
-            eta) or 'dpmsolver' (eta = 1, orders 1-2: SDE-DPM-Solver in the noise form).
-            With 'singlestep' / 'singlestep_fixed' (orders 1-2, 'dpmsolver++'): stochastic
-            DPM-Solver++, each split an ancestral step of strength eta (k-diffusion's
+            "(3M) SDE" at order 3 with solver_type='taylor', its warm-up step's form);
+            algorithm='dpmsolver++' (any eta) or 'dpmsolver' (eta = 1, orders 1-2:
+            SDE-DPM-Solver in the noise form). From pure noise (alpha = 0, a flow
+            schedule at t = 1) the first SDE step spans an infinite lambda interval and
+            keeps nothing of x for any eta > 0, as the exact SDE solution does.
+            With 'singlestep' / 'singlestep_fixed' (orders 1-2, 'dpmsolver++',
+            solver_type 'dpmsolver'): stochastic DPM-Solver++, each split an ancestral
+            step of strength eta, the stage at r = 1/2 in lambda (k-diffusion's
             "DPM-Solver++ SDE"; see `ancestral`). The noise is drawn from the run's
             generator, or from a `noise_sampler` (e.g. a Brownian tree).
         ancestral: singlestep with eta > 0 only: take each step as the deterministic
@@ -178,8 +183,8 @@ class SolverOptions:
         check_choice("multistep3", self.multistep3, MULTISTEP3)
         eta = check_float("eta", self.eta)
         if eta != 0.0:
-            if not 0.0 < eta <= 1.0:
-                raise ValueError(f"eta must lie in [0, 1]; got {eta}")
+            if not eta > 0.0:
+                raise ValueError(f"eta must be >= 0 (0: the ODE, 1: the full SDE); got {eta}")
             if method == "multistep":
                 form_ok = algorithm == "dpmsolver++" or (
                     algorithm == "dpmsolver" and eta == 1.0 and order <= 2
@@ -195,6 +200,12 @@ class SolverOptions:
                 )
             if corrector != "off":
                 raise ValueError(f"corrector={corrector!r} needs eta=0; got eta={eta}")
+            if method != "multistep" and self.solver_type != "dpmsolver":
+                raise ValueError(
+                    "the stochastic singlestep solver (eta > 0) combines its stage in the "
+                    f"midpoint form only; got solver_type={self.solver_type!r} (use "
+                    "'dpmsolver')"
+                )
         self._set("ancestral", check_bool("ancestral", self.ancestral))
         if self.ancestral and (eta == 0.0 or method not in ("singlestep", "singlestep_fixed")):
             raise ValueError(

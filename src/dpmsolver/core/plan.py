@@ -244,6 +244,8 @@ def singlestep_stage(
             "or use method='multistep'"
         )
     h = lam[1] - lam[0]
+    if r is None and k == 1:
+        r = []
     if r is None:
         inner = schedule.lambda_(time_grid(schedule, skip_type, s, t, k)).tolist()
         r = [(li - lam[0]) / h for li in inner[1:k]]
@@ -288,9 +290,18 @@ def _singlestep_plan(
         )
         inner = options.skip_type
     levels = schedule.levels(outer)
-    if levels[0].alpha == 0.0 and options.form == "data":
-        # From pure noise (lambda = -inf) the intermediate points would lie at -inf too:
-        # the first step is the first-order limit, x_t = sigma_t x + alpha_t x0_pred.
+    if levels[0].alpha == 0.0 and options.form == "data" and orders[0] > 1:
+        # From pure noise (lambda = -inf) the intermediate points would lie at -inf too.
+        # With a given grid (the faces: one step per interval) the first step is the
+        # first-order limit, x_t = sigma_t x + alpha_t x0_pred, one call fewer per order;
+        # `steps` promises its calls, so there the start is refused.
+        if grid is None:
+            raise ValueError(
+                f"a singlestep step of order {orders[0]} cannot start at alpha_t = 0 (pure "
+                f"noise, t={outer[0]!r}): its intermediate points would lie at lambda = -inf; "
+                "start below it, use method='multistep', or give the grid as timesteps (its "
+                "first step is then taken at order 1)"
+            )
         orders = [1, *orders[1:]]
     if options.eta > 0:
         stages = [
