@@ -53,7 +53,9 @@ def test_sample_is_reproducible_by_seed(tmp_path: Path) -> None:
         ["--eta", "1", "--method", "singlestep", "--ancestral"],
     ],
 )
-def test_sample_runs_the_sde_solvers_reproducibly(tmp_path: Path, sde: list[str]) -> None:
+def test_sample_runs_the_sde_solvers_reproducibly(
+    tmp_path: Path, sde: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     paths = [tmp_path / f"{i}.png" for i in range(4)]
     runs = [(sde, "1"), (sde, "1"), (sde, "2"), ([], "1")]
     for path, (extra, seed) in zip(paths, runs, strict=True):
@@ -61,6 +63,8 @@ def test_sample_runs_the_sde_solvers_reproducibly(tmp_path: Path, sde: list[str]
         assert main([*args, *extra]) == 0
     a, b, c, ode = (read_png(p) for p in paths)
     assert np.array_equal(a, b) and not np.array_equal(a, c) and not np.array_equal(a, ode)
+    said = capsys.readouterr().out.splitlines()
+    assert f"SDE eta={float(sde[1]):g}" in said[0] and "SDE" not in said[3]
 
 
 def test_bench_writes_table_csv_json_and_plot(tmp_path: Path) -> None:

@@ -265,8 +265,13 @@ def _sample(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_png(args.out, image_grid(x0.float().cpu(), nrow=args.nrow))
     print(
-        f"{args.model}: {options.algorithm} {options.method} order {options.order}, {args.n} "
-        "samples, "
+        f"{args.model}: {options.algorithm} {options.method} order {options.order}"
+        + (
+            f" SDE eta={options.eta:g}{' ancestral' if options.ancestral else ''}"
+            if options.eta
+            else ""
+        )
+        + f", {args.n} samples, "
         f"{calls[0]} model calls in {seconds:.2f} s -> {args.out}"
     )
     return 0
