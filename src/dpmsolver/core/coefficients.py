@@ -272,10 +272,9 @@ def sde_singlestep_rules(
         rule = _to_level(s, d, [(phi(1, -(d.lambda_ - s.lambda_)), np.eye(1)[0])])
         return [Linear(rule.cx, rule.cm, t.alpha * up)]
     e = np.eye(2)
-    if ancestral:
+    if ancestral:  # the deterministic stage of the 2S step to sigma_down
         z = -(d.lambda_ - s.lambda_)
-        first = _to_level(s, stage, [(phi(1, r * z), np.eye(1)[0])])
-        stage_rule = first
+        stage_rule = _to_level(s, stage, [(phi(1, r * z), np.eye(1)[0])])
     else:
         down_1, up_1 = ancestral_split(ve[0], math.exp(-stage.lambda_), eta)
         d1 = _down_level(stage, down_1)
