@@ -87,15 +87,6 @@ class Row:
     rms: float
 
 
-def cfg_pp_available() -> bool:
-    """Whether this dpmsolver has `SolverOptions(cfg_pp=...)`."""
-    try:
-        dpm.SolverOptions(cfg_pp=True)
-    except TypeError:
-        return False
-    return True
-
-
 def run(
     net: ConditionalNet, labels: Tensor, x_T: Tensor, setting: Setting, scale: float, steps: int
 ) -> Tensor:
@@ -151,8 +142,7 @@ def main() -> None:
     x_T = schedule.sigma(schedule.t_max).item() * torch.randn(
         args.n, *model.sample_shape, dtype=torch.float64, generator=gen
     )
-    has_pp = cfg_pp_available()
-    variants = ["CFG", "CFG+DT"] + (["CFG++"] if has_pp else [])
+    variants = ["CFG", "CFG+DT", "CFG++"]
     settings = [Setting(v, 2) for v in variants] + [Setting(v, 3) for v in ("CFG", "CFG+DT")]
     baseline = Setting("CFG", 2)
 
@@ -164,12 +154,8 @@ def main() -> None:
         f"N={args.n} samples, seed {args.seed}, requested classes 0..9 cycling; rms against "
         f"the {args.reference_steps}-step 2M result of the same guidance variant and scale\n"
         f"CFG+DT: DynamicThresholding(ratio={THRESHOLD_RATIO}, max_val={THRESHOLD_MAX_VAL}); "
-        + (
-            "CFG++: sample(..., cfg_pp=True) (no small-step limit: its rms is not a solver "
-            "error, see the reference check)"
-            if has_pp
-            else "CFG++: not in this dpmsolver (no SolverOptions(cfg_pp=...)), left out"
-        )
+        + "CFG++: sample(..., cfg_pp=True) (no small-step limit: its rms is not a solver "
+        "error, see the reference check)"
     )
     print(
         "acc: exact classifier argmax log p(c | x0) = requested class; ll: mean log p(x0) "
@@ -226,18 +212,17 @@ def main() -> None:
                     f"{r.ll_gap:8.2f} {r.rms:9.2e} {ratio:6.2f}"
                 )
 
-    if has_pp:
-        pp_scales = [float(v) for v in args.cfg_pp_scales.split(",")]
-        print("\nCFG++ 2M on its own scale range: acc / ll per step count")
-        print(f"{'scale':>6} " + " ".join(f"{f'{n} steps':>16}" for n in step_counts))
-        for scale in pp_scales:
-            pp_cells = []
-            for steps in step_counts:
-                acc, ll = quality(
-                    model, run(net, labels, x_T, Setting("CFG++", 2), scale, steps), labels
-                )
-                pp_cells.append(f"{acc:7.4f} {ll:8.2f}")
-            print(f"{scale:6g} " + " ".join(pp_cells))
+    pp_scales = [float(v) for v in args.cfg_pp_scales.split(",")]
+    print("\nCFG++ 2M on its own scale range: acc / ll per step count")
+    print(f"{'scale':>6} " + " ".join(f"{f'{n} steps':>16}" for n in step_counts))
+    for scale in pp_scales:
+        pp_cells = []
+        for steps in step_counts:
+            acc, ll = quality(
+                model, run(net, labels, x_T, Setting("CFG++", 2), scale, steps), labels
+            )
+            pp_cells.append(f"{acc:7.4f} {ll:8.2f}")
+        print(f"{scale:6g} " + " ".join(pp_cells))
 
     # Are the references converged results? Per variant at the highest scale: the distance
     # from the half-step-count run (a limit exists if it is small next to the sweep's own
