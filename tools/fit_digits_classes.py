@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fit_digits_gmm import fit as fit_mixture  # the tool beside this one (run from tools/)
 
 from dpmsolver.models.conditional import ClassConditionalMixture
 from dpmsolver.models.gmm import GaussianMixture
@@ -46,31 +47,9 @@ def load_digits_data() -> tuple[np.ndarray, np.ndarray]:
 def fit_class(
     data: np.ndarray, components: int, rank: int, floor: float, reg_covar: float
 ) -> GaussianMixture:
-    """Fit one class's images with sklearn's EM and compress to low-rank-plus-isotropic form."""
-    from sklearn.mixture import GaussianMixture as SkGaussianMixture  # dev-only dependency
-
-    sk = SkGaussianMixture(
-        n_components=components,
-        covariance_type="full",
-        random_state=0,
-        reg_covar=reg_covar,
-        max_iter=500,
-        n_init=1,
-    ).fit(data)
-    if not sk.converged_:
-        print("warning: EM did not converge")
-    lam, vec = np.linalg.eigh(sk.covariances_)  # ascending per component
-    lam, vec = lam[:, ::-1], vec[:, :, ::-1]
-    floor_var = np.maximum(lam[:, rank:].mean(axis=1), floor)
-    basis_var = np.maximum(lam[:, :rank], floor_var[:, None])
-    return GaussianMixture(
-        means=sk.means_,
-        log_weights=np.log(sk.weights_),
-        floor_var=floor_var,
-        basis=np.ascontiguousarray(vec[:, :, :rank]),
-        basis_var=basis_var,
-        sample_shape=(1, 8, 8),
-    )
+    """One class's images fitted and compressed as `tools/fit_digits_gmm.py` fits the
+    unconditional mixture (sklearn's EM, then low-rank-plus-isotropic covariances)."""
+    return fit_mixture(data, components, rank, floor, reg_covar)[0]
 
 
 def fit(
