@@ -15,10 +15,8 @@ pytest.importorskip("transformers")
 
 import tiny_pipelines as tp
 from diffusers import (
-    PNDMScheduler,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
-    UNet2DConditionModel,
 )
 
 import dpmsolver as dpm
@@ -41,27 +39,8 @@ COMBOS = list(
 
 
 def components() -> dict[str, object]:
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        norm_num_groups=2,
-    )
-    return dict(
-        unet=unet,
-        vae=tp.sd_vae(),
-        text_encoder=tp.clip_text_encoder(),
-        tokenizer=tp.clip_tokenizer(),
-        scheduler=PNDMScheduler.from_config(SD_SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
+    return tp.sd_components(
+        scheduler_config=SD_SCHEDULER_CONFIG, block_out_channels=(4, 8), norm_num_groups=2
     )
 
 

@@ -163,12 +163,15 @@ def sd_vae() -> Any:
     )
 
 
-def _sd_unet(in_channels: int = 4) -> Any:
+def sd_unet(
+    in_channels: int = 4, block_out_channels: tuple[int, int] = (32, 64), **extra: Any
+) -> Any:
+    """SD 1.5's UNet layout in miniature (seed 0); `extra` goes to UNet2DConditionModel."""
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(0)
     return UNet2DConditionModel(
-        block_out_channels=(32, 64),
+        block_out_channels=block_out_channels,
         layers_per_block=1,
         sample_size=16,
         in_channels=in_channels,
@@ -176,18 +179,23 @@ def _sd_unet(in_channels: int = 4) -> Any:
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=32,
+        **extra,
     )
 
 
-def _sd_components(in_channels: int = 4) -> dict[str, Any]:
+def sd_components(
+    in_channels: int = 4, scheduler_config: dict[str, Any] | None = None, **unet: Any
+) -> dict[str, Any]:
+    """A tiny SD 1.5 pipeline's components: `sd_unet(in_channels, **unet)`, the VAE, CLIP
+    text encoder and tokenizer, and a PNDM scheduler (SD 1.5's config by default)."""
     from diffusers import PNDMScheduler
 
     return dict(
-        unet=_sd_unet(in_channels),
+        unet=sd_unet(in_channels, **unet),
         vae=sd_vae(),
         text_encoder=clip_text_encoder(),
         tokenizer=clip_tokenizer(),
-        scheduler=PNDMScheduler.from_config(SD15_SCHEDULER),
+        scheduler=PNDMScheduler.from_config(scheduler_config or SD15_SCHEDULER),
         safety_checker=None,
         feature_extractor=None,
         image_encoder=None,
@@ -199,14 +207,14 @@ def sd15_txt2img() -> Tiny:
     from diffusers import StableDiffusionPipeline
 
     kwargs = dict(prompt="a cat", height=32, width=32, guidance_scale=7.5)
-    return Tiny(StableDiffusionPipeline, _sd_components(), kwargs)
+    return Tiny(StableDiffusionPipeline, sd_components(), kwargs)
 
 
 def sd15_img2img() -> Tiny:
     from diffusers import StableDiffusionImg2ImgPipeline
 
     kwargs = dict(prompt="a dog", image=_image(1), strength=0.6, guidance_scale=7.5)
-    return Tiny(StableDiffusionImg2ImgPipeline, _sd_components(), kwargs)
+    return Tiny(StableDiffusionImg2ImgPipeline, sd_components(), kwargs)
 
 
 def sd15_inpaint() -> Tiny:
@@ -224,7 +232,7 @@ def sd15_inpaint() -> Tiny:
         strength=1.0,
         guidance_scale=7.5,
     )
-    return Tiny(StableDiffusionInpaintPipeline, _sd_components(in_channels=9), kwargs)
+    return Tiny(StableDiffusionInpaintPipeline, sd_components(in_channels=9), kwargs)
 
 
 def sdxl_txt2img() -> Tiny:
