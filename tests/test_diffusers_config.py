@@ -61,6 +61,17 @@ def run(scheduler: Any, steps: int = 8, seed: int = 0, **kw: Any) -> torch.Tenso
     return x
 
 
+def run_with_noise(scheduler: Any, steps: int = 10) -> torch.Tensor:
+    """`run` for an SDE scheduler, each step's noise given as `variance_noise` (seed 1), so
+    two schedulers see the same noise."""
+    scheduler.set_timesteps(steps)
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    noises = torch.randn(steps, *x.shape, generator=torch.Generator().manual_seed(1))
+    for t, z in zip(scheduler.timesteps, noises, strict=True):
+        x = scheduler.step(linear_model(x, t), t, x, variance_noise=z.double()).prev_sample
+    return x
+
+
 # -- every key of every class --------------------------------------------------------------
 
 
@@ -285,15 +296,9 @@ def test_sde_same_run_as_diffusers_given_the_same_noise(
         solver_order=order,
         solver_type=solver_type,
     )
-    out = []
-    for cls in (DPMSolverScheduler, DPMSolverMultistepScheduler):
-        scheduler = cls(**config)
-        scheduler.set_timesteps(10)
-        x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        noises = torch.randn(10, *x.shape, generator=torch.Generator().manual_seed(1))
-        for t, z in zip(scheduler.timesteps, noises, strict=True):
-            x = scheduler.step(linear_model(x, t), t, x, variance_noise=z.double()).prev_sample
-        out.append(x)
+    out = [
+        run_with_noise(cls(**config)) for cls in (DPMSolverScheduler, DPMSolverMultistepScheduler)
+    ]
     # float32 sigmas in diffusers, and the noise form's 1 / alpha near t = 0: 1e-5
     torch.testing.assert_close(out[0], out[1], rtol=1e-4, atol=1e-5)
 
@@ -332,15 +337,8 @@ def test_sde_third_order_is_dpmsolver_plus_plus_3m_sde() -> None:
         algorithm_type="sde-dpmsolver++",
         solver_order=3,
     )
-    out = []
-    for cls in (DPMSolverScheduler, ThirdOrderSDEFixed, DPMSolverMultistepScheduler):
-        scheduler = cls(**config)
-        scheduler.set_timesteps(10)
-        x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        noises = torch.randn(10, *x.shape, generator=torch.Generator().manual_seed(1))
-        for t, z in zip(scheduler.timesteps, noises, strict=True):
-            x = scheduler.step(linear_model(x, t), t, x, variance_noise=z.double()).prev_sample
-        out.append(x)
+    classes = (DPMSolverScheduler, ThirdOrderSDEFixed, DPMSolverMultistepScheduler)
+    out = [run_with_noise(cls(**config)) for cls in classes]
     torch.testing.assert_close(out[0], out[1], rtol=1e-4, atol=1e-5)
     assert float((out[0] - out[2]).abs().max()) > 1e-3
 
