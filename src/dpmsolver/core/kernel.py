@@ -18,7 +18,7 @@ from .coefficients import Form, Linear
 from .model import DiffusionModel, ModelOutputError, Target
 from .schedules import Level
 
-__all__ = ["Evaluator", "ModelOutputError", "combine", "finite_flag", "remember"]
+__all__ = ["Evaluator", "ModelOutputError", "combine", "finite_flag", "like_x", "remember"]
 
 
 def finite_flag(out: Tensor) -> Tensor:
@@ -146,6 +146,19 @@ def combine(
         out.add_(noise.to(out.device, out.dtype), alpha=rule.noise / scale)
     if scale != 1.0:
         out.mul_(scale)
+    return out
+
+
+def like_x(name: str, out: object, x: Tensor, step: int, t: float | None = None) -> Tensor:
+    """`out`, a caller's function's result, if it is a tensor of x's shape; else ValueError
+    naming the function, the step (and time) and what it returned. Reads shapes only, so
+    the compiled loop traces it."""
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        when = f"step {step}" if t is None else f"step {step} (t={t:.6g})"
+        raise ValueError(
+            f"{name} returned {got} at {when}; expected a tensor of x's shape {tuple(x.shape)}"
+        )
     return out
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .coefficients import Linear
-from .kernel import Evaluator, combine, remember
+from .kernel import Evaluator, combine, like_x, remember
 from .plan import Plan
 from .schedules import Level
 
@@ -117,14 +117,7 @@ def _draw(
     `combine` draws it from the generator, or the rule has none)."""
     if noise_sampler is None or not rule.noise:
         return None
-    noise = noise_sampler(t_s, t_t)
-    if not isinstance(noise, Tensor) or noise.shape != x.shape:
-        got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
-        raise ValueError(
-            f"noise_sampler returned {got} at step {step}; expected a tensor of x's "
-            f"shape {tuple(x.shape)}"
-        )
-    return noise
+    return like_x("noise_sampler", noise_sampler(t_s, t_t), x, step)
 
 
 def singlestep_step(

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..checks import check_bool
 from .adaptive import adaptive_solve
-from .kernel import Evaluator, ModelOutputError, finite_flag
+from .kernel import Evaluator, ModelOutputError, finite_flag, like_x
 from .loops import (
     Callback,
     NoiseSampler,
@@ -266,14 +266,7 @@ def _checked(correcting_xt_fn: XtCorrection) -> XtCorrection:
     shapes only, so the compiled loop traces it)."""
 
     def run(x: Tensor, t: float, step: int) -> Tensor:
-        out = correcting_xt_fn(x, t, step)
-        if not isinstance(out, Tensor) or out.shape != x.shape:
-            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(
-                f"correcting_xt_fn returned {got} at step {step} (t={t:.6g}); expected a "
-                f"tensor of x's shape {tuple(x.shape)}"
-            )
-        return out
+        return like_x("correcting_xt_fn", correcting_xt_fn(x, t, step), x, step, t)
 
     return run
 
