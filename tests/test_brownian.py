@@ -48,6 +48,9 @@ def test_brownian_tree_increments_belong_to_one_path() -> None:
     torch.testing.assert_close(alone(5.0, 2.0)[0], tree(5.0, 2.0)[1], rtol=0, atol=0)
     whole = dpm.BrownianTreeNoiseSampler(x, 0.1, 10.0, seed=2)  # one path for the tensor
     assert whole(5.0, 2.0).shape == x.shape
+    # cpu=False builds the trees on x's device (here the CPU too): the same path.
+    on_x = dpm.BrownianTreeNoiseSampler(x, 0.1, 10.0, seed=[1, 2, 3], cpu=False)
+    torch.testing.assert_close(on_x(5.0, 2.0), tree(5.0, 2.0), rtol=0, atol=0)
 
 
 def test_brownian_tree_and_per_sample_noise_errors() -> None:
