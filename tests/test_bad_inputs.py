@@ -29,6 +29,12 @@ def sample(**kw: Any) -> Callable[[], Any]:
     return lambda: dpm.sample(MODEL, X, **kw)
 
 
+def from_pure_noise(**kw: Any) -> Callable[[], Any]:
+    """A run of a flow model from t = 1 (alpha = 0) with these options."""
+    model = dpm.Denoiser(lambda x, t: 0 * x, dpm.FlowSchedule(t_max=1.0), prediction="flow")
+    return lambda: dpm.sample(model, X, **kw)
+
+
 def net(fn: Callable[..., Any], **kw: Any) -> Callable[[], Any]:
     return lambda: dpm.sample(dpm.Denoiser(fn, SCHEDULE, **kw), X, steps=3)
 
@@ -403,21 +409,13 @@ CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
     ),
     (
         "flow from noise logSNR",
-        lambda: dpm.sample(
-            dpm.Denoiser(lambda x, t: 0 * x, dpm.FlowSchedule(t_max=1.0), prediction="flow"),
-            X,
-            skip_type="logSNR",
-        ),
+        from_pure_noise(skip_type="logSNR"),
         ValueError,
         "skip_type='logSNR' spaces the grid in lambda",
     ),
     (
         "flow from noise dpmsolver",
-        lambda: dpm.sample(
-            dpm.Denoiser(lambda x, t: 0 * x, dpm.FlowSchedule(t_max=1.0), prediction="flow"),
-            X,
-            algorithm="dpmsolver",
-        ),
+        from_pure_noise(algorithm="dpmsolver"),
         ValueError,
         "algorithm='dpmsolver' cannot start at alpha_t = 0",
     ),
