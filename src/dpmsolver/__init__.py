@@ -47,7 +47,9 @@ from .core import (
     to_noise,
 )
 from .generate import GenerateResult, generate
-from .tuned import TunedGrid
+from .pilots import PilotReference, pilot_reference
+from .solver_tuning import optimize_solver
+from .tuned import TunedGrid, TunedSolver
 from .tuning import optimize_time_grid
 
 __version__ = "0.1.0"
@@ -73,16 +75,20 @@ __all__ = [
     "NoiseSchedule",
     "NoiseScheduleVP",
     "PerSampleNoise",
+    "PilotReference",
     "Sampler",
     "SolverOptions",
     "TunedGrid",
+    "TunedSolver",
     "VESchedule",
     "VPSchedule",
     "align_your_steps",
     "generate",
     "interpolate_grid",
     "model_wrapper",
+    "optimize_solver",
     "optimize_time_grid",
+    "pilot_reference",
     "sample",
     "singlestep_orders",
     "time_grid",

@@ -338,12 +338,16 @@ class DPM_Solver:
         rtol: float = 0.05,
         return_intermediate: bool = False,
         timesteps: Any = None,
+        solver: Any = None,
     ) -> Any:
         """Sample from x at t_start (default T) to t_end (default 1/N); see `dpmsolver.sample`.
 
         Returns x_end, or (x_end, intermediates) with return_intermediate=True.
         `timesteps` (an extension): a list of times to step through instead of steps,
         skip_type, t_start and t_end, e.g. `dpmsolver.optimize_time_grid(...).times`.
+        `solver` (an extension): a tuned solver (`dpmsolver.optimize_solver(...)`), run
+        instead of the other solver arguments (which must keep their defaults), on the
+        times of the model it was tuned for (the same as this noise schedule's).
         """
         if return_intermediate and method == "adaptive":
             raise ValueError("return_intermediate=True is not supported with method='adaptive'")
@@ -372,6 +376,35 @@ class DPM_Solver:
             else dict(timesteps=timesteps)
         )
         tolerances: dict[str, Any] = dict(atol=atol, rtol=rtol) if method == "adaptive" else {}
+        if solver is not None:
+            given = dict(
+                steps=(steps, 20),
+                t_start=(t_start, None),
+                t_end=(t_end, None),
+                order=(order, 2),
+                skip_type=(skip_type, "time_uniform"),
+                method=(method, "multistep"),
+                lower_order_final=(lower_order_final, True),
+                denoise_to_zero=(denoise_to_zero, False),
+                solver_type=(solver_type, "dpmsolver"),
+                atol=(atol, 0.0078),
+                rtol=(rtol, 0.05),
+                timesteps=(timesteps, None),
+            )
+            changed = [k for k, (value, default) in given.items() if value != default]
+            if changed:
+                raise ValueError(
+                    f"solver (a tuned solver) sets the grid and the solver; {', '.join(changed)} "
+                    "must keep their defaults with it"
+                )
+            out = sample(
+                self._model,
+                x,
+                solver=solver,
+                correcting_xt_fn=None if xt_fn is None else correct_xt,
+                callback=keep if return_intermediate else None,
+            )
+            return (out, intermediates) if return_intermediate else out
         options = SolverOptions.of(
             order=order,
             method=method,

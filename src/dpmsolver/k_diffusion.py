@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from .brownian import BrownianTreeNoiseSampler
-from .checks import check_bool, check_float, check_int
+from .checks import check_bool, check_choice, check_float, check_int
 from .core import (
     Evaluator,
     FlowSchedule,
@@ -65,6 +65,8 @@ __all__ = [
     "sample_dpmpp_sde",
     "sample_euler_cfg_pp",
     "sample_ipndm",
+    "sample_tuned",
+    "tuned_sigmas",
 ]
 
 KCallback = Callable[[dict[str, Any]], None]
@@ -260,6 +262,7 @@ def sample_dpm_solver(
     ancestral: bool = False,
     s_noise: float = 1.0,
     cfg_pp: bool = False,
+    solver: Any = None,
 ) -> Tensor:
     """DPM-Solver(++) of any order and method on a k-diffusion sigma grid.
 
@@ -273,6 +276,8 @@ def sample_dpm_solver(
     `noise_sampler(sigma, sigma_next)` (default: standard normal per step, from a generator
     seeded with extra_args['seed'] when given, as ComfyUI passes it, else torch's global
     one). `cfg_pp` runs the multistep CFG++ rules (see `sample_dpmpp_2m_cfg_pp`).
+    `solver`: a tuned solver (`dpmsolver.optimize_solver`; see `sample_tuned`) instead of
+    the solver arguments, which must keep their defaults.
     """
     values = check_grid("sigmas", sigmas, positive=True, final_zero=True).tolist()
     extra = _extra(extra_args)
@@ -299,6 +304,24 @@ def sample_dpm_solver(
             out = ev(x, schedule.levels(grid)[0], 0)
             ev.raise_if_nonfinite()
             return out
+        if solver is not None:
+            args = dict(
+                order=order,
+                method=method,
+                algorithm=algorithm,
+                solver_type=solver_type,
+                lower_order_final=lower_order_final,
+                multistep3=multistep3,
+                corrector=corrector,
+                corrector_variant=corrector_variant,
+                eta=eta,
+                noise_sampler=noise_sampler,
+                ancestral=ancestral,
+                s_noise=s_noise,
+                cfg_pp=cfg_pp,
+            )
+            options = _tuned(solver, grid, to_zero, sampling, args)
+            return sample(denoiser, x, options)
         if method == "multistep":
             # As in k-diffusion, a grid shorter than the order is run at the order it has
             # room for (multistep warms up one order per step).
@@ -322,6 +345,91 @@ def sample_dpm_solver(
         return sample(denoiser, x, options, noise_sampler=noise)
     finally:
         progress.close()
+
+
+# sample_dpm_solver's solver arguments and their defaults (a tuned solver sets them).
+_SOLVER_ARGS = dict(
+    order=2,
+    method="multistep",
+    algorithm="dpmsolver++",
+    solver_type="dpmsolver",
+    lower_order_final=True,
+    multistep3="damped",
+    corrector="off",
+    corrector_variant="bh2",
+    eta=0.0,
+    noise_sampler=None,
+    ancestral=False,
+    s_noise=1.0,
+    cfg_pp=False,
+)
+
+
+def tuned_sigmas(
+    solver: Any, model_sampling: str = "ve", *, final_zero: bool = False, device: Any = "cpu"
+) -> Tensor:
+    """The k-diffusion sigmas of a tuned solver (`dpmsolver.optimize_solver`): its noise
+    levels sigma_t / alpha_t ('ve'), or the flow sigmas sigma_t ('flow'), float64.
+    `final_zero` appends 0: the run then ends with the denoised prediction at the last
+    sigma, one model call more."""
+    check_choice("model_sampling", model_sampling, MODEL_SAMPLINGS)
+    values = [float(v) for v in solver.sigmas]
+    if model_sampling == "flow":
+        values = [v / (1.0 + v) if math.isfinite(v) else 1.0 for v in values]
+    if final_zero:
+        values.append(0.0)
+    return torch.tensor(values, dtype=torch.float64, device=device)
+
+
+def _tuned(
+    solver: Any, grid: list[float], to_zero: bool, sampling: str, args: dict[str, Any]
+) -> SolverOptions:
+    """The tuned solver's options on the face's grid, which must be its sigmas."""
+    changed = [k for k, default in _SOLVER_ARGS.items() if args[k] != default]
+    if changed:
+        raise ValueError(
+            f"solver (a tuned solver) sets the solver; {', '.join(changed)} must keep their "
+            "defaults with it"
+        )
+    options = SolverOptions.of(solver)  # a TunedSolver's solver(), checked
+    want = tuned_sigmas(solver, sampling).tolist()
+    if len(want) != len(grid) or not all(
+        math.isclose(a, b, rel_tol=1e-6) for a, b in zip(want, grid, strict=False)
+    ):
+        raise ValueError(
+            f"sigmas must be the tuned solver's own (tuned_sigmas(solver, {sampling!r}), "
+            f"{len(want)} values from {want[0]:.6g} to {want[-1]:.6g}, optionally with a final "
+            f"0); got {len(grid)} values from {grid[0]:.6g} to {grid[-1]:.6g}"
+        )
+    return SolverOptions.of(options, timesteps=tuple(grid), denoise_to_zero=to_zero)
+
+
+def sample_tuned(
+    model: Callable[..., Tensor],
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: KCallback | None = None,
+    disable: bool | None = None,
+    *,
+    solver: Any,
+    model_sampling: str | None = None,
+) -> Tensor:
+    """A tuned solver (`dpmsolver.optimize_solver`) on its own sigmas (`tuned_sigmas`,
+    optionally ending in 0): the grid, solver and per-step coefficients it was tuned with,
+    one model call per step (none for an analytic first step). The result equals
+    `dpmsolver.sample(model, x, solver=solver)` on the tuned model (x here in k-diffusion's
+    scaling, x / alpha)."""
+    return sample_dpm_solver(
+        model,
+        x,
+        sigmas,
+        extra_args,
+        callback,
+        disable,
+        model_sampling=model_sampling,
+        solver=solver,
+    )
 
 
 def _noise(

@@ -1,8 +1,11 @@
-"""Tuned values: a time grid found for one model, solver and budget, with its provenance.
+"""Tuned values: what the tuners found for one model and budget, with its provenance.
 
-A plain value (a list of times and the solver options as a JSON record) that every face
-can run: `sample(model, x, timesteps=g.times, **g.options)`. Made by
-`dpmsolver.optimize_time_grid`; shipped ones are read by `dpmsolver.models.tuned_grid`.
+Plain values (lists of numbers and the solver options as a JSON record) that every face
+can run, saved to and loaded from JSON:
+- `TunedGrid` (from `optimize_time_grid`): a time grid for a given solver,
+  `sample(model, x, timesteps=g.times, **g.options)`.
+- `TunedSolver` (from `optimize_solver`): a grid, a base solver and per-step coefficients,
+  `sample(model, x, solver=tuned)`; shipped ones are read by `dpmsolver.models.tuned_solver`.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 from .core import SolverOptions
 
-__all__ = ["TunedGrid"]
+__all__ = ["TunedGrid", "TunedSolver"]
 
 
 @dataclass
@@ -46,6 +49,69 @@ class TunedGrid:
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> TunedGrid:
+        """Read what `to_json` wrote (a path or the JSON text)."""
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            text = Path(text).read_text()
+        return cls(**json.loads(text))
+
+
+@dataclass
+class TunedSolver:
+    """A solver tuned for one model and model-call budget by `optimize_solver`.
+
+    `times` (steps + 1 floats, t_start first) and `sigmas` (the same points as noise levels
+    sigma_t / alpha_t, for the k-diffusion and diffusers faces), the base solver's
+    `options` (those that differ from the defaults, by name; `setting` is its preset
+    name), and `coefficients`: one row per step of `SolverOptions.coefficients`, or None
+    when the fitted coefficients did not beat the analytic rules on the held-out pilots
+    (`fallback` says so). Provenance: the model's name, the pilots (tuning and held-out
+    counts) and seed, the model calls spent (`model_calls`: 'reference' and 'search', each
+    call on a whole pilot batch), and the RMS errors against the reference end states:
+    `pilot_error` on the tuning pilots, `held_out_error` and `analytic_held_out_error` (the
+    same grid with the analytic rules) on the held-out pilots.
+    """
+
+    times: list[float]
+    sigmas: list[float]
+    nfe: int
+    options: dict[str, Any]
+    coefficients: list[list[float]] | None
+    setting: str
+    model: str
+    pilots: int
+    held_out: int
+    seed: int
+    model_calls: dict[str, int]
+    pilot_error: float
+    held_out_error: float
+    analytic_held_out_error: float
+    fallback: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def solver(self) -> SolverOptions:
+        """The setting as solver options: what `sample(model, x, solver=tuned)` runs."""
+        coefficients = None
+        if self.coefficients is not None:
+            coefficients = tuple(tuple(row) for row in self.coefficients)
+        return SolverOptions.of(
+            timesteps=tuple(self.times), coefficients=coefficients, **self.options
+        )
+
+    def analytic(self) -> SolverOptions:
+        """The same grid and base solver with the analytic rules (no coefficients)."""
+        return SolverOptions.of(timesteps=tuple(self.times), **self.options)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """The tuned solver and its provenance as JSON (written to `path` if given); floats
+        are written exactly, so a loaded solver gives bit-identical samples."""
+        text = json.dumps(asdict(self), indent=1)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> TunedSolver:
         """Read what `to_json` wrote (a path or the JSON text)."""
         text = str(text_or_path)
         if not text.lstrip().startswith("{"):

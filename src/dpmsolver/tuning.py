@@ -46,6 +46,7 @@ from .core import (
 from .core.coefficients import multistep_update
 from .measure import counting, rms
 from .noise import start_noise
+from .pilots import PilotReference, pilot_reference
 from .tuned import TunedGrid
 
 __all__ = ["optimize_time_grid"]
@@ -69,6 +70,7 @@ def optimize_time_grid(
     sweeps: int = 2,
     t_start: float | None = None,
     t_end: float | None = None,
+    reference: PilotReference | None = None,
     **solver_options: Any,
 ) -> TunedGrid:
     """The time grid with `nfe` model calls that minimises the solver's error on pilots.
@@ -85,6 +87,9 @@ def optimize_time_grid(
         substeps: DPM-Solver-3 steps per candidate interval of the reference trajectory.
         sweeps: coordinate-descent sweeps per step fraction (0: no descent).
         t_start, t_end: default the schedule's t_max and t_min.
+        reference: a shared `pilot_reference` (its pilots, times and end states are used
+            instead of x_T / shape / pilots / seed / candidates / substeps / t_start /
+            t_end, and its model calls are not counted again).
         solver, **solver_options: the multistep solver the grid is tuned for, as a
             `SolverOptions` value and/or by name (algorithm, order, corrector,
             lower_order_final, ...); its grid (steps, skip_type, times) is set here.
@@ -106,39 +111,48 @@ def optimize_time_grid(
         )
     schedule: NoiseSchedule = model.schedule
     steps = options.steps_for_calls(nfe)  # nfe + 1 with the analytic first step
-    check_int("candidates", candidates, steps)
-    t_s, t_e = resolve_times(schedule, t_start, t_end)
-    if x_T is None:
-        if shape is None:
-            raise ValueError("give shape (one sample's shape) or the pilot states x_T")
-        x_T = start_noise(model, pilots, seed, shape, t=t_s)
+    if reference is None:
+        check_int("candidates", candidates, steps)
+        t_s, t_e = resolve_times(schedule, t_start, t_end)
+        if x_T is None:
+            if shape is None:
+                raise ValueError("give shape (one sample's shape) or the pilot states x_T")
+            x_T = start_noise(model, pilots, seed, shape, t=t_s)
+        reference = pilot_reference(
+            model,
+            x_T=x_T,
+            seed=seed,
+            candidates=candidates,
+            substeps=substeps,
+            t_start=t_s,
+            t_end=t_e,
+        )
+        reference_calls = reference.model_calls
+    else:
+        if x_T is not None or t_start is not None or t_end is not None:
+            raise ValueError("give reference or x_T / t_start / t_end, not both")
+        reference.check_model(model)
+        reference_calls = 0  # paid by whoever computed the shared reference
+        t_s, t_e = reference.times[0], reference.times[-1]
+    x_T = reference.x_start
     counted, calls = counting(model)
     # Solver options are checked once, here, with the sampler's own messages.
     Sampler(counted, options, steps=steps, t_start=t_s, t_end=t_e)
 
     # 1. Reference trajectory at the candidate times, and the model output there.
-    cand = time_grid(schedule, "karras", t_s, t_e, candidates)
-    fine = _refine(schedule, cand, substeps)
-    states = [x_T]
-
-    def keep(step: int, t: float, x: Tensor) -> None:
-        if step > 0 and step % substeps == 0:
-            states.append(x)
-
-    fine_solver = SolverOptions.of(timesteps=tuple(fine), order=3, method="singlestep_fixed")
-    Sampler(counted, fine_solver, callback=keep)(x_T)
-    levels = schedule.levels(cand)
-    outputs = [counted(x, lvl, "data") for x, lvl in zip(states[:-1], levels[:-1], strict=True)]
-    reference = states[-1]
+    cand = reference.times
+    states, outputs, levels = reference.states, reference.outputs, reference.levels
+    n = len(cand)
+    check_int("candidates", n - 1, steps)
 
     # 2. Cost of one first-order step between any two candidates; cheapest path.
-    n = candidates + 1
     cost = np.full((n, n), np.inf)
     for i in range(n - 1):
         for j in range(i + 1, n):
             rule = multistep_update("data", "dpmsolver", [levels[i], levels[j]])
             guess = rule.cx * states[i] + rule.cm[0] * outputs[i]
             cost[i, j] = rms(guess, states[j])
+    reference_end = reference.end
     path = _cheapest_path(cost, steps)
     proposals = {"dp": [float(cand[k]) for k in path]}
     for skip in SKIP_TYPES:
@@ -148,7 +162,7 @@ def optimize_time_grid(
     # 3. Score the proposals by the solver's end-point error; descend from the best.
     def error(times: list[float]) -> float:
         out = Sampler(counted, options, timesteps=tuple(times))(x_T)
-        e = rms(out, reference)
+        e = rms(out, reference_end)
         return e if math.isfinite(e) else math.inf
 
     scores = {name: error(times) for name, times in proposals.items()}
@@ -180,12 +194,13 @@ def optimize_time_grid(
         options={k: v for k, v in options.changed().items() if k not in _SET_HERE},
         pilot_error=best,
         initial_error=initial,
-        model_calls=calls[0],
-        seed=seed,
+        model_calls=calls[0] + reference_calls,
+        seed=reference.seed,
         details=dict(
             pilots=int(x_T.shape[0]),
-            candidates=candidates,
-            substeps=substeps,
+            candidates=n - 1,
+            substeps=reference.substeps,
+            reference_calls=reference_calls,
             sweeps=sweeps,
             trials=trials,
             start=start,
@@ -193,16 +208,6 @@ def optimize_time_grid(
             dp_grid=proposals["dp"],
         ),
     )
-
-
-def _refine(schedule: NoiseSchedule, grid: Tensor, substeps: int) -> list[float]:
-    """`grid` with each interval split into `substeps` parts uniform in lambda."""
-    lam = schedule.lambda_(grid)
-    w = torch.linspace(0.0, 1.0, substeps + 1, dtype=torch.float64)[:-1]
-    inner = (lam[:-1, None] + w[None, :] * (lam[1:] - lam[:-1])[:, None]).reshape(-1)
-    fine = schedule.inverse_lambda(inner)
-    fine[::substeps] = grid[:-1]
-    return [*fine.tolist(), float(grid[-1])]
 
 
 def _cheapest_path(cost: np.ndarray, steps: int) -> list[int]:

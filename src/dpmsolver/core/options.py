@@ -134,6 +134,14 @@ class SolverOptions:
             (alpha_T / sigma_T) * E[x0 | x_T], which is small for centred data (0.006 * the
             data mean on a 1000-step linear VP schedule); the call saved buys one more step.
             Needs steps >= 2 and alpha / sigma <= 0.1 at t_start. Strong at 4-10 calls.
+        coefficients: tuned update rules (what `dpmsolver.optimize_solver` fits), one tuple
+            per step of a given multistep grid (ODE, no CFG++): (d_x, d_0, ..., d_{k-1}) for
+            the step's rule of order k, then (d_x, d_0, ..., d_k) for its corrector when
+            it has one. The rule x_t = cx x_s + sum_j cm_j m_j becomes
+            cx (1 + d_x) x_s + sum_j (cm_j + alpha_t d_j) m_j: d_x scales the exact linear
+            part, and d_j adds to the weights of the model outputs in the x / alpha frame,
+            so the same numbers give the same run in every parametrisation of the same
+            lambdas (VP times, VE sigmas). None (default): the analytic rules.
     """
 
     steps: int = 20
@@ -158,6 +166,7 @@ class SolverOptions:
     corrector: Corrector = "off"
     corrector_variant: Variant = "bh2"
     analytic_first_step: bool = False
+    coefficients: tuple[tuple[float, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         method, algorithm, corrector = self.method, self.algorithm, self.corrector
@@ -269,6 +278,8 @@ class SolverOptions:
                 )
         if not self.has_grid:  # a given grid is checked against the schedule first (`plan`)
             self.check_steps()
+        if self.coefficients is not None:
+            self._set("coefficients", self._checked_coefficients())
         if method == "adaptive":
             if order not in (2, 3):
                 raise ValueError(f"adaptive needs order 2 or 3; got order={order}")
@@ -281,6 +292,44 @@ class SolverOptions:
                         f"{name}={getattr(self, name)!r} is the tolerance of method='adaptive'; "
                         f"method={method!r} steps on a fixed grid and would ignore it"
                     )
+
+    def _checked_coefficients(self) -> tuple[tuple[float, ...], ...]:
+        """`coefficients` as a tuple of float tuples, one per step of a given multistep ODE
+        grid (their lengths are checked against the rules when the run is planned)."""
+        wrong = [
+            f"{name}={getattr(self, name)!r}"
+            for name, ok in (
+                ("method", self.method == "multistep"),
+                ("eta", self.eta == 0.0),
+                ("cfg_pp", not self.cfg_pp),
+            )
+            if not ok
+        ]
+        if wrong or not self.has_grid:
+            got = ", ".join(wrong) if wrong else "no timesteps or sigmas"
+            raise ValueError(
+                "coefficients are tuned per step of a given grid: they need timesteps or "
+                f"sigmas, method='multistep', eta=0 and cfg_pp=False; got {got}"
+            )
+        rows = self.coefficients
+        if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence):
+            raise TypeError(
+                f"coefficients must be a sequence of per-step sequences of floats; got "
+                f"{type(rows).__name__}"
+            )
+        if len(rows) != self.grid_steps:
+            raise ValueError(
+                f"coefficients has {len(rows)} rows; the grid has {self.grid_steps} steps "
+                "(one row per step)"
+            )
+        out = []
+        for i, row in enumerate(rows):
+            if isinstance(row, (str, bytes)) or not isinstance(row, Sequence) or not row:
+                raise TypeError(
+                    f"coefficients[{i}] must be a non-empty sequence of floats; got {row!r}"
+                )
+            out.append(tuple(check_float(f"coefficients[{i}]", v) for v in row))
+        return tuple(out)
 
     def check_steps(self) -> None:
         """Raise ValueError if there are fewer steps than the order needs (multistep warms
@@ -299,7 +348,8 @@ class SolverOptions:
 
     @classmethod
     def of(cls, options: SolverOptions | None = None, **changes: Any) -> SolverOptions:
-        """`options` (default: all defaults) with `changes` applied; an unknown name is a
+        """`options` (default: all defaults; or a tuned value with a `solver()` method, e.g.
+        a `TunedSolver`, for its setting) with `changes` applied; an unknown name is a
         TypeError that lists the options."""
         unknown = sorted(set(changes) - set(OPTION_NAMES))
         if unknown:
@@ -308,6 +358,8 @@ class SolverOptions:
             )
         if options is None:
             return cls(**changes)
+        if not isinstance(options, SolverOptions) and callable(getattr(options, "solver", None)):
+            options = options.solver()  # a tuned value (TunedSolver, TunedGrid): its setting
         if not isinstance(options, SolverOptions):
             raise TypeError(
                 f"options must be a SolverOptions or None, got {type(options).__name__}"
@@ -321,7 +373,10 @@ class SolverOptions:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if value != f.default:
-                out[f.name] = list(value) if isinstance(value, tuple) else value
+                if f.name == "coefficients":
+                    out[f.name] = [list(row) for row in value]
+                else:
+                    out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
     # -- what a setting implies -------------------------------------------------------

@@ -54,6 +54,7 @@ __all__ = [
     "singlestep_outer",
     "singlestep_sde_stage",
     "singlestep_stage",
+    "tuned_rules",
 ]
 
 # analytic_first_step's largest alpha / sigma at t_start: its x0_pred = 0 moves the first
@@ -189,7 +190,42 @@ def multistep_plan(
             if correct
             else None
         )
+    if options.coefficients is not None:
+        rules, corrections = tuned_rules(options.coefficients, levels, rules, corrections)
     return Plan(levels[0].t, levels[-1].t, levels[-1], levels, rules=rules, corrections=corrections)
+
+
+def tuned_rules(
+    coefficients: tuple[tuple[float, ...], ...],
+    levels: list[Level],
+    rules: list[Linear],
+    corrections: list[Linear | None],
+) -> tuple[list[Linear], list[Linear | None]]:
+    """The analytic rules with the tuned changes of `SolverOptions.coefficients`: step i's
+    row (d_x, d_0, ...) makes its rule cx (1 + d_x) x + sum_j (cm_j + alpha_t d_j) m_j, the
+    predictor's numbers first, then its corrector's. A row whose length is not the one the
+    step's rules need is a ValueError (a tuned solver run with other options)."""
+    new_rules: list[Linear] = []
+    new_corrections: list[Linear | None] = []
+    for i, (row, rule, corr) in enumerate(zip(coefficients, rules, corrections, strict=True)):
+        alpha = levels[i + 1].alpha
+        need = 1 + len(rule.cm) + (0 if corr is None else 1 + len(corr.cm))
+        if len(row) != need:
+            what = f"order {len(rule.cm)}" + ("" if corr is None else " and a corrector")
+            raise ValueError(
+                f"coefficients[{i}] has {len(row)} numbers; step {i + 1} of this plan "
+                f"({what}) needs {need}: were the coefficients tuned with other options?"
+            )
+        new_rules.append(_changed(rule, row[: 1 + len(rule.cm)], alpha))
+        new_corrections.append(
+            None if corr is None else _changed(corr, row[1 + len(rule.cm) :], alpha)
+        )
+    return new_rules, new_corrections
+
+
+def _changed(rule: Linear, row: tuple[float, ...], alpha: float) -> Linear:
+    cm = tuple(c + alpha * d for c, d in zip(rule.cm, row[1:], strict=True))
+    return Linear(rule.cx * (1.0 + row[0]), cm, rule.noise)
 
 
 def singlestep_outer(

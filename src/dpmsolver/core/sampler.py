@@ -45,6 +45,7 @@ def sample(
     callback: Callback | None = None,
     check_finite: bool = True,
     noise_sampler: NoiseSampler | None = None,
+    solver: Any = None,
     **solver_options: Any,
 ) -> Tensor:
     """Solve the diffusion ODE from x at t_start to t_end with DPM-Solver or DPM-Solver++.
@@ -59,6 +60,9 @@ def sample(
         x: the state at t_start (x_T ~ N(0, sigma_T^2 I) for sampling); any float dtype
             and device, kept for the result.
         options: a `SolverOptions` value; keywords in `solver_options` override its fields.
+        solver: instead of `options`, a tuned value with a `solver()` method
+            (`dpmsolver.TunedSolver` from `optimize_solver`, or a `TunedGrid`): its grid,
+            solver options and per-step coefficients.
         generator: torch.Generator for the SDE noise; a seed reproduces a sample exactly.
         correcting_xt_fn: optional (x, t, step) -> x applied after every step (and, for
             multistep, after the first model call at step 0); with a corrector, to the
@@ -86,6 +90,7 @@ def sample(
         callback=callback,
         check_finite=check_finite,
         noise_sampler=noise_sampler,
+        solver=solver,
         **solver_options,
     )(x, generator=generator)
 
@@ -95,9 +100,10 @@ class Sampler:
     called on any number of starting states.
 
     `Sampler(model, **options)(x)` equals `sample(model, x, **options)` (same arguments,
-    see `sample`; the generator is given per call). The loop reads nothing back from the
-    device and only calls the model and fused tensor ops, so `compile()` can hand it to
-    `torch.compile(fullgraph=True)` and it can be captured in a CUDA graph.
+    see `sample`, `solver=` a tuned solver included; the generator is given per call).
+    The loop reads nothing back from the device and only calls the model and fused tensor
+    ops, so `compile()` can hand it to `torch.compile(fullgraph=True)` and it can be
+    captured in a CUDA graph.
 
     Attributes:
         model, schedule: the model and its noise schedule.
@@ -114,12 +120,15 @@ class Sampler:
         callback: Callback | None = None,
         check_finite: bool = True,
         noise_sampler: NoiseSampler | None = None,
+        solver: Any = None,
         **solver_options: Any,
     ) -> None:
         schedule = getattr(model, "schedule", None)
         if not isinstance(schedule, NoiseSchedule) or not callable(model):
             raise TypeError("model must be a Denoiser (or a DiffusionModel with a .schedule)")
-        opts = SolverOptions.of(options, **solver_options)
+        if solver is not None and options is not None:
+            raise TypeError("give options or solver (a tuned solver), not both")
+        opts = SolverOptions.of(options if solver is None else solver, **solver_options)
         check_finite = check_bool("check_finite", check_finite)
         for name, fn in (
             ("correcting_xt_fn", correcting_xt_fn),

@@ -21,6 +21,7 @@ diffusers is an optional dependency, imported only by this package.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import math
@@ -41,6 +42,7 @@ from ..core import (
     DiscreteVPSchedule,
     Level,
     Linear,
+    SolverOptions,
     check_grid,
     combine,
     sigmas_to_times,
@@ -210,13 +212,23 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         timestep_type: str = "discrete",
         interpolation_type: str = "linear",
         skip_prk_steps: bool | None = None,
+        tuned_solver: dict[str, Any] | None = None,
     ) -> None:
         keys = dict(locals())
         keys.pop("self")
         keys.pop("__class__", None)
+        keys.pop("tuned_solver")
         self._setup: Setup = read_config(keys)
+        # A tuned solver (from_tuned): its grid, solver options and coefficients; the
+        # first step's rule when it is analytic (no call), applied through init_noise_sigma.
+        self._tuned: SolverOptions | None = None
+        self._afs: tuple[Linear, Linear | None, float] | None = None
+        if tuned_solver is not None:
+            self._tuned = _tuned_options(tuned_solver, keys, self._setup)
+            self._setup = dataclasses.replace(self._setup, options=self._tuned)
         setup = self._setup
-        self._save_resolved(setup)
+        if self._tuned is None:
+            self._save_resolved(setup)
         self.noise_schedule = setup.schedule
         self._total = int(setup.betas.numel())  # N: trained_betas may set it
         if not setup.flow:
@@ -259,6 +271,29 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         if defaults is not None:
             kept = sorted(k for k in defaults if k not in RESOLVED_KEYS)  # one order
             self.register_to_config(_use_default_values=kept)
+
+    @classmethod
+    def from_tuned(cls, tuned: Any, config: Any = None, **kwargs: Any) -> DPMSolverScheduler:
+        """A scheduler that runs a tuned solver (`dpmsolver.optimize_solver`) on a
+        pipeline: `pipe.scheduler = DPMSolverScheduler.from_tuned(tuned, pipe.scheduler.config)`.
+
+        The config gives the training schedule and what the network predicts (its
+        schedule, prediction, thresholding and variance keys are kept; its grid and solver
+        keys are replaced by the tuned solver's). `set_timesteps(tuned.nfe)` then plans the
+        tuned grid with its coefficients: the run equals `dpmsolver.sample(model, x,
+        solver=tuned)` from x_T = the pipeline's initial noise. With an analytic first step
+        (no model call) that step is a scaling of x_T, taken through `init_noise_sigma`.
+        VP configs only; the schedule must be the one the solver was tuned on.
+        """
+        record = tuned if isinstance(tuned, dict) else getattr(tuned, "__dict__", None)
+        if not isinstance(record, dict) or "times" not in record:
+            raise TypeError(
+                f"tuned must be a TunedSolver (or its JSON record); got {type(tuned).__name__}"
+            )
+        given = dict(config or {})
+        kept = {k: v for k, v in given.items() if k in TUNED_KEEPS}
+        record = json.loads(json.dumps(record))  # a plain, JSON-ready copy
+        return cls(**kept, **kwargs, tuned_solver=record)
 
     @classmethod
     def extract_init_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
@@ -338,6 +373,10 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         dynamic shift of Flux-like pipelines (use_dynamic_shifting).
         """
         setup = self._setup
+        if self._tuned is not None:
+            self._plan_tuned(num_inference_steps, timesteps, sigmas)
+            self._expose(device)
+            return
         given = [v is not None for v in (timesteps, sigmas)]
         if sum(given) > 1 or (num_inference_steps is None and not any(given)):
             raise ValueError("give one of num_inference_steps, timesteps or sigmas")
@@ -429,6 +468,42 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             self._plan_calls(sigma_calls(ns, spacing, count), to_zero, custom=False)
         else:
             self._plan_by_count(count, to_zero)
+
+    def _plan_tuned(
+        self,
+        n: int | None,
+        timesteps: list[float] | Tensor | None,
+        sigmas: list[float] | Tensor | None,
+    ) -> None:
+        """The tuned solver's grid and rules (its own times: no other grid is taken)."""
+        tuned = self._tuned
+        if tuned is None:  # internal
+            raise TypeError("no tuned solver")
+        if timesteps is not None or sigmas is not None:
+            raise ValueError(
+                "a tuned solver runs on its own grid; call set_timesteps(num_inference_steps) "
+                "without timesteps or sigmas"
+            )
+        calls = tuned.model_calls()
+        if n is not None and check_int("num_inference_steps", n, 1) != calls:
+            raise ValueError(
+                f"num_inference_steps={n}, but the tuned solver takes {calls} model calls"
+            )
+        self._plan(list(tuned.timesteps or ()), False)
+        self._afs = None
+        self.init_noise_sigma = 1.0
+        if tuned.analytic_first_step:
+            # The first step has no call: x_1 = c x_T with c from its rule (x0_pred = 0, or
+            # eps_pred = x_T / sigma_T). Pipelines draw latents * init_noise_sigma, so they
+            # start at x_1; its correction (if any) waits for the first call's output.
+            first = self._calls.pop(0)
+            level = first.level
+            scale = first.rule.cx
+            if tuned.form == "noise":
+                scale += first.rule.cm[0] / level.sigma
+            self._afs = (first.rule, first.correction, scale)
+            self._tuned_start = level
+            self.init_noise_sigma = scale
 
     def _vp(self) -> DiscreteVPSchedule:
         ns = self.noise_schedule
@@ -628,6 +703,19 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                 f"{tuple(sample.shape)}"
             )
         m = self._convert(model_output, sample, call.level)
+        if i == 0 and self._afs is not None and not self._begin_index:
+            # After the analytic first step: its output (x0_pred = 0 or eps_pred = x_T /
+            # sigma_T) heads the history, and its correction starts from x_T.
+            _, correction, scale = self._afs
+            start = sample * (1.0 / scale)
+            level = self._tuned_start
+            self._history = [
+                torch.zeros_like(sample)
+                if self._setup.options.form == "data"
+                else start * (1.0 / level.sigma)
+            ]
+            if correction is not None:
+                self._pending = (correction, start)
         if self._setup.options.method == "multistep":
             if self._pending is not None:
                 # m was computed at the predicted state: correct the step that made it.
@@ -816,3 +904,61 @@ def _position_in(timestep: float | Tensor, grid: Tensor) -> int | None:
     if offset % size or not 0 <= offset // size < grid.numel():
         return None
     return offset // size
+
+
+# The config keys from_tuned keeps: the training schedule and what the network predicts;
+# every other key (grid, solver) comes from the tuned solver.
+TUNED_KEEPS = (
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "trained_betas",
+    "rescale_betas_zero_snr",
+    "prediction_type",
+    "thresholding",
+    "dynamic_thresholding_ratio",
+    "sample_max_value",
+    "clip_sample",
+    "clip_sample_range",
+    "variance_type",
+    "steps_offset",
+    "set_alpha_to_one",
+)
+
+
+def _tuned_options(record: dict[str, Any], keys: dict[str, Any], setup: Setup) -> SolverOptions:
+    """The solver options of a tuned solver's JSON record, checked against the config: no
+    grid or solver key besides it, a VP schedule, and the schedule it was tuned on."""
+    defaults = {
+        k: p.default
+        for k, p in inspect.signature(DPMSolverScheduler.__init__).parameters.items()
+        if k != "self"
+    }
+    said = sorted(k for k, v in keys.items() if k not in TUNED_KEEPS and v != defaults.get(k, v))
+    if said:
+        raise ValueError(
+            f"tuned_solver sets the grid and the solver; {', '.join(said)} cannot be given "
+            "with it (use DPMSolverScheduler.from_tuned(tuned, config), which keeps the "
+            "config's schedule keys only)"
+        )
+    if setup.flow:
+        raise ValueError("tuned_solver needs a VP config (a flow-matching config was given)")
+    missing = [k for k in ("times", "sigmas", "options", "coefficients") if k not in record]
+    if missing:
+        raise ValueError(f"tuned_solver lacks {', '.join(missing)}: give a TunedSolver's record")
+    rows = record["coefficients"]
+    options = SolverOptions.of(
+        timesteps=tuple(record["times"]),
+        coefficients=None if rows is None else tuple(tuple(r) for r in rows),
+        **record["options"],
+    )
+    levels = setup.schedule.levels(list(options.timesteps or ()))
+    for lv, want in zip(levels, record["sigmas"], strict=True):
+        got = lv.sigma / lv.alpha
+        if not math.isclose(got, want, rel_tol=1e-6):
+            raise ValueError(
+                f"the tuned solver's noise level at t={lv.t:.6g} is {want:.6g}; this config's "
+                f"schedule gives {got:.6g}: it was tuned on another schedule"
+            )
+    return options

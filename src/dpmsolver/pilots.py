@@ -1,0 +1,128 @@
+"""Pilot trajectories: the fine reference solution that the tuners share.
+
+`pilot_reference(model, ...)` draws `pilots` starting states from a seed and solves the
+ODE from each with DPM-Solver-3 on a fine grid (`candidates` karras-spaced times, each
+interval split into `substeps` parts uniform in lambda), keeping the state and the model's
+x0_pred at every candidate time and the end state. `optimize_time_grid` prices its
+coarse steps on those states; `optimize_solver` scores every setting against the end
+states. It is computed once per (model, pilots, seed) and passed as `reference=` to every
+budget and setting, so its model calls are paid once (`PilotReference.model_calls`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .checks import check_int
+from .core import (
+    DiffusionModel,
+    Level,
+    NoiseSchedule,
+    Sampler,
+    SolverOptions,
+    resolve_times,
+    time_grid,
+)
+from .measure import counting
+from .noise import start_noise
+
+__all__ = ["PilotReference", "pilot_reference"]
+
+
+@dataclass(frozen=True)
+class PilotReference:
+    """The pilots' fine reference: starting states `x_start` (x_T), the candidate times (descending,
+    t_start first), the states and data-form model outputs at them (`states[-1]` is the
+    end state, `outputs` has one entry fewer), and the model calls it cost."""
+
+    x_start: Tensor
+    times: list[float]
+    levels: list[Level]
+    states: list[Tensor]
+    outputs: list[Tensor]
+    model_calls: int
+    seed: int
+    substeps: int
+
+    @property
+    def end(self) -> Tensor:
+        """The reference state at t_end of every pilot."""
+        return self.states[-1]
+
+    @property
+    def pilots(self) -> int:
+        return int(self.x_start.shape[0])
+
+    def check_model(self, model: DiffusionModel, name: str = "reference") -> None:
+        """ValueError unless `model`'s schedule spans this reference's times."""
+        schedule = model.schedule
+        for t in (self.times[0], self.times[-1]):
+            if not schedule.contains(t):
+                raise ValueError(
+                    f"{name} was computed on times {self.times[0]:.6g} .. {self.times[-1]:.6g}, "
+                    f"outside this model's schedule range {schedule.time_range()}"
+                )
+
+
+@torch.no_grad()
+def pilot_reference(
+    model: DiffusionModel,
+    *,
+    shape: Sequence[int] | None = None,
+    x_T: Tensor | None = None,
+    pilots: int = 64,
+    seed: int = 0,
+    candidates: int = 64,
+    substeps: int = 4,
+    t_start: float | None = None,
+    t_end: float | None = None,
+) -> PilotReference:
+    """The fine reference trajectory of `pilots` starting states x_T = sigma_T N(0, I)
+    (from `seed`, one sample of `shape`, default the model's sample shape), or of the given
+    `x_T`, at `candidates` + 1 karras-spaced times from t_start to t_end (default the
+    schedule's ends). Costs 3 * candidates * substeps + candidates model calls, each on the
+    whole pilot batch."""
+    check_int("candidates", candidates, 2)
+    check_int("substeps", substeps, 1)
+    schedule = model.schedule
+    t_s, t_e = resolve_times(schedule, t_start, t_end)
+    if x_T is None:
+        check_int("pilots", pilots, 1)
+        x_T = start_noise(model, pilots, seed, shape, t=t_s)
+    counted, calls = counting(model)
+    cand = time_grid(schedule, "karras", t_s, t_e, candidates)
+    fine = _refine(schedule, cand, substeps)
+    states = [x_T]
+
+    def keep(step: int, t: float, x: Tensor) -> None:
+        if step > 0 and step % substeps == 0:
+            states.append(x)
+
+    fine_solver = SolverOptions.of(timesteps=tuple(fine), order=3, method="singlestep_fixed")
+    Sampler(counted, fine_solver, callback=keep)(x_T)
+    levels = schedule.levels(cand)
+    outputs = [counted(x, lvl, "data") for x, lvl in zip(states[:-1], levels[:-1], strict=True)]
+    return PilotReference(
+        x_start=x_T,
+        times=cand.tolist(),
+        levels=levels,
+        states=states,
+        outputs=outputs,
+        model_calls=calls[0],
+        seed=seed,
+        substeps=substeps,
+    )
+
+
+def _refine(schedule: NoiseSchedule, grid: Tensor, substeps: int) -> list[float]:
+    """`grid` with each interval split into `substeps` parts uniform in lambda."""
+    lam = schedule.lambda_(grid)
+    w = torch.linspace(0.0, 1.0, substeps + 1, dtype=torch.float64)[:-1]
+    inner = (lam[:-1, None] + w[None, :] * (lam[1:] - lam[:-1])[:, None]).reshape(-1)
+    fine = schedule.inverse_lambda(inner)
+    fine[::substeps] = grid[:-1]
+    return [*fine.tolist(), float(grid[-1])]

@@ -1,0 +1,490 @@
+"""One call to the best sampler found for a model and a model-call budget.
+
+    tuned = dpm.optimize_solver(model, nfe=6, shape=(4, 64, 64))
+    x0 = dpm.sample(model, x_T, solver=tuned)
+    tuned.to_json("tuned6.json")          # dpm.TunedSolver.from_json(...) in another process
+
+All choices are made on pilot trajectories drawn from a seed, against their fine reference
+(`pilot_reference`, shared by every setting and budget). A quarter of the pilots is held
+out: it takes no part in the search and decides only the fallbacks.
+1. Predictor families (DPM-Solver++ 2M / 3M with and without the UniC corrector, iPNDM 3 /
+   4, each with and without the analytic first step; options the caller passes keep only
+   the families that agree with them) are run on the GITS dynamic-programme grid (priced
+   on the reference states, see `optimize_time_grid`) and on the standard grids; the best
+   `finalists` (family, grid) pairs by end-point error on the tuning pilots go on.
+2. Grid: Levenberg-Marquardt on the inner points' lambdas, minimising the tuning pilots'
+   end-point error (Jacobian by finite differences; a column re-runs the steps after the
+   point only).
+3. Coefficients: the same, jointly on the grid and on the per-step coefficients of
+   `SolverOptions.coefficients` (1 + k numbers for a rule of order k, 2 + k more for its
+   corrector: a few per step), starting from the analytic rule and regularised towards
+   it (the penalty `regularization * sum_q D_q v_q^2`, D the Gauss-Newton diagonal).
+4. The finalist with the lowest tuning error is kept; on the held-out pilots its
+   coefficients must beat the analytic rules on the same grid, and its grid the grid it
+   started from, else they are dropped (`TunedSolver.fallback` says which and why).
+Every model call is counted (each on a whole pilot batch) and reported as reference and
+search calls.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .checks import check_float, check_int
+from .core import DiffusionModel, NoiseSchedule, Sampler, SolverOptions, time_grid
+from .core.coefficients import multistep_update
+from .core.kernel import combine, remember
+from .core.plan import AFS_MAX_SNR, Plan, multistep_plan
+from .measure import counting, rms
+from .pilots import PilotReference, pilot_reference
+from .presets import SOLVERS
+from .tuned import TunedSolver
+
+__all__ = ["SEARCHED_FAMILIES", "optimize_solver"]
+
+# The predictor families searched by default (preset names, see `presets.SOLVERS`).
+SEARCHED_FAMILIES = (
+    "dpm++2m",
+    "dpm++3m",
+    "dpm++2m+c",
+    "dpm++3m+c",
+    "ipndm3",
+    "ipndm4",
+    "dpm++2m+afs",
+    "dpm++3m+afs",
+    "dpm++2m+c+afs",
+    "dpm++3m+c+afs",
+    "ipndm3+afs",
+    "ipndm4+afs",
+)
+STANDARD_GRIDS = ("time_uniform", "time_quadratic", "logSNR", "karras")
+# Options the search sets itself.
+_SET_HERE = ("steps", "timesteps", "sigmas", "skip_type", "t_start", "t_end", "coefficients")
+# Finite-difference steps: lambda (times a local gap), d_x, and d_j (times |cm_j / alpha_t|).
+_FD_GRID, _FD_X, _FD_M = 1e-3, 1e-4, 1e-4
+
+
+@torch.no_grad()
+def optimize_solver(
+    model: DiffusionModel,
+    nfe: int,
+    *,
+    shape: Sequence[int] | None = None,
+    x_T: Tensor | None = None,
+    pilots: int = 64,
+    seed: int = 0,
+    reference: PilotReference | None = None,
+    families: Sequence[str] | None = None,
+    finalists: int = 2,
+    iterations: int = 4,
+    regularization: float = 1e-3,
+    tune_coefficients: bool = True,
+    name: str | None = None,
+    **options: Any,
+) -> TunedSolver:
+    """The best multistep sampler found for `model` with `nfe` model calls.
+
+    Args:
+        model: any `DiffusionModel` (a `Denoiser` around a network, or a built-in model).
+        nfe: the model-call budget of a run (>= 2).
+        shape, x_T, pilots, seed: the pilots: `pilots` states sigma_T N(0, I) of `shape`
+            (default the model's sample shape) from `seed`, or the given `x_T`; ignored
+            when `reference` is given. The result is a deterministic function of them.
+        reference: a `pilot_reference(model, ...)` shared between calls (budgets,
+            settings), so its model calls are paid once; computed here if None.
+        families: preset names to search (default `SEARCHED_FAMILIES`).
+        finalists: (family, grid) pairs refined after the first screening.
+        iterations: Levenberg-Marquardt iterations per stage.
+        regularization: the pull of the grid and the coefficients towards their start.
+        tune_coefficients: False stops after the grid (the analytic rules).
+        name: the model's name for the provenance (default its class name).
+        **options: solver options that narrow the search (e.g. algorithm='ipndm',
+            corrector='all'); families that disagree with them are not searched.
+
+    Returns:
+        A `TunedSolver`; run it with `sample(model, x, solver=tuned)` or any face.
+    """
+    check_int("nfe", nfe, 2)
+    check_int("finalists", finalists, 1)
+    check_int("iterations", iterations, 0)
+    regularization = check_float("regularization", regularization)
+    if regularization < 0:
+        raise ValueError(f"regularization must be >= 0; got {regularization}")
+    for key in _SET_HERE:
+        if key in options:
+            raise ValueError(f"{key} is set by optimize_solver; pass the solver's other options")
+    given = SolverOptions.of(**options)  # checked, with the options' own messages
+    if reference is None:
+        reference = pilot_reference(model, shape=shape, x_T=x_T, pilots=pilots, seed=seed)
+        shared = False
+    else:
+        reference.check_model(model)
+        shared = True
+    n = reference.pilots
+    if n < 2:
+        raise ValueError(f"optimize_solver needs at least 2 pilots (some are held out); got {n}")
+    held = max(1, n // 4)
+    search = _Search(model, reference, n - held)
+    candidates = _families(families, given, options, nfe, model.schedule, reference)
+
+    # 1. Screening: every family on the DP grid and the standard grids.
+    screened = []
+    for label, opts in candidates:
+        steps = opts.steps_for_calls(nfe)
+        for grid_name, times in _proposals(model.schedule, reference, steps).items():
+            err = search.error(SolverOptions.of(opts, timesteps=tuple(times)))
+            screened.append((err, label, grid_name, times, opts))
+    screened.sort(key=lambda c: (c[0], c[1], c[2]))
+    finals = [c for c in screened if math.isfinite(c[0])][:finalists]
+    if not finals:
+        raise ValueError("every searched setting gave a non-finite error on the pilots")
+
+    # 2-3. Refine each finalist's grid, then its grid and coefficients together.
+    results = []
+    for err, label, grid_name, times, opts in finals:
+        base = SolverOptions.of(opts, timesteps=tuple(times))
+        grid_only = search.refine(base, iterations, regularization, coefficients=False)
+        tuned = grid_only
+        if tune_coefficients:
+            tuned = search.refine(grid_only, iterations, regularization, coefficients=True)
+        results.append((search.error(tuned), label, grid_name, base, grid_only, tuned, err))
+    results.sort(key=lambda r: (r[0], r[1]))
+    _, label, grid_name, start, grid_only, tuned, start_err = results[0]
+
+    # 4. Held-out checks: fall back to what the refinement started from if it is better.
+    hold = search.held_out
+    e_start, e_grid = hold(start), hold(grid_only)
+    fallback = None
+    if e_grid >= e_start:
+        fallback = (
+            f"grid refinement dropped: held-out error {e_grid:.4g} >= {e_start:.4g} on the "
+            f"{grid_name} grid it started from"
+        )
+        grid_only, tuned, e_grid = start, start, e_start
+    e_tuned = hold(tuned) if tuned is not grid_only else e_grid
+    if tuned.coefficients is not None and e_tuned >= e_grid:
+        note = (
+            f"coefficients dropped: held-out error {e_tuned:.4g} >= {e_grid:.4g} of the "
+            "analytic rules on the same grid"
+        )
+        fallback = note if fallback is None else f"{fallback}; {note}"
+        tuned, e_tuned = grid_only, e_grid
+    final = tuned
+    analytic = SolverOptions.of(final, coefficients=None)
+    e_analytic = hold(analytic) if final.coefficients is not None else e_tuned
+    schedule = model.schedule
+    times = list(final.timesteps or ())
+    levels = schedule.levels(times)
+    base_options = {
+        k: v for k, v in final.changed().items() if k not in ("timesteps", "coefficients")
+    }
+    return TunedSolver(
+        times=times,
+        sigmas=[lv.sigma / lv.alpha if lv.alpha > 0 else math.inf for lv in levels],
+        nfe=nfe,
+        options=base_options,
+        coefficients=None
+        if final.coefficients is None
+        else [list(row) for row in final.coefficients],
+        setting=label,
+        model=name or type(model).__name__,
+        pilots=n - held,
+        held_out=held,
+        seed=reference.seed,
+        model_calls={
+            "reference": reference.model_calls,
+            "search": search.calls[0],
+        },
+        pilot_error=search.error(final, count=False),
+        held_out_error=e_tuned,
+        analytic_held_out_error=e_analytic,
+        fallback=fallback,
+        details=dict(
+            reference_shared=shared,
+            start_grid=grid_name,
+            start_pilot_error=start_err,
+            grid_only_pilot_error=search.error(grid_only, count=False),
+            grid_only_held_out_error=e_grid,
+            start_held_out_error=e_start,
+            screened=[
+                dict(setting=c[1], grid=c[2], pilot_error=c[0]) for c in screened[: 4 * finalists]
+            ],
+        ),
+    )
+
+
+def _families(
+    names: Sequence[str] | None,
+    given: SolverOptions,
+    options: dict[str, Any],
+    nfe: int,
+    schedule: NoiseSchedule,
+    reference: PilotReference,
+) -> list[tuple[str, SolverOptions]]:
+    """(name, options) of the families to search that agree with the caller's options
+    and can run `nfe` calls from the reference's start."""
+    chosen = SEARCHED_FAMILIES if names is None else tuple(names)
+    for label in chosen:
+        if label not in SOLVERS:
+            raise ValueError(f"families: unknown {label!r}; choose from {', '.join(SOLVERS)}")
+    found = []
+    for label in chosen:
+        opts = SOLVERS[label].options
+        if any(getattr(opts, key) != getattr(given, key) for key in options):
+            continue
+        found.append((label, SolverOptions.of(opts, **options) if options else opts))
+    if not found and options:
+        found = [("given", given)]
+    snr = math.exp(reference.levels[0].lambda_)
+    usable = []
+    for label, opts in found:
+        if opts.method != "multistep" or opts.eta != 0 or opts.cfg_pp:
+            raise ValueError(
+                "optimize_solver tunes multistep ODE solvers; got "
+                f"method={opts.method!r}, eta={opts.eta}, cfg_pp={opts.cfg_pp}"
+            )
+        if opts.steps_for_calls(nfe) < opts.order:
+            continue
+        if opts.analytic_first_step and snr > AFS_MAX_SNR:
+            continue
+        usable.append((label, opts))
+    if not usable:
+        raise ValueError(f"no searched family can run nfe={nfe} with options {options}")
+    return usable
+
+
+def _proposals(
+    schedule: NoiseSchedule, reference: PilotReference, steps: int
+) -> dict[str, list[float]]:
+    """The GITS dynamic-programme grid of `steps` steps on the reference's candidate times
+    (a first-order step's error from reference state i to j, the cheapest path) and the
+    standard grids."""
+    t_s, t_e = reference.times[0], reference.times[-1]
+    out = {g: time_grid(schedule, g, t_s, t_e, steps).tolist() for g in STANDARD_GRIDS}
+    if steps < len(reference.times):
+        out["dp"] = [reference.times[k] for k in _dp_path(reference, steps)]
+    return out
+
+
+def _dp_path(reference: PilotReference, steps: int) -> list[int]:
+    states, outputs, levels = reference.states, reference.outputs, reference.levels
+    n = len(levels)
+    cost = np.full((n, n), np.inf)
+    for i in range(n - 1):
+        for j in range(i + 1, n):
+            rule = multistep_update("data", "dpmsolver", [levels[i], levels[j]])
+            cost[i, j] = rms(rule.cx * states[i] + rule.cm[0] * outputs[i], states[j])
+    best = np.full((steps + 1, n), np.inf)
+    prev = np.zeros((steps + 1, n), dtype=np.int64)
+    best[0, 0] = 0.0
+    for k in range(1, steps + 1):
+        total = best[k - 1][:, None] + cost
+        prev[k] = np.argmin(total, axis=0)
+        best[k] = total[prev[k], np.arange(n)]
+    path = [n - 1]
+    for k in range(steps, 0, -1):
+        path.append(int(prev[k, path[-1]]))
+    return path[::-1]
+
+
+@dataclass
+class _Run:
+    """A trajectory of one setting on the tuning pilots: the end state and, per step, the
+    state and the history of model outputs before it (to re-run from any step)."""
+
+    end: Tensor
+    before: list[tuple[Tensor, list[Tensor]]] = field(default_factory=list)
+
+
+class _Search:
+    """The tuning pilots, the held-out pilots, their reference end states, and the model
+    with its calls counted."""
+
+    def __init__(self, model: DiffusionModel, reference: PilotReference, n_tune: int) -> None:
+        self.model, self.calls = counting(model)
+        self.schedule: NoiseSchedule = model.schedule
+        self.x = reference.x_start[:n_tune]
+        self.target = reference.end[:n_tune]
+        self.hold_x = reference.x_start[n_tune:]
+        self.hold_target = reference.end[n_tune:]
+        self.raw = model
+
+    def error(self, options: SolverOptions, count: bool = True) -> float:
+        """RMS end-point error on the tuning pilots, by the library's own sampler."""
+        model = self.model if count else self.raw
+        try:
+            out = Sampler(model, options, check_finite=False)(self.x)
+        except ValueError:
+            return math.inf
+        e = rms(out, self.target)
+        return e if math.isfinite(e) else math.inf
+
+    def held_out(self, options: SolverOptions) -> float:
+        """RMS end-point error on the held-out pilots (not counted as search calls)."""
+        out = Sampler(self.raw, options, check_finite=False)(self.hold_x)
+        e = rms(out, self.hold_target)
+        return e if math.isfinite(e) else math.inf
+
+    # -- the trajectory, re-run from any step -----------------------------------------
+
+    def plan(self, options: SolverOptions) -> Plan:
+        return multistep_plan(self.schedule, options, list(options.timesteps or ()))
+
+    def run(
+        self, options: SolverOptions, plan: Plan, start: int = 1, prev: _Run | None = None
+    ) -> _Run:
+        """The multistep loop (as `core.loops.multistep_loop`, without callbacks), from
+        the state before step `start` of `prev`."""
+        levels, form = plan.levels, options.form
+        steps = len(plan.rules)
+        if start == 1 or prev is None:
+            x = self.x
+            if options.analytic_first_step:
+                history = [torch.zeros_like(x) if form == "data" else x * (1.0 / levels[0].sigma)]
+            else:
+                history = [self.model(x, levels[0], form)]
+            before: list[tuple[Tensor, list[Tensor]]] = []
+            start = 1
+        else:
+            x, hist = prev.before[start - 1]
+            history = list(hist)
+            before = list(prev.before[: start - 1])
+        for i in range(start, steps + 1):
+            before.append((x, list(history)))
+            rule, corr = plan.rules[i - 1], plan.corrections[i - 1]
+            x_new = combine(rule, x, history)
+            m = None
+            if corr is not None:
+                m = self.model(x_new, levels[i], form)
+                x_new = combine(corr, x, [m, *history])
+            x = x_new
+            if i < steps:
+                remember(
+                    history, m if m is not None else self.model(x, levels[i], form), options.order
+                )
+        return _Run(x, before)
+
+    def residual(self, run: _Run) -> Tensor:
+        return (run.end - self.target).reshape(-1)
+
+    # -- Levenberg-Marquardt ------------------------------------------------------------
+
+    def refine(
+        self, options: SolverOptions, iterations: int, reg: float, coefficients: bool
+    ) -> SolverOptions:
+        """`options` with its inner grid points (and, with `coefficients`, its per-step
+        coefficients) moved to minimise the tuning pilots' end-point error."""
+        times = list(options.timesteps or ())
+        lam0 = self.schedule.lambda_(torch.tensor(times, dtype=torch.float64)).tolist()
+        analytic = self.plan(SolverOptions.of(options, coefficients=None))
+        shape = [
+            (len(r.cm), 0 if c is None else len(c.cm))
+            for r, c in zip(analytic.rules, analytic.corrections, strict=True)
+        ]
+        n_grid = len(times) - 2
+        rows0 = options.coefficients
+        flat0: list[float] = []
+        if coefficients:
+            for i, (k, kc) in enumerate(shape):
+                flat0.extend(
+                    rows0[i] if rows0 is not None else [0.0] * (1 + k + (1 + kc if kc else 0))
+                )
+        v = torch.tensor([*lam0[1:-1], *flat0], dtype=torch.float64)
+        v_start = v.clone()
+
+        def unpack(vec: Tensor) -> SolverOptions | None:
+            lam = [lam0[0], *vec[:n_grid].tolist(), lam0[-1]]
+            if any(b <= a for a, b in itertools.pairwise(lam)):
+                return None  # the grid must stay strictly monotone
+            inner = self.schedule.inverse_lambda(torch.tensor(lam[1:-1], dtype=torch.float64))
+            grid = (times[0], *inner.tolist(), times[-1])
+            rows: tuple[tuple[float, ...], ...] | None = rows0
+            if coefficients:
+                flat, found, p = vec[n_grid:].tolist(), [], 0
+                for k, kc in shape:
+                    size = 1 + k + (1 + kc if kc else 0)
+                    found.append(tuple(flat[p : p + size]))
+                    p += size
+                rows = tuple(found)
+            try:
+                return SolverOptions.of(options, timesteps=grid, coefficients=rows)
+            except ValueError:
+                return None
+
+        def evaluate(vec: Tensor, start: int = 1, prev: _Run | None = None) -> _Run | None:
+            opts = unpack(vec)
+            if opts is None:
+                return None
+            run = self.run(opts, self.plan(opts), start, prev)
+            return run if bool(torch.isfinite(run.end).all()) else None
+
+        current = evaluate(v)
+        if current is None:
+            return options
+        r = self.residual(current)
+        best = float(r.pow(2).mean())
+        steps_of, eps = self._columns(analytic, shape, n_grid, lam0, coefficients)
+        mu = 1e-3
+        for _ in range(iterations):
+            jac = torch.empty((r.numel(), v.numel()), dtype=torch.float64)
+            for q in range(v.numel()):
+                bumped = v.clone()
+                bumped[q] += eps[q]
+                run = evaluate(bumped, steps_of[q], current)
+                jac[:, q] = 0.0 if run is None else (self.residual(run) - r) / eps[q]
+            jtj = jac.T @ jac
+            g = jac.T @ r
+            d = torch.diag(jtj).clamp_min(1e-12 * float(torch.diag(jtj).max().clamp_min(1e-300)))
+            accepted = False
+            for _ in range(6):
+                a = jtj + (mu + reg) * torch.diag(d)
+                step = torch.linalg.solve(a, -(g + reg * d * (v - v_start)))
+                trial = evaluate(v + step)
+                if trial is not None:
+                    r2 = self.residual(trial)
+                    e2 = float(r2.pow(2).mean())
+                    if e2 < best:
+                        v, current, r, best = v + step, trial, r2, e2
+                        mu, accepted = max(mu / 3.0, 1e-9), True
+                        break
+                mu *= 4.0
+            if not accepted:
+                break
+        out = unpack(v)
+        return options if out is None else out
+
+    def _columns(
+        self,
+        plan: Plan,
+        shape: list[tuple[int, int]],
+        n_grid: int,
+        lam: list[float],
+        coefficients: bool,
+    ) -> tuple[list[int], list[float]]:
+        """For each parameter, the first step it changes and its finite-difference step."""
+        steps_of: list[int] = []
+        eps: list[float] = []
+        for j in range(1, n_grid + 1):  # inner point j is the end of step j
+            steps_of.append(j)
+            eps.append(_FD_GRID * min(lam[j] - lam[j - 1], lam[j + 1] - lam[j]))
+        if coefficients:
+            for i, (rule, corr) in enumerate(zip(plan.rules, plan.corrections, strict=True)):
+                alpha = plan.levels[i + 1].alpha
+                for r in (rule, corr):
+                    if r is None:
+                        continue
+                    scale = max((abs(c) / alpha for c in r.cm), default=1.0)
+                    steps_of.append(i + 1)
+                    eps.append(_FD_X)
+                    for c in r.cm:
+                        steps_of.append(i + 1)
+                        eps.append(_FD_M * max(abs(c) / alpha, 1e-3 * scale))
+        return steps_of, eps
