@@ -28,7 +28,7 @@ QUICK = {
     "low_budget.py": (
         [
             *("--models", "digits-exact", "--budgets", "4", "--settings", "dpm++2m"),
-            *("--reference-nfe", "300", "--pilots", "4"),
+            *("--reference-nfe", "300", "--pilots", "4", "--n", "4"),
         ],
         "Best setting per model-call budget",
     ),

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,26 +26,37 @@ import torch
 from torch import Tensor
 
 from .checks import check_int
-from .core import DiffusionModel, DiscreteVPSchedule, sample, time_grid
+from .core import (
+    SKIP_TYPES,
+    DiffusionModel,
+    DiscreteVPSchedule,
+    NoiseSchedule,
+    align_your_steps,
+    sample,
+    sigmas_to_times,
+    time_grid,
+)
 from .measure import counting, reference, rms
 from .noise import start_noise
+from .pilots import pilot_reference
 from .presets import RECOMMENDED, SOLVERS
-from .tuning import optimize_time_grid
+from .solver_tuning import optimize_solver
+from .tuned import TunedSolver
 
 __all__ = [
+    "BUDGET_GRIDS",
     "BUDGET_SEARCH",
+    "PUBLISHED_GRIDS",
     "BenchResult",
     "BudgetResult",
     "BudgetRow",
     "Row",
     "budget",
     "run",
+    "untuned_grid",
 ]
 
-# The low-budget search (`budget`): the baseline the issue measures against, and the
-# settings searched, each on every standard grid and on a tuned grid.
-BUDGET_BASELINES = ("dpm++2m", "dpm++3m")
-BUDGET_BASELINE_GRIDS = ("logSNR", "time_uniform")
+# The untuned settings of `budget`, each run on every grid of BUDGET_GRIDS.
 BUDGET_SEARCH = (
     "dpm++2m",
     "dpm++3m",
@@ -61,7 +73,12 @@ BUDGET_SEARCH = (
     "ipndm3+afs",
     "ipndm4+afs",
 )
-BUDGET_GRIDS = ("logSNR", "time_uniform", "time_quadratic", "karras")
+# The untuned grids of the budget search: the standard ones and published ones (mapped
+# onto the model's noise range, see `untuned_grid`).
+BUDGET_GRIDS = ("logSNR", "time_uniform", "time_quadratic", "karras", "beta", "ays")
+PUBLISHED_GRIDS: dict[str, Callable[[int], list[float]]] = {
+    "ays": lambda steps: align_your_steps("sd15", steps),
+}
 DIFFUSERS_BASELINES = {
     "diffusers-dpm++2m": "DPMSolverMultistepScheduler",
     "diffusers-unipc": "UniPCMultistepScheduler",
@@ -272,58 +289,94 @@ def _diffusers_rows(
 
 @dataclass(frozen=True)
 class BudgetRow:
-    """The best setting found for one model-call budget, and the baseline's best."""
+    """One model-call budget: the tuned solver, the same grid with the analytic rules, the
+    grid-only tuned solver, and the best untuned setting, each scored on held-out noises."""
 
     nfe: int
-    setting: str
-    grid: str
-    rms_error: float
-    baseline: str
+    setting: str  # the tuned solver's family
+    rms_error: float  # the tuned solver's
+    analytic_error: float  # its grid with the analytic rules
+    grid_only_error: float  # optimize_solver(..., tune_coefficients=False); nan if not run
+    baseline: str  # the best untuned setting and grid
     baseline_error: float
-    times: list[float] = field(default_factory=list)  # the chosen grid
-    options: dict[str, Any] = field(default_factory=dict)  # the chosen solver's options
-    tuning_error: float = float("nan")  # its error on the tuning noises
-    model_calls: int = 0  # spent tuning grids for this budget
+    times: list[float] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    coefficients: list[list[float]] | None = None
+    tuning_error: float = float("nan")  # the tuned solver's error on its tuning pilots
+    model_calls: int = 0  # search calls spent tuning this budget (the reference apart)
+    fallback: str | None = None
 
     @property
     def ratio(self) -> float:
         return self.rms_error / self.baseline_error
 
+    @property
+    def grid_only_ratio(self) -> float:
+        return self.grid_only_error / self.baseline_error
+
 
 @dataclass
 class BudgetResult:
-    """Per budget: the setting chosen on the tuning noises, scored on held-out noises."""
+    """Per budget: the tuned solver against the best untuned setting, on held-out noises."""
 
     rows: list[BudgetRow]
-    grids: dict[int, dict[str, list[float]]]  # tuned grids: nfe -> setting -> times
-    model_calls: int  # spent by the grid optimisation, all budgets and settings
+    reference_calls: int  # the shared pilot reference (0 when the solvers were given)
+    model_calls: int  # search calls, all budgets
+    untuned: dict[int, list[tuple[float, str]]]  # nfe -> (error, setting and grid), sorted
+    solvers: dict[int, TunedSolver] = field(default_factory=dict)  # nfe -> the tuned solver
 
     def table(self) -> str:
         lines = [
-            "Best setting per model-call budget (chosen on tuning noises; RMS error on "
-            "held-out noises against the reference)",
-            f"{'NFE':>4s}  {'best setting':32s}{'error':>10s}  {'best baseline':28s}"
-            f"{'error':>10s}{'ratio':>8s}",
+            "Best setting per model-call budget (tuned on pilots; RMS error on held-out "
+            "noises against the reference)",
+            f"{'NFE':>4s}  {'tuned':16s}{'error':>10s}{'analytic':>10s}{'grid-only':>10s}  "
+            f"{'best untuned':30s}{'error':>10s}{'tuned/':>8s}{'grid/':>8s}{'calls':>7s}",
         ]
         for r in self.rows:
             lines.append(
-                f"{r.nfe:4d}  {r.setting + ', ' + r.grid:32s}{r.rms_error:10.2e}  "
-                f"{r.baseline:28s}{r.baseline_error:10.2e}{r.ratio:8.2f}"
+                f"{r.nfe:4d}  {r.setting:16s}{r.rms_error:10.2e}{r.analytic_error:10.2e}"
+                f"{r.grid_only_error:10.2e}  {r.baseline:30s}{r.baseline_error:10.2e}"
+                f"{r.ratio:8.2f}{r.grid_only_ratio:8.2f}{r.model_calls:7d}"
             )
+        settings = len(next(iter(self.untuned.values()), []))
         lines.append(
-            f"(baseline: the best of {'/'.join(BUDGET_BASELINES)} on "
-            f"{'/'.join(BUDGET_BASELINE_GRIDS)} grids, chosen on the held-out noises "
-            f"themselves; grid optimisation spent {self.model_calls} model calls)"
+            f"(analytic: the tuned grid with the analytic rules; grid-only: "
+            f"optimize_solver(tune_coefficients=False); best untuned: the best of {settings} "
+            f"settings x grids, chosen on the held-out noises themselves; tuned/, grid/: "
+            f"ratios to it; calls: search calls per budget, plus {self.reference_calls} for "
+            f"the shared reference, {self.model_calls + self.reference_calls} in all)"
         )
         return "\n".join(lines)
 
     def to_json(self, path: str | Path) -> None:
         data = {
-            "rows": [{**asdict(r), "ratio": r.ratio} for r in self.rows],
-            "grids": {str(k): v for k, v in self.grids.items()},
+            "rows": [
+                {**asdict(r), "ratio": r.ratio, "grid_only_ratio": r.grid_only_ratio}
+                for r in self.rows
+            ],
+            "reference_calls": self.reference_calls,
             "model_calls": self.model_calls,
+            "untuned": {str(k): v for k, v in self.untuned.items()},
         }
         Path(path).write_text(json.dumps(data, indent=1))
+
+
+def untuned_grid(schedule: NoiseSchedule, grid: str, steps: int) -> list[float]:
+    """The times of an untuned grid of `steps` steps from t_max to t_min: a standard
+    `skip_type`, or a published one ('ays': Align Your Steps for SD 1.5, 'gits': GITS at
+    coefficient 1.2), whose noise levels are mapped log-affinely onto the schedule's range
+    (they were published for Stable Diffusion's sigma_max / sigma_min)."""
+    t_s, t_e = schedule.t_max, schedule.t_min
+    if grid not in PUBLISHED_GRIDS:
+        return time_grid(schedule, grid, t_s, t_e, steps).tolist()
+    published = PUBLISHED_GRIDS[grid](steps)
+    hi, lo = (float(v) for v in (published[0], published[-1]))
+    ends = schedule.levels([t_s, t_e])
+    s_hi, s_lo = (lv.sigma / lv.alpha for lv in ends)
+    b = (math.log(s_hi) - math.log(s_lo)) / (math.log(hi) - math.log(lo))
+    sig = [math.exp(math.log(s_lo) + b * (math.log(v) - math.log(lo))) for v in published]
+    times = sigmas_to_times(schedule, sig).tolist()
+    return [t_s, *times[1:-1], t_e]
 
 
 def budget(
@@ -335,85 +388,88 @@ def budget(
     tune_seed: int = 0,
     pilots: int = 64,
     settings: Sequence[str] = BUDGET_SEARCH,
-    tune: bool = True,
+    grids: Sequence[str] = BUDGET_GRIDS,
     reference_nfe: int = 3000,
     shape: Sequence[int] | None = None,
+    tuned: Mapping[int, TunedSolver] | None = None,
+    grid_only: bool = True,
+    max_calls: int = 3500,
 ) -> BudgetResult:
-    """For each budget, the best solver and grid found, against DPM-Solver++ 2M/3M.
+    """For each budget, a tuned solver against the best untuned setting.
 
-    Every setting in `settings` runs on every grid of `BUDGET_GRIDS` and (with `tune`) on
-    a grid from `optimize_time_grid` tuned on `pilots` noises from `tune_seed`. The best
-    is chosen by its error on those tuning noises, then scored on `n` held-out noises from
-    `seed`, which neither the choice nor the tuning saw. The baseline is the best of
-    DPM-Solver++ 2M and 3M on logSNR and time-uniform grids, chosen on the held-out noises
-    themselves (a choice in its favour).
+    The tuned solver is `tuned[nfe]` if given (e.g. the shipped ones), else
+    `optimize_solver(model, nfe)` on `pilots` noises from `tune_seed`, all budgets sharing
+    one pilot reference; with `grid_only`, `optimize_solver(..., tune_coefficients=False)`
+    too. Untuned: every setting of `settings` on every grid of `grids` (see
+    `untuned_grid`), the best chosen on the held-out noises themselves (a choice in its
+    favour). Everything is scored on `n` held-out noises from `seed` against a
+    `reference_nfe`-call reference.
     """
     for name in settings:
         if name not in SOLVERS:
             raise ValueError(f"settings: unknown {name!r}; choose from {', '.join(SOLVERS)}")
+    for g in grids:
+        if g not in (*SKIP_TYPES, *PUBLISHED_GRIDS):
+            allowed = ", ".join((*SKIP_TYPES, *PUBLISHED_GRIDS))
+            raise ValueError(f"grids: unknown {g!r}; choose from {allowed}")
     for b in budgets:
         check_int("budgets", b, 2)
-    tune_x = start_noise(model, pilots, tune_seed, shape)
     test_x = start_noise(model, n, seed, shape)
-    tune_ref = reference(model, tune_x, reference_nfe)
     test_ref = reference(model, test_x, reference_nfe)
     schedule = model.schedule
+    pilots_ref = None
+    if tuned is None or any(b not in tuned for b in budgets) or grid_only:
+        pilots_ref = pilot_reference(model, shape=shape, pilots=pilots, seed=tune_seed)
     rows: list[BudgetRow] = []
-    tuned: dict[int, dict[str, list[float]]] = {}
+    untuned: dict[int, list[tuple[float, str]]] = {}
+    solvers: dict[int, TunedSolver] = {}
     spent = 0
     for nfe in budgets:
-        base_err, base_name = min(
-            (
-                rms(
-                    sample(
-                        model,
-                        test_x,
-                        SOLVERS[b].options,
-                        timesteps=time_grid(schedule, g, schedule.t_max, schedule.t_min, nfe),
-                    ),
-                    test_ref,
-                ),
-                f"{b}, {g}",
-            )
-            for b in BUDGET_BASELINES
-            for g in BUDGET_BASELINE_GRIDS
-            if SOLVERS[b].options.order <= nfe
-        )
-        candidates: list[tuple[str, str, list[float]]] = []
-        tuned[nfe] = {}
-        spent_before = spent
+        scores = []
         for name in settings:
             opts = SOLVERS[name].options
             steps = opts.steps_for_calls(nfe)
-            if opts.order > steps:
+            if opts.order > steps or opts.method != "multistep":
                 continue
-            for g in BUDGET_GRIDS:
-                times = time_grid(schedule, g, schedule.t_max, schedule.t_min, steps).tolist()
-                candidates.append((name, g, times))
-            if tune:
-                grid = optimize_time_grid(model, nfe, opts, x_T=tune_x, seed=tune_seed)
-                spent += grid.model_calls
-                tuned[nfe][name] = grid.times
-                candidates.append((name, "tuned", grid.times))
-        scored = [
-            (rms(sample(model, tune_x, SOLVERS[name].options, timesteps=t), tune_ref), name, g, t)
-            for name, g, t in candidates
-        ]
-        tune_err, name, g, times = min(scored, key=lambda c: c[0] if c[0] == c[0] else float("inf"))
-        chosen = SOLVERS[name].options
-        err = rms(sample(model, test_x, chosen, timesteps=times), test_ref)
+            for g in grids:
+                try:
+                    out = sample(model, test_x, opts, timesteps=untuned_grid(schedule, g, steps))
+                except ValueError:
+                    continue  # e.g. the analytic first step from too low a noise level
+                err = rms(out, test_ref)
+                scores.append((err if math.isfinite(err) else math.inf, f"{name}, {g}"))
+        scores.sort()
+        untuned[nfe] = scores
+        base_err, base_name = scores[0]
+        if tuned is not None and nfe in tuned:
+            solver = tuned[nfe]
+        else:
+            solver = optimize_solver(model, nfe, reference=pilots_ref, max_calls=max_calls)
+            spent += solver.model_calls["search"]
+        solvers[nfe] = solver
+        grid_err = math.nan
+        if grid_only:
+            plain = optimize_solver(
+                model, nfe, reference=pilots_ref, max_calls=max_calls, tune_coefficients=False
+            )
+            spent += plain.model_calls["search"]
+            grid_err = rms(sample(model, test_x, solver=plain), test_ref)
         rows.append(
             BudgetRow(
                 nfe,
-                name,
-                g,
-                err,
+                solver.setting,
+                rms(sample(model, test_x, solver=solver), test_ref),
+                rms(sample(model, test_x, solver.analytic()), test_ref),
+                grid_err,
                 base_name,
                 base_err,
-                times,
-                chosen.changed(),
-                tune_err,
-                spent - spent_before,
+                solver.times,
+                solver.options,
+                solver.coefficients,
+                solver.pilot_error,
+                solver.model_calls["search"],
+                solver.fallback,
             )
         )
-    return BudgetResult(rows, tuned, spent)
+    ref_calls = 0 if pilots_ref is None else pilots_ref.model_calls
+    return BudgetResult(rows, ref_calls, spent, untuned, solvers)

@@ -110,7 +110,8 @@ def _solver_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tuned",
         action="store_true",
-        help="use the model's shipped tuned grid and solver for --steps (4, 5, 6, 8, 10)",
+        help="use the model's shipped tuned solver (grid, solver and per-step "
+        "coefficients) for --steps model calls (4, 5, 6, 8, 10)",
     )
     p.add_argument("--steps", type=int, default=10, help="model calls (default 10)")
 
@@ -118,7 +119,7 @@ def _solver_args(p: argparse.ArgumentParser) -> None:
 def _solver_options(args: argparse.Namespace) -> SolverOptions:
     """The solver options from the solver arguments; --steps counts model calls."""
     if args.tuned:  # the shipped multistep setting replaces the solver options
-        from .models import tuned_grid
+        from .models import tuned_solver
 
         if args.analytic_first_step:
             raise ValueError(
@@ -126,7 +127,7 @@ def _solver_options(args: argparse.Namespace) -> SolverOptions:
             )
         if args.eta or args.ancestral:
             raise ValueError("--tuned sets an ODE solver; drop --eta / --ancestral")
-        return tuned_grid(args.model, args.steps).solver()
+        return tuned_solver(args.model, args.steps).solver()
     options = SolverOptions.of(
         order=args.order,
         method=args.method,
@@ -191,8 +192,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--budget",
         action="store_true",
-        help="instead: for each budget of --budgets, the best solver and grid found "
-        "(tuned grids included), chosen on tuning noises and scored on held-out ones",
+        help="instead: for each budget of --budgets, the model's shipped tuned solver (or "
+        "one tuned now by optimize_solver) against the best untuned setting, on held-out "
+        "noises",
     )
     b.add_argument(
         "--budgets",
@@ -284,9 +286,14 @@ def _bench(args: argparse.Namespace) -> int:
     model = load(args.model, device=args.device)
     start = time.perf_counter()
     if args.budget:
+        from .models import TUNED_NFE, tuned_solver
+
+        shipped = {b: tuned_solver(args.model, b) for b in args.budgets if b in TUNED_NFE}
         found = bench.budget(
             model,
             budgets=args.budgets,
+            tuned=shipped,
+            grid_only=False,
             n=args.n,
             seed=args.seed + 1,
             tune_seed=args.seed,

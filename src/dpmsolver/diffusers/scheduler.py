@@ -930,6 +930,8 @@ TUNED_KEEPS = (
 def _tuned_options(record: dict[str, Any], keys: dict[str, Any], setup: Setup) -> SolverOptions:
     """The solver options of a tuned solver's JSON record, checked against the config: no
     grid or solver key besides it, a VP schedule, and the schedule it was tuned on."""
+    if setup.flow:
+        raise ValueError("tuned_solver needs a VP config (a flow-matching config was given)")
     defaults = {
         k: p.default
         for k, p in inspect.signature(DPMSolverScheduler.__init__).parameters.items()
@@ -942,8 +944,6 @@ def _tuned_options(record: dict[str, Any], keys: dict[str, Any], setup: Setup) -
             "with it (use DPMSolverScheduler.from_tuned(tuned, config), which keeps the "
             "config's schedule keys only)"
         )
-    if setup.flow:
-        raise ValueError("tuned_solver needs a VP config (a flow-matching config was given)")
     missing = [k for k in ("times", "sigmas", "options", "coefficients") if k not in record]
     if missing:
         raise ValueError(f"tuned_solver lacks {', '.join(missing)}: give a TunedSolver's record")

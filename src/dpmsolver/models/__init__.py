@@ -12,7 +12,7 @@ from .exact import ExactModel
 from .gmm import GaussianMixture, load_digits_gmm
 from .registry import MODELS, load
 from .schedules import ddpm_linear_schedule
-from .tuned import TUNED_NFE, tuned_grid
+from .tuned import TUNED_NFE, tuned_grid, tuned_solver
 
 __all__ = [
     "MODELS",
@@ -29,4 +29,5 @@ __all__ = [
     "load_digits_gmm",
     "load_digits_net",
     "tuned_grid",
+    "tuned_solver",
 ]

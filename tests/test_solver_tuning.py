@@ -1,0 +1,496 @@
+"""Tuned per-step coefficients, the shared pilot reference, optimize_solver and TunedSolver."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import dpmsolver as dpm
+from dpmsolver import measure, noise
+from dpmsolver.core import SolverOptions, make_plan, time_grid
+from dpmsolver.models import TUNED_NFE, load, tuned_solver
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@functools.cache
+def exact() -> object:
+    return load("digits-exact")
+
+
+@functools.cache
+def small_reference() -> dpm.PilotReference:
+    return dpm.pilot_reference(exact(), pilots=16, seed=0, candidates=24, substeps=2)
+
+
+@functools.cache
+def tuned(family: str = "dpm++2m+c+afs", nfe: int = 5) -> dpm.TunedSolver:
+    return dpm.optimize_solver(
+        exact(), nfe, reference=small_reference(), families=[family], iterations=2, name="exact"
+    )
+
+
+def grid_options(nfe: int, **options: object) -> SolverOptions:
+    model = exact()
+    opts = SolverOptions.of(**options)  # type: ignore[arg-type]
+    steps = opts.steps_for_calls(nfe)
+    s = model.schedule  # type: ignore[attr-defined]
+    return SolverOptions.of(
+        opts, timesteps=tuple(time_grid(s, "time_quadratic", s.t_max, s.t_min, steps).tolist())
+    )
+
+
+def row_lengths(options: SolverOptions) -> list[int]:
+    plan = make_plan(exact().schedule, options)  # type: ignore[attr-defined]
+    return [
+        1 + len(r.cm) + (0 if c is None else 1 + len(c.cm))
+        for r, c in zip(plan.rules, plan.corrections, strict=True)
+    ]
+
+
+def with_rows(options: SolverOptions, seed: int = 0, scale: float = 1e-2) -> SolverOptions:
+    """`options` with small random coefficient rows of the lengths its plan needs."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = tuple(
+        tuple((scale * torch.randn(n, generator=gen, dtype=torch.float64)).tolist())
+        for n in row_lengths(options)
+    )
+    return SolverOptions.of(options, coefficients=rows)
+
+
+FAMILIES = [
+    dict(order=2),
+    dict(order=3, corrector="all"),
+    dict(algorithm="ipndm", order=3, lower_order_final=False, analytic_first_step=True),
+    dict(order=2, corrector="all", analytic_first_step=True),
+    dict(algorithm="dpmsolver", order=2),
+]
+
+
+# -- SolverOptions.coefficients ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=str)
+def test_zero_coefficients_are_the_analytic_run_bit_for_bit(family: dict) -> None:
+    options = grid_options(6, **family)
+    zeros = tuple((0.0,) * n for n in row_lengths(options))
+    x = noise.start_noise(exact(), 4, 1)
+    a = dpm.sample(exact(), x, options)
+    b = dpm.sample(exact(), x, options, coefficients=zeros)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, dpm.sample(exact(), x, with_rows(options)))
+
+
+def test_coefficients_change_each_rule_as_documented() -> None:
+    options = grid_options(5, order=3, corrector="all")
+    plain = make_plan(exact().schedule, options)  # type: ignore[attr-defined]
+    changed = with_rows(options)
+    plan = make_plan(exact().schedule, changed)  # type: ignore[attr-defined]
+    for i, row in enumerate(changed.coefficients or ()):
+        alpha = plan.levels[i + 1].alpha
+        rule, new = plain.rules[i], plan.rules[i]
+        k = len(rule.cm)
+        assert new.cx == rule.cx * (1 + row[0])
+        assert new.cm == tuple(c + alpha * d for c, d in zip(rule.cm, row[1 : 1 + k], strict=True))
+        corr, new_corr = plain.corrections[i], plan.corrections[i]
+        if corr is None:
+            assert new_corr is None and len(row) == 1 + k
+        else:
+            assert new_corr is not None
+            assert new_corr.cx == corr.cx * (1 + row[1 + k])
+            assert new_corr.cm == tuple(
+                c + alpha * d for c, d in zip(corr.cm, row[2 + k :], strict=True)
+            )
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        (dict(steps=5, coefficients=((0.0,),)), ValueError, "no timesteps or sigmas"),
+        (
+            dict(timesteps=(1.0, 0.5, 0.001), method="singlestep", coefficients=((0.0,),) * 2),
+            ValueError,
+            "method='singlestep'",
+        ),
+        (
+            dict(timesteps=(1.0, 0.5, 0.001), eta=1.0, coefficients=((0.0,),) * 2),
+            ValueError,
+            "eta=1.0",
+        ),
+        (
+            dict(timesteps=(1.0, 0.5, 0.001), coefficients=((0.0, 0.0),)),
+            ValueError,
+            "has 1 rows; the grid has 2 steps",
+        ),
+        (
+            dict(timesteps=(1.0, 0.5, 0.001), coefficients=((0.0, "a"), (0.0,))),
+            TypeError,
+            r"coefficients\[0\] must be a float",
+        ),
+        (
+            dict(timesteps=(1.0, 0.5, 0.001), coefficients=((0.0, math.nan), (0.0,))),
+            ValueError,
+            r"coefficients\[0\] must be a finite",
+        ),
+        (
+            dict(timesteps=(1.0, 0.5, 0.001), coefficients=((), (0.0,))),
+            TypeError,
+            r"coefficients\[0\] must be a non-empty",
+        ),
+        (dict(timesteps=(1.0, 0.5, 0.001), coefficients="0.1"), TypeError, "sequence of per-step"),
+    ],
+)
+def test_bad_coefficients_are_refused(changes: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        SolverOptions.of(**changes)
+
+
+def test_a_row_of_the_wrong_length_is_refused_when_planned() -> None:
+    options = SolverOptions.of(
+        timesteps=(1.0, 0.5, 0.1, 0.001),
+        lower_order_final=False,
+        coefficients=((0.0, 0.0),) * 3,
+    )
+    with pytest.raises(ValueError, match=r"coefficients\[1\] has 2 numbers; step 2 .* needs 3"):
+        dpm.sample(exact(), noise.start_noise(exact(), 1, 0), options)
+
+
+# -- the shared reference ------------------------------------------------------------------
+
+
+def test_pilot_reference_cost_and_reuse_by_optimize_time_grid() -> None:
+    model = exact()
+    counted, calls = measure.counting(model)  # type: ignore[arg-type]
+    ref = dpm.pilot_reference(counted, pilots=8, seed=3, candidates=16, substeps=2)
+    assert ref.model_calls == calls[0] == 3 * 16 * 2 + 16
+    assert len(ref.states) == 17 and len(ref.outputs) == 16 and ref.pilots == 8
+    assert torch.equal(ref.x_start, noise.start_noise(model, 8, 3))
+    own = dpm.optimize_time_grid(
+        model, 4, x_T=ref.x_start, seed=3, candidates=16, substeps=2, sweeps=1
+    )
+    calls[0] = 0
+    shared = dpm.optimize_time_grid(counted, 4, reference=ref, sweeps=1)
+    assert shared.times == own.times  # the same reference, the same grid
+    assert shared.model_calls == calls[0] == own.model_calls - ref.model_calls
+    with pytest.raises(ValueError, match="not both"):
+        dpm.optimize_time_grid(model, 4, reference=ref, x_T=ref.x_start)
+
+
+# -- optimize_solver -----------------------------------------------------------------------
+
+
+def test_optimize_solver_result_accounting_and_determinism() -> None:
+    model = exact()
+    ref = small_reference()
+    counted, calls = measure.counting(model)  # type: ignore[arg-type]
+    found = dpm.optimize_solver(
+        counted, 5, reference=ref, families=["dpm++2m+c+afs"], iterations=2, name="exact"
+    )
+    assert found.model_calls == {"reference": ref.model_calls, "search": calls[0]}
+    assert found.details["reference_shared"] is True
+    assert found == tuned()  # deterministic given the pilots
+    assert (found.pilots, found.held_out, found.seed, found.model) == (12, 4, 0, "exact")
+    assert found.setting == "dpm++2m+c+afs" and found.nfe == 5
+    assert found.times[0] == ref.times[0] and found.times[-1] == ref.times[-1]
+    assert all(a > b for a, b in zip(found.times, found.times[1:], strict=False))
+    counted_run, run_calls = measure.counting(model)  # type: ignore[arg-type]
+    out = dpm.sample(counted_run, ref.x_start[:12], solver=found)
+    assert run_calls[0] == 5
+    assert found.pilot_error == pytest.approx(measure.rms(out, ref.end[:12]), rel=1e-12)
+    held = dpm.sample(model, ref.x_start[12:], solver=found)
+    assert found.held_out_error == pytest.approx(measure.rms(held, ref.end[12:]), rel=1e-12)
+    analytic = dpm.sample(model, ref.x_start[12:], found.analytic())
+    assert found.analytic_held_out_error == pytest.approx(
+        measure.rms(analytic, ref.end[12:]), rel=1e-12
+    )
+    # Without a shared reference it is computed (and counted) here.
+    calls[0] = 0
+    alone = dpm.optimize_solver(counted, 3, pilots=8, families=["dpm++2m"], iterations=1)
+    assert alone.details["reference_shared"] is False
+    assert sum(alone.model_calls.values()) == calls[0]
+
+
+@pytest.mark.parametrize("family", ["dpm++2m+c+afs", "ipndm3+afs", "dpm++3m"])
+def test_tuned_solver_is_never_worse_than_its_start_on_the_held_out_pilots(family: str) -> None:
+    found = tuned(family, 5)
+    assert found.held_out_error <= found.analytic_held_out_error
+    assert found.held_out_error <= found.details["start_held_out_error"]
+    if found.coefficients is None:
+        assert found.fallback is not None
+    else:
+        assert found.held_out_error < found.analytic_held_out_error
+
+
+def test_fit_that_cannot_help_falls_back_to_the_analytic_rule() -> None:
+    """At 40 calls on the exact model the analytic iPNDM-4 is near the reference's accuracy:
+    whatever the fit does, the held-out pilots keep the better one."""
+    found = dpm.optimize_solver(
+        exact(), 40, reference=small_reference(), families=["ipndm4"], iterations=1
+    )
+    assert found.held_out_error <= found.analytic_held_out_error
+    assert found.held_out_error <= found.details["start_held_out_error"]
+    if found.coefficients is None:
+        assert "coefficients dropped" in (found.fallback or "")
+
+
+def test_point_mass_data_is_solved_exactly_and_the_fit_keeps_it() -> None:
+    """With data at one point every data-form rule is exact: the tuned solver stays at the
+    reference's accuracy (its coefficients add nothing the held-out pilots accept)."""
+    schedule = load("digits-exact").schedule  # type: ignore[attr-defined]
+    point = torch.linspace(-1, 1, 16, dtype=torch.float64).reshape(1, 4, 4)
+    model = dpm.Denoiser(lambda x, t: point.expand_as(x), schedule, prediction="x0")
+    ref = dpm.pilot_reference(model, shape=(1, 4, 4), pilots=8, candidates=12, substeps=1)
+    found = dpm.optimize_solver(model, 4, reference=ref, families=["dpm++2m"], iterations=2)
+    assert found.held_out_error <= found.analytic_held_out_error < 1e-12
+
+
+def test_the_search_narrows_to_the_callers_options() -> None:
+    found = dpm.optimize_solver(
+        exact(), 4, reference=small_reference(), algorithm="ipndm", iterations=0, finalists=1
+    )
+    assert found.setting.startswith("ipndm") and found.options["algorithm"] == "ipndm"
+    screened = {row["setting"] for row in found.details["screened"]}
+    assert screened <= {"ipndm3", "ipndm4", "ipndm3+afs", "ipndm4+afs"}
+    given = dpm.optimize_solver(
+        exact(), 4, reference=small_reference(), algorithm="dpmsolver", iterations=0
+    )
+    assert given.setting == "given" and given.options["algorithm"] == "dpmsolver"
+
+
+def test_max_calls_bounds_the_search() -> None:
+    """With no budget left no Levenberg-Marquardt iteration starts: the same calls as with
+    no iterations at all."""
+    spent = []
+    for kwargs in (dict(max_calls=0), dict(iterations=0)):
+        counted, calls = measure.counting(exact())  # type: ignore[arg-type]
+        found = dpm.optimize_solver(
+            counted, 6, reference=small_reference(), families=["dpm++3m"], **kwargs
+        )
+        assert found.model_calls["search"] == calls[0]
+        spent.append(calls[0])
+    assert spent[0] == spent[1] < tuned("dpm++3m", 5).model_calls["search"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (dict(nfe=1), ValueError, "nfe"),
+        (dict(nfe=4, steps=4), ValueError, "steps is set by optimize_solver"),
+        (dict(nfe=4, coefficients=()), ValueError, "coefficients is set by optimize_solver"),
+        (dict(nfe=4, families=["nope"]), ValueError, "families: unknown 'nope'"),
+        (dict(nfe=4, eta=1.0), ValueError, "multistep ODE solvers"),
+        (dict(nfe=4, regularization=-1.0), ValueError, "regularization must be >= 0"),
+        (dict(nfe=4, finalists=0), ValueError, "finalists"),
+        (dict(nfe=4, orders=3), TypeError, "unknown solver option 'orders'"),
+    ],
+)
+def test_optimize_solver_rejects(kwargs: dict, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        dpm.optimize_solver(exact(), reference=small_reference(), **kwargs)
+
+
+def test_too_few_pilots_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least 2 pilots"):
+        dpm.optimize_solver(exact(), 4, pilots=1, families=["dpm++2m"])
+
+
+# -- TunedSolver: a value every face runs ---------------------------------------------------
+
+
+def with_coefficients(found: dpm.TunedSolver) -> dpm.TunedSolver:
+    """`found` with coefficients even if its fit fell back (the faces must run both)."""
+    if found.coefficients is not None:
+        return found
+    rows = with_rows(found.solver()).coefficients or ()
+    return dataclasses.replace(found, coefficients=[list(r) for r in rows])
+
+
+def test_json_round_trip_is_exact(tmp_path) -> None:
+    found = with_coefficients(tuned())
+    path = tmp_path / "tuned.json"
+    found.to_json(path)
+    back = dpm.TunedSolver.from_json(path)
+    assert back == found and dpm.TunedSolver.from_json(found.to_json()) == found
+    assert back.solver() == found.solver()
+    x = noise.start_noise(exact(), 3, 5)
+    assert torch.equal(dpm.sample(exact(), x, solver=back), dpm.sample(exact(), x, solver=found))
+    assert torch.equal(dpm.Sampler(exact(), solver=back)(x), dpm.sample(exact(), x, back.solver()))
+    with pytest.raises(TypeError, match="options or solver"):
+        dpm.Sampler(exact(), SolverOptions.of(), solver=back)
+
+
+def faces(found: dpm.TunedSolver, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The tuned solver run by every face on the exact model from x (x_T of the VP model),
+    each result in the VP model's scaling."""
+    from dpmsolver.core import sigmas_to_times
+    from dpmsolver.k_diffusion import sample_tuned, tuned_sigmas
+
+    model = exact()
+    s = model.schedule  # type: ignore[attr-defined]
+    out = {
+        "native": dpm.sample(model, x, solver=found),
+        "sampler": dpm.Sampler(model, solver=found)(x),
+    }
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    ns = dpm.NoiseScheduleVP("discrete", betas=betas)
+
+    def eps(xx: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:
+        return model(xx, s.levels([float(tt.reshape(-1)[0])])[0], "noise")  # type: ignore[operator]
+
+    out["compat"] = dpm.DPM_Solver(eps, ns).sample(x, solver=found)
+
+    def denoiser(xv: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        t = float(sigmas_to_times(s, [float(sigma.reshape(-1)[0])])[0])
+        lv = s.levels([t])[0]
+        return model(xv * lv.alpha, lv, "data")  # type: ignore[operator]
+
+    first, last = s.levels([found.times[0], found.times[-1]])
+    k = sample_tuned(denoiser, x / first.alpha, tuned_sigmas(found), solver=found, disable=True)
+    out["k_diffusion"] = k * last.alpha
+    diffusers = pytest.importorskip("diffusers")
+    from dpmsolver.diffusers import DPMSolverScheduler
+
+    # A pipeline's DPM-Solver config of this schedule (its grid keys are replaced).
+    config = diffusers.DPMSolverMultistepScheduler(
+        beta_schedule="linear", beta_start=1e-4, beta_end=0.02, timestep_spacing="leading"
+    ).config
+    sch = DPMSolverScheduler.from_tuned(found, config)
+    sch.set_timesteps(found.nfe)
+    latents = x * sch.init_noise_sigma
+    for t in sch.timesteps:
+        lv = s.levels([float(t) / 1000 + 1e-3])[0]
+        latents = sch.step(model(latents, lv, "noise"), t, latents).prev_sample  # type: ignore[operator]
+    out["diffusers"] = latents
+    return out
+
+
+@pytest.mark.parametrize("family", ["dpm++2m+c+afs", "ipndm3+afs", "dpm++3m"])
+def test_every_face_runs_the_tuned_solver(family: str) -> None:
+    found = with_coefficients(tuned(family, 5))
+    x = noise.start_noise(exact(), 3, 9)
+    got = faces(found, x)
+    assert torch.equal(got["native"], got["sampler"])
+    for name, value in got.items():
+        assert float((value - got["native"]).abs().max()) < 1e-9, name
+    # ... and they run its coefficients, not the analytic rules.
+    analytic = dpm.sample(exact(), x, found.analytic())
+    assert float((analytic - got["native"]).abs().max()) > 1e-6
+
+
+def test_a_solver_saved_by_one_process_gives_bit_identical_samples_in_another(tmp_path) -> None:
+    found = with_coefficients(tuned("dpm++2m+c+afs", 5))
+    path = tmp_path / "tuned.json"
+    found.to_json(path)
+    x = noise.start_noise(exact(), 3, 9)
+    torch.save(x, tmp_path / "x.pt")
+    script = f"""
+import sys, torch
+sys.path.insert(0, {str(ROOT / "tests")!r})
+import dpmsolver as dpm
+from test_solver_tuning import faces
+got = faces(dpm.TunedSolver.from_json({str(path)!r}), torch.load({str(tmp_path / "x.pt")!r}))
+torch.save(got, {str(tmp_path / "got.pt")!r})
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path)
+    other = torch.load(tmp_path / "got.pt")
+    here = faces(dpm.TunedSolver.from_json(path), x)
+    assert set(other) == set(here)
+    for name in here:
+        assert torch.equal(other[name], here[name]), name
+
+
+def test_faces_refuse_what_they_cannot_honour() -> None:
+    from dpmsolver.diffusers import DPMSolverScheduler
+    from dpmsolver.k_diffusion import sample_dpm_solver, tuned_sigmas
+
+    found = tuned()
+    model = exact()
+    x = noise.start_noise(model, 1, 0)
+    ns = dpm.NoiseScheduleVP("discrete", betas=torch.linspace(1e-4, 0.02, 1000))
+    solver = dpm.DPM_Solver(lambda xx, tt: torch.zeros_like(xx), ns)
+    with pytest.raises(ValueError, match="steps, order must keep their defaults"):
+        solver.sample(x, steps=10, order=3, solver=found)
+    den = lambda xv, sigma: torch.zeros_like(xv)  # noqa: E731
+    with pytest.raises(ValueError, match="order must keep their defaults"):
+        sample_dpm_solver(den, x, tuned_sigmas(found), order=3, solver=found, disable=True)
+    with pytest.raises(ValueError, match="sigmas must be the tuned solver's own"):
+        sample_dpm_solver(den, x, tuned_sigmas(found)[1:], solver=found, disable=True)
+    config = dict(beta_schedule="linear", beta_start=1e-4, beta_end=0.02)
+    record = json.loads(found.to_json())
+    with pytest.raises(ValueError, match="timestep_spacing cannot be given"):
+        DPMSolverScheduler(**config, timestep_spacing="leading", tuned_solver=record)
+    with pytest.raises(ValueError, match="tuned on another schedule"):
+        DPMSolverScheduler.from_tuned(found, dict(config, beta_end=0.012))
+    with pytest.raises(ValueError, match="needs a VP config"):
+        DPMSolverScheduler(shift=3.0, tuned_solver=record)
+    sch = DPMSolverScheduler.from_tuned(found, dict(config, timestep_spacing="leading"))
+    with pytest.raises(ValueError, match="takes 5 model calls"):
+        sch.set_timesteps(6)
+    with pytest.raises(ValueError, match="runs on its own grid"):
+        sch.set_timesteps(timesteps=[900, 500, 100])
+    with pytest.raises(TypeError, match="TunedSolver"):
+        DPMSolverScheduler.from_tuned(3, config)
+
+
+def test_diffusers_from_tuned_survives_save_and_load(tmp_path) -> None:
+    from dpmsolver.diffusers import DPMSolverScheduler
+
+    found = with_coefficients(tuned())
+    sch = DPMSolverScheduler.from_tuned(found, dict(beta_schedule="linear"))
+    sch.save_config(tmp_path)
+    again = DPMSolverScheduler.from_pretrained(tmp_path)
+    for s in (sch, again):
+        s.set_timesteps(found.nfe)
+    assert torch.equal(sch.timesteps, again.timesteps)
+    assert sch.init_noise_sigma == again.init_noise_sigma
+    x = noise.start_noise(exact(), 2, 1)
+    runs = []
+    for s in (sch, again):
+        lat = x * s.init_noise_sigma
+        for t in s.timesteps:
+            lat = s.step(torch.sin(lat), t, lat).prev_sample
+        runs.append(lat)
+    assert torch.equal(runs[0], runs[1])
+
+
+# -- shipped tuned solvers -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["digits-exact", "digits-net"])
+def test_shipped_tuned_solvers(name: str) -> None:
+    model = load(name)
+    total = 0
+    for nfe in TUNED_NFE:
+        found = tuned_solver(name, nfe)
+        assert found.nfe == nfe and found.model == name and found.pilots + found.held_out == 64
+        assert sum(found.model_calls.values()) <= 5000
+        assert found.held_out_error <= found.analytic_held_out_error
+        total += found.model_calls["search"]
+        counted, calls = measure.counting(model)
+        out = dpm.sample(counted, noise.start_noise(model, 2, 0), solver=found)
+        assert calls[0] == nfe and torch.isfinite(out).all()
+    assert total + found.model_calls["reference"] <= 12000  # budgets 4-10, one reference
+    with pytest.raises(ValueError, match="no tuned solver"):
+        tuned_solver(name, 7)
+    with pytest.raises(ValueError, match="name must be one of"):
+        tuned_solver("nope", 4)
+
+
+def test_shipped_tuned_solver_beats_the_shipped_grid_on_fresh_noise() -> None:
+    """The shipped 6-call solver of the exact model against its grid with the analytic
+    rules, on noises none of its pilots saw."""
+    model = exact()
+    found = tuned_solver("digits-exact", 6)
+    x = noise.start_noise(model, 64, 11)
+    ref = measure.reference(model, x, 1500)
+    ours = measure.rms(dpm.sample(model, x, solver=found), ref)
+    analytic = measure.rms(dpm.sample(model, x, found.analytic()), ref)
+    assert ours < 0.8 * analytic
