@@ -22,6 +22,7 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
+import dpmsolver as dpm
 from dpmsolver.diffusers import DPMSolverScheduler
 
 CLASSES = (
@@ -133,6 +134,17 @@ VP = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012
 LEADING = dict(VP, timestep_spacing="leading")
 KARRAS = dict(VP, use_karras_sigmas=True)
 FLOW = {"shift": 3.0}
+
+
+def tuned_record(config: dict[str, Any], steps: int = 6) -> dict[str, Any]:
+    """A tuned solver's JSON record (from_tuned's tuned_solver key) on `config`'s schedule:
+    a logSNR grid of `steps` steps, analytic rules."""
+    ns = DPMSolverScheduler(**config).noise_schedule
+    times = dpm.time_grid(ns, "logSNR", ns.t_max, ns.t_min, steps).tolist()
+    sigmas = [lv.sigma / lv.alpha for lv in ns.levels(times)]
+    return dict(times=times, sigmas=sigmas, options={}, coefficients=None)
+
+
 VARIATIONS: list[tuple[str, Any, dict[str, Any]]] = [
     ("num_train_timesteps", 500, VP),
     ("beta_start", 0.0002, VP),
@@ -190,6 +202,7 @@ VARIATIONS: list[tuple[str, Any, dict[str, Any]]] = [
     ("stochastic_sampling", True, FLOW),
     ("timestep_type", "continuous", VP),
     ("interpolation_type", "log_linear", VP),
+    ("tuned_solver", tuned_record(VP), VP),
 ]
 
 

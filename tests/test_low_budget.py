@@ -14,7 +14,7 @@ from problems import digits_mixture, reference_solution
 import dpmsolver as dpm
 from dpmsolver import bench, measure, noise
 from dpmsolver.core.coefficients import unic_correction
-from dpmsolver.models import TUNED_NFE, load, tuned_grid
+from dpmsolver.models import TUNED_NFE, load, tuned_grid, tuned_solver
 
 
 @functools.cache
@@ -299,35 +299,69 @@ def test_shipped_tuned_grids(name: str) -> None:
 def test_budget_search_and_cli(tmp_path, capsys) -> None:
     model, _ = exact()
     result = bench.budget(
-        model, [5], n=8, pilots=4, reference_nfe=300, settings=["dpm++2m", "ipndm3"]
+        model,
+        [5],
+        n=8,
+        pilots=8,
+        reference_nfe=300,
+        settings=["dpm++2m", "ipndm3"],
+        grids=["logSNR", "ays"],
+        max_calls=200,
     )
     (row,) = result.rows
-    assert row.nfe == 5 and row.setting in ("dpm++2m", "ipndm3")
-    assert row.ratio == pytest.approx(row.rms_error / row.baseline_error)
-    assert len(row.times) == 6 and result.model_calls > 0
-    assert set(result.grids[5]) == {"dpm++2m", "ipndm3"}
+    assert row.nfe == 5 and row.ratio == pytest.approx(row.rms_error / row.baseline_error)
+    # The best untuned setting is the best of every setting on every grid.
+    assert len(result.untuned[5]) == 4
+    assert (row.baseline_error, row.baseline) == min(result.untuned[5])
+    names = {name for _, name in result.untuned[5]}
+    assert names == {f"{s}, {g}" for s in ("dpm++2m", "ipndm3") for g in ("logSNR", "ays")}
+    solver = result.solvers[5]
+    assert row.times == solver.times and row.setting == solver.setting
+    x = noise.start_noise(model, 8, 1)  # the budget's held-out noises (seed 1)
+    ref = measure.reference(model, x, 300)
+    assert row.rms_error == pytest.approx(measure.rms(dpm.sample(model, x, solver=solver), ref))
+    assert row.analytic_error == pytest.approx(
+        measure.rms(dpm.sample(model, x, solver.analytic()), ref)
+    )
+    assert result.reference_calls == 3 * 64 * 4 + 64
+    assert result.model_calls >= solver.model_calls["search"] > 0
+    assert "Best setting per model-call budget" in result.table()
     from dpmsolver.cli import main
 
     code = main(
         [
-            "bench",
-            "--budget",
-            "--budgets",
-            "4",
-            "--n",
-            "4",
-            "--reference-nfe",
-            "300",
-            "--out",
-            str(tmp_path),
+            *("bench", "--budget", "--budgets", "4", "--n", "4"),
+            *("--reference-nfe", "300", "--out", str(tmp_path)),
         ]
     )
     assert code == 0
     out = capsys.readouterr().out
     assert "Best setting per model-call budget" in out
-    assert json.loads((tmp_path / "budget.json").read_text())["rows"][0]["nfe"] == 4
+    (saved,) = json.loads((tmp_path / "budget.json").read_text())["rows"]
+    shipped = tuned_solver("digits-exact", 4)  # the CLI runs the shipped solver
+    assert saved["nfe"] == 4 and saved["times"] == shipped.times
+    assert saved["coefficients"] == shipped.coefficients
     with pytest.raises(ValueError, match="budgets"):
         bench.budget(model, [1])
+    with pytest.raises(ValueError, match="grids: unknown 'nope'"):
+        bench.budget(model, [4], grids=["nope"])
+
+
+def test_published_grids_are_mapped_onto_the_models_noise_range() -> None:
+    """On Stable Diffusion's schedule the mapping is the identity: the AYS grid is the
+    published table; on another schedule its ends are the schedule's."""
+    sd = dpm.VPSchedule.discrete(
+        betas=torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+    )
+    times = bench.untuned_grid(sd, "ays", 10)
+    sigmas = [lv.sigma / lv.alpha for lv in sd.levels(times)]
+    # (the table is rounded to 3-4 digits; SD's own ends are 14.6146 and 0.0292)
+    assert sigmas == pytest.approx(list(dpm.ALIGN_YOUR_STEPS["sd15"]), rel=1e-2)
+    model, _ = exact()
+    schedule = model.schedule  # type: ignore[attr-defined]
+    mapped = bench.untuned_grid(schedule, "ays", 7)
+    assert (mapped[0], mapped[-1]) == (schedule.t_max, schedule.t_min) and len(mapped) == 8
+    assert all(a > b for a, b in itertools.pairwise(mapped))
 
 
 @pytest.mark.parametrize("steps", [6, 10, 20])

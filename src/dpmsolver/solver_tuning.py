@@ -323,7 +323,11 @@ class _Search:
     with its calls counted."""
 
     def __init__(
-        self, model: DiffusionModel, reference: PilotReference, n_tune: int, max_calls: int
+        self,
+        model: DiffusionModel,
+        reference: PilotReference,
+        n_tune: int,
+        max_calls: int,
     ) -> None:
         self.model, self.calls = counting(model)
         self.max_calls = max_calls
@@ -389,6 +393,7 @@ class _Search:
         return _Run(x, before)
 
     def residual(self, run: _Run) -> Tensor:
+        """The end-point residuals of every tuning pilot, flattened."""
         return (run.end - self.target).reshape(-1)
 
     # -- Levenberg-Marquardt ------------------------------------------------------------
@@ -445,13 +450,13 @@ class _Search:
         current = evaluate(v)
         if current is None:
             return options
-        r = self.residual(current)
-        best = float(r.pow(2).mean())
         steps_of, eps = self._columns(analytic, shape, n_grid, lam0, coefficients)
         mu = 1e-3
         for _ in range(iterations):
             if self.calls[0] >= self.max_calls:
                 break
+            r = self.residual(current)
+            best = float(r.pow(2).mean())
             jac = torch.empty((r.numel(), v.numel()), dtype=torch.float64)
             for q in range(v.numel()):
                 bumped = v.clone()
@@ -470,7 +475,7 @@ class _Search:
                     r2 = self.residual(trial)
                     e2 = float(r2.pow(2).mean())
                     if e2 < best:
-                        v, current, r, best = v + step, trial, r2, e2
+                        v, current = v + step, trial
                         mu, accepted = max(mu / 3.0, 1e-9), True
                         break
                 mu *= 4.0
