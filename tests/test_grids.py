@@ -185,3 +185,81 @@ def test_beta_grid_is_the_beta_distributions_quantiles() -> None:
     levels = schedule.levels(grid)
     sig = [lv.sigma / lv.alpha for lv in levels]
     np.testing.assert_allclose(sig, beta_sigmas(sig[0], sig[-1], 12), rtol=1e-9)
+
+
+# -- GITS (Chen et al., 2024): the published grids, as ComfyUI's GITSScheduler ships them ---
+
+GITS_PUBLISHED = {
+    # (coeff, steps): the levels as published (ComfyUI gives them with the last set to 0)
+    (1.20, 10): [
+        14.61464119, 5.85520077, 2.84484982, 1.67050016, 1.08895338, 0.74807048,
+        0.50118381, 0.32104823, 0.19894916, 0.09824532, 0.02916753,
+    ],
+    (1.50, 6): [14.61464119, 1.56271636, 0.72133851, 0.36617002, 0.19894916, 0.09824532,
+                0.02916753],
+    (0.80, 3): [14.61464119, 11.54541874, 6.77309084, 0.02916753],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("coeff", "steps"), sorted(GITS_PUBLISHED))
+def test_gits_sigmas_are_the_published_grids(coeff: float, steps: int) -> None:
+    from dpmsolver import gits_sigmas
+
+    assert gits_sigmas(steps, coeff) == GITS_PUBLISHED[(coeff, steps)]
+    assert gits_sigmas(steps, coeff + 1e-4) == GITS_PUBLISHED[(coeff, steps)]  # rounded
+
+
+def test_gits_table_shape_and_default() -> None:
+    from dpmsolver import gits_sigmas
+    from dpmsolver.core.grids import GITS_NOISE_LEVELS
+
+    assert sorted(GITS_NOISE_LEVELS) == pytest.approx([0.8 + 0.05 * i for i in range(15)])
+    for rows in GITS_NOISE_LEVELS.values():
+        assert [len(r) for r in rows] == list(range(3, 22))  # 2 to 20 steps
+        assert all(r[0] == 14.61464119 and r[-1] == 0.02916753 for r in rows)
+    assert gits_sigmas(10) == gits_sigmas(10, 1.20)
+
+
+@pytest.mark.parametrize("steps", [2, 3, 9, 20, 21, 30, 100, 1000])
+@pytest.mark.parametrize("coeff", [0.80, 1.05, 1.20, 1.50])
+def test_gits_sigmas_strictly_decrease_from_sigma_max_to_the_smallest(
+    coeff: float, steps: int
+) -> None:
+    from dpmsolver import gits_sigmas
+
+    sig = np.array(gits_sigmas(steps, coeff))
+    assert sig.shape == (steps + 1,)
+    assert (np.diff(sig) < 0).all()
+    assert sig[0] == 14.61464119 and sig[-1] == 0.02916753
+
+
+@pytest.mark.parametrize("steps", [21, 25, 64, 1000])
+def test_gits_beyond_20_steps_interpolates_the_20_step_grid_log_linearly(steps: int) -> None:
+    """As ComfyUI's node: log sigma of the reversed 20-step grid interpolated linearly at
+    steps + 1 points evenly spaced over its positions, written out here with numpy."""
+    from dpmsolver import gits_sigmas, interpolate_grid
+
+    base = gits_sigmas(20, 1.35)
+    rev = np.log(np.array(base)[::-1])
+    want = np.exp(np.interp(np.linspace(0, 1, steps + 1), np.linspace(0, 1, 21), rev))[::-1]
+    np.testing.assert_allclose(gits_sigmas(steps, 1.35), want, rtol=1e-14, atol=0)
+    assert gits_sigmas(steps, 1.35) == interpolate_grid(base, steps)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(steps=1), ValueError, "steps must be >= 2; got 1"),
+        (dict(steps=0), ValueError, "steps"),
+        (dict(steps=10.0), TypeError, "steps must be an int"),
+        (dict(steps=10, coeff=0.75), ValueError, r"coeff must be one of 0\.80, .*1\.50.*0\.75"),
+        (dict(steps=10, coeff=1.23), ValueError, "coeff must be one of"),
+        (dict(steps=10, coeff=float("nan")), ValueError, "coeff must be a finite number"),
+        (dict(steps=10, coeff="1.2"), TypeError, "coeff must be a float"),
+    ],
+)
+def test_gits_sigmas_refuses_bad_inputs(kwargs: dict, error: type, match: str) -> None:
+    from dpmsolver import gits_sigmas
+
+    with pytest.raises(error, match=match):
+        gits_sigmas(**kwargs)

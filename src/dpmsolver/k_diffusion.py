@@ -52,6 +52,7 @@ __all__ = [
     "get_sigmas_exponential",
     "get_sigmas_karras",
     "get_sigmas_logsnr",
+    "sample_deis",
     "sample_dpm_adaptive",
     "sample_dpm_solver",
     "sample_dpmpp_2m",
@@ -269,7 +270,7 @@ def sample_dpm_solver(
     method 'multistep' takes one model call per sigma; 'singlestep' takes a step of order
     `order` (that many calls) per interval, with intermediate points uniform in lambda.
     A final sigma of 0 is reached by returning the denoised prediction at the last
-    positive sigma. algorithm='ipndm' and the UniC `corrector` ('all' or 'low_noise',
+    positive sigma. algorithm='ipndm' or 'deis' and the UniC `corrector` ('all' or 'low_noise',
     multistep; no extra calls) are as in `dpmsolver.sample`. `eta` > 0 runs the SDE
     solvers of `dpmsolver.sample` (multistep orders 1-3; singlestep orders 1-2, with
     `ancestral`), their noise scaled by `s_noise` and drawn from
@@ -533,6 +534,44 @@ def sample_ipndm(
         disable,
         order=order,
         algorithm="ipndm",
+        lower_order_final=False,
+        model_sampling=model_sampling,
+    )
+
+
+def sample_deis(
+    model: Callable[..., Tensor],
+    x: Tensor,
+    sigmas: Tensor,
+    extra_args: dict[str, Any] | None = None,
+    callback: KCallback | None = None,
+    disable: bool | None = None,
+    max_order: int = 3,
+    deis_mode: str = "tab",
+    model_sampling: str | None = None,
+) -> Tensor:
+    """DEIS (Zhang & Chen, 2023) as ComfyUI's sample_deis: tAB-DEIS of order up to
+    `max_order` (1 to 3), one model call per sigma (`deis_update`).
+
+    As there, the order warms up (1, 2, ... from the first sigma, the first step Euler)
+    and is not lowered at the end, except that a final sigma of 0 returns the denoised
+    prediction at the last positive sigma. Only deis_mode='tab' (ComfyUI's default) is
+    implemented. Its integrals are exact here (ComfyUI sums 10^4 points; on the digits
+    model the results differ by ~5e-5 of their size at 10 steps, ~1e-3 at 4, far below
+    the solver's error). On a flow model it steps in the face's flow frame (x / alpha and
+    sigma / (1 - sigma)), where ComfyUI's takes x and the flow sigma as they are.
+    """
+    check_choice("deis_mode", deis_mode, ("tab",))
+    check_int("max_order", max_order, 1, 3)
+    return sample_dpm_solver(
+        model,
+        x,
+        sigmas,
+        extra_args,
+        callback,
+        disable,
+        order=max_order,
+        algorithm="deis",
         lower_order_final=False,
         model_sampling=model_sampling,
     )

@@ -37,7 +37,7 @@ __all__ = [
     "SolverOptions",
 ]
 
-Algorithm = Literal["dpmsolver++", "dpmsolver", "ipndm"]
+Algorithm = Literal["dpmsolver++", "dpmsolver", "ipndm", "deis"]
 Method = Literal["multistep", "singlestep", "singlestep_fixed", "adaptive"]
 Corrector = Literal["off", "all", "low_noise"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
@@ -66,9 +66,12 @@ class SolverOptions:
             'singlestep_fixed' (steps // order steps of order `order`), or 'adaptive'
             (DPM-Solver-12 / -23 for order 2 / 3, step size from atol/rtol; ignores steps).
         algorithm: 'dpmsolver++' (data form; stable with guidance and thresholding),
-            'dpmsolver' (noise form) or 'ipndm' (multistep only: Adams-Bashforth steps in
+            'dpmsolver' (noise form), 'ipndm' (multistep only: Adams-Bashforth steps in
             sigma = sigma_t / alpha_t with fixed equal-step weights, orders 1-4, noise form;
-            strong at 4-10 calls on polynomial / karras grids).
+            strong at 4-10 calls on polynomial / karras grids) or 'deis' (multistep only:
+            tAB-DEIS as ComfyUI's sample_deis, eps extrapolated by a Lagrange polynomial in
+            its time variable and integrated over the step in sigma, orders 1-3, noise
+            form; see `deis_update`).
         skip_type: time grid: 'time_uniform', 'logSNR', 'time_quadratic', 'karras',
             'exponential' or 'beta' (see `grids`).
         t_start, t_end: start and end times; default schedule.t_max and schedule.t_min.
@@ -182,9 +185,9 @@ class SolverOptions:
         )
         check_choice("corrector", corrector, CORRECTORS)
         check_choice("corrector_variant", self.corrector_variant, VARIANTS)
-        if algorithm == "ipndm" and method != "multistep":
-            raise ValueError(f"algorithm='ipndm' needs method='multistep'; got {method!r}")
-        if corrector != "off" and (method != "multistep" or algorithm == "ipndm"):
+        if algorithm in ("ipndm", "deis") and method != "multistep":
+            raise ValueError(f"algorithm={algorithm!r} needs method='multistep'; got {method!r}")
+        if corrector != "off" and (method != "multistep" or algorithm in ("ipndm", "deis")):
             raise ValueError(
                 f"corrector={corrector!r} needs method='multistep' and algorithm 'dpmsolver++' "
                 f"or 'dpmsolver'; got method={method!r}, algorithm={algorithm!r}"
@@ -384,7 +387,7 @@ class SolverOptions:
     @property
     def form(self) -> Literal["noise", "data"]:
         """The prediction the update rules integrate: x0_pred ('data', DPM-Solver++) or
-        eps_pred ('noise', DPM-Solver and iPNDM)."""
+        eps_pred ('noise', DPM-Solver, iPNDM and DEIS)."""
         return "data" if self.algorithm == "dpmsolver++" else "noise"
 
     @property

@@ -27,6 +27,7 @@ from .coefficients import (
     Linear,
     SolverType,
     cfg_pp_update,
+    deis_update,
     ipndm_update,
     multistep_update,
     sde_multistep_update,
@@ -135,10 +136,10 @@ def from_pure_noise(options: SolverOptions, orders: list[int]) -> list[int]:
 
     There lambda = -inf: a finite difference in lambda that reaches the start is zero, so
     its output enters the first step only (the limit of the rules, without inf / inf), and
-    step i >= 2 uses at most i - 1 earlier outputs. The noise form (x / alpha) and iPNDM
-    (sigma / alpha) cannot start there: ValueError.
+    step i >= 2 uses at most i - 1 earlier outputs. The noise form (x / alpha), iPNDM and
+    DEIS (sigma / alpha) cannot start there: ValueError.
     """
-    if options.form == "noise" or options.algorithm == "ipndm":
+    if options.form == "noise" or options.algorithm in ("ipndm", "deis"):
         raise ValueError(
             f"algorithm={options.algorithm!r} cannot start at alpha_t = 0 (pure noise: a "
             "flow schedule at t = 1); use algorithm='dpmsolver++' or start below t = 1"
@@ -148,9 +149,11 @@ def from_pure_noise(options: SolverOptions, orders: list[int]) -> list[int]:
 
 def multistep_rule(options: SolverOptions, levels: list[Level]) -> Linear:
     """The rule of one multistep step of order len(levels) - 1 for these options: iPNDM,
-    SDE-DPM-Solver(++) (eta > 0) or DPM-Solver(++) (see `coefficients`)."""
+    DEIS, SDE-DPM-Solver(++) (eta > 0) or DPM-Solver(++) (see `coefficients`)."""
     if options.algorithm == "ipndm":
         return ipndm_update(levels)
+    if options.algorithm == "deis":
+        return deis_update(levels)
     if options.eta > 0 and options.form == "noise":
         return sde_noise_multistep_update(options.solver_type, levels)
     if options.eta > 0:
