@@ -494,3 +494,17 @@ def test_shipped_tuned_solver_beats_the_shipped_grid_on_fresh_noise() -> None:
     ours = measure.rms(dpm.sample(model, x, solver=found), ref)
     analytic = measure.rms(dpm.sample(model, x, found.analytic()), ref)
     assert ours < 0.8 * analytic
+
+
+def test_cli_sample_tuned_runs_the_shipped_solver(tmp_path, capsys) -> None:
+    from dpmsolver import png
+    from dpmsolver.cli import main
+
+    out = tmp_path / "tuned.png"
+    assert main(["sample", "--tuned", "--steps", "5", "--num", "4", "--out", str(out)]) == 0
+    assert "5 model calls" in capsys.readouterr().out
+    shipped = out.read_bytes()
+    plain = tmp_path / "plain.png"
+    assert main(["sample", "--steps", "5", "--num", "4", "--out", str(plain)]) == 0
+    assert shipped != plain.read_bytes()
+    assert png.read_png(out).shape == png.read_png(plain).shape

@@ -77,8 +77,9 @@ def sample(
         **solver_options: the solver options by name: steps, order, method, algorithm,
             skip_type, t_start, t_end, timesteps, sigmas, lower_order_final,
             lower_order_final_below, denoise_to_zero, solver_type, atol, rtol,
-            multistep3, eta, corrector, corrector_variant, analytic_first_step (their
-            meaning, default and allowed values: `SolverOptions`).
+            multistep3, eta, ancestral, cfg_pp, corrector, corrector_variant,
+            analytic_first_step, coefficients (their meaning, default and allowed values:
+            `SolverOptions`).
 
     Returns:
         The state at t_end, in x's dtype and on x's device.

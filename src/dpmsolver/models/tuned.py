@@ -4,8 +4,8 @@
   solver and per-step coefficients; `tuned_solvers.json`, written by
   `benchmarks/low_budget.py --write-solvers`). `dpmsolver sample --tuned` and
   `dpmsolver bench --budget` use them.
-- `tuned_grid(name, nfe)`: the grid-only setting an earlier `bench --budget` chose
-  (`tuned_grids.json`).
+- `tuned_grid(name, nfe)`: the grid-only setting an earlier budget search chose
+  (`tuned_grids.json`), kept for callers of `TunedGrid`.
 """
 
 from __future__ import annotations
