@@ -21,6 +21,7 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 from test_compat_parity import ARRAYS, CASES, run_case
+from test_deis import reference_deis
 from test_diffusers_config import VP, run, run_with_noise
 from test_k_diffusion_sde import (
     ComfyWrapper,
@@ -113,6 +114,14 @@ def authors() -> tuple[Tensor, Tensor]:
 
 
 # README row (its first cell) -> (ours, the reference), tolerance
+def deis_pair() -> tuple[Tensor, Tensor]:
+    """Ours and ComfyUI's DEIS formula (tab mode, max_order 3, re-derived in test_deis)
+    on karras sigmas of SD's range."""
+    sigmas = K.get_sigmas_karras(20, 0.03, 14.6).double()
+    x = start(scale=14.6)
+    return K.sample_deis(ve_model, x, sigmas, disable=True), reference_deis(ve_model, x, sigmas)
+
+
 ROWS: dict[str, tuple[Callable[[], tuple[Tensor, Tensor]], float]] = {
     "DPM++ 2M Karras": (kd("sample_dpmpp_2m", "karras", noise=False), 1e-6),
     "DPM++ 2M SDE Karras": (kd("sample_dpmpp_2m_sde", "karras"), 1e-6),
@@ -145,6 +154,7 @@ ROWS: dict[str, tuple[Callable[[], tuple[Tensor, Tensor]], float]] = {
         2e-5,
     ),
     "DPM_Solver(...).sample(x, method='multistep')": (authors, 1e-7),
+    "DEIS": (deis_pair, 1e-10),
 }
 
 

@@ -211,6 +211,10 @@ def test_optimize_solver_result_accounting_and_determinism() -> None:
     assert found.analytic_held_out_error == pytest.approx(
         measure.rms(analytic, ref.end[12:]), rel=1e-12
     )
+    half = dpm.optimize_solver(
+        exact(), 3, reference=ref, families=["dpm++2m"], iterations=0, held_out=0.5
+    )
+    assert (half.pilots, half.held_out) == (8, 8)
     # Without a shared reference it is computed (and counted) here.
     calls[0] = 0
     alone = dpm.optimize_solver(counted, 3, pilots=8, families=["dpm++2m"], iterations=1)
@@ -289,6 +293,7 @@ def test_max_calls_bounds_the_search() -> None:
         (dict(nfe=4, eta=1.0), ValueError, "multistep ODE solvers"),
         (dict(nfe=4, regularization=-1.0), ValueError, "regularization must be >= 0"),
         (dict(nfe=4, finalists=0), ValueError, "finalists"),
+        (dict(nfe=4, held_out=1.0), ValueError, r"held_out must be a fraction in \(0, 1\)"),
         (dict(nfe=4, orders=3), TypeError, "unknown solver option 'orders'"),
     ],
 )
@@ -501,10 +506,10 @@ def test_cli_sample_tuned_runs_the_shipped_solver(tmp_path, capsys) -> None:
     from dpmsolver.cli import main
 
     out = tmp_path / "tuned.png"
-    assert main(["sample", "--tuned", "--steps", "5", "--num", "4", "--out", str(out)]) == 0
+    assert main(["sample", "--tuned", "--steps", "5", "--n", "4", "--out", str(out)]) == 0
     assert "5 model calls" in capsys.readouterr().out
     shipped = out.read_bytes()
     plain = tmp_path / "plain.png"
-    assert main(["sample", "--steps", "5", "--num", "4", "--out", str(plain)]) == 0
+    assert main(["sample", "--steps", "5", "--n", "4", "--out", str(plain)]) == 0
     assert shipped != plain.read_bytes()
     assert png.read_png(out).shape == png.read_png(plain).shape

@@ -32,6 +32,7 @@ from .core import (
     DiscreteVPSchedule,
     NoiseSchedule,
     align_your_steps,
+    gits_sigmas,
     sample,
     sigmas_to_times,
     time_grid,
@@ -40,7 +41,7 @@ from .measure import counting, reference, rms
 from .noise import start_noise
 from .pilots import pilot_reference
 from .presets import RECOMMENDED, SOLVERS
-from .solver_tuning import optimize_solver
+from .solver_tuning import SEARCHED_FAMILIES, optimize_solver
 from .tuned import TunedSolver
 
 __all__ = [
@@ -57,27 +58,14 @@ __all__ = [
 ]
 
 # The untuned settings of `budget`, each run on every grid of BUDGET_GRIDS.
-BUDGET_SEARCH = (
-    "dpm++2m",
-    "dpm++3m",
-    "dpm++2m+c",
-    "dpm++3m+c",
-    "dpm++2m+c-taylor",
-    "dpm++3m+c-taylor",
-    "ipndm3",
-    "ipndm4",
-    "dpm++2m+afs",
-    "dpm++3m+afs",
-    "dpm++2m+c+afs",
-    "dpm++3m+c+afs",
-    "ipndm3+afs",
-    "ipndm4+afs",
-)
+BUDGET_SEARCH = (*SEARCHED_FAMILIES, "dpm++2m+c-taylor", "dpm++3m+c-taylor")
 # The untuned grids of the budget search: the standard ones and published ones (mapped
 # onto the model's noise range, see `untuned_grid`).
-BUDGET_GRIDS = ("logSNR", "time_uniform", "time_quadratic", "karras", "beta", "ays")
+# (logSNR is k-diffusion's exponential grid.)
+BUDGET_GRIDS = ("logSNR", "time_uniform", "time_quadratic", "karras", "beta", "ays", "gits")
 PUBLISHED_GRIDS: dict[str, Callable[[int], list[float]]] = {
     "ays": lambda steps: align_your_steps("sd15", steps),
+    "gits": lambda steps: gits_sigmas(steps),
 }
 DIFFUSERS_BASELINES = {
     "diffusers-dpm++2m": "DPMSolverMultistepScheduler",
@@ -364,7 +352,8 @@ class BudgetResult:
 def untuned_grid(schedule: NoiseSchedule, grid: str, steps: int) -> list[float]:
     """The times of an untuned grid of `steps` steps from t_max to t_min: a standard
     `skip_type`, or a published one ('ays': Align Your Steps for SD 1.5, 'gits': GITS at
-    coefficient 1.2), whose noise levels are mapped log-affinely onto the schedule's range
+    coefficient 1.2, as ComfyUI's GITSScheduler), whose noise levels are mapped
+    log-affinely onto the schedule's range
     (they were published for Stable Diffusion's sigma_max / sigma_min)."""
     t_s, t_e = schedule.t_max, schedule.t_min
     if grid not in PUBLISHED_GRIDS:

@@ -305,30 +305,7 @@ def sample_dpm_solver(
             out = ev(x, schedule.levels(grid)[0], 0)
             ev.raise_if_nonfinite()
             return out
-        if solver is not None:
-            args = dict(
-                order=order,
-                method=method,
-                algorithm=algorithm,
-                solver_type=solver_type,
-                lower_order_final=lower_order_final,
-                multistep3=multistep3,
-                corrector=corrector,
-                corrector_variant=corrector_variant,
-                eta=eta,
-                noise_sampler=noise_sampler,
-                ancestral=ancestral,
-                s_noise=s_noise,
-                cfg_pp=cfg_pp,
-            )
-            options = _tuned(solver, grid, to_zero, sampling, args)
-            return sample(denoiser, x, options)
-        if method == "multistep":
-            # As in k-diffusion, a grid shorter than the order is run at the order it has
-            # room for (multistep warms up one order per step).
-            order = min(check_int("order", order, 1), len(grid) - 1)
-        options = SolverOptions.of(
-            timesteps=tuple(grid),
+        args: dict[str, Any] = dict(
             order=order,
             method=method,
             algorithm=algorithm,
@@ -337,11 +314,18 @@ def sample_dpm_solver(
             multistep3=multistep3,
             corrector=corrector,
             corrector_variant=corrector_variant,
-            denoise_to_zero=to_zero,
             eta=eta,
             ancestral=ancestral,
             cfg_pp=cfg_pp,
         )
+        if solver is not None:
+            given = dict(args, noise_sampler=noise_sampler, s_noise=s_noise)
+            return sample(denoiser, x, _tuned(solver, grid, to_zero, sampling, given))
+        if method == "multistep":
+            # As in k-diffusion, a grid shorter than the order is run at the order it has
+            # room for (multistep warms up one order per step).
+            args["order"] = min(check_int("order", order, 1), len(grid) - 1)
+        options = SolverOptions.of(timesteps=tuple(grid), denoise_to_zero=to_zero, **args)
         noise = _noise(x, noise_sampler, s_noise, options.eta, extra)
         return sample(denoiser, x, options, noise_sampler=noise)
     finally:

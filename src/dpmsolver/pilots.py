@@ -11,9 +11,11 @@ budget and setting, so its model calls are paid once (`PilotReference.model_call
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -27,7 +29,8 @@ from .core import (
     resolve_times,
     time_grid,
 )
-from .measure import counting
+from .core.coefficients import multistep_update
+from .measure import counting, rms
 from .noise import start_noise
 
 __all__ = ["PilotReference", "pilot_reference"]
@@ -56,6 +59,38 @@ class PilotReference:
     @property
     def pilots(self) -> int:
         return int(self.x_start.shape[0])
+
+    @functools.cached_property
+    def step_costs(self) -> np.ndarray:
+        """cost[i, j]: the RMS error of one first-order (DDIM) step from the reference
+        state at candidate i to candidate j > i (free: the model output at i is known);
+        inf elsewhere. Computed once per reference."""
+        levels, states, outputs = self.levels, self.states, self.outputs
+        n = len(levels)
+        cost = np.full((n, n), np.inf)
+        for i in range(n - 1):
+            for j in range(i + 1, n):
+                rule = multistep_update("data", "dpmsolver", [levels[i], levels[j]])
+                cost[i, j] = rms(rule.cx * states[i] + rule.cm[0] * outputs[i], states[j])
+        return cost
+
+    def dp_grid(self, steps: int) -> list[float]:
+        """The GITS grid (Chen et al., 2024): the candidate times of the path with exactly
+        `steps` steps whose summed `step_costs` is the least (a dynamic programme)."""
+        cost = self.step_costs
+        n = cost.shape[0]
+        check_int("steps", steps, 1, n - 1)
+        best = np.full((steps + 1, n), np.inf)
+        prev = np.zeros((steps + 1, n), dtype=np.int64)
+        best[0, 0] = 0.0
+        for k in range(1, steps + 1):
+            total = best[k - 1][:, None] + cost  # [i, j]: reach i in k-1 steps, then i -> j
+            prev[k] = np.argmin(total, axis=0)
+            best[k] = total[prev[k], np.arange(n)]
+        path = [n - 1]
+        for k in range(steps, 0, -1):
+            path.append(int(prev[k, path[-1]]))
+        return [self.times[k] for k in reversed(path)]
 
     def check_model(self, model: DiffusionModel, name: str = "reference") -> None:
         """ValueError unless `model`'s schedule spans this reference's times."""

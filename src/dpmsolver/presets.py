@@ -54,6 +54,12 @@ SOLVERS: dict[str, Preset] = {
     ),
     "ipndm3": _preset("iPNDM, third order", algorithm="ipndm", order=3, lower_order_final=False),
     "ipndm4": _preset("iPNDM, fourth order", algorithm="ipndm", order=4, lower_order_final=False),
+    "deis3": _preset(
+        "DEIS, third order (ComfyUI's deis, tab mode)",
+        algorithm="deis",
+        order=3,
+        lower_order_final=False,
+    ),
 }
 # The same solvers with the analytic first step: one more step for the same model calls.
 SOLVERS.update(
@@ -63,7 +69,7 @@ SOLVERS.update(
             SolverOptions.of(p.options, analytic_first_step=True),
         )
         for name, p in list(SOLVERS.items())
-        if name in ("dpm++2m", "dpm++3m", "dpm++2m+c", "dpm++3m+c", "ipndm3", "ipndm4")
+        if name in ("dpm++2m", "dpm++3m", "dpm++2m+c", "dpm++3m+c", "ipndm3", "ipndm4", "deis3")
     }
 )
 RECOMMENDED = "dpm++3m"

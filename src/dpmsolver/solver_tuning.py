@@ -8,7 +8,7 @@ All choices are made on pilot trajectories drawn from a seed, against their fine
 (`pilot_reference`, shared by every setting and budget). A quarter of the pilots is held
 out: it takes no part in the search and decides only the fallbacks.
 1. Predictor families (DPM-Solver++ 2M / 3M with and without the UniC corrector, iPNDM 3 /
-   4, each with and without the analytic first step; options the caller passes keep only
+   4, DEIS 3, each with and without the analytic first step; options the caller passes keep only
    the families that agree with them) are run on the GITS dynamic-programme grid (priced
    on the reference states, see `optimize_time_grid`) and on the standard grids; the best
    `finalists` (family, grid) pairs by end-point error on the tuning pilots go on.
@@ -36,13 +36,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from .checks import check_float, check_int
 from .core import DiffusionModel, NoiseSchedule, Sampler, SolverOptions, time_grid
-from .core.coefficients import multistep_update
 from .core.kernel import combine, remember
 from .core.plan import AFS_MAX_SNR, Plan, multistep_plan
 from .measure import counting, rms
@@ -66,6 +64,8 @@ SEARCHED_FAMILIES = (
     "dpm++3m+c+afs",
     "ipndm3+afs",
     "ipndm4+afs",
+    "deis3",
+    "deis3+afs",
 )
 STANDARD_GRIDS = ("time_uniform", "time_quadratic", "logSNR", "karras")
 # Options the search sets itself.
@@ -88,6 +88,7 @@ def optimize_solver(
     finalists: int = 2,
     iterations: int = 4,
     regularization: float = 1e-3,
+    held_out: float = 0.25,
     tune_coefficients: bool = True,
     max_calls: int = 3500,
     name: str | None = None,
@@ -107,6 +108,8 @@ def optimize_solver(
         finalists: (family, grid) pairs refined after the first screening.
         iterations: Levenberg-Marquardt iterations per stage.
         regularization: the pull of the grid and the coefficients towards their start.
+        held_out: the fraction of the pilots held out of the search (at least one), on
+            which the fallbacks are decided.
         tune_coefficients: False stops after the grid (the analytic rules).
         max_calls: the search's model-call budget (each call on the tuning pilots): no
             Levenberg-Marquardt iteration starts once it is spent (the screening always
@@ -123,6 +126,9 @@ def optimize_solver(
     check_int("iterations", iterations, 0)
     check_int("max_calls", max_calls, 0)
     regularization = check_float("regularization", regularization)
+    held_out = check_float("held_out", held_out)
+    if not 0.0 < held_out < 1.0:
+        raise ValueError(f"held_out must be a fraction in (0, 1); got {held_out}")
     if regularization < 0:
         raise ValueError(f"regularization must be >= 0; got {regularization}")
     for key in _SET_HERE:
@@ -138,7 +144,7 @@ def optimize_solver(
     n = reference.pilots
     if n < 2:
         raise ValueError(f"optimize_solver needs at least 2 pilots (some are held out); got {n}")
-    held = max(1, n // 4)
+    held = max(1, int(n * held_out))
     search = _Search(model, reference, n - held, max_calls)
     candidates = _families(families, given, options, nfe, model.schedule, reference)
 
@@ -284,29 +290,8 @@ def _proposals(
     t_s, t_e = reference.times[0], reference.times[-1]
     out = {g: time_grid(schedule, g, t_s, t_e, steps).tolist() for g in STANDARD_GRIDS}
     if steps < len(reference.times):
-        out["dp"] = [reference.times[k] for k in _dp_path(reference, steps)]
+        out["dp"] = reference.dp_grid(steps)
     return out
-
-
-def _dp_path(reference: PilotReference, steps: int) -> list[int]:
-    states, outputs, levels = reference.states, reference.outputs, reference.levels
-    n = len(levels)
-    cost = np.full((n, n), np.inf)
-    for i in range(n - 1):
-        for j in range(i + 1, n):
-            rule = multistep_update("data", "dpmsolver", [levels[i], levels[j]])
-            cost[i, j] = rms(rule.cx * states[i] + rule.cm[0] * outputs[i], states[j])
-    best = np.full((steps + 1, n), np.inf)
-    prev = np.zeros((steps + 1, n), dtype=np.int64)
-    best[0, 0] = 0.0
-    for k in range(1, steps + 1):
-        total = best[k - 1][:, None] + cost
-        prev[k] = np.argmin(total, axis=0)
-        best[k] = total[prev[k], np.arange(n)]
-    path = [n - 1]
-    for k in range(steps, 0, -1):
-        path.append(int(prev[k, path[-1]]))
-    return path[::-1]
 
 
 @dataclass

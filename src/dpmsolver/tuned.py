@@ -13,15 +13,38 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .core import SolverOptions
 
 __all__ = ["TunedGrid", "TunedSolver"]
 
 
+_R = TypeVar("_R", bound="_JsonRecord")
+
+
+class _JsonRecord:
+    """to_json / from_json for the dataclasses here: their fields as a JSON object, floats
+    written exactly (repr), so a loaded value runs bit-identically."""
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """The value and its provenance as JSON (written to `path` if given)."""
+        text = json.dumps(asdict(self), indent=1)  # type: ignore[call-overload]
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_json(cls: type[_R], text_or_path: str | Path) -> _R:
+        """Read what `to_json` wrote (a path or the JSON text)."""
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            text = Path(text).read_text()
+        return cls(**json.loads(text))
+
+
 @dataclass
-class TunedGrid:
+class TunedGrid(_JsonRecord):
     """An optimised time grid (`times`, a plain list of steps + 1 floats, t_start first) and
     how it was found: the solver options it was tuned for (those that differ from the
     defaults, by name), the pilots' RMS error of the first (dynamic-programme) grid and of
@@ -40,24 +63,9 @@ class TunedGrid:
         """The solver options with this grid: what `sample(model, x, g.solver())` runs."""
         return SolverOptions.of(timesteps=tuple(self.times), **self.options)
 
-    def to_json(self, path: str | Path | None = None) -> str:
-        """The grid and its provenance as JSON (written to `path` if given)."""
-        text = json.dumps(asdict(self), indent=1)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | Path) -> TunedGrid:
-        """Read what `to_json` wrote (a path or the JSON text)."""
-        text = str(text_or_path)
-        if not text.lstrip().startswith("{"):
-            text = Path(text).read_text()
-        return cls(**json.loads(text))
-
 
 @dataclass
-class TunedSolver:
+class TunedSolver(_JsonRecord):
     """A solver tuned for one model and model-call budget by `optimize_solver`.
 
     `times` (steps + 1 floats, t_start first) and `sigmas` (the same points as noise levels
@@ -101,19 +109,3 @@ class TunedSolver:
     def analytic(self) -> SolverOptions:
         """The same grid and base solver with the analytic rules (no coefficients)."""
         return SolverOptions.of(timesteps=tuple(self.times), **self.options)
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """The tuned solver and its provenance as JSON (written to `path` if given); floats
-        are written exactly, so a loaded solver gives bit-identical samples."""
-        text = json.dumps(asdict(self), indent=1)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | Path) -> TunedSolver:
-        """Read what `to_json` wrote (a path or the JSON text)."""
-        text = str(text_or_path)
-        if not text.lstrip().startswith("{"):
-            text = Path(text).read_text()
-        return cls(**json.loads(text))

@@ -29,7 +29,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -43,7 +42,6 @@ from .core import (
     resolve_times,
     time_grid,
 )
-from .core.coefficients import multistep_update
 from .measure import counting, rms
 from .noise import start_noise
 from .pilots import PilotReference, pilot_reference
@@ -140,21 +138,12 @@ def optimize_time_grid(
     Sampler(counted, options, steps=steps, t_start=t_s, t_end=t_e)
 
     # 1. Reference trajectory at the candidate times, and the model output there.
-    cand = reference.times
-    states, outputs, levels = reference.states, reference.outputs, reference.levels
-    n = len(cand)
+    n = len(reference.times)
     check_int("candidates", n - 1, steps)
 
-    # 2. Cost of one first-order step between any two candidates; cheapest path.
-    cost = np.full((n, n), np.inf)
-    for i in range(n - 1):
-        for j in range(i + 1, n):
-            rule = multistep_update("data", "dpmsolver", [levels[i], levels[j]])
-            guess = rule.cx * states[i] + rule.cm[0] * outputs[i]
-            cost[i, j] = rms(guess, states[j])
+    # 2. The GITS grid: the cheapest path of first-order steps between candidates.
     reference_end = reference.end
-    path = _cheapest_path(cost, steps)
-    proposals = {"dp": [float(cand[k]) for k in path]}
+    proposals = {"dp": reference.dp_grid(steps)}
     for skip in SKIP_TYPES:
         if skip != "exponential":  # the logSNR grid under another name
             proposals[skip] = time_grid(schedule, skip, t_s, t_e, steps).tolist()
@@ -208,19 +197,3 @@ def optimize_time_grid(
             dp_grid=proposals["dp"],
         ),
     )
-
-
-def _cheapest_path(cost: np.ndarray, steps: int) -> list[int]:
-    """Indices 0 = i_0 < ... < i_steps = n - 1 minimising sum cost[i_k, i_{k+1}]."""
-    n = cost.shape[0]
-    best = np.full((steps + 1, n), np.inf)
-    prev = np.zeros((steps + 1, n), dtype=np.int64)
-    best[0, 0] = 0.0
-    for k in range(1, steps + 1):
-        total = best[k - 1][:, None] + cost  # [i, j]: reach i in k-1 steps, then i -> j
-        prev[k] = np.argmin(total, axis=0)
-        best[k] = total[prev[k], np.arange(n)]
-    path = [n - 1]
-    for k in range(steps, 0, -1):
-        path.append(int(prev[k, path[-1]]))
-    return path[::-1]
