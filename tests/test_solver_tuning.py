@@ -17,6 +17,7 @@ import dpmsolver as dpm
 from dpmsolver import measure, noise
 from dpmsolver.core import SolverOptions, make_plan, time_grid
 from dpmsolver.models import TUNED_NFE, load, tuned_solver
+from dpmsolver.presets import SOLVERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -241,8 +242,8 @@ def test_fit_that_cannot_help_falls_back_to_the_analytic_rule() -> None:
     )
     assert found.held_out_error <= found.analytic_held_out_error
     assert found.held_out_error <= found.details["start_held_out_error"]
-    if found.coefficients is None:
-        assert "coefficients dropped" in (found.fallback or "")
+    assert found.coefficients is None
+    assert "coefficients dropped" in (found.fallback or "")
 
 
 def test_point_mass_data_is_solved_exactly_and_the_fit_keeps_it() -> None:
@@ -281,6 +282,12 @@ def test_max_calls_bounds_the_search() -> None:
         assert found.model_calls["search"] == calls[0]
         spent.append(calls[0])
     assert spent[0] == spent[1] < tuned("dpm++3m", 5).model_calls["search"]
+    capped = dpm.optimize_solver(
+        exact(), 6, reference=small_reference(), families=["dpm++3m"], max_calls=spent[0] + 1
+    )
+    free = dpm.optimize_solver(exact(), 6, reference=small_reference(), families=["dpm++3m"])
+    # The cap stops new iterations (one may finish past it), so it spends less.
+    assert spent[0] < capped.model_calls["search"] < free.model_calls["search"]
 
 
 @pytest.mark.parametrize(
@@ -295,6 +302,11 @@ def test_max_calls_bounds_the_search() -> None:
         (dict(nfe=4, finalists=0), ValueError, "finalists"),
         (dict(nfe=4, held_out=1.0), ValueError, r"held_out must be a fraction in \(0, 1\)"),
         (dict(nfe=4, orders=3), TypeError, "unknown solver option 'orders'"),
+        (dict(nfe=4, denoise_to_zero=True), ValueError, "denoise_to_zero=True cannot be tuned"),
+        (dict(nfe=4, pilots=8), ValueError, r"give reference or the pilots \(pilots\)"),
+        (dict(nfe=4, seed=3, shape=(1, 8, 8)), ValueError, r"\(shape, seed\), not both"),
+        (dict(nfe=4, tune_coefficients="no"), TypeError, "tune_coefficients must be a bool"),
+        (dict(nfe=4, name=3), TypeError, "name must be a str or None"),
     ],
 )
 def test_optimize_solver_rejects(kwargs: dict, error: type, message: str) -> None:
@@ -302,9 +314,44 @@ def test_optimize_solver_rejects(kwargs: dict, error: type, message: str) -> Non
         dpm.optimize_solver(exact(), reference=small_reference(), **kwargs)
 
 
-def test_too_few_pilots_are_refused() -> None:
+def test_too_few_pilots_and_a_wrong_reference_are_refused() -> None:
     with pytest.raises(ValueError, match="at least 2 pilots"):
         dpm.optimize_solver(exact(), 4, pilots=1, families=["dpm++2m"])
+    with pytest.raises(TypeError, match="reference must be a PilotReference"):
+        dpm.optimize_solver(exact(), 4, reference="x")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"x_T must be a torch\.Tensor"):
+        dpm.pilot_reference(exact(), x_T=[[0.0]])  # type: ignore[arg-type]
+    given = dpm.pilot_reference(exact(), x_T=small_reference().x_start, candidates=8)
+    assert given.seed is None  # no seed drew the caller's states
+
+
+def test_options_narrow_the_families_or_apply_to_them() -> None:
+    ref = small_reference()
+    bh1 = dpm.optimize_solver(exact(), 4, reference=ref, iterations=0, corrector_variant="bh1")
+    settings = {row["setting"] for row in bh1.details["screened"]}
+    assert len(settings) > 1  # not one "given" family: bh1 applies to every family
+    assert bh1.options.get("corrector_variant") == "bh1"
+    plain = dpm.optimize_solver(
+        exact(), 4, reference=ref, iterations=0, lower_order_final=False, finalists=8
+    )
+    screened = {row["setting"] for row in plain.details["screened"]}
+    assert any(name.startswith("dpm++") for name in screened)  # not only iPNDM and DEIS
+    assert plain.options.get("lower_order_final") is False
+
+
+@pytest.mark.parametrize(
+    "family", ["dpm++2m", "dpm++3m+c+afs", "dpm++2m+c+afs", "ipndm4+afs", "deis3", "deis3+afs"]
+)
+def test_the_search_runs_the_samplers_loop_bit_for_bit(family: str) -> None:
+    from dpmsolver.solver_tuning import _Search
+
+    ref = small_reference()
+    search = _Search(exact(), ref, 12, 10**9)
+    options = with_rows(grid_options(6, **SolverOptions.of(SOLVERS[family].options).changed()))
+    run = search.run(options, search.plan(options))
+    assert torch.equal(run.end, dpm.sample(exact(), ref.x_start[:12], options))
+    again = search.run(options, search.plan(options), start=3, prev=run)  # a re-run from 3
+    assert torch.equal(again.end, run.end)
 
 
 # -- TunedSolver: a value every face runs ---------------------------------------------------
@@ -359,7 +406,8 @@ def faces(found: dpm.TunedSolver, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
     first, last = s.levels([found.times[0], found.times[-1]])
     k = sample_tuned(denoiser, x / first.alpha, tuned_sigmas(found), solver=found, disable=True)
-    out["k_diffusion"] = k * last.alpha
+    # The state at t_end is x / alpha there; a final denoising gives x0_pred, in no frame.
+    out["k_diffusion"] = k if found.solver().denoise_to_zero else k * last.alpha
     diffusers = pytest.importorskip("diffusers")
     from dpmsolver.diffusers import DPMSolverScheduler
 
@@ -368,7 +416,7 @@ def faces(found: dpm.TunedSolver, x: torch.Tensor) -> dict[str, torch.Tensor]:
         beta_schedule="linear", beta_start=1e-4, beta_end=0.02, timestep_spacing="leading"
     ).config
     sch = DPMSolverScheduler.from_tuned(found, config)
-    sch.set_timesteps(found.nfe)
+    sch.set_timesteps(found.solver().model_calls())
     latents = x * sch.init_noise_sigma
     for t in sch.timesteps:
         lv = s.levels([float(t) / 1000 + 1e-3])[0]
@@ -388,6 +436,17 @@ def test_every_face_runs_the_tuned_solver(family: str) -> None:
     # ... and they run its coefficients, not the analytic rules.
     analytic = dpm.sample(exact(), x, found.analytic())
     assert float((analytic - got["native"]).abs().max()) > 1e-6
+
+
+def test_a_tuned_solver_that_denoises_at_the_end_runs_so_in_every_face() -> None:
+    original = with_coefficients(tuned("dpm++2m+c+afs", 5))
+    found = dataclasses.replace(original, options={**original.options, "denoise_to_zero": True})
+    x = noise.start_noise(exact(), 3, 9)
+    got = faces(found, x)
+    for name, value in got.items():
+        assert float((value - got["native"]).abs().max()) < 1e-9, name
+    plain = dpm.sample(exact(), x, solver=original)
+    assert float((plain - got["native"]).abs().max()) > 1e-6
 
 
 def test_a_solver_saved_by_one_process_gives_bit_identical_samples_in_another(tmp_path) -> None:
@@ -443,6 +502,20 @@ def test_faces_refuse_what_they_cannot_honour() -> None:
         sch.set_timesteps(timesteps=[900, 500, 100])
     with pytest.raises(TypeError, match="TunedSolver"):
         DPMSolverScheduler.from_tuned(3, config)
+    other = dpm.NoiseScheduleVP("discrete", betas=torch.linspace(1e-4, 0.012, 1000))
+    with pytest.raises(ValueError, match=r"noise_schedule gives .* tuned on another schedule"):
+        dpm.DPM_Solver(lambda xx, tt: torch.zeros_like(xx), other).sample(x, solver=found)
+    with pytest.raises(TypeError, match="solver must be a TunedSolver"):
+        solver.sample(x, solver=SolverOptions.of())
+    from dpmsolver.k_diffusion import sample_tuned
+
+    with pytest.raises(TypeError, match="needs solver="):
+        sample_tuned(den, x, tuned_sigmas(found), solver=None, disable=True)
+    grid = dpm.TunedGrid([1.0, 0.5, 0.001], 2, {}, 0.0, 0.0, 0, 0)
+    with pytest.raises(TypeError, match="solver must be a TunedSolver"):
+        tuned_sigmas(grid)
+    with pytest.raises(TypeError, match="solver must be a tuned solver"):
+        dpm.sample(model, x, solver=3)
 
 
 def test_diffusers_from_tuned_survives_save_and_load(tmp_path) -> None:

@@ -323,8 +323,8 @@ class BudgetResult:
         for r in self.rows:
             lines.append(
                 f"{r.nfe:4d}  {r.setting:16s}{r.rms_error:10.2e}{r.analytic_error:10.2e}"
-                f"{r.grid_only_error:10.2e}  {r.baseline:30s}{r.baseline_error:10.2e}"
-                f"{r.ratio:8.2f}{r.grid_only_ratio:8.2f}{r.model_calls:7d}"
+                f"{_e(r.grid_only_error)}  {r.baseline:30s}{r.baseline_error:10.2e}"
+                f"{r.ratio:8.2f}{_f(r.grid_only_ratio)}{r.model_calls:7d}"
             )
         settings = len(next(iter(self.untuned.values()), []))
         lines.append(
@@ -347,6 +347,14 @@ class BudgetResult:
             "untuned": {str(k): v for k, v in self.untuned.items()},
         }
         Path(path).write_text(json.dumps(data, indent=1))
+
+
+def _e(value: float) -> str:
+    return f"{value:10.2e}" if math.isfinite(value) else f"{'-':>10s}"
+
+
+def _f(value: float) -> str:
+    return f"{value:8.2f}" if math.isfinite(value) else f"{'-':>8s}"
 
 
 def untuned_grid(schedule: NoiseSchedule, grid: str, steps: int) -> list[float]:

@@ -346,8 +346,9 @@ class DPM_Solver:
         `timesteps` (an extension): a list of times to step through instead of steps,
         skip_type, t_start and t_end, e.g. `dpmsolver.optimize_time_grid(...).times`.
         `solver` (an extension): a tuned solver (`dpmsolver.optimize_solver(...)`), run
-        instead of the other solver arguments (which must keep their defaults), on the
-        times of the model it was tuned for (the same as this noise schedule's).
+        instead of the other solver arguments (which must keep their defaults) and of this
+        DPM_Solver's algorithm_type (the solver has its own algorithm), on the times of
+        the model it was tuned for; this noise schedule must be that model's (checked).
         """
         if return_intermediate and method == "adaptive":
             raise ValueError("return_intermediate=True is not supported with method='adaptive'")
@@ -397,6 +398,12 @@ class DPM_Solver:
                     f"solver (a tuned solver) sets the grid and the solver; {', '.join(changed)} "
                     "must keep their defaults with it"
                 )
+            check = getattr(solver, "check_schedule", None)
+            if not callable(check):
+                raise TypeError(
+                    f"solver must be a TunedSolver (optimize_solver); got {type(solver).__name__}"
+                )
+            check(self.noise_schedule.native, "noise_schedule")
             out = sample(
                 self._model,
                 x,

@@ -358,6 +358,10 @@ def tuned_sigmas(
     `final_zero` appends 0: the run then ends with the denoised prediction at the last
     sigma, one model call more."""
     check_choice("model_sampling", model_sampling, MODEL_SAMPLINGS)
+    if not hasattr(solver, "sigmas") or not callable(getattr(solver, "solver", None)):
+        raise TypeError(
+            f"solver must be a TunedSolver (optimize_solver); got {type(solver).__name__}"
+        )
     values = [float(v) for v in solver.sigmas]
     if model_sampling == "flow":
         values = [v / (1.0 + v) if math.isfinite(v) else 1.0 for v in values]
@@ -386,7 +390,9 @@ def _tuned(
             f"{len(want)} values from {want[0]:.6g} to {want[-1]:.6g}, optionally with a final "
             f"0); got {len(grid)} values from {grid[0]:.6g} to {grid[-1]:.6g}"
         )
-    return SolverOptions.of(options, timesteps=tuple(grid), denoise_to_zero=to_zero)
+    return SolverOptions.of(
+        options, timesteps=tuple(grid), denoise_to_zero=to_zero or options.denoise_to_zero
+    )
 
 
 def sample_tuned(
@@ -405,6 +411,8 @@ def sample_tuned(
     one model call per step (none for an analytic first step). The result equals
     `dpmsolver.sample(model, x, solver=solver)` on the tuned model (x here in k-diffusion's
     scaling, x / alpha)."""
+    if solver is None:
+        raise TypeError("sample_tuned needs solver= (a TunedSolver from optimize_solver)")
     return sample_dpm_solver(
         model,
         x,

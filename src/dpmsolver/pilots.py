@@ -48,7 +48,7 @@ class PilotReference:
     states: list[Tensor]
     outputs: list[Tensor]
     model_calls: int
-    seed: int
+    seed: int | None
     substeps: int
 
     @property
@@ -120,7 +120,7 @@ def pilot_reference(
     (from `seed`, one sample of `shape`, default the model's sample shape), or of the given
     `x_T`, at `candidates` + 1 karras-spaced times from t_start to t_end (default the
     schedule's ends). Costs 3 * candidates * substeps + candidates model calls, each on the
-    whole pilot batch."""
+    whole pilot batch. `seed` is recorded as the reference's (None for a given x_T)."""
     check_int("candidates", candidates, 2)
     check_int("substeps", substeps, 1)
     schedule = model.schedule
@@ -128,6 +128,11 @@ def pilot_reference(
     if x_T is None:
         check_int("pilots", pilots, 1)
         x_T = start_noise(model, pilots, seed, shape, t=t_s)
+        drawn_from: int | None = seed
+    elif not isinstance(x_T, Tensor):
+        raise TypeError(f"x_T must be a torch.Tensor of pilot states; got {type(x_T).__name__}")
+    else:
+        drawn_from = None  # the caller's states: no seed made them
     counted, calls = counting(model)
     cand = time_grid(schedule, "karras", t_s, t_e, candidates)
     fine = _refine(schedule, cand, substeps)
@@ -148,7 +153,7 @@ def pilot_reference(
         states=states,
         outputs=outputs,
         model_calls=calls[0],
-        seed=seed,
+        seed=drawn_from,
         substeps=substeps,
     )
 

@@ -39,9 +39,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checks import check_float, check_int
+from .checks import check_bool, check_float, check_int
 from .core import DiffusionModel, NoiseSchedule, Sampler, SolverOptions, time_grid
-from .core.kernel import combine, remember
+from .core.kernel import Evaluator, combine, remember
 from .core.plan import AFS_MAX_SNR, Plan, multistep_plan
 from .measure import counting, rms
 from .pilots import PilotReference, pilot_reference
@@ -68,8 +68,14 @@ SEARCHED_FAMILIES = (
     "deis3+afs",
 )
 STANDARD_GRIDS = ("time_uniform", "time_quadratic", "logSNR", "karras")
+# The options that tell the families apart: a caller's value of one of them keeps only the
+# families that have it; its other options apply to every family.
+FAMILY_KEYS = ("algorithm", "order", "method", "corrector", "analytic_first_step")
 # Options the search sets itself.
 _SET_HERE = ("steps", "timesteps", "sigmas", "skip_type", "t_start", "t_end", "coefficients")
+# Options the search cannot tune for: the reference ends at t_end, not at a last denoising
+# call.
+_REFUSED = ("denoise_to_zero",)
 # Finite-difference steps: lambda (times a local gap), d_x, and d_j (times |cm_j / alpha_t|).
 _FD_GRID, _FD_X, _FD_M = 1e-3, 1e-4, 1e-4
 
@@ -115,8 +121,11 @@ def optimize_solver(
             Levenberg-Marquardt iteration starts once it is spent (the screening always
             runs).
         name: the model's name for the provenance (default its class name).
-        **options: solver options that narrow the search (e.g. algorithm='ipndm',
-            corrector='all'); families that disagree with them are not searched.
+        **options: solver options that narrow the search: those that make a family
+            (algorithm, order, method, corrector, analytic_first_step) keep only the
+            families that agree with them (none agreeing: the options themselves are the
+            one family); the others (lower_order_final, corrector_variant, solver_type,
+            ...) apply to every family searched. denoise_to_zero cannot be tuned for.
 
     Returns:
         A `TunedSolver`; run it with `sample(model, x, solver=tuned)` or any face.
@@ -134,11 +143,40 @@ def optimize_solver(
     for key in _SET_HERE:
         if key in options:
             raise ValueError(f"{key} is set by optimize_solver; pass the solver's other options")
+    for key in _REFUSED:
+        if options.get(key):
+            raise ValueError(
+                f"{key}=True cannot be tuned for: the pilots' reference ends at t_end; tune "
+                "without it (a tuned solver ends there)"
+            )
+    check_bool("tune_coefficients", tune_coefficients)
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None; got {type(name).__name__}")
     given = SolverOptions.of(**options)  # checked, with the options' own messages
     if reference is None:
         reference = pilot_reference(model, shape=shape, x_T=x_T, pilots=pilots, seed=seed)
         shared = False
     else:
+        if not isinstance(reference, PilotReference):
+            raise TypeError(
+                f"reference must be a PilotReference (from pilot_reference); got "
+                f"{type(reference).__name__}"
+            )
+        given_pilots = [
+            name_
+            for name_, value, default in (
+                ("shape", shape, None),
+                ("x_T", x_T, None),
+                ("pilots", pilots, 64),
+                ("seed", seed, 0),
+            )
+            if value is not default and value != default
+        ]
+        if given_pilots:
+            raise ValueError(
+                f"give reference or the pilots ({', '.join(given_pilots)}), not both: the "
+                "reference holds its pilots"
+            )
         reference.check_model(model)
         shared = True
     n = reference.pilots
@@ -255,12 +293,21 @@ def _families(
     for label in chosen:
         if label not in SOLVERS:
             raise ValueError(f"families: unknown {label!r}; choose from {', '.join(SOLVERS)}")
-    found = []
+    found: list[tuple[str, SolverOptions]] = []
     for label in chosen:
         opts = SOLVERS[label].options
-        if any(getattr(opts, key) != getattr(given, key) for key in options):
+        # What makes a family (its predictor, order, corrector, first step) must agree with
+        # the caller's options; the others (lower_order_final, corrector_variant, ...)
+        # apply on top of it.
+        if any(getattr(opts, key) != getattr(given, key) for key in options if key in FAMILY_KEYS):
             continue
-        found.append((label, SolverOptions.of(opts, **options) if options else opts))
+        try:
+            merged = SolverOptions.of(opts, **options) if options else opts
+        except ValueError:
+            continue  # e.g. a corrector_variant on a family whose corrector is off is fine,
+            # but a combination the options refuse is not a family to search
+        if all(merged != other for _, other in found):
+            found.append((label, merged))
     if not found and options:
         found = [("given", given)]
     snr = math.exp(reference.levels[0].lambda_)
@@ -347,15 +394,18 @@ class _Search:
         self, options: SolverOptions, plan: Plan, start: int = 1, prev: _Run | None = None
     ) -> _Run:
         """The multistep loop (as `core.loops.multistep_loop`, without callbacks), from
-        the state before step `start` of `prev`."""
+        the state before step `start` of `prev`. A copy of the loop because a re-run from
+        step j needs the state and the history of outputs before every step, which the
+        core loop keeps to itself; tests check that the two give the same bits."""
         levels, form = plan.levels, options.form
         steps = len(plan.rules)
+        ev = Evaluator(self.model, form, False)  # the loops' calls: checked, in x's dtype
         if start == 1 or prev is None:
             x = self.x
             if options.analytic_first_step:
                 history = [torch.zeros_like(x) if form == "data" else x * (1.0 / levels[0].sigma)]
             else:
-                history = [self.model(x, levels[0], form)]
+                history = [ev(x, levels[0], 0)]
             before: list[tuple[Tensor, list[Tensor]]] = []
             start = 1
         else:
@@ -368,13 +418,11 @@ class _Search:
             x_new = combine(rule, x, history)
             m = None
             if corr is not None:
-                m = self.model(x_new, levels[i], form)
+                m = ev(x_new, levels[i], i)
                 x_new = combine(corr, x, [m, *history])
             x = x_new
             if i < steps:
-                remember(
-                    history, m if m is not None else self.model(x, levels[i], form), options.order
-                )
+                remember(history, m if m is not None else ev(x, levels[i], i), options.order)
         return _Run(x, before)
 
     def residual(self, run: _Run) -> Tensor:

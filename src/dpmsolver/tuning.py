@@ -184,7 +184,7 @@ def optimize_time_grid(
         pilot_error=best,
         initial_error=initial,
         model_calls=calls[0] + reference_calls,
-        seed=reference.seed,
+        seed=seed if reference.seed is None else reference.seed,
         details=dict(
             pilots=int(x_T.shape[0]),
             candidates=n - 1,

@@ -129,6 +129,13 @@ class Sampler:
             raise TypeError("model must be a Denoiser (or a DiffusionModel with a .schedule)")
         if solver is not None and options is not None:
             raise TypeError("give options or solver (a tuned solver), not both")
+        if solver is not None and not (
+            isinstance(solver, SolverOptions) or callable(getattr(solver, "solver", None))
+        ):
+            raise TypeError(
+                "solver must be a tuned solver (a TunedSolver or TunedGrid, with a solver() "
+                f"method) or a SolverOptions; got {type(solver).__name__}"
+            )
         opts = SolverOptions.of(options if solver is None else solver, **solver_options)
         check_finite = check_bool("check_finite", check_finite)
         for name, fn in (

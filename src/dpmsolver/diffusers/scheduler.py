@@ -225,7 +225,9 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         self._afs: tuple[Linear, Linear | None, float] | None = None
         if tuned_solver is not None:
             self._tuned = _tuned_options(tuned_solver, keys, self._setup)
-            self._setup = dataclasses.replace(self._setup, options=self._tuned)
+            self._setup = dataclasses.replace(
+                self._setup, options=self._tuned, denoise_to_zero=self._tuned.denoise_to_zero
+            )
         setup = self._setup
         if self._tuned is None:
             self._save_resolved(setup)
@@ -281,9 +283,14 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         schedule, prediction, thresholding and variance keys are kept; its grid and solver
         keys are replaced by the tuned solver's). `set_timesteps(tuned.nfe)` then plans the
         tuned grid with its coefficients: the run equals `dpmsolver.sample(model, x,
-        solver=tuned)` from x_T = the pipeline's initial noise. With an analytic first step
-        (no model call) that step is a scaling of x_T, taken through `init_noise_sigma`.
-        VP configs only; the schedule must be the one the solver was tuned on.
+        solver=tuned)` from x_T = the pipeline's initial noise, to rounding (the first
+        correction starts from latents / init_noise_sigma). With an analytic first step
+        (no model call) that step is a scaling of x_T, taken through `init_noise_sigma`:
+        the pipeline must start from its initial noise drawn after `set_timesteps` (as
+        diffusers' text-to-image pipelines do), not from a noised image at the first
+        timestep (img2img at strength 1); a run that begins later in the grid
+        (`set_begin_index`) starts without it. VP configs only; the schedule must be the
+        one the solver was tuned on (checked).
         """
         record = tuned if isinstance(tuned, dict) else getattr(tuned, "__dict__", None)
         if not isinstance(record, dict) or "times" not in record:
