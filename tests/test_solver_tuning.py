@@ -282,12 +282,20 @@ def test_max_calls_bounds_the_search() -> None:
         assert found.model_calls["search"] == calls[0]
         spent.append(calls[0])
     assert spent[0] == spent[1] < tuned("dpm++3m", 5).model_calls["search"]
-    capped = dpm.optimize_solver(
-        exact(), 6, reference=small_reference(), families=["dpm++3m"], max_calls=spent[0] + 1
-    )
-    free = dpm.optimize_solver(exact(), 6, reference=small_reference(), families=["dpm++3m"])
-    # The cap stops new iterations (one may finish past it), so it spends less.
-    assert spent[0] < capped.model_calls["search"] < free.model_calls["search"]
+    fixed = spent[0]  # screening and scoring: what every search spends
+
+    def capped(budget: int) -> int:
+        found = dpm.optimize_solver(
+            exact(), 6, reference=small_reference(), families=["dpm++3m"], max_calls=budget
+        )
+        return found.model_calls["search"]
+
+    free = capped(10**9)
+    # An iteration starts only if its worst case fits in what is left of the budget, so a
+    # search spends at most the budget plus the fixed part, and less as the budget shrinks.
+    small, large = capped(fixed + 100), capped(fixed + 600)
+    assert fixed <= small <= fixed + 100 + fixed and large <= fixed + 600 + fixed
+    assert small <= large < free
 
 
 @pytest.mark.parametrize(

@@ -117,9 +117,9 @@ def optimize_solver(
         held_out: the fraction of the pilots held out of the search (at least one), on
             which the fallbacks are decided.
         tune_coefficients: False stops after the grid (the analytic rules).
-        max_calls: the search's model-call budget (each call on the tuning pilots): no
-            Levenberg-Marquardt iteration starts once it is spent (the screening always
-            runs).
+        max_calls: the search's model-call budget (each call on the tuning or held-out
+            pilots): no Levenberg-Marquardt iteration starts that could overrun it (the
+            screening, and the few runs that score the result, always run).
         name: the model's name for the provenance (default its class name).
         **options: solver options that narrow the search: those that make a family
             (algorithm, order, method, corrector, analytic_first_step) keep only the
@@ -484,10 +484,15 @@ class _Search:
         if current is None:
             return options
         steps_of, eps = self._columns(analytic, shape, n_grid, lam0, coefficients)
+        steps = len(analytic.rules)
+        # An iteration's calls at most: each column re-runs from its step (a corrected step
+        # costs one call more), then up to 6 trial runs of the line search.
+        per_run = steps + sum(c is not None for c in analytic.corrections)
+        cost = sum(per_run - (j - 1) for j in steps_of) + 6 * per_run
         mu = 1e-3
         for _ in range(iterations):
-            if self.calls[0] >= self.max_calls:
-                break
+            if self.calls[0] + cost > self.max_calls:
+                break  # the next iteration could overrun the budget
             r = self.residual(current)
             best = float(r.pow(2).mean())
             jac = torch.empty((r.numel(), v.numel()), dtype=torch.float64)
