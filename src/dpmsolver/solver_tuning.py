@@ -106,8 +106,9 @@ def optimize_solver(
         model: any `DiffusionModel` (a `Denoiser` around a network, or a built-in model).
         nfe: the model-call budget of a run (>= 2).
         shape, x_T, pilots, seed: the pilots: `pilots` states sigma_T N(0, I) of `shape`
-            (default the model's sample shape) from `seed`, or the given `x_T`; ignored
-            when `reference` is given. The result is a deterministic function of them.
+            (default the model's sample shape) from `seed`, or the given `x_T`; not with
+            `reference`, which holds its pilots. The result is a deterministic function of
+            them.
         reference: a `pilot_reference(model, ...)` shared between calls (budgets,
             settings), so its model calls are paid once; computed here if None.
         families: preset names to search (default `SEARCHED_FAMILIES`).
