@@ -222,7 +222,8 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         # A tuned solver (from_tuned): its grid, solver options and coefficients; the
         # first step's rule when it is analytic (no call), applied through init_noise_sigma.
         self._tuned: SolverOptions | None = None
-        self._afs: tuple[Linear, Linear | None, float] | None = None
+        # (its correction, its scale c of x_1 = c x_T, its start level)
+        self._afs: tuple[Linear | None, float, Level] | None = None
         if tuned_solver is not None:
             self._tuned = _tuned_options(tuned_solver, keys, self._setup)
             self._setup = dataclasses.replace(
@@ -508,8 +509,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             scale = first.rule.cx
             if tuned.form == "noise":
                 scale += first.rule.cm[0] / level.sigma
-            self._afs = (first.rule, first.correction, scale)
-            self._tuned_start = level
+            self._afs = (first.correction, scale, level)
             self.init_noise_sigma = scale
 
     def _vp(self) -> DiscreteVPSchedule:
@@ -713,9 +713,8 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         if i == 0 and self._afs is not None and not self._begin_index:
             # After the analytic first step: its output (x0_pred = 0 or eps_pred = x_T /
             # sigma_T) heads the history, and its correction starts from x_T.
-            _, correction, scale = self._afs
+            correction, scale, level = self._afs
             start = sample * (1.0 / scale)
-            level = self._tuned_start
             self._history = [
                 torch.zeros_like(sample)
                 if self._setup.options.form == "data"
