@@ -5,8 +5,8 @@ solver with `optimize_solver` on 64 pilot noises (one shared pilot reference for
 budgets), and a grid-only one (`tune_coefficients=False`), and scores them on held-out
 noises (1024 for the exact model, 256 for the network) against a 3000-call reference. The
 exact model's per-sample errors are heavy-tailed: a few trajectories pass near a boundary
-between two mixture components, so on 64 or even 256 noises its ratios move by up to 10x
-between seeds. The untuned anchors are every searched setting
+between two mixture components, so with fewer noises its ratios change a lot from one
+seed to the next. The untuned anchors are every searched setting
 (DPM-Solver++ 2M/3M with and without the UniC corrector, their Taylor forms, iPNDM 3/4
 and DEIS 3 as ComfyUI runs them, each with and without the analytic first step; UniPC
 is 2M with the corrector) on every grid (logSNR = exponential, time-uniform,
