@@ -11,12 +11,11 @@ can run, saved to and loaded from JSON:
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .core import NoiseSchedule, SolverOptions
+from .core import NoiseSchedule, SolverOptions, check_noise_levels
 
 __all__ = ["TunedGrid", "TunedSolver"]
 
@@ -111,13 +110,7 @@ class TunedSolver(_JsonRecord):
         """ValueError unless `schedule` gives this solver's noise levels sigma_t / alpha_t at
         its times (to 1e-6): the coefficients belong to the grid of the schedule they were
         tuned on."""
-        for lv, want in zip(schedule.levels(self.times), self.sigmas, strict=True):
-            got = lv.sigma / lv.alpha if lv.alpha > 0 else math.inf
-            if not math.isclose(got, want, rel_tol=1e-6):
-                raise ValueError(
-                    f"the tuned solver's noise level at t={lv.t:.6g} is {want:.6g}; this "
-                    f"{name} gives {got:.6g}: it was tuned on another schedule"
-                )
+        check_noise_levels(schedule, self.times, self.sigmas, name)
 
     def analytic(self) -> SolverOptions:
         """The same grid and base solver with the analytic rules (no coefficients)."""

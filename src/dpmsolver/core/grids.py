@@ -40,6 +40,7 @@ __all__ = [
     "beta_sigmas",
     "check_grid",
     "check_grid_range",
+    "check_noise_levels",
     "gits_sigmas",
     "interpolate_grid",
     "sigmas_to_times",
@@ -212,6 +213,21 @@ def check_grid_range(
             raise ValueError(
                 f"{name} entry {given[k]!r} is outside the schedule's noise levels "
                 f"sigma_t / alpha_t in [{lo:.6g}, {hi:.6g}]"
+            )
+
+
+def check_noise_levels(
+    schedule: NoiseSchedule, times: Sequence[float], sigmas: Sequence[float], name: str
+) -> None:
+    """Raise ValueError unless `schedule` gives the noise levels sigma_t / alpha_t `sigmas`
+    (to 1e-6) at `times`: a tuned solver's coefficients belong to the grid of the schedule
+    it was tuned on. `name` says which schedule, e.g. "noise_schedule"."""
+    for lv, want in zip(schedule.levels(list(times)), sigmas, strict=True):
+        got = lv.sigma / lv.alpha if lv.alpha > 0 else math.inf
+        if not math.isclose(got, want, rel_tol=1e-6):
+            raise ValueError(
+                f"the tuned solver's noise level at t={lv.t:.6g} is {want:.6g}; this {name} "
+                f"gives {got:.6g}: it was tuned on another schedule"
             )
 
 

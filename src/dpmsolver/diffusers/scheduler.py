@@ -44,6 +44,7 @@ from ..core import (
     Linear,
     SolverOptions,
     check_grid,
+    check_noise_levels,
     combine,
     sigmas_to_times,
     singlestep_orders,
@@ -959,12 +960,7 @@ def _tuned_options(record: dict[str, Any], keys: dict[str, Any], setup: Setup) -
         coefficients=None if rows is None else tuple(tuple(r) for r in rows),
         **record["options"],
     )
-    levels = setup.schedule.levels(list(options.timesteps or ()))
-    for lv, want in zip(levels, record["sigmas"], strict=True):
-        got = lv.sigma / lv.alpha
-        if not math.isclose(got, want, rel_tol=1e-6):
-            raise ValueError(
-                f"the tuned solver's noise level at t={lv.t:.6g} is {want:.6g}; this config's "
-                f"schedule gives {got:.6g}: it was tuned on another schedule"
-            )
+    check_noise_levels(
+        setup.schedule, list(options.timesteps or ()), record["sigmas"], "config's schedule"
+    )
     return options
