@@ -594,3 +594,56 @@ def test_cli_sample_tuned_runs_the_shipped_solver(tmp_path, capsys) -> None:
     assert main(["sample", "--steps", "5", "--n", "4", "--out", str(plain)]) == 0
     assert shipped != plain.read_bytes()
     assert png.read_png(out).shape == png.read_png(plain).shape
+
+
+def test_tuned_sigmas_final_zero_and_the_flow_face() -> None:
+    """`tuned_sigmas(..., final_zero=True)` ends the k-diffusion run with the denoised
+    prediction (one call more); on a flow model the face takes the flow sigmas."""
+    from dpmsolver.k_diffusion import sample_tuned, tuned_sigmas
+
+    found = with_coefficients(tuned())
+    sig = tuned_sigmas(found, final_zero=True)
+    assert float(sig[-1]) == 0.0 and sig[:-1].tolist() == found.sigmas
+    # A flow model: data at one point, so every rule is exact and the faces must agree.
+    point = torch.linspace(-1, 1, 16, dtype=torch.float64).reshape(1, 4, 4)
+    flow = dpm.Denoiser(lambda x, t: point.expand_as(x), dpm.FlowSchedule(), prediction="x0")
+    ref = dpm.pilot_reference(flow, shape=(1, 4, 4), pilots=8, candidates=12, substeps=1)
+    on_flow = dpm.optimize_solver(flow, 4, reference=ref, families=["dpm++2m"], iterations=1)
+    flow_sigmas = tuned_sigmas(on_flow, "flow")
+    levels = flow.schedule.levels(on_flow.times)
+    assert flow_sigmas.tolist() == pytest.approx([lv.sigma for lv in levels], rel=1e-12)
+    x = ref.x_start[:2]
+    calls = [0]
+
+    def denoiser(xv: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        return point.expand_as(xv)
+
+    out = sample_tuned(
+        denoiser, x, flow_sigmas, solver=on_flow, model_sampling="flow", disable=True
+    )
+    assert calls[0] == 4
+    assert float((out - dpm.sample(flow, x, solver=on_flow)).abs().max()) < 1e-9
+
+
+def test_regularization_pulls_the_fit_to_the_analytic_rule() -> None:
+    from dpmsolver.solver_tuning import _Search
+
+    search = _Search(exact(), small_reference(), 12, 10**9)
+    base = grid_options(5, order=3)
+
+    def largest(reg: float) -> float:
+        fitted = search.refine(base, 2, reg, coefficients=True)
+        return max(abs(v) for row in fitted.coefficients or () for v in row)
+
+    loose, tight = largest(1e-3), largest(1e8)
+    assert loose > 1e-3 and tight < 1e-3 * loose
+
+
+def test_pilot_reference_between_given_times() -> None:
+    s = exact().schedule  # type: ignore[attr-defined]
+    ref = dpm.pilot_reference(exact(), pilots=2, candidates=8, substeps=1, t_start=0.8, t_end=0.01)
+    assert (ref.times[0], ref.times[-1]) == (0.8, 0.01) and len(ref.times) == 9
+    assert float(ref.x_start.std()) == pytest.approx(float(s.sigma(0.8)), rel=0.2)
+    with pytest.raises(ValueError, match="t_start"):
+        dpm.pilot_reference(exact(), pilots=2, t_start=2.0)
