@@ -21,6 +21,7 @@ the update rules are the same as everywhere else in dpmsolver.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -332,24 +333,6 @@ def sample_dpm_solver(
         progress.close()
 
 
-# sample_dpm_solver's solver arguments and their defaults (a tuned solver sets them).
-_SOLVER_ARGS = dict(
-    order=2,
-    method="multistep",
-    algorithm="dpmsolver++",
-    solver_type="dpmsolver",
-    lower_order_final=True,
-    multistep3="damped",
-    corrector="off",
-    corrector_variant="bh2",
-    eta=0.0,
-    noise_sampler=None,
-    ancestral=False,
-    s_noise=1.0,
-    cfg_pp=False,
-)
-
-
 def tuned_sigmas(
     solver: Any, model_sampling: str = "ve", *, final_zero: bool = False, device: Any = "cpu"
 ) -> Tensor:
@@ -374,7 +357,9 @@ def _tuned(
     solver: Any, grid: list[float], to_zero: bool, sampling: str, args: dict[str, Any]
 ) -> SolverOptions:
     """The tuned solver's options on the face's grid, which must be its sigmas."""
-    changed = [k for k, default in _SOLVER_ARGS.items() if args[k] != default]
+    # sample_dpm_solver's own defaults: a tuned solver sets every solver argument.
+    defaults = inspect.signature(sample_dpm_solver).parameters
+    changed = [k for k, value in args.items() if value != defaults[k].default]
     if changed:
         raise ValueError(
             f"solver (a tuned solver) sets the solver; {', '.join(changed)} must keep their "
