@@ -372,18 +372,21 @@ class _Search:
 
     def error(self, options: SolverOptions) -> float:
         """RMS end-point error on the tuning pilots, by the library's own sampler."""
-        try:
-            out = Sampler(self.model, options, check_finite=False)(self.x)
-        except ValueError:
-            return math.inf
-        e = rms(out, self.target)
-        return e if math.isfinite(e) else math.inf
+        return self._score(options, self.x, self.target)
 
     def held_out(self, options: SolverOptions) -> float:
         """RMS end-point error on the held-out pilots (their calls count as search calls,
         though each is on the held-out part of the batch only)."""
-        out = Sampler(self.model, options, check_finite=False)(self.hold_x)
-        e = rms(out, self.hold_target)
+        return self._score(options, self.hold_x, self.hold_target)
+
+    def _score(self, options: SolverOptions, x: Tensor, target: Tensor) -> float:
+        """inf for a setting the sampler refuses (e.g. a grid the options cannot run) or a
+        non-finite result, so that the search passes over it."""
+        try:
+            out = Sampler(self.model, options, check_finite=False)(x)
+        except ValueError:
+            return math.inf
+        e = rms(out, target)
         return e if math.isfinite(e) else math.inf
 
     # -- the trajectory, re-run from any step -----------------------------------------
