@@ -216,6 +216,15 @@ def test_optimize_solver_result_accounting_and_determinism() -> None:
         exact(), 3, reference=ref, families=["dpm++2m"], iterations=0, held_out=0.5
     )
     assert (half.pilots, half.held_out) == (8, 8)
+    grid_only = dpm.optimize_solver(
+        exact(),
+        5,
+        reference=ref,
+        families=["dpm++2m+c+afs"],
+        iterations=2,
+        tune_coefficients=False,
+    )
+    assert grid_only.coefficients is None and found.coefficients is not None
     # Without a shared reference it is computed (and counted) here.
     calls[0] = 0
     alone = dpm.optimize_solver(counted, 3, pilots=8, families=["dpm++2m"], iterations=1)
