@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from dpmsolver.cli import main
+from dpmsolver import labels
+from dpmsolver.cli import _compare_picture, main
+from dpmsolver.labels import label_grid
 from dpmsolver.png import read_png
+from dpmsolver.presets import SOLVERS
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -93,24 +99,79 @@ def test_bench_writes_table_csv_json_and_plot(tmp_path: Path) -> None:
     assert plot.exists() and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_compare_writes_one_png_with_a_row_per_solver(tmp_path: Path) -> None:
+def test_compare_writes_one_labelled_png_with_a_row_per_solver(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grids: list[np.ndarray] = []
+
+    def spy(grid: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+        grids.append(grid.copy())
+        return label_grid(grid, *args, **kwargs)
+
+    monkeypatch.setattr(labels, "label_grid", spy)
     out = tmp_path / "compare.png"
-    proc = run(
-        "-m",
-        "dpmsolver",
-        "compare",
-        "--steps",
-        "5,10",
-        "--solvers",
-        "ddim,dpm++2m",
-        "--n",
-        "2",
-        "--out",
-        str(out),
-    )
-    assert proc.returncode == 0, proc.stderr
-    # rows: 2 solvers + the reference; columns: 2 seeds x 2 step counts; 8x8 tiles, 4x.
-    assert read_png(out).shape == ((3 * 8 + 2) * 4, (4 * 8 + 3) * 4)
+    args = ["compare", "--steps", "5,10", "--solvers", "ddim,dpm++2m", "--n", "2"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert "columns: samples #0-#1 of seed 0 at each of 5, 10 steps" in capsys.readouterr().out
+    image, grid = read_png(out), grids[-1]
+    # The unlabelled grid: 2 solvers + the reference by 2 samples x 2 step counts, 8x8 tiles
+    # with 1-pixel gaps, upscaled 4x; labels drawn 2x with PAD * 2 pixels around them.
+    assert grid.shape == ((3 * 8 + 2) * 4, (4 * 8 + 3) * 4)
+    scale, pad, line = 2, labels.PAD * 2, labels.text_height(2)
+    margin = pad + labels.text_width("reference", scale) + pad  # the widest left label
+    header = pad + line + pad + line + 2 * pad  # step counts, then sample indices
+    assert image.shape == (header + grid.shape[0], margin + grid.shape[1])
+    assert np.array_equal(image[header:, margin:], grid)
+    # Row labels, as labels.py draws them, black on white at the left of each row.
+    expected = np.full((header + grid.shape[0], margin), 255, dtype=np.uint8)
+    for row, name in enumerate(["ddim", "dpm++2m", "reference"]):
+        top = header + row * 36 + (32 - line) // 2
+        labels.draw_text(expected, name, top, pad, scale=scale)
+    labels.draw_text(expected, "seed 0", pad + line + 2 * pad, pad, scale=scale)
+    assert np.array_equal(image[:, :margin], expected)
+    top_left = image[header + (32 - line) // 2 :, pad:][:line, : labels.text_width("ddim", 2)]
+    assert np.array_equal(top_left == 0, labels.render_text("ddim", 2))
+    # Over the columns: `5 st` / `10 st` (`5 steps` is too wide for 2 columns), then #0, #1.
+    assert labels.text_width("5 steps", 2) > 2 * 32 + 4
+    heads = image[pad : pad + line, margin:]
+    assert np.array_equal(heads[:, :68] == 0, _centred(labels.render_text("5 st", 2), 68))
+    assert np.array_equal(heads[:, 72:140] == 0, _centred(labels.render_text("10 st", 2), 68))
+    indices = image[pad + line + 2 * pad :, margin:][:line]
+    for col, text in enumerate(["#0", "#1", "#0", "#1"]):
+        cell = indices[:, col * 36 : col * 36 + 32] == 0
+        assert np.array_equal(cell, _centred(labels.render_text(text, 2), 32))
+    # The reference row's cell at 10 steps stays blank: all the gaps' mid-grey.
+    assert (image[header + 2 * 36 :, margin + 72 :] == 128).all()
+
+
+@pytest.mark.parametrize(
+    ("n", "steps", "columns", "heads", "scale"),
+    [
+        (4, [5, 20], ["#0", "#1", "#2", "#3"], ["5 steps", "20 steps"], 2),
+        (12, [5], [str(i) for i in range(12)], ["5 steps"], 2),  # `#10` is wider than a tile
+        (1, [5, 1000], ["#0"], ["5 st", "1000"], 1),  # `1000` is 46 pixels at 2x
+    ],
+)
+def test_compare_headers_take_the_longest_form_that_fits(
+    n: int, steps: list[int], columns: list[str], heads: list[str], scale: int
+) -> None:
+    args = argparse.Namespace(n=n, steps=steps, solvers=["ddim"], seed=3)
+    grid = np.zeros((2 * 32 + 4, n * len(steps) * 36 - 4), dtype=np.uint8)
+    expected = label_grid(
+        grid, ["ddim", "reference"], columns * len(steps), cell=(32, 32), gap=4,
+        group_labels=heads, corner="seed 3", scale=scale,
+    )  # fmt: skip
+    assert np.array_equal(_compare_picture(grid, args, (32, 32)), expected)
+
+
+def _centred(mask: np.ndarray, width: int) -> np.ndarray:
+    left = (width - mask.shape[1]) // 2
+    return np.pad(mask, ((0, 0), (left, width - mask.shape[1] - left)))
+
+
+def test_every_solver_name_can_label_a_compare_row() -> None:
+    for name in SOLVERS:
+        assert labels.render_text(name, 2).shape == (14, labels.text_width(name, 2))
 
 
 @pytest.mark.parametrize(
@@ -139,7 +200,8 @@ def test_bad_arguments_exit_2_without_traceback(args: list[str]) -> None:
 def test_examples_run(example: Path) -> None:
     proc = run(str(example))
     assert proc.returncode == 0, proc.stderr
-    assert "samples: (16, 1, 8, 8)" in proc.stdout
+    # Image examples print (16, 1, 8, 8), the 2-D point examples (16, 2).
+    assert re.search(r"^samples: \(16, ", proc.stdout, re.MULTILINE), proc.stdout
 
 
 def test_sample_the_trained_network(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
 dpmsolver sample  --model digits-exact --steps 10 --out grid.png
 dpmsolver bench   --model digits-net --steps 4,5,6,8,10,15,20,25,50 --out bench/
 dpmsolver bench   --model digits-exact --budget --out bench/       # best setting per budget
-dpmsolver compare --steps 5,10,20 --solvers ddim,dpm++2m,dpm++3m --out compare.png
+dpmsolver compare --steps 5,10,20 --solvers ddim,dpm++2m,dpm++3m --out compare.png  # labelled
 dpmsolver generate --model digits-net --num 10000 --out gen/ --merge  # resumable shards
 torchrun --nproc-per-node 4 -m dpmsolver generate --num-samples 10000 ...  # 4 ranks
 """
@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import torch
 
@@ -26,6 +26,9 @@ from .models import MODELS
 from .noise import start_noise
 from .presets import SOLVERS
 from .progress import Progress
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DTYPES = {
     "float32": torch.float32,
@@ -230,13 +233,17 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser(
         "compare",
         help="one PNG: the same seeds by several solvers and step counts",
-        description="Writes one PNG: a row per solver, with --n samples for each step count "
-        "side by side, and a last row with the reference solution of the same seeds.",
+        description="Writes one labelled PNG: a row per solver, with --n samples for each "
+        "step count side by side, and a last row with the reference solution of the same "
+        "noises; the solvers are named left of the rows, the step counts and sample indices "
+        "above the columns.",
     )
     _common(c)
     c.add_argument("--steps", type=_int_list, default=[5, 10, 20])
     c.add_argument("--solvers", type=_names, default=["ddim", "dpm++2m", "dpm++3m"])
-    c.add_argument("--n", type=int, default=4, help="seeds per cell (default 4)")
+    c.add_argument(
+        "--n", type=int, default=4, help="samples (noises of --seed) per step count (default 4)"
+    )
     c.add_argument("--out", type=Path, default=Path("out/compare.png"))
     return parser
 
@@ -361,12 +368,54 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+_TILE_SCALE, _TILE_PADDING = 4, 1  # compare's image_grid: 4x upscaling, 1-pixel gaps
+
+
+def _compare_picture(
+    grid: np.ndarray, args: argparse.Namespace, cell: tuple[int, int]
+) -> np.ndarray:
+    """The compare grid framed with its labels: the solvers (and `reference`) left of the
+    rows; above the columns each step count and, per column, the sample's index in the
+    noise of --seed. Labels are drawn 2x unless they only fit 1x, each header in its
+    longest form that fits: `5 steps`, `5 st` or `5` over a step count's columns, `#3` or
+    `3` over a tile (a label no wider than its tile keeps neighbours apart)."""
+    from .labels import fit_label, label_grid, text_width
+
+    gap = _TILE_PADDING * _TILE_SCALE
+    run = args.n * (cell[1] + gap) - gap  # the width of one step count's --n tiles
+    for scale in (2, 1):
+        last = fit_label([f"#{args.n - 1}", f"{args.n - 1}"], cell[1], scale)
+        columns = [f"{'#' if last[0] == '#' else ''}{i}" for i in range(args.n)]
+        steps = [fit_label([f"{s} steps", f"{s} st", f"{s}"], run, scale) for s in args.steps]
+        if text_width(last, scale) <= cell[1] and all(text_width(t, scale) <= run for t in steps):
+            break
+    return label_grid(
+        grid,
+        [*args.solvers, "reference"],
+        columns * len(args.steps),
+        cell=cell,
+        gap=gap,
+        group_labels=steps,
+        corner=f"seed {args.seed}",
+        scale=scale,
+    )
+
+
 def _compare(args: argparse.Namespace) -> int:
     from .models import load
     from .png import image_grid, write_png
 
     model = load(args.model, device=args.device)
     x_T = start_noise(model, args.n, args.seed).to(args.device, DTYPES[args.dtype])
+    columns = args.n * len(args.steps)
+    cell = (x_T.shape[-2] * _TILE_SCALE, x_T.shape[-1] * _TILE_SCALE)
+
+    def picture(images: torch.Tensor) -> np.ndarray:
+        grid = image_grid(images, nrow=columns, padding=_TILE_PADDING, scale=_TILE_SCALE)
+        return _compare_picture(grid, args, cell)
+
+    # Label a blank picture first, so that labels that cannot fit fail before any sampling.
+    picture(torch.zeros(((len(args.solvers) + 1) * columns, *x_T.shape[1:])))
     cells = []
     for name in args.solvers:
         for steps in args.steps:
@@ -375,14 +424,14 @@ def _compare(args: argparse.Namespace) -> int:
                 sample(model, x_T, options, steps=steps, skip_type=args.skip_type).float().cpu()
             )
     ref = reference(model, x_T.double(), skip_type=args.skip_type).float().cpu()
-    blank = torch.full_like(ref, float("nan"))
+    blank = torch.full_like(ref, float("nan"))  # drawn mid-grey, like the gaps
     cells += [ref] + [blank] * (len(args.steps) - 1)
-    images = torch.cat(cells)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_png(args.out, image_grid(images, nrow=args.n * len(args.steps)))
+    write_png(args.out, picture(torch.cat(cells)))
+    samples = "#0" if args.n == 1 else f"#0-#{args.n - 1}"
     print(
-        f"rows: {', '.join(args.solvers)}, reference; columns: {args.n} seeds at each of "
-        f"{', '.join(map(str, args.steps))} steps -> {args.out}"
+        f"rows: {', '.join(args.solvers)}, reference; columns: samples {samples} of seed "
+        f"{args.seed} at each of {', '.join(map(str, args.steps))} steps; labelled -> {args.out}"
     )
     return 0
 
