@@ -67,8 +67,9 @@ class BrownianTreeNoiseSampler:
 
     Args:
         x: a tensor of the samples' shape, dtype and device (batch first).
-        sigma_min, sigma_max: the range the queries lie in (the grid's lowest positive and
-            highest time; for k-diffusion grids, sigmas).
+        sigma_min: the lowest time a query lies at (the grid's lowest positive time; for
+            k-diffusion grids, its lowest positive sigma).
+        sigma_max: the highest time a query lies at (the grid's highest time or sigma).
         seed: an int (one path for the whole tensor, k-diffusion's default), a sequence of
             ints, one per sample (sample i's noise depends on seed[i] only, whatever the
             batch), or None (a random seed from torch's global generator).

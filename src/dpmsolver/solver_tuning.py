@@ -105,10 +105,12 @@ def optimize_solver(
     Args:
         model: any `DiffusionModel` (a `Denoiser` around a network, or a built-in model).
         nfe: the model-call budget of a run (>= 2).
-        shape, x_T, pilots, seed: the pilots: `pilots` states sigma_T N(0, I) of `shape`
-            (default the model's sample shape) from `seed`, or the given `x_T`; not with
-            `reference`, which holds its pilots. The result is a deterministic function of
-            them.
+        shape: the pilots' sample shape, without the batch (default the model's sample
+            shape); not with `reference`, which holds its pilots.
+        x_T: the pilots' starting states, instead of drawing them.
+        pilots: the number of pilot states sigma_T N(0, I) drawn from `seed`.
+        seed: the seed that draws them; the result is a deterministic function of the
+            pilots.
         reference: a `pilot_reference(model, ...)` shared between calls (budgets,
             settings), so its model calls are paid once; computed here if None.
         families: preset names to search (default `SEARCHED_FAMILIES`).

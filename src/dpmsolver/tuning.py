@@ -79,18 +79,21 @@ def optimize_time_grid(
             with `analytic_first_step=True`), >= 2.
         shape: shape of one sample (without batch); pilots are sigma_T * N(0, I) from
             `seed`. Or give the pilot starting states as `x_T`.
-        pilots, seed: number of pilot trajectories and the seed that draws them; the
-            result is a deterministic function of (model, nfe, options, seed).
+        pilots: number of pilot trajectories.
+        seed: the seed that draws them; the result is a deterministic function of
+            (model, nfe, options, seed).
         candidates: fine candidate times (karras spacing) the dynamic programme picks from.
         substeps: DPM-Solver-3 steps per candidate interval of the reference trajectory.
         sweeps: coordinate-descent sweeps per step fraction (0: no descent).
-        t_start, t_end: default the schedule's t_max and t_min.
+        t_start: where the pilots start (default the schedule's t_max).
+        t_end: where they end (default the schedule's t_min).
         reference: a shared `pilot_reference` (its pilots, times and end states are used
             instead of x_T / shape / pilots / seed / candidates / substeps / t_start /
             t_end, and its model calls are not counted again).
-        solver, **solver_options: the multistep solver the grid is tuned for, as a
-            `SolverOptions` value and/or by name (algorithm, order, corrector,
-            lower_order_final, ...); its grid (steps, skip_type, times) is set here.
+        solver: the multistep solver the grid is tuned for, as a `SolverOptions` value;
+            its grid (steps, skip_type, times) is set here.
+        **solver_options: the solver's options by name (algorithm, order, corrector,
+            lower_order_final, ...), over `solver`.
     """
     check_int("nfe", nfe, 2)  # a 1-call grid has nothing to optimise
     check_int("pilots", pilots, 1)

@@ -61,6 +61,9 @@ ALIGN_YOUR_STEPS: dict[str, tuple[float, ...]] = {
     "deepfloyd-if": (160.41, 8.081, 3.315, 1.885, 1.207, 0.785, 0.553, 0.293, 0.186, 0.030, 0.006),
     "svd": (700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002),
 }
+"""Align Your Steps' published 10-step noise levels sigma_t / alpha_t, by model name
+(`sd15`, `sdxl`, `deepfloyd-if`, `svd`), from sigma_max down to the smallest training level.
+Resample them to other step counts with `align_your_steps(name, steps)`."""
 
 
 def time_grid(

@@ -191,7 +191,9 @@ class DiscreteVPSchedule(VPSchedule):
     time_input_scale * (t - 1 / N), i.e. n = N t - 1, in [0, N - 1].
 
     Args:
-        betas / alphas_cumprod: the table (exactly one of them), any float dtype; used in float64.
+        betas: the table of betas (give exactly one of `betas` and `alphas_cumprod`), any
+            float dtype; used in float64.
+        alphas_cumprod: the table of cumulative products of 1 - beta instead of `betas`.
         clip_lambda: drop the tail entries whose lambda is below this (None keeps all).
         respace_after_clip: spread the kept N' entries over [1/N', 1] instead of keeping
             their places (n + 1) / N; the reference does this.
