@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import dpmsolver as dpm
-from dpmsolver.generate import MANIFEST, MERGED, merge_shards, sample_seed
+from dpmsolver.generation import MANIFEST, MERGED, merge_shards, sample_seed
 from dpmsolver.models import load
 from dpmsolver.noise import start_states
 

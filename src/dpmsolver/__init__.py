@@ -9,7 +9,7 @@ Native API::
 
 Layout: `dpmsolver.core` holds the schedules, model adapter, grids, update rules, options,
 plans and loops; the faces (`compat`, `diffusers`, `k_diffusion`, `cli`) and the tools
-(`tuning`, `bench`, `generate`, `models`) sit above it (see docs/ARCHITECTURE.md).
+(`tuning`, `bench`, `generation`, `models`) sit above it (see docs/ARCHITECTURE.md).
 
 Drop-in replacement for the authors' single file::
 
@@ -47,7 +47,7 @@ from .core import (
     to_data,
     to_noise,
 )
-from .generate import GenerateResult, generate
+from .generation import GenerateResult, generate
 from .pilots import PilotReference, pilot_reference
 from .solver_tuning import optimize_solver
 from .tuned import TunedGrid, TunedSolver

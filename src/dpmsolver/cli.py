@@ -343,7 +343,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .generate import generate
+    from .generation import generate
 
     start = time.perf_counter()
     result = generate(

@@ -111,7 +111,8 @@ def generate(
 
     Args:
         model: a built-in model's name (`dpmsolver.models.MODELS`) or a `DiffusionModel`.
-        num, batch: number of samples and samples per shard (one model batch).
+        num: number of samples.
+        batch: samples per shard (one model batch).
         out: the output folder (shared by all ranks; on several machines, a shared file
             system).
         seed: base seed; sample i starts from `sample_seed(seed, i)`.
@@ -124,9 +125,10 @@ def generate(
         dtype: dtype of the states (the noise is drawn in float64 and cast).
         merge: when all shards are finished, also write `samples.npz` (`arr_0`).
         progress: one bar on rank 0 for the whole job (needs tqdm).
-        options, **solver_options: the solver, as a `SolverOptions` value and/or by name
-            (steps, order, timesteps, ...); the manifest records the options that differ
-            from the defaults.
+        options: the solver as a `SolverOptions` value; the manifest records the options
+            that differ from the defaults.
+        **solver_options: solver options by name (steps, order, timesteps, ...), over
+            `options`.
     """
     num = check_int("num", num, 1)
     batch = check_int("batch", batch, 1)
