@@ -6,7 +6,7 @@ solver and number of model calls (NFE) this prints the RMS error of 64 samples (
 DDPM's discrete linear schedule, t from 1 to 1e-3), and each error's ratio to DDIM's at
 the same NFE.
 
-Run: python benchmarks/accuracy.py [--nfe 5,10,15,20,25,50] [--n 64]
+Run: python benchmarks/accuracy.py [--nfe 5,10,15,20,25,50] [--n 64] [--plot accuracy.png]
 """
 
 from __future__ import annotations
@@ -32,6 +32,33 @@ SOLVERS = {
     "DPM-Solver-3 singlestep": dict(order=3, method="singlestep", algorithm="dpmsolver"),
     "DPM-Solver++-3 singlestep": dict(order=3, method="singlestep"),
 }
+MARKERS = "os^vDP"
+
+
+def plot(errors: dict[str, dict[str, list[float]]], nfes: list[int], path: Path) -> None:
+    """Error against model calls, one panel per grid (`errors[grid][solver]`), one line per
+    solver."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        1, len(errors), figsize=(6.4 * len(errors), 4.2), squeeze=False, layout="constrained"
+    )
+    for ax, (skip_type, rows) in zip(axes[0], errors.items(), strict=True):
+        for (name, errs), marker in zip(rows.items(), MARKERS, strict=True):
+            ax.plot(nfes, errs, marker=marker, label=name)
+        ax.set_yscale("log")
+        ax.set_xticks(nfes)
+        ax.set_xlabel("model calls (NFE)")
+        ax.set_ylabel("RMS error vs exact ODE solution")
+        ax.set_title(f"{skip_type} grid")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle("Exact digits model (GMM), DDPM linear schedule")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -39,6 +66,7 @@ def main() -> None:
     parser.add_argument("--nfe", default="5,10,15,20,25,50")
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--skip-types", default="logSNR,time_uniform")
+    parser.add_argument("--plot", type=Path, default=None, help="write a PNG of error vs NFE")
     args = parser.parse_args()
     torch.set_num_threads(1)
     nfes = [int(v) for v in args.nfe.split(",")]
@@ -46,18 +74,24 @@ def main() -> None:
     model = ExactModel(load_digits_gmm(), schedule)
     x_T = model.sample_noise(args.n, torch.Generator().manual_seed(0), torch.float64)
     ref = reference_solution(model.mixture, schedule, x_T, schedule.t_max, schedule.t_min)
+    errors: dict[str, dict[str, list[float]]] = {}
     for skip_type in args.skip_types.split(","):
+        rows = errors[skip_type] = {}
         print(f"\nRMS error vs exact ODE solution, {skip_type} grid (ratio to DDIM)")
         print(f"{'solver':28s}" + "".join(f"{f'NFE {n}':>18s}" for n in nfes))
         ddim: dict[int, float] = {}
         for name, opts in SOLVERS.items():
             row = f"{name:28s}"
+            rows[name] = []
             for n in nfes:
                 x = dpm.sample(model, x_T, steps=n, skip_type=skip_type, **opts)  # type: ignore[arg-type]
                 err = float((x - ref).pow(2).mean().sqrt())
                 ddim.setdefault(n, err)
+                rows[name].append(err)
                 row += f"{err:11.2e} ({err / ddim[n]:.2f})"
             print(row)
+    if args.plot is not None:
+        plot(errors, nfes, args.plot)
 
 
 if __name__ == "__main__":

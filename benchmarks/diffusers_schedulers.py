@@ -17,6 +17,7 @@ Every scheduler starts from the same x_T and makes the same number of model call
 scored by the RMS distance of its final sample to the exact answer.
 
 Run: python benchmarks/diffusers_schedulers.py [--steps 10,20] [--flow-steps 5,10,20] [--n 64]
+    [--plot diffusers_schedulers.png]
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ SD_CONFIG = dict(
     num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
 )
 FLOW_SHIFT = 3.0
+Table = tuple[list[int], dict[str, list[float]]]  # step counts, scheduler -> RMS errors
 
 
 def rms_row(
@@ -73,7 +75,7 @@ def header(title: str, steps: list[int]) -> None:
     print(f"{'scheduler':52s}" + "".join(f"{f'{n} steps':>12s}" for n in steps))
 
 
-def vp_table(gmm: Any, x_T: torch.Tensor, steps: list[int]) -> None:
+def vp_table(gmm: Any, x_T: torch.Tensor, steps: list[int]) -> Table:
     schedule = DPMSolverScheduler.from_config(SD_CONFIG).noise_schedule
 
     def unet(x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
@@ -99,11 +101,12 @@ def vp_table(gmm: Any, x_T: torch.Tensor, steps: list[int]) -> None:
         ),
     }
     header("VP (Stable Diffusion's schedule): RMS error against the exact answer", steps)
-    for name, make in rows.items():
-        rms_row(name, make, unet, x_T, truth, steps)
+    return steps, {
+        name: rms_row(name, make, unet, x_T, truth, steps) for name, make in rows.items()
+    }
 
 
-def flow_table(gmm: Any, x_T: torch.Tensor, steps: list[int]) -> None:
+def flow_table(gmm: Any, x_T: torch.Tensor, steps: list[int]) -> Table:
     def velocity(x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         s = float(torch.as_tensor(timestep).double()) / 1000.0
         alpha = 1.0 - s
@@ -145,8 +148,9 @@ def flow_table(gmm: Any, x_T: torch.Tensor, steps: list[int]) -> None:
     }
     header(f"Flow matching (shift {FLOW_SHIFT}): RMS error against the exact answer", steps)
     best = [float("inf")] * len(steps)
+    table: dict[str, list[float]] = {}
     for name, make in theirs.items():
-        errors = rms_row(name, make, velocity, x_T, truth, steps)
+        errors = table[name] = rms_row(name, make, velocity, x_T, truth, steps)
         best = [min(b, e) for b, e in zip(best, errors, strict=True)]
     results = {
         name: rms_row(name, make, velocity, x_T, truth, steps) for name, make in ours.items()
@@ -155,6 +159,33 @@ def flow_table(gmm: Any, x_T: torch.Tensor, steps: list[int]) -> None:
     for name, errors in results.items():
         ratios = [e / b for e, b in zip(errors, best, strict=True)]
         print(f"{name:52s}" + "".join(f"{r:12.2f}" for r in ratios))
+    return steps, {**table, **results}
+
+
+def plot(tables: dict[str, Table], path: Path) -> None:
+    """Error against model calls, one panel per table; diffusers' schedulers dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        1, len(tables), figsize=(6.4 * len(tables), 4.2), squeeze=False, layout="constrained"
+    )
+    for ax, (title, (steps, rows)) in zip(axes[0], tables.items(), strict=True):
+        for (name, errors), marker in zip(rows.items(), "os^vDPX", strict=False):
+            style = "--" if name.startswith("diffusers") else "-"
+            ax.plot(steps, errors, marker=marker, linestyle=style, label=name)
+        ax.set_yscale("log")
+        ax.set_xticks(steps)
+        ax.set_xlabel("model calls (NFE = steps)")
+        ax.set_ylabel("RMS error vs exact answer")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize="x-small")
+    fig.suptitle("diffusers' schedulers and DPMSolverScheduler on the exact digits model (GMM)")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -162,15 +193,19 @@ def main() -> None:
     parser.add_argument("--steps", default="10,20")
     parser.add_argument("--flow-steps", default="5,10,20")
     parser.add_argument("--n", type=int, default=64)
+    parser.add_argument("--plot", type=Path, default=None, help="write a PNG of error vs NFE")
     args = parser.parse_args()
     torch.set_num_threads(1)
     gmm = load_digits_gmm()
     x_T = torch.randn(
         args.n, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64
     )
-    vp_table(gmm, x_T, [int(s) for s in args.steps.split(",")])
+    vp = vp_table(gmm, x_T, [int(s) for s in args.steps.split(",")])
     print()
-    flow_table(gmm, x_T, [int(s) for s in args.flow_steps.split(",")])
+    flow = flow_table(gmm, x_T, [int(s) for s in args.flow_steps.split(",")])
+    if args.plot is not None:
+        tables = {"VP, Stable Diffusion's schedule": vp, f"flow matching, shift {FLOW_SHIFT}": flow}
+        plot(tables, args.plot)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ model calls of tuning for the budgets 4-10 together.
 
     python benchmarks/low_budget.py                       # both models, 1 thread
     python benchmarks/low_budget.py --budgets 4,5,6,8,10 --write-solvers tuned.json
+    python benchmarks/low_budget.py --plot docs/images/low_budget.png   # and the plot
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -36,6 +38,41 @@ from dpmsolver.models import MODELS, TUNED_NFE, load
 # trajectories pass near a boundary between two mixture components and end in the other),
 # so its RMS needs many noises to settle; the network's errors are not.
 HELD_OUT = {"digits-exact": 1024, "digits-net": 256}
+TITLES = {"digits-exact": "exact digits model (GMM)", "digits-net": "trained digits network"}
+
+
+def plot(results: dict[str, bench.BudgetResult], path: Path) -> None:
+    """Error against model calls, one panel per model: tuned, grid-only, best untuned."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        1, len(results), figsize=(6.4 * len(results), 4.2), squeeze=False, layout="constrained"
+    )
+    for ax, (name, result) in zip(axes[0], results.items(), strict=True):
+        nfe = [r.nfe for r in result.rows]
+        lines: dict[str, tuple[list[float], dict[str, Any]]] = {
+            "tuned (optimize_solver)": ([r.rms_error for r in result.rows], dict(marker="o")),
+            "grid-only tuned": ([r.grid_only_error for r in result.rows], dict(marker="s")),
+            "best untuned setting": (
+                [r.baseline_error for r in result.rows],
+                dict(marker="^", linestyle="--", color="0.35"),
+            ),
+        }
+        for label, (errors, style) in lines.items():
+            ax.plot(nfe, errors, label=label, **style)
+        ax.set_yscale("log")
+        ax.set_xticks(nfe)
+        ax.set_xlabel("model calls (NFE)")
+        ax.set_ylabel("RMS error vs reference")
+        ax.set_title(TITLES.get(name, name))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle("Tuned solvers against the best untuned setting (held-out noises)")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -55,9 +92,11 @@ def main() -> None:
     parser.add_argument(
         "--write-solvers", type=Path, default=None, help="write the tuned solvers to this JSON"
     )
+    parser.add_argument("--plot", type=Path, default=None, help="write a PNG of error vs NFE")
     args = parser.parse_args()
     torch.set_num_threads(1)
     shipped: dict[str, dict[str, object]] = {}
+    results: dict[str, bench.BudgetResult] = {}
     for name in args.models.split(","):
         start = time.perf_counter()
         result = bench.budget(
@@ -69,6 +108,7 @@ def main() -> None:
             reference_nfe=args.reference_nfe,
             pilots=args.pilots,
         )
+        results[name] = result
         print(f"== {name} ({time.perf_counter() - start:.0f} s)")
         print(result.table())
         low = [r for r in result.rows if r.nfe <= 10]
@@ -100,6 +140,8 @@ def main() -> None:
     if args.write_solvers is not None:
         args.write_solvers.write_text(json.dumps(shipped, indent=1) + "\n")
         print(f"wrote {args.write_solvers}")
+    if args.plot is not None:
+        plot(results, args.plot)
 
 
 if __name__ == "__main__":

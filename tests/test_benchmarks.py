@@ -4,6 +4,7 @@ table: a benchmark that crashes fails CI instead of leaving a stale number behin
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,29 @@ def test_benchmark_runs_quickly(script: str) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert expected in done.stdout
+
+
+@pytest.mark.parametrize("script", ["accuracy.py", "diffusers_schedulers.py", "low_budget.py"])
+def test_benchmark_plot_writes_a_png(script: str, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    if script == "diffusers_schedulers.py":
+        pytest.importorskip("diffusers")
+    args, expected = QUICK[script]
+    out = tmp_path / "x.png"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args, "--plot", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert expected in done.stdout
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    assert 400 <= width <= 4000 and 300 <= height <= 2000
+    import matplotlib.image
+
+    assert matplotlib.image.imread(out).shape[:2] == (height, width)
