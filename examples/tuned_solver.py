@@ -30,8 +30,11 @@ def error(x: torch.Tensor) -> float:
 
 
 # One shared pilot reference serves every budget and setting.
-pilots = dpm.pilot_reference(model, pilots=32, seed=0)
+# --8<-- [start:tune]
+pilots = dpm.pilot_reference(model, pilots=32, seed=0)  # shared by every budget
 tuned = dpm.optimize_solver(model, 5, reference=pilots, name="digits-exact")
+x = dpm.sample(model, x_start, solver=tuned)  # or dpm.Sampler(model, solver=tuned)
+# --8<-- [end:tune]
 print(f"tuned: {tuned.setting}, {tuned.model_calls} model calls to tune")
 print(
     f"  held-out pilots: {tuned.held_out_error:.3e} (its grid, analytic rules: "
