@@ -137,7 +137,8 @@ def multistep_update(
     Order 3: D2 = (D1_0 - D1_1) / (r0 + r1) estimates h^2 m''/2, while the Taylor term of
     the integral is phi_3 h^2 m'' = 2 phi_3 D2. multistep3='exact' uses 2 phi_3 D2 and
     converges at order 3; 'damped' uses phi_3 D2, as the authors' code does, and converges
-    at order 2 but has the lower error at 10-40 steps on time-uniform grids (see README).
+    at order 2 but has the lower error at 10-40 steps on time-uniform grids (docs/benchmarks.md,
+    "Where we differ from the reference").
     """
     *prev, t = levels
     scale, mult, z = _transfer(form, prev[0], t)

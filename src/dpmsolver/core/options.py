@@ -122,7 +122,8 @@ class SolverOptions:
             the unconditional model (ComfyUI's dpmpp_2m_cfg_pp at order 2). Needs a model
             that gives both predictions from one call (`Denoiser` with `ClassifierFree`
             and uncond), method 'multistep', algorithm 'dpmsolver++', eta = 0, no
-            corrector. The same guidance scale is much stronger under CFG++ (see README).
+            corrector. The same guidance scale is much stronger under CFG++
+            (docs/choosing.md, "Guided sampling").
         corrector: UniC corrector after each multistep step, at no extra model call (the
             output at the predicted state, which the next step needs anyway, corrects the
             step just taken; the last step is not corrected): 'off' (default), 'all', or
