@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps "$(KDIFFUSION)"
 	touch $@
 
-.PHONY: install sample test lint pytest bench
+.PHONY: install sample test lint pytest bench docs
 install: $(BIN)/.installed
 
 sample: $(BIN)/.installed
@@ -34,23 +34,42 @@ pytest: $(BIN)/.installed
 
 test: lint pytest
 
-# Before a release: every benchmark the README quotes, run on this tree, its output kept
-# in docs/benchmarks/ (the README names the script next to each number). About 25 minutes
-# on one CPU thread. DIFFUSERS=<diffusers git dir> (and TORCHSDE=<folder holding torchsde>)
-# also runs diffusers' own scheduler tests on our scheduler.
+# The documentation site: docs/ -> site/ with MkDocs (strict: a broken link, a missing page
+# or an unresolved API reference fails), then tools/check_site.py checks that every public
+# name's API entry shows its docstring. SCREENSHOTS=<folder> also renders the home and
+# Choosing pages in headless Chromium into that folder (CI keeps them as artefacts).
+SCREENSHOTS ?=
+$(BIN)/.docs-installed: $(BIN)/.installed pyproject.toml
+	$(BIN)/python -m pip install -q -e ".[docs]"
+	touch $@
+
+docs: $(BIN)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	$(BIN)/python tools/check_site.py site $(if $(SCREENSHOTS),--screenshots $(SCREENSHOTS))
+
+# Before a release: every benchmark the docs quote, run on this tree, its output kept in
+# docs/benchmarks/ and its plots in docs/images/ (each number on the site names its
+# script). About 25 minutes on one CPU thread. DIFFUSERS=<diffusers git dir> (and
+# TORCHSDE=<folder holding torchsde>) also runs diffusers' own scheduler tests on ours.
 DIFFUSERS ?=
 TORCHSDE ?=
 bench: $(BIN)/.installed
-	mkdir -p docs/benchmarks
+	mkdir -p docs/benchmarks docs/images
 	$(BIN)/dpmsolver bench --model digits-exact --out docs/bench-digits-exact
 	$(BIN)/dpmsolver bench --model digits-net --out docs/bench-digits-net
-	$(BIN)/python benchmarks/accuracy.py > docs/benchmarks/accuracy.txt
-	$(BIN)/python benchmarks/diffusers_schedulers.py > docs/benchmarks/diffusers_schedulers.txt
+	$(BIN)/python benchmarks/accuracy.py --plot docs/images/accuracy.png \
+		> docs/benchmarks/accuracy.txt
+	$(BIN)/python benchmarks/diffusers_schedulers.py --plot docs/images/diffusers_schedulers.png \
+		> docs/benchmarks/diffusers_schedulers.txt
 	$(BIN)/python benchmarks/guidance.py > docs/benchmarks/guidance.txt
 	$(BIN)/python benchmarks/inversion.py > docs/benchmarks/inversion.txt
-	$(BIN)/python benchmarks/low_budget.py > docs/benchmarks/low_budget.txt
+	$(BIN)/python benchmarks/low_budget.py --plot docs/images/low_budget.png \
+		> docs/benchmarks/low_budget.txt
 	$(BIN)/python benchmarks/overhead.py --compile > docs/benchmarks/overhead.txt
 	$(BIN)/python benchmarks/sde.py > docs/benchmarks/sde.txt
+	$(BIN)/python examples/trajectories_2d.py --out docs/images/trajectories_2d.png
+	$(BIN)/dpmsolver compare --steps 5,10,20 --solvers ddim,dpm++2m,dpm++3m \
+		--out docs/images/compare.png
 	if [ -n "$(DIFFUSERS)" ]; then $(BIN)/python benchmarks/diffusers_suite.py \
 		--diffusers "$(DIFFUSERS)" $(if $(TORCHSDE),--extra-path "$(TORCHSDE)") \
 		> docs/benchmarks/diffusers_suite.txt; fi

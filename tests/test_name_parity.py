@@ -1,5 +1,6 @@
-"""The README's name-parity table: each row (a sampler by the name users know) runs our call
-and the implementation it names, with the same sigmas and the same noise, and they agree.
+"""The name-parity table of docs/faces/k-diffusion.md: each row (a sampler by the name
+users know) runs our call and the implementation it names, with the same sigmas and the
+same noise, and they agree.
 
 References: k-diffusion's own sampling.py (`k_reference`), ComfyUI's formulas re-derived
 in tests/test_k_diffusion_sde.py (its code imports the rest of ComfyUI), diffusers'
@@ -40,7 +41,7 @@ import dpmsolver.k_diffusion as K  # noqa: N812 (k-diffusion's own convention)
 from dpmsolver.diffusers import DPMSolverScheduler
 
 KD = k_reference.load()
-README = Path(__file__).resolve().parents[1] / "README.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "faces" / "k-diffusion.md"
 
 
 def k_pair(name: str, grid: str, noise: bool, **kwargs: Any) -> tuple[Tensor, Tensor]:
@@ -113,7 +114,7 @@ def authors() -> tuple[Tensor, Tensor]:
     return out, torch.tensor(ARRAYS[f"out64_{case['id']}"])
 
 
-# README row (its first cell) -> (ours, the reference), tolerance
+# Page row (its first cell) -> (ours, the reference), tolerance
 def deis_pair() -> tuple[Tensor, Tensor]:
     """Ours and ComfyUI's DEIS formula (tab mode, max_order 3, re-derived in test_deis)
     on karras sigmas of SD's range."""
@@ -158,16 +159,16 @@ ROWS: dict[str, tuple[Callable[[], tuple[Tensor, Tensor]], float]] = {
 }
 
 
-def readme_rows() -> list[str]:
-    """The first cells of the table under '#### Name parity' in the README."""
-    text = README.read_text()
-    section = text.split("#### Name parity", 1)[1].split("\n#", 1)[0]
+def page_rows() -> list[str]:
+    """The first cells of the table under '## Name parity' on the k-diffusion page."""
+    text = PAGE.read_text()
+    section = text.split("\n## Name parity", 1)[1].split("\n#", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ")][1:]  # no header
     return [re.sub(r"`", "", row.split("|")[1].strip()) for row in rows]
 
 
-def test_every_readme_row_is_tested() -> None:
-    assert sorted(readme_rows()) == sorted(ROWS)
+def test_every_row_of_the_page_is_tested() -> None:
+    assert sorted(page_rows()) == sorted(ROWS)
 
 
 @pytest.mark.parametrize("row", sorted(ROWS))

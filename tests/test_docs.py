@@ -1,0 +1,191 @@
+"""The documentation's code runs: every Python block of the README and of the site's pages.
+
+A block is either an include of an example (`--8<-- "examples/NAME.py"` or, for a part of
+one, `--8<-- "examples/NAME.py:SECTION"`, which the site renders from the file, and which
+`tests/test_cli.py` runs), or code that this test runs. A page's blocks run in order in one
+namespace, as a reader types them into one session, in a temporary working folder.
+The API reference must list every public name of the three public modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+
+from dpmsolver import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+PAGES = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+FENCE = re.compile(
+    r"^(?P<indent> *)```(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```", re.M | re.S
+)
+INCLUDE = re.compile(r'^--8<-- "(?P<path>[^":]+)(?::(?P<section>[\w-]+))?"$')
+PUBLIC_MODULES = ("dpmsolver", "dpmsolver.diffusers", "dpmsolver.k_diffusion")
+
+
+def blocks(page: Path) -> list[tuple[str, str]]:
+    """(language, code) of each fenced block of `page`, in order, dedented."""
+    found = []
+    for match in FENCE.finditer(page.read_text()):
+        indent = len(match["indent"])
+        body = "\n".join(line[indent:] for line in match["body"].splitlines())
+        found.append((match["lang"].lower(), body))
+    return found
+
+
+def python_blocks(page: Path) -> list[str]:
+    return [code for lang, code in blocks(page) if lang in ("python", "py", "python3", "pycon")]
+
+
+def includes(code: str) -> list[re.Match[str]] | None:
+    """The include lines of a block that holds only includes, or None for code."""
+    lines = [line.strip() for line in code.strip().splitlines()]
+    matches = [INCLUDE.match(line) for line in lines]
+    if lines and all(matches):
+        return [m for m in matches if m is not None]
+    if any(matches):
+        raise AssertionError(f"a block mixes includes and code:\n{code}")
+    return None
+
+
+def page_id(page: Path) -> str:
+    return str(page.relative_to(ROOT))
+
+
+def test_the_pages_have_python_blocks() -> None:
+    # The collection below is not empty by accident (a changed fence syntax would make
+    # every page pass vacuously).
+    counts = {page_id(p): len(python_blocks(p)) for p in PAGES}
+    assert counts["README.md"] >= 4
+    assert counts["docs/faces/native.md"] >= 5
+    assert sum(counts.values()) >= 40
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_python_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code_blocks = []
+    for code in python_blocks(page):
+        matches = includes(code)
+        if matches is None:
+            code_blocks.append(code)
+            continue
+        for m in matches:
+            path = ROOT / m["path"]
+            assert path.parent == ROOT / "examples" and path.exists(), m["path"]
+            if m["section"]:
+                text = path.read_text()
+                for edge in ("start", "end"):
+                    marker = f"# --8<-- [{edge}:{m['section']}]"
+                    assert text.count(marker) == 1, f"{m['path']}: {marker}"
+    if not code_blocks:
+        return
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    namespace: dict[str, object] = {"__name__": "__docs__"}
+    try:
+        for i, code in enumerate(code_blocks):
+            try:
+                exec(compile(code, f"{page_id(page)}[{i}]", "exec"), namespace)
+            except Exception as error:
+                raise AssertionError(f"{page_id(page)} block {i} failed:\n{code}") from error
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_includes_are_rendered_from_examples() -> None:
+    # Every example a page includes exists; an include is the only way a page shows code
+    # that this test does not run itself.
+    seen = set()
+    for page in PAGES:
+        for code in python_blocks(page):
+            for m in includes(code) or []:
+                seen.add(m["path"])
+    assert seen, "no page includes an example"
+    assert all((ROOT / p).exists() for p in seen)
+
+
+def api_pages_text() -> str:
+    return "\n".join(p.read_text() for p in sorted((DOCS / "api").glob("*.md")))
+
+
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+def test_api_reference_lists_every_public_name(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    listed = set(re.findall(r"^::: ([\w.]+)", api_pages_text(), re.M))
+    for name in module.__all__:
+        assert f"{module_name}.{name}" in listed, f"{module_name}.{name} is not in docs/api/"
+        obj = getattr(module, name)
+        if callable(obj):  # a constant's docstring is in its source (checked by the build)
+            assert (obj.__doc__ or "").strip(), f"{module_name}.{name} has no docstring"
+
+
+def test_api_reference_lists_nothing_else() -> None:
+    # A listed name that is not public would document an implementation detail.
+    public = {f"{m}.{n}" for m in PUBLIC_MODULES for n in importlib.import_module(m).__all__}
+    listed = set(re.findall(r"^::: ([\w.]+)", api_pages_text(), re.M))
+    assert listed <= public, sorted(listed - public)
+
+
+README = ROOT / "README.md"
+LINK = re.compile(r"\]\((?P<target>[^)#\s]+)(?:#[^)]*)?\)")
+
+
+def bash_lines(page: Path) -> list[str]:
+    """The commands of a page's bash blocks, comments dropped."""
+    lines = []
+    for lang, code in blocks(page):
+        if lang == "bash":
+            lines += [line.split("#")[0].strip() for line in code.splitlines() if line.strip()]
+    return lines
+
+
+def blocks_of(text: str) -> list[tuple[str, str]]:
+    return [(m["lang"].lower(), m["body"]) for m in FENCE.finditer(text)]
+
+
+def test_readme_quick_start_is_the_two_make_commands() -> None:
+    text = README.read_text()
+    quick_start = text[text.index("## Quick start") :]
+    quick_start = quick_start[: quick_start.index("\n## ", 1)]
+    first = next(code for lang, code in blocks_of(quick_start) if lang == "bash")
+    commands = [line.split("#")[0].strip() for line in first.splitlines()]
+    assert commands == ["make sample", "make test"]
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("sample", "test", "docs"):
+        assert re.search(rf"^{target}:", makefile, re.M), target
+
+
+def test_readme_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every `.venv/bin/dpmsolver ...` line the README shows runs as written and writes
+    # its --out file (through the console script's entry point, in a scratch folder).
+    commands = [line for line in bash_lines(README) if line.startswith(".venv/bin/dpmsolver ")]
+    assert len(commands) >= 2
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    try:
+        for command in commands:
+            args = shlex.split(command)[1:]
+            assert cli.main(args) == 0, command
+            assert Path(args[args.index("--out") + 1]).stat().st_size > 0, command
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_readme_links_resolve() -> None:
+    # The README is read on the code host, outside the site build that checks the pages'
+    # links, so its relative links and images are checked here.
+    targets = [m["target"] for m in LINK.finditer(README.read_text())]
+    local = [t for t in targets if "://" not in t]
+    assert len(local) >= 10
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, missing
+
+
+def test_readme_is_short() -> None:
+    assert len(README.read_text().splitlines()) <= 150
