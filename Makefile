@@ -49,7 +49,7 @@ docs: $(BIN)/.docs-installed
 
 # Before a release: every benchmark the docs quote, run on this tree, its output kept in
 # docs/benchmarks/ and its plots in docs/images/ (each number on the site names its
-# script). About 25 minutes on one CPU thread. DIFFUSERS=<diffusers git dir> (and
+# script); low_budget.py takes the longest. DIFFUSERS=<diffusers git dir> (and
 # TORCHSDE=<folder holding torchsde>) also runs diffusers' own scheduler tests on ours.
 DIFFUSERS ?=
 TORCHSDE ?=
