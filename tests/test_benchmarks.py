@@ -63,6 +63,11 @@ def test_benchmark_runs_quickly(script: str) -> None:
         )
         assert done.returncode == 2 and "--diffusers PATH is required" in done.stderr
         return
+    run_quick(script, args, expected)
+
+
+def run_quick(script: str, args: list[str], expected: str) -> None:
+    """Run benchmarks/<script> with args on this tree's src/; it succeeds and prints expected."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), *args],
@@ -82,16 +87,7 @@ def test_benchmark_plot_writes_a_png(script: str, tmp_path: Path) -> None:
         pytest.importorskip("diffusers")
     args, expected = QUICK[script]
     out = tmp_path / "x.png"
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), *args, "--plot", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert expected in done.stdout
+    run_quick(script, [*args, "--plot", str(out)], expected)
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
     width, height = struct.unpack(">II", data[16:24])
