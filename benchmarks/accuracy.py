@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from problems import reference_solution
 
 import dpmsolver as dpm
+from dpmsolver import bench
 from dpmsolver.models import ExactModel, ddpm_linear_schedule, load_digits_gmm
 
 SOLVERS = {
@@ -38,27 +39,20 @@ MARKERS = "os^vDP"
 def plot(errors: dict[str, dict[str, list[float]]], nfes: list[int], path: Path) -> None:
     """Error against model calls, one panel per grid (`errors[grid][solver]`), one line per
     solver."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(
-        1, len(errors), figsize=(6.4 * len(errors), 4.2), squeeze=False, layout="constrained"
+    panels = {
+        f"{skip_type} grid": {
+            name: (nfes, errs, dict(marker=marker))
+            for (name, errs), marker in zip(rows.items(), MARKERS, strict=True)
+        }
+        for skip_type, rows in errors.items()
+    }
+    bench.plot_panels(
+        panels,
+        path,
+        title="Exact digits model (GMM), DDPM linear schedule",
+        ylabel="RMS error vs exact ODE solution",
+        legend_size="small",
     )
-    for ax, (skip_type, rows) in zip(axes[0], errors.items(), strict=True):
-        for (name, errs), marker in zip(rows.items(), MARKERS, strict=True):
-            ax.plot(nfes, errs, marker=marker, label=name)
-        ax.set_yscale("log")
-        ax.set_xticks(nfes)
-        ax.set_xlabel("model calls (NFE)")
-        ax.set_ylabel("RMS error vs exact ODE solution")
-        ax.set_title(f"{skip_type} grid")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize="small")
-    fig.suptitle("Exact digits model (GMM), DDPM linear schedule")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ from diffusers import (
 from problems import reference_solution
 
 import dpmsolver as dpm
+from dpmsolver import bench
 from dpmsolver.diffusers import DPMSolverScheduler
 from dpmsolver.models import load_digits_gmm
 
@@ -164,28 +165,25 @@ def flow_table(gmm: Any, x_T: torch.Tensor, steps: list[int]) -> Table:
 
 def plot(tables: dict[str, Table], path: Path) -> None:
     """Error against model calls, one panel per table; diffusers' schedulers dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(
-        1, len(tables), figsize=(6.4 * len(tables), 4.2), squeeze=False, layout="constrained"
+    panels = {
+        title: {
+            name: (
+                steps,
+                errors,
+                dict(marker=marker, linestyle="--" if name.startswith("diffusers") else "-"),
+            )
+            for (name, errors), marker in zip(rows.items(), "os^vDPX", strict=False)
+        }
+        for title, (steps, rows) in tables.items()
+    }
+    bench.plot_panels(
+        panels,
+        path,
+        title="diffusers' schedulers and DPMSolverScheduler on the exact digits model (GMM)",
+        xlabel="model calls (NFE = steps)",
+        ylabel="RMS error vs exact answer",
+        legend_size="x-small",
     )
-    for ax, (title, (steps, rows)) in zip(axes[0], tables.items(), strict=True):
-        for (name, errors), marker in zip(rows.items(), "os^vDPX", strict=False):
-            style = "--" if name.startswith("diffusers") else "-"
-            ax.plot(steps, errors, marker=marker, linestyle=style, label=name)
-        ax.set_yscale("log")
-        ax.set_xticks(steps)
-        ax.set_xlabel("model calls (NFE = steps)")
-        ax.set_ylabel("RMS error vs exact answer")
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize="x-small")
-    fig.suptitle("diffusers' schedulers and DPMSolverScheduler on the exact digits model (GMM)")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main() -> None:

@@ -27,7 +27,6 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -43,36 +42,25 @@ TITLES = {"digits-exact": "exact digits model (GMM)", "digits-net": "trained dig
 
 def plot(results: dict[str, bench.BudgetResult], path: Path) -> None:
     """Error against model calls, one panel per model: tuned, grid-only, best untuned."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(
-        1, len(results), figsize=(6.4 * len(results), 4.2), squeeze=False, layout="constrained"
-    )
-    for ax, (name, result) in zip(axes[0], results.items(), strict=True):
-        nfe = [r.nfe for r in result.rows]
-        lines: dict[str, tuple[list[float], dict[str, Any]]] = {
-            "tuned (optimize_solver)": ([r.rms_error for r in result.rows], dict(marker="o")),
-            "grid-only tuned": ([r.grid_only_error for r in result.rows], dict(marker="s")),
+    panels: dict[str, dict[str, bench.Line]] = {}
+    for name, result in results.items():
+        rows = result.rows
+        nfe = [r.nfe for r in rows]
+        panels[TITLES.get(name, name)] = {
+            "tuned (optimize_solver)": (nfe, [r.rms_error for r in rows], dict(marker="o")),
+            "grid-only tuned": (nfe, [r.grid_only_error for r in rows], dict(marker="s")),
             "best untuned setting": (
-                [r.baseline_error for r in result.rows],
+                nfe,
+                [r.baseline_error for r in rows],
                 dict(marker="^", linestyle="--", color="0.35"),
             ),
         }
-        for label, (errors, style) in lines.items():
-            ax.plot(nfe, errors, label=label, **style)
-        ax.set_yscale("log")
-        ax.set_xticks(nfe)
-        ax.set_xlabel("model calls (NFE)")
-        ax.set_ylabel("RMS error vs reference")
-        ax.set_title(TITLES.get(name, name))
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    fig.suptitle("Tuned solvers against the best untuned setting (held-out noises)")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    bench.plot_panels(
+        panels,
+        path,
+        title="Tuned solvers against the best untuned setting (held-out noises)",
+        ylabel="RMS error vs reference",
+    )
 
 
 def main() -> None:
