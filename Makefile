@@ -65,7 +65,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/inversion.py > docs/benchmarks/inversion.txt
 	$(BIN)/python benchmarks/low_budget.py --plot docs/images/low_budget.png \
 		> docs/benchmarks/low_budget.txt
-	$(BIN)/python benchmarks/overhead.py --compile > docs/benchmarks/overhead.txt
+	$(BIN)/python benchmarks/overhead.py --compile --rounds 45 > docs/benchmarks/overhead.txt
 	$(BIN)/python benchmarks/sde.py > docs/benchmarks/sde.txt
 	$(BIN)/python examples/trajectories_2d.py --out docs/images/trajectories_2d.png
 	$(BIN)/dpmsolver compare --steps 5,10,20 --solvers ddim,dpm++2m,dpm++3m \
