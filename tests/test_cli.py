@@ -200,7 +200,7 @@ def test_bad_arguments_exit_2_without_traceback(args: list[str]) -> None:
 def test_examples_run(example: Path) -> None:
     proc = run(str(example))
     assert proc.returncode == 0, proc.stderr
-    # Image examples print (16, 1, 8, 8), the 2-D point examples (16, 2).
+    # Digit examples print (16, 1, 8, 8), the diffusers pipeline (16, 8, 8, 3), 2-D points (16, 2).
     assert re.search(r"^samples: \(16, ", proc.stdout, re.MULTILINE), proc.stdout
 
 
