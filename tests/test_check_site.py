@@ -12,6 +12,8 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -80,3 +82,15 @@ def test_docstring_start_drops_markdown_marks() -> None:
         """
 
     assert check_site.docstring_start(f) == "Run x on the grid twice,"
+
+
+def test_pages_without_screenshots_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Page names only choose what to screenshot; without --screenshots they would do nothing.
+    write_site(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        check_site.main([str(tmp_path), "index", "choosing"])
+    assert stop.value.code == 2
+    assert "pages index choosing given without --screenshots DIR" in capsys.readouterr().err
+    assert check_site.main([str(tmp_path)]) == 0

@@ -121,9 +121,11 @@ def screenshot(site: Path, page: str, out: Path, browser: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("site", type=Path, help="the built site folder (mkdocs' site_dir)")
-    parser.add_argument("pages", nargs="*", default=["index", "choosing"])
+    parser.add_argument("pages", nargs="*", help="pages to screenshot (default: index choosing)")
     parser.add_argument("--screenshots", type=Path, help="write a PNG per page here")
     args = parser.parse_intermixed_args(argv)
+    if args.pages and not args.screenshots:
+        parser.error(f"pages {' '.join(args.pages)} given without --screenshots DIR")
     problems = check_api(args.site)
     for line in problems:
         print(line, file=sys.stderr)
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshots:
         args.screenshots.mkdir(parents=True, exist_ok=True)
         browser = find_chromium()
-        for page in args.pages:
+        for page in args.pages or ["index", "choosing"]:
             png = screenshot(args.site, page, args.screenshots, browser)
             print(f"screenshot: {png} ({png.stat().st_size // 1024} KiB)")
     return 0
