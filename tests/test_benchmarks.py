@@ -3,6 +3,7 @@ table: a benchmark that crashes fails CI instead of leaving a stale number behin
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import subprocess
@@ -13,6 +14,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = {
+    "coefficient_ceiling.py": (
+        [
+            *("--models", "digits-exact", "--budgets", "4", "--settings", "dpm++2m"),
+            *("--reference-nfe", "300", "--pilots", "4", "--n", "4", "--iterations", "1"),
+        ],
+        "target at 4-10 calls",
+    ),
     "accuracy.py": (["--nfe", "5,10", "--n", "4", "--skip-types", "logSNR"], "RMS error vs exact"),
     "diffusers_schedulers.py": (
         ["--steps", "5", "--flow-steps", "5", "--n", "4"],
@@ -66,8 +74,9 @@ def test_benchmark_runs_quickly(script: str) -> None:
     run_quick(script, args, expected)
 
 
-def run_quick(script: str, args: list[str], expected: str) -> None:
-    """Run benchmarks/<script> with args on this tree's src/; it succeeds and prints expected."""
+def run_quick(script: str, args: list[str], expected: str) -> str:
+    """Run benchmarks/<script> with args on this tree's src/; it succeeds and prints expected.
+    Returns its stdout."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), *args],
@@ -78,6 +87,32 @@ def run_quick(script: str, args: list[str], expected: str) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert expected in done.stdout
+    return done.stdout
+
+
+def test_coefficient_ceiling_extensions_never_lose_on_their_own_pilots() -> None:
+    """Each extension is fitted on the tuning pilots starting from the tuned solver itself
+    (weights 0, shifts 0) and only improves its objective there: a least-squares fit, a
+    ridge fit, and Levenberg-Marquardt steps kept only when they lower the error. So its
+    pilot error is at most the tuned solver's. The tail table's RMS over the best 99% of
+    the noises is at most the RMS over all of them."""
+    args = [*QUICK["coefficient_ceiling.py"][0][:-2], "--iterations", "2"]
+    out = run_quick("coefficient_ceiling.py", args, "target at 4-10 calls")
+    found = [line.split() for line in out.splitlines() if line.split()[:1] == ["4"]]
+    rows = [r for r in found if len(r) == 15]
+    tails = [r for r in found if len(r) == 6]
+    assert len(rows) == 1 and len(tails) == 1
+    cells = [float(v) for v in rows[0][3:]]
+    assert len(cells) == 12  # (pilots, held-out, ratio) for tuned and three extensions
+    tuned_pilots, tuned_held, tuned_ratio = cells[:3]
+    untuned = float(rows[0][2])
+    assert math.isclose(tuned_ratio, tuned_held / untuned, rel_tol=0.02)
+    for k in (3, 6, 9):
+        assert cells[k] <= tuned_pilots * (1 + 1e-9)
+    assert cells[6] < tuned_pilots  # per coordinate: 1 + nfe free weights per coordinate
+    # Leaving out the worst noises can only lower the RMS error, and the share is a share.
+    share, rms_kept = float(tails[0][1]), float(tails[0][2])
+    assert 0.0 < share <= 1.0 and rms_kept <= tuned_held
 
 
 @pytest.mark.parametrize("script", ["accuracy.py", "diffusers_schedulers.py", "low_budget.py"])
