@@ -106,7 +106,7 @@ def test_coefficient_ceiling_extensions_never_lose_on_their_own_pilots() -> None
     assert len(cells) == 12  # (pilots, held-out, ratio) for tuned and three extensions
     tuned_pilots, tuned_held, tuned_ratio = cells[:3]
     untuned = float(rows[0][2])
-    assert math.isclose(tuned_ratio, tuned_held / untuned, rel_tol=0.02)
+    assert math.isclose(tuned_ratio, tuned_held / untuned, abs_tol=0.006)  # 2 decimals
     for k in (3, 6, 9):
         assert cells[k] <= tuned_pilots * (1 + 1e-9)
     assert cells[6] < tuned_pilots  # per coordinate: 1 + nfe free weights per coordinate
