@@ -68,8 +68,12 @@ class Recorded:
         return out
 
 
-def run(rec: Recorded, x: Tensor, solver: TunedSolver) -> tuple[Tensor, Tensor]:
-    """The end state and the features (x_T, then every model output), stacked last."""
+def run(
+    rec: Recorded, x: Tensor, solver: TunedSolver, shifts: list[float] | None = None
+) -> tuple[Tensor, Tensor]:
+    """The end state and the features (x_T, then every model output), stacked last, with
+    the model calls at lambda + `shifts` (none by default)."""
+    rec.shifts = shifts or []
     rec.outputs.clear()
     end = sample(rec, x, solver=solver)
     return end, torch.stack([x, *rec.outputs], dim=-1).double()
@@ -115,9 +119,7 @@ def fit_shifts(
     v = torch.zeros(k, dtype=torch.float64)
 
     def residual(vec: Tensor) -> Tensor:
-        rec.shifts = vec.tolist()
-        rec.outputs.clear()
-        return (sample(rec, x, solver=solver) - target).reshape(-1).double()
+        return (run(rec, x, solver, vec.tolist())[0] - target).reshape(-1).double()
 
     r = residual(v)
     for _ in range(iterations):
@@ -133,7 +135,6 @@ def fit_shifts(
             mu *= 4.0
         else:
             break
-    rec.shifts = []
     return v.tolist()
 
 
@@ -185,10 +186,11 @@ def main() -> None:
                 rms(end + apply_per_coordinate(feats, wc, end), target),
                 rms(t_end + apply_per_coordinate(t_feats, wc, t_end), test_ref),
             )
-            rec.shifts = fit_shifts(rec, x, target, solver, args.iterations)
-            shifted = (run(rec, x, solver)[0], run(rec, test_x, solver)[0])
-            rec.shifts = []
-            shift = (rms(shifted[0], target), rms(shifted[1], test_ref))
+            shifts = fit_shifts(rec, x, target, solver, args.iterations)
+            shift = (
+                rms(run(rec, x, solver, shifts)[0], target),
+                rms(run(rec, test_x, solver, shifts)[0], test_ref),
+            )
             base = row.baseline_error
             tuned = (rms(end, target), rms(t_end, test_ref))
             cells = [tuned, shared, coord, shift]
