@@ -206,7 +206,7 @@ CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
         "model not a model",
         lambda: dpm.sample(lambda x: x, X),
         TypeError,
-        "model must be a Denoiser",
+        "model must be a DiffusionModel: a dpmsolver.Denoiser",
     ),
     ("net returns tuple", net(lambda x, t: (x, x)), dpm.ModelOutputError, "net returned tuple"),
     (

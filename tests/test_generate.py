@@ -90,7 +90,7 @@ def test_corrupted_partial_and_stale_shards_are_made_again(tmp_path, capsys) -> 
     npz0.write_bytes(bytes(data))
     (tmp_path / "shard-000001.json").unlink()  # killed between the npz and its record
     (tmp_path / "shard-000002.npz").unlink()  # a record without its npz
-    stale = tmp_path / "shard-000002.npz.123.tmp"
+    stale = tmp_path / ".dpmsolver-tmp-123-shard-000002.npz"  # a killed run's temporary
     stale.write_bytes(b"half a shard")
     result = run(tmp_path, merge=True)
     assert result.generated == {0: "checksum mismatch", 1: "partial", 2: "partial"}
@@ -152,23 +152,37 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-@pytest.mark.parametrize("manifest", ["missing", "truncated", "not-json-object"])
-def test_another_jobs_shards_are_refused_without_a_manifest(tmp_path, manifest: str) -> None:
-    run(tmp_path, merge=True)
-    path = tmp_path / MANIFEST
-    if manifest == "missing":
-        path.unlink()
-    elif manifest == "truncated":
-        path.write_bytes(path.read_bytes()[:40])
-    else:
-        path.write_text("[]")
+def test_another_jobs_shards_are_refused_without_a_manifest(tmp_path) -> None:
+    run(tmp_path)
+    (tmp_path / MANIFEST).unlink()
     before = snapshot(tmp_path)
     with pytest.raises(ValueError, match=r"holds shards of another job \(shard-000000\.json"):
         run(tmp_path, steps=6, merge=True)
     assert snapshot(tmp_path) == before  # every file byte-identical, none added
-    # The same job resumes: nothing is made again.
+    # The same job resumes from its shards: nothing is made again.
     result = run(tmp_path, merge=True)
     assert result.generated == {} and sorted(result.skipped) == [0, 1, 2]
+    # Without the manifest that recorded it, a samples.npz could be anyone's: not replaced.
+    (tmp_path / MANIFEST).unlink()
+    with pytest.raises(ValueError, match=r"is not empty \(samples\.npz\) and holds no"):
+        run(tmp_path, merge=True)
+
+
+@pytest.mark.parametrize("manifest", ["truncated", "not-json-object", "another-program"])
+def test_a_manifest_that_is_not_ours_is_never_touched(tmp_path, manifest: str) -> None:
+    run(tmp_path, merge=True)
+    path = tmp_path / MANIFEST
+    if manifest == "truncated":
+        path.write_bytes(path.read_bytes()[:40])
+    elif manifest == "not-json-object":
+        path.write_text("[]")
+    else:
+        path.write_text('{"settings": {"lr": 0.1}, "epochs": 3}')
+    before = snapshot(tmp_path)
+    for kwargs in (dict(steps=6), {}):  # another job, or this one
+        with pytest.raises(ValueError, match=r"holds a manifest\.json that is not a dpmsolver"):
+            run(tmp_path, merge=True, **kwargs)
+        assert snapshot(tmp_path) == before
 
 
 def test_a_shard_of_another_job_is_refused_not_regenerated(tmp_path) -> None:
@@ -308,7 +322,7 @@ def test_killed_rank_then_restart_gives_the_uninterrupted_result(tmp_path) -> No
     indices = [i for r in manifest["shards"] for i in range(r["start"], r["stop"])]
     assert indices == list(range(96))  # none missing, none repeated
     assert manifest == json.loads((reference / MANIFEST).read_text())
-    assert not list(out.glob("*.tmp"))
+    assert not list(out.glob(".dpmsolver-tmp-*")) and not (out / ".dpmsolver-generate.lock").exists()
 
 
 def test_ranks_with_different_settings_fail_clearly(tmp_path) -> None:

@@ -306,7 +306,7 @@ def test_budget_search_and_cli(tmp_path, capsys) -> None:
         reference_nfe=300,
         settings=["dpm++2m", "ipndm3"],
         grids=["logSNR", "ays"],
-        max_calls=200,
+        max_calls=500,
     )
     (row,) = result.rows
     assert row.nfe == 5 and row.ratio == pytest.approx(row.rms_error / row.baseline_error)

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -279,32 +280,37 @@ def test_the_search_narrows_to_the_callers_options() -> None:
     assert given.setting == "given" and given.options["algorithm"] == "dpmsolver"
 
 
-def test_max_calls_bounds_the_search() -> None:
-    """With no budget left no Levenberg-Marquardt iteration starts: the same calls as with
-    no iterations at all."""
-    spent = []
-    for kwargs in (dict(max_calls=0), dict(iterations=0)):
-        counted, calls = measure.counting(exact())  # type: ignore[arg-type]
-        found = dpm.optimize_solver(
-            counted, 6, reference=small_reference(), families=["dpm++3m"], **kwargs
+def test_max_calls_is_a_hard_bound() -> None:
+    """A budget below what every search spends (the screening and the runs that score the
+    result) is refused before any model call, with that least named; any other budget
+    bounds the search's calls, and at the least no Levenberg-Marquardt iteration fits."""
+    counted, calls = measure.counting(exact())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"max_calls=0 is below the least this search costs"):
+        dpm.optimize_solver(
+            counted, 6, reference=small_reference(), families=["dpm++3m"], max_calls=0
         )
-        assert found.model_calls["search"] == calls[0]
-        spent.append(calls[0])
-    assert spent[0] == spent[1] < tuned("dpm++3m", 5).model_calls["search"]
-    fixed = spent[0]  # screening and scoring: what every search spends
+    assert calls[0] == 0
+    try:
+        dpm.optimize_solver(
+            exact(), 6, reference=small_reference(), families=["dpm++3m"], max_calls=1
+        )
+    except ValueError as error:
+        least = int(re.search(r"costs, (\d+) calls", str(error)).group(1))  # type: ignore[union-attr]
 
     def capped(budget: int) -> int:
         found = dpm.optimize_solver(
             exact(), 6, reference=small_reference(), families=["dpm++3m"], max_calls=budget
         )
-        return found.model_calls["search"]
+        spent = found.model_calls["search"]
+        assert spent <= budget
+        return spent
 
-    free = capped(10**9)
-    # An iteration starts only if its worst case fits in what is left of the budget, so a
-    # search spends at most the budget plus the fixed part, and less as the budget shrinks.
-    small, large = capped(fixed + 100), capped(fixed + 600)
-    assert fixed <= small <= fixed + 100 + fixed and large <= fixed + 600 + fixed
-    assert small <= large < free
+    no_iterations = dpm.optimize_solver(
+        exact(), 6, reference=small_reference(), families=["dpm++3m"], iterations=0
+    ).model_calls["search"]
+    spent = [capped(b) for b in (least, least + 100, least + 600, 10**9)]
+    assert spent[0] == no_iterations
+    assert spent == sorted(spent) and spent[2] < spent[3]
 
 
 @pytest.mark.parametrize(

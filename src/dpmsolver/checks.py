@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -56,3 +56,19 @@ def check_bool(name: str, value: Any) -> bool:
     if isinstance(value, bool | np.bool_):
         return bool(value)
     raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r} (True or False)")
+
+
+def check_shape(name: str, shape: Any) -> tuple[int, ...]:
+    """Raise TypeError/ValueError unless `shape` is a sequence of ints >= 1 (one sample's
+    shape, without the batch); returns it as a tuple."""
+    if isinstance(shape, torch.Size):
+        shape = tuple(shape)
+    if isinstance(shape, str | bytes) or not isinstance(shape, Sequence):
+        raise TypeError(
+            f"{name} must be a sequence of ints (one sample's shape, without the batch, e.g. "
+            f"(4, 64, 64)); got {type(shape).__name__} {shape!r}"
+        )
+    for i, size in enumerate(shape):
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+            raise ValueError(f"{name} must hold ints >= 1; entry {i} is {size!r} in {shape!r}")
+    return tuple(int(v) for v in shape)

@@ -23,7 +23,7 @@ import torch
 from .core import ALGORITHMS, CORRECTORS, METHODS, SKIP_TYPES, SolverOptions, sample
 from .measure import counting, reference
 from .models import MODELS
-from .noise import start_noise
+from .noise import sample_shape, start_noise
 from .presets import SOLVERS
 from .progress import Progress
 
@@ -116,7 +116,12 @@ def _solver_args(p: argparse.ArgumentParser) -> None:
         help="use the model's shipped tuned solver (grid, solver and per-step "
         "coefficients) for --steps model calls (4, 5, 6, 8, 10)",
     )
-    p.add_argument("--steps", type=int, default=10, help="model calls (default 10)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="model calls (default 10; --method adaptive chooses its own)",
+    )
 
 
 def _solver_options(args: argparse.Namespace) -> SolverOptions:
@@ -130,7 +135,7 @@ def _solver_options(args: argparse.Namespace) -> SolverOptions:
             )
         if args.eta or args.ancestral:
             raise ValueError("--tuned sets an ODE solver; drop --eta / --ancestral")
-        return tuned_solver(args.model, args.steps).solver()
+        return tuned_solver(args.model, 10 if args.steps is None else args.steps).solver()
     options = SolverOptions.of(
         order=args.order,
         method=args.method,
@@ -141,7 +146,15 @@ def _solver_options(args: argparse.Namespace) -> SolverOptions:
         eta=args.eta,
         ancestral=args.ancestral,
     )
-    return SolverOptions.of(options, steps=options.steps_for_calls(args.steps))
+    if options.method == "adaptive":
+        if args.steps is not None:
+            raise ValueError(
+                "--steps sets the model calls of the fixed-step methods; --method adaptive "
+                "chooses its steps from its error tolerances"
+            )
+        return options
+    calls = 10 if args.steps is None else args.steps
+    return SolverOptions.of(options, steps=options.steps_for_calls(calls))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -249,13 +262,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    from .generation import check_batch_memory
     from .models import load
-    from .png import image_grid, write_png
+    from .png import image_grid, write_image
 
-    if args.steps < 1 or args.n < 1:
-        raise ValueError("--steps and --n must be >= 1")
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1; got {args.n}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be >= 1; got {args.steps}")
     model, calls = counting(load(args.model, device=args.device))
-    x_T = start_noise(model, args.n, args.seed).to(args.device, DTYPES[args.dtype])
+    dtype = DTYPES[args.dtype]
+    check_batch_memory(args.n, sample_shape(model), dtype, torch.device(args.device), "--n")
+    x_T = start_noise(model, args.n, args.seed).to(args.device, dtype)
     options = _solver_options(args)
     bar = Progress(options.num_steps(), args.quiet, desc="sampling", unit="step", leave=False)
 
@@ -272,7 +290,7 @@ def _sample(args: argparse.Namespace) -> int:
         bar.close()
     seconds = time.perf_counter() - start
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_png(args.out, image_grid(x0.float().cpu(), nrow=args.nrow))
+    write_image(args.out, image_grid(x0.float().cpu(), nrow=args.nrow))
     print(
         f"{args.model}: {options.algorithm} {options.method} order {options.order}"
         + (
@@ -343,8 +361,13 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .generation import generate
+    from .generation import check_batch_memory, generate
+    from .models import load
 
+    shape = sample_shape(load(args.model))
+    batch = min(args.batch, args.num) if args.batch >= 1 and args.num >= 1 else args.batch
+    if batch >= 1:  # (bad values are reported by generate, naming them)
+        check_batch_memory(batch, shape, DTYPES[args.dtype], torch.device(args.device), "--batch")
     start = time.perf_counter()
     result = generate(
         args.model,
@@ -403,7 +426,7 @@ def _compare_picture(
 
 def _compare(args: argparse.Namespace) -> int:
     from .models import load
-    from .png import image_grid, write_png
+    from .png import image_grid, write_image
 
     model = load(args.model, device=args.device)
     x_T = start_noise(model, args.n, args.seed).to(args.device, DTYPES[args.dtype])
@@ -427,7 +450,7 @@ def _compare(args: argparse.Namespace) -> int:
     blank = torch.full_like(ref, float("nan"))  # drawn mid-grey, like the gaps
     cells += [ref] + [blank] * (len(args.steps) - 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_png(args.out, picture(torch.cat(cells)))
+    write_image(args.out, picture(torch.cat(cells)))
     samples = "#0" if args.n == 1 else f"#0-#{args.n - 1}"
     print(
         f"rows: {', '.join(args.solvers)}, reference; columns: samples {samples} of seed "
@@ -450,6 +473,12 @@ def _argument_problem(args: argparse.Namespace) -> str:
         return f"--out {out}: is a file; {args.command} writes a folder"
     if not folder and out.is_dir():
         return f"--out {out}: is a folder; {args.command} writes a PNG file"
+    if not folder:
+        from .png import image_problem
+
+        problem = image_problem(out)
+        if problem:
+            return f"--out {out}: {problem}"
     parent = out if folder else out.parent
     existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
     if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK):

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checks import check_choice
+from .checks import check_choice, check_float, check_int
 from .core import (
     DPM_ALGORITHMS,
     ClassifierFree,
@@ -42,11 +42,12 @@ from .core import (
     NoiseSchedule,
     SolverOptions,
     Target,
+    resolve_times,
     sample,
     time_grid,
 )
 
-__all__ = ["DPM_Solver", "NoiseScheduleVP", "expand_dims", "model_wrapper"]
+__all__ = ["DPM_Solver", "NoiseScheduleVP", "check_times", "expand_dims", "model_wrapper"]
 
 
 def expand_dims(v: Tensor, dims: int) -> Tensor:
@@ -78,6 +79,11 @@ class NoiseScheduleVP:
         if schedule == "discrete":
             if betas is None and alphas_cumprod is None:
                 raise ValueError("schedule='discrete' needs betas= or alphas_cumprod=")
+            if betas is not None and alphas_cumprod is not None:
+                raise ValueError(
+                    "give betas= or alphas_cumprod=, not both: they are two ways of saying "
+                    "the same schedule"
+                )
             native = DiscreteVPSchedule(
                 betas=betas,
                 alphas_cumprod=None if betas is not None else alphas_cumprod,
@@ -102,25 +108,48 @@ class NoiseScheduleVP:
     def _out(self, value: Tensor, like: Tensor) -> Tensor:
         return value.to(like.dtype if like.is_floating_point() else self.dtype)
 
+    def _times(self, name: str, t: Tensor) -> Tensor:
+        """t as a flat tensor, its entries checked to lie in the schedule's time range (one
+        read of their ends)."""
+        return check_times(self.native, name, t)
+
     def marginal_log_mean_coeff(self, t: Tensor) -> Tensor:
         """log alpha_t."""
-        return self._out(self.native.log_alpha(t.reshape(-1)), t)
+        return self._out(self.native.log_alpha(self._times("t", t)), t)
 
     def marginal_alpha(self, t: Tensor) -> Tensor:
         """alpha_t."""
-        return self._out(self.native.alpha(t.reshape(-1)), t)
+        return self._out(self.native.alpha(self._times("t", t)), t)
 
     def marginal_std(self, t: Tensor) -> Tensor:
         """sigma_t."""
-        return self._out(self.native.sigma(t.reshape(-1)), t)
+        return self._out(self.native.sigma(self._times("t", t)), t)
 
     def marginal_lambda(self, t: Tensor) -> Tensor:
         """lambda_t = log alpha_t - log sigma_t."""
-        return self._out(self.native.lambda_(t.reshape(-1)), t)
+        return self._out(self.native.lambda_(self._times("t", t)), t)
 
     def inverse_lambda(self, lamb: Tensor) -> Tensor:
         """t such that lambda_t = lamb."""
         return self._out(self.native.inverse_lambda(lamb.reshape(-1)), lamb)
+
+
+def check_times(schedule: NoiseSchedule, name: str, t: object) -> Tensor:
+    """`t` (a tensor or a number) as a flat tensor whose entries lie in the schedule's
+    time range, else a ValueError naming `name`, the values and the range."""
+    if not isinstance(t, Tensor):
+        t = torch.tensor([check_float(name, t)], dtype=torch.float64)
+    if not t.is_floating_point() and t.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"{name} must be a tensor of times; got dtype {t.dtype}")
+    flat = t.reshape(-1)
+    if flat.numel():
+        lo, hi = torch.stack([flat.min(), flat.max()]).double().tolist()
+        if not (schedule.contains(lo) and schedule.contains(hi)):
+            raise ValueError(
+                f"{name} from {lo:.6g} to {hi:.6g} lies outside the schedule's time range "
+                f"{schedule.time_range()}"
+            )
+    return flat
 
 
 class _WrappedModel:
@@ -160,6 +189,8 @@ def model_wrapper(
         raise TypeError(
             f"noise_schedule must be a NoiseScheduleVP, got {type(noise_schedule).__name__}"
         )
+    if not callable(model):
+        raise TypeError(f"model must be callable, got {type(model).__name__}")
     check_choice("model_type", model_type, ("noise", "x_start", "v", "score"))
     check_choice("guidance_type", guidance_type, ("uncond", "classifier", "classifier-free"))
     guidance: ClassifierFree | ClassifierGuidance | None = None
@@ -176,9 +207,10 @@ def model_wrapper(
             raise ValueError("guidance_type='classifier-free' needs condition, got None")
         # The reference calls the conditional model alone when there is no unconditional
         # condition, whatever the scale; the native ClassifierFree refuses a scale it
-        # cannot apply, so that case is passed as scale 1.
-        scale = guidance_scale if unconditional_condition is not None else 1.0
-        guidance = ClassifierFree(scale, condition, unconditional_condition)
+        # cannot apply, so that case is passed as scale 1 (the scale still checked).
+        guidance = ClassifierFree(guidance_scale, condition, unconditional_condition)
+        if unconditional_condition is None:
+            guidance = ClassifierFree(1.0, condition)
     prediction = "x0" if model_type == "x_start" else model_type
     denoiser = Denoiser(
         model,
@@ -284,14 +316,27 @@ class DPM_Solver:
         self, skip_type: str, t_T: float, t_0: float, N: int, device: torch.device | str
     ) -> Tensor:
         """N + 1 times from t_T to t_0 spaced by skip_type."""
-        return time_grid(self.noise_schedule.native, skip_type, t_T, t_0, N).to(device)
+        N = check_int("N", N, 1)
+        native = self.noise_schedule.native
+        t_T, t_0 = resolve_times(native, check_float("t_T", t_T), check_float("t_0", t_0))
+        return time_grid(native, skip_type, t_T, t_0, N).to(device)
 
     def add_noise(self, x: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
         """x_t = alpha_t x + sigma_t noise for each time in t; shape (len(t), *x.shape),
         squeezed when t has one entry."""
         native = self.noise_schedule.native
-        alpha_t = native.alpha(t.reshape(-1)).to(x.device, x.dtype)
-        sigma_t = native.sigma(t.reshape(-1)).to(x.device, x.dtype)
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            got = x.dtype if isinstance(x, Tensor) else type(x).__name__
+            raise TypeError(f"x must be a floating tensor; got {got}")
+        t = check_times(native, "t", t)
+        allowed = ((t.shape[0], *x.shape), tuple(x.shape))
+        if noise is not None and (not isinstance(noise, Tensor) or noise.shape not in allowed):
+            shape = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
+            raise ValueError(
+                f"noise must have shape {allowed[0]} (len(t), *x.shape) or x's shape; got {shape}"
+            )
+        alpha_t = native.alpha(t).to(x.device, x.dtype)
+        sigma_t = native.sigma(t).to(x.device, x.dtype)
         if noise is None:
             noise = torch.randn((t.reshape(-1).shape[0], *x.shape), device=x.device, dtype=x.dtype)
         xs = x.reshape((-1, *x.shape))
@@ -376,6 +421,10 @@ class DPM_Solver:
             if timesteps is None
             else dict(timesteps=timesteps)
         )
+        if method == "adaptive":
+            # The reference's adaptive method chooses its own steps and ignores `steps`.
+            check_int("steps", steps, 1)
+            grid.pop("steps", None)
         tolerances: dict[str, Any] = dict(atol=atol, rtol=rtol) if method == "adaptive" else {}
         if solver is not None:
             given = dict(

@@ -12,15 +12,21 @@ is drawn from its own generator too, seeded from (seed, i) (`PerSampleNoise`). A
 size changes the samples only by the floating-point rounding of a batched network, except
 with method='adaptive' (its step sizes follow the whole batch's error).
 
-Files in the output folder:
-- `shard-000012.npz`: `images` (uint8, NHWC) and `indices`; written to a temporary file,
-  fsynced, then renamed, so a shard is either whole or absent;
+Files in the output folder (a folder is this job's only when its manifest says so: a
+non-empty folder without one is refused before any work, and no file the job did not
+create is deleted or overwritten):
+- `manifest.json`: the settings (marked as a dpmsolver generate manifest), and once all
+  shards are finished, every shard's record (and the merged file's);
+- `shard-000012.npz`: `images` (uint8, NHWC) and `indices`; written to a temporary file
+  (`.dpmsolver-tmp-<pid>-<name>`: the job's prefix and the writing process's id), fsynced,
+  then renamed, so a shard is either whole or absent;
 - `shard-000012.json`: its record (index range, seeds, SHA-256 of the npz, settings
   digest), written the same way after the npz: a shard counts as finished only when its
   record exists and the npz matches the checksum; otherwise it is generated again;
-- `manifest.json`: the settings, and once all shards are finished, every shard's record;
 - `samples.npz` (with `merge`): all images in index order as `arr_0`, uint8 NHWC, the
-  layout FID tools read.
+  layout FID tools read;
+- `.dpmsolver-generate.lock` while a job runs: a second run into the folder is refused
+  as busy (a lock left by a killed process on this machine is recognised and taken over).
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ import io
 import json
 import math
 import os
+import re
+import socket
 import sys
 import zipfile
 from collections.abc import Callable, Sequence
@@ -48,11 +56,23 @@ from .noise import sample_shape, start_states
 from .png import to_uint8
 from .progress import Progress
 
-__all__ = ["GenerateResult", "generate", "merge_shards", "noise_seed", "sample_seed"]
+__all__ = [
+    "GenerateResult",
+    "check_batch_memory",
+    "generate",
+    "merge_shards",
+    "noise_seed",
+    "sample_seed",
+]
 
 MANIFEST = "manifest.json"
 MERGED = "samples.npz"
-_TMP = ".tmp"
+LOCK = ".dpmsolver-generate.lock"
+# What marks a manifest as this module's (older manifests carry no marker; see `_ours`).
+FORMAT = "dpmsolver-generate"
+# Temporary files: the job's prefix and the writing process's id, so that no process
+# touches another's and none is mistaken for a user's file.
+TMP_PREFIX = ".dpmsolver-tmp-"
 # Run hooks of `sample` that are not settings (functions cannot be recorded or compared).
 _NOT_SETTINGS = ("callback", "correcting_xt_fn", "generator")
 
@@ -133,6 +153,7 @@ def generate(
     num = check_int("num", num, 1)
     batch = check_int("batch", batch, 1)
     seed = check_int("seed", seed, 0)
+    out = _check_out(out)
     for name in _NOT_SETTINGS:
         if name in solver_options:
             raise ValueError(f"generate does not take {name}: it cannot be recorded or resumed")
@@ -174,16 +195,88 @@ def generate(
         options=solver.changed(),
     )
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    check_batch_memory(min(batch, num), shape, dtype, dev)
     # Planning checks the options against the schedule before any file is written, and one
     # model call on one sample checks the shape and dtype (a failing setting leaves no
-    # manifest behind, so the corrected rerun is not refused as another job).
+    # manifest behind, so the corrected rerun is not refused as another job). A finished
+    # job's rerun has nothing to sample, so it skips that call.
     sampler = Sampler(net, solver)
-    _probe(net, sampler, shape, dtype, dev)
+    if not _finished(out, settings):
+        _probe(net, sampler, shape, dtype, dev)
     group = _Group(dev)
     try:
-        return _run(group, net, sampler, settings, digest, Path(out), dev, dtype, merge, progress)
+        return _run(group, net, sampler, settings, digest, out, dev, dtype, merge, progress)
     finally:
         group.close()
+
+
+def _check_out(out: object) -> Path:
+    """The output folder as a Path: a non-empty str or os.PathLike, else a clear error."""
+    if not isinstance(out, str | os.PathLike):
+        raise TypeError(f"out must be a folder path (str or os.PathLike); got {type(out).__name__}")
+    if not os.fspath(out):
+        raise ValueError("out must name a folder; got '' (use '.' for the current folder)")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"out={os.fspath(out)!r} is a file; generate writes a folder")
+    return path
+
+
+# Bytes a batch needs per sample element beyond the model's own: the float64 starting
+# noise, and the sampler's state, its kept outputs and temporaries in the run's dtype.
+_NOISE_BYTES = 8
+_STATES = 6
+
+
+def check_batch_memory(
+    batch: int,
+    shape: Sequence[int],
+    dtype: torch.dtype,
+    device: torch.device,
+    name: str = "batch",
+) -> None:
+    """Raise ValueError if one batch of samples cannot fit in the device's free memory:
+    its noise and the sampler's states alone (the model needs more on top), counted
+    before anything is allocated. `name` is how the caller calls the batch size."""
+    elements = batch * math.prod(shape)
+    need = elements * (_NOISE_BYTES + _STATES * torch.empty((), dtype=dtype).element_size())
+    free = _free_memory(device)
+    if free is not None and need > free:
+        raise ValueError(
+            f"{name}={batch}: one batch of {batch} samples of shape {tuple(shape)} needs about "
+            f"{need / 2**30:.3g} GiB for its noise and the sampler's states alone, more than "
+            f"the {free / 2**30:.3g} GiB free on {device}; lower {name}"
+        )
+
+
+def _free_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on `device`, or None where that is not known."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        pages = getattr(os, "sysconf_names", {})
+        if "SC_AVPHYS_PAGES" in pages and "SC_PAGE_SIZE" in pages:
+            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    return None
+
+
+def _finished(out: Path, settings: dict[str, Any]) -> bool:
+    """Whether `out` holds this job, complete (its manifest says so, with these settings):
+    a rerun then has nothing to sample. Reads only; the shards are checked by the run."""
+    manifest = _read_manifest(out)
+    return (
+        isinstance(manifest, dict)
+        and manifest.get("complete") is True
+        and manifest.get("settings") == settings
+    )
 
 
 def _probe(
@@ -220,9 +313,32 @@ def _run(
     merge: bool,
     progress: bool,
 ) -> GenerateResult:
-    num, batch, seed, shape = (settings[k] for k in ("num", "batch", "seed", "shape"))
     group.agree(dict(settings, merge=merge))
-    group.raise_if(_on_rank0(group, lambda: _prepare(out, settings, digest)))
+    lock = _Lock(out / LOCK)
+    try:
+        group.raise_if(_on_rank0(group, lambda: _prepare(out, settings, digest, merge, lock)))
+        return _sample_shards(
+            group, model, sampler, settings, digest, out, dev, dtype, merge, progress
+        )
+    finally:
+        lock.release()  # rank 0's (the other ranks hold none)
+
+
+def _sample_shards(
+    group: _Group,
+    model: DiffusionModel,
+    sampler: Sampler,
+    settings: dict[str, Any],
+    digest: str,
+    out: Path,
+    dev: torch.device,
+    dtype: torch.dtype,
+    merge: bool,
+    progress: bool,
+) -> GenerateResult:
+    """Every rank: check its share of the shards, make the unfinished ones round by round,
+    then (rank 0) verify them all, write the manifest and merge."""
+    num, batch, seed, shape = (settings[k] for k in ("num", "batch", "seed", "shape"))
     n_shards = math.ceil(num / batch)
     result = GenerateResult(out, num, n_shards)
 
@@ -245,8 +361,11 @@ def _run(
     todo = group.gather_dict(todo_here)
     order = sorted(todo)
     sigma_T = float(model.schedule.sigma(torch.tensor(sampler.plan.t_start, dtype=torch.float64)))
-    bar = Progress(num, not progress or group.rank != 0, desc="generating", unit="sample")
-    bar.update(num - sum(span(k)[1] - span(k)[0] for k in order))
+    # The bar starts at the samples already made, so its rate counts this run's only.
+    made = num - sum(span(k)[1] - span(k)[0] for k in order)
+    bar = Progress(
+        num, not progress or group.rank != 0, desc="generating", unit="sample", initial=made
+    )
     try:
         for first in range(0, len(order), group.world):  # one round: a shard per rank
             done, failed = 0, None
@@ -391,9 +510,14 @@ def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
     return plain
 
 
+def _tmp_path(path: Path) -> Path:
+    """The temporary file of `path` for this process (the job's prefix and its pid)."""
+    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file, fsync it, rename it over `path`, fsync the folder."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}{_TMP}")
+    tmp = _tmp_path(path)
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -463,44 +587,129 @@ def _check_shard(out: Path, k: int, start: int, stop: int, digest: str) -> str:
     return ""
 
 
-def _prepare(out: Path, settings: dict[str, Any], digest: str) -> str:
-    """Rank 0, before any shard: create the folder or check that it holds this job (its
-    manifest, and every shard record there, whether or not the manifest is readable);
-    drop temporary files a killed run left. Returns an error message or '' (nothing in the
-    folder is touched before the checks pass)."""
+def _read_manifest(out: Path) -> dict[str, Any] | None:
+    """The folder's manifest if it is this module's (`_ours`), else None (absent too)."""
+    try:
+        data = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if _ours(data) else None
+
+
+def _ours(data: object) -> bool:
+    """Whether a parsed manifest is this module's: marked with FORMAT, or an unmarked one
+    written by an earlier version (its settings and completion flag, nothing else)."""
+    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
+        return False
+    if "format" in data:
+        return data["format"] == FORMAT
+    return isinstance(data.get("complete"), bool) and set(data) <= {
+        "settings",
+        "complete",
+        "shards",
+        "merged",
+    }
+
+
+_SHARD = re.compile(r"shard-\d{6}\.(npz|json)")
+
+
+def _job_file(name: str) -> bool:
+    """Whether a file name is one a job writes (its shards, its temporaries, its lock)."""
+    return bool(_SHARD.fullmatch(name)) or name.startswith(TMP_PREFIX) or name == LOCK
+
+
+def _prepare(out: Path, settings: dict[str, Any], digest: str, merge: bool, lock: _Lock) -> str:
+    """Rank 0, before any shard: check that the folder is empty or holds this job (its
+    manifest, and every shard record there, whether or not the manifest is readable),
+    take the folder's lock, drop temporary files a killed run of the job left, write the
+    manifest. Returns an error message or ''; nothing in the folder is written or removed
+    before the checks pass, and no file the job did not make is ever touched."""
+    problem = _refusal(out, settings, digest, merge)
+    if problem:
+        return problem
     out.mkdir(parents=True, exist_ok=True)
-    manifest = out / MANIFEST
-    if manifest.exists():
+    try:
+        lock.acquire()
+    except ValueError as busy:
+        return str(busy)
+    problem = _refusal(out, settings, digest, merge)  # again, now that no one else writes
+    if problem:
+        return problem
+    for tmp in out.glob(f"{TMP_PREFIX}*"):
+        tmp.unlink(missing_ok=True)  # the job's own, from a killed run (the lock is ours)
+    # In progress until `_finish` has checked every shard; a merged file made earlier
+    # stays recorded, so it is still known as the job's own.
+    manifest: dict[str, Any] = dict(format=FORMAT, settings=settings, complete=False)
+    merged = (_read_manifest(out) or {}).get("merged")
+    if merged is not None:
+        manifest["merged"] = merged
+    _write_atomic(out / MANIFEST, _json_bytes(manifest))
+    return ""
+
+
+def _refusal(out: Path, settings: dict[str, Any], digest: str, merge: bool) -> str:
+    """Why `out` cannot take this job ('' if it can): it is not empty and not this job's,
+    it holds another job or shards of one, or merging would replace a samples.npz the
+    job did not write."""
+    if not out.exists():
+        return ""
+    if not out.is_dir():
+        return f"{out} is a file; generate writes a folder"
+    names = sorted(p.name for p in out.iterdir())
+    manifest_path = out / MANIFEST
+    manifest = _read_manifest(out)
+    if manifest_path.exists() and manifest is None:
+        return (
+            f"{out} holds a {MANIFEST} that is not a dpmsolver generate manifest (not "
+            "readable as one); generate writes only into an empty folder or its own job's: "
+            "use another folder (if it is this job's damaged manifest, remove it to resume)"
+        )
+    if manifest is not None and manifest["settings"] != settings:
+        old = manifest["settings"]
+        keys = sorted(k for k in settings if old.get(k) != settings[k])
+        diff = "; ".join(f"{k}: {old.get(k)!r} there, {settings[k]!r} now" for k in keys)
+        return (
+            f"{out} holds a job with other settings ({diff}); use another folder or the "
+            "same settings to resume"
+        )
+    for name in names:
+        if not (_SHARD.fullmatch(name) and name.endswith(".json")):
+            continue
         try:
-            old = json.loads(manifest.read_text())["settings"]
-        except (ValueError, TypeError, KeyError):
-            old = None  # unreadable: rewritten below; the shard records carry the digest
-        if isinstance(old, dict) and old != settings:
-            keys = sorted(k for k in settings if old.get(k) != settings[k])
-            diff = "; ".join(f"{k}: {old.get(k)!r} there, {settings[k]!r} now" for k in keys)
-            return (
-                f"{out} holds a job with other settings ({diff}); use another folder or the "
-                "same settings to resume"
-            )
-    for record_path in sorted(out.glob("shard-*.json")):
-        try:
-            record = json.loads(record_path.read_text())
+            record = json.loads((out / name).read_text())
         except (OSError, ValueError):
             continue  # a torn record of a killed run: its shard is made again
         if isinstance(record, dict) and record.get("settings") != digest:
             return (
-                f"{out} holds shards of another job ({record_path.name} was written with "
-                "other settings); use another folder, or the same settings to resume"
+                f"{out} holds shards of another job ({name} was written with other "
+                "settings); use another folder, or the same settings to resume"
             )
-    for tmp in out.glob(f"*{_TMP}"):
-        tmp.unlink(missing_ok=True)
-    _write_atomic(manifest, _json_bytes(dict(settings=settings, complete=False)))
+    if manifest is None:
+        foreign = [n for n in names if not _job_file(n)]
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            return (
+                f"{out} is not empty ({shown}) and holds no dpmsolver generate manifest: "
+                "generate writes only into an empty folder or its own job's, and never "
+                "touches files it did not make; use another folder"
+            )
+    merged = out / MERGED
+    if merge and (merged.exists() or merged.is_symlink()):
+        if not merged.is_file():
+            return f"{merged} exists and is not a file; merging would replace it"
+        if manifest is None or "merged" not in manifest:
+            return (
+                f"{merged} exists and this job's manifest does not record writing it; "
+                "move it away to merge (generate never overwrites a file it did not make)"
+            )
     return ""
 
 
 def _finish(out: Path, settings: dict[str, Any], digest: str, n_shards: int, merge: bool) -> str:
     """Rank 0, after every rank's last shard: verify all shards, write the full manifest
-    and (merge) the merged file. Returns an error message or ''."""
+    and (merge, or a merged file recorded earlier that is missing or damaged) the merged
+    file. Returns an error message or ''."""
     num, batch = settings["num"], settings["batch"]
     records = []
     for k in range(n_shards):
@@ -509,11 +718,111 @@ def _finish(out: Path, settings: dict[str, Any], digest: str, n_shards: int, mer
         if reason:
             return f"shard {k} is not finished ({reason}); run the same command again"
         records.append(_read_record(out, k))
-    manifest: dict[str, Any] = dict(settings=settings, complete=True, shards=records)
+    old = _read_manifest(out) or {}
+    manifest: dict[str, Any] = dict(format=FORMAT, settings=settings, complete=True)
+    manifest["shards"] = records
+    recorded = old.get("merged")
+    if recorded is not None and not merge:
+        path = out / MERGED
+        if _sha256(path) == recorded.get("sha256"):
+            manifest["merged"] = recorded
+        else:  # the job's own merged file, removed or damaged since: made again
+            print(
+                f"dpmsolver generate: {path} does not match its checksum; merging again",
+                file=sys.stderr,
+            )
+            merge = True
     if merge:
         manifest["merged"] = merge_shards(out, records)
-    _write_atomic(out / MANIFEST, _json_bytes(manifest))
+    if manifest != old:
+        _write_atomic(out / MANIFEST, _json_bytes(manifest))
     return ""
+
+
+def _sha256(path: Path) -> str | None:
+    """The SHA-256 of a file (streamed), or None if it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+class _Lock:
+    """An exclusive lock file in the output folder: created with O_EXCL and holding its
+    owner (pid, host, the process's start time). A lock whose process is gone, on this
+    host, is stale and taken over; any other means the folder is busy (ValueError)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.held = False
+        self.owner = dict(
+            pid=os.getpid(), host=socket.gethostname(), start=_start_time(os.getpid())
+        )
+
+    def acquire(self) -> None:
+        for _ in range(2):  # once more after removing a stale lock
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and _alive(holder):
+                    raise ValueError(
+                        f"{self.path.parent} is busy: another generate (pid {holder.get('pid')} "
+                        f"on {holder.get('host')}) is writing into it; wait for it to finish, "
+                        f"or remove {self.path} if that process is gone"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.owner, f)
+            self.held = True
+            return
+        raise ValueError(f"{self.path.parent} is busy: its lock {self.path} keeps coming back")
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None  # torn by a crash while being written: stale
+        return data if isinstance(data, dict) else None
+
+    def release(self) -> None:
+        if self.held:
+            if self._holder() == self.owner:
+                self.path.unlink(missing_ok=True)
+            self.held = False
+
+
+def _start_time(pid: int) -> int | None:
+    """A process's start time (clock ticks since boot, from /proc), or None where that is
+    not known: with the pid it names the process even after pids are reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+    """Whether the process that holds a lock still runs (a lock of another host is taken
+    to be held: its process cannot be seen from here)."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    start = holder.get("start")
+    return start is None or _start_time(pid) in (None, start)
 
 
 def merge_shards(out: str | os.PathLike[str], records: list[Any] | None = None) -> dict[str, Any]:
@@ -523,15 +832,20 @@ def merge_shards(out: str | os.PathLike[str], records: list[Any] | None = None) 
     Returns the merged file's entry: name, shape and SHA-256."""
     out = Path(out)
     if records is None:
-        manifest = json.loads((out / MANIFEST).read_text())
-        if not manifest.get("complete"):
+        manifest = _read_manifest(out)
+        if manifest is None:
+            raise ValueError(
+                f"{out} holds no readable dpmsolver generate manifest ({MANIFEST} is missing, "
+                "damaged or another program's); run the generation into it first"
+            )
+        if manifest.get("complete") is not True:
             raise ValueError(f"{out} has unfinished shards; run the generation to the end first")
         records = manifest["shards"]
     if not records:
         raise ValueError(f"{out}: no shards to merge")
     num = records[-1]["stop"]
     path = out / MERGED
-    tmp = path.with_name(f"{path.name}.{os.getpid()}{_TMP}")
+    tmp = _tmp_path(path)
     shape: tuple[int, ...] = ()
     with (
         zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive,

@@ -32,6 +32,7 @@ from torch import Tensor
 from .brownian import BrownianTreeNoiseSampler
 from .checks import check_bool, check_choice, check_float, check_int
 from .core import (
+    MAX_STEPS,
     Evaluator,
     FlowSchedule,
     Level,
@@ -134,7 +135,9 @@ def get_sigmas_logsnr(n: int, sigma_min: float, sigma_max: float, device: Any = 
 
 class _KDenoiser:
     """A k-diffusion denoiser seen as a dpmsolver DiffusionModel on a VE or flow schedule
-    whose time is the caller's sigma."""
+    whose time is the caller's sigma (errors name it so)."""
+
+    time_name = "sigma"
 
     def __init__(
         self,
@@ -282,6 +285,11 @@ def sample_dpm_solver(
     the solver arguments, which must keep their defaults.
     """
     values = check_grid("sigmas", sigmas, positive=True, final_zero=True).tolist()
+    if len(values) > MAX_STEPS + 2:  # MAX_STEPS steps and the jump to zero
+        raise ValueError(
+            f"sigmas has {len(values)} entries; at most {MAX_STEPS + 2} ({MAX_STEPS} steps and "
+            "a final 0): planning costs host time and memory per step before the first call"
+        )
     extra = _extra(extra_args)
     uncond = _uncond_source(model, extra) if check_bool("cfg_pp", cfg_pp) else None
     to_zero = values[-1] == 0.0

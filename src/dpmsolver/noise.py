@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .checks import check_int
+from .checks import check_int, check_shape
 from .core import DiffusionModel
 
 __all__ = ["sample_shape", "start_noise", "start_states"]
@@ -28,7 +28,8 @@ def sample_shape(model: DiffusionModel, shape: Sequence[int] | None = None) -> t
             raise ValueError(
                 "give shape (one sample's shape, without the batch): the model has no sample_shape"
             )
-    return tuple(shape)
+        return check_shape("the model's sample_shape", shape)
+    return check_shape("shape", shape)
 
 
 def start_noise(

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["image_grid", "read_png", "to_uint8", "write_png"]
+__all__ = ["image_grid", "image_problem", "read_png", "to_uint8", "write_image", "write_png"]
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOR_CHANNELS = {0: 1, 2: 3}  # PNG colour type -> channels (grey, RGB), 8-bit only
@@ -48,6 +48,46 @@ def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
     )
     with open(path, "wb") as fh:
         fh.write(data)
+
+
+def _pillow_formats() -> dict[str, str]:
+    """File suffixes Pillow can write (e.g. '.jpg' -> 'JPEG'); empty without Pillow."""
+    try:
+        from PIL import Image
+    except ImportError:  # Pillow is optional: PNG needs nothing beyond numpy
+        return {}
+    Image.init()
+    return {ext: fmt for ext, fmt in Image.EXTENSION.items() if fmt in Image.SAVE}
+
+
+def image_problem(path: str | os.PathLike[str]) -> str:
+    """Why an image cannot be written under `path`'s name, or '': its suffix must say
+    the format (.png always; others when Pillow is installed and writes them)."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix == ".png":
+        return ""
+    formats = _pillow_formats()
+    if suffix in formats:
+        return ""
+    if not suffix:
+        return "has no file suffix to say the image format; end it in .png"
+    if formats:
+        return f"ends in {suffix!r}, which Pillow cannot write; use .png, .jpg, .webp, ..."
+    return f"ends in {suffix!r}: without Pillow (pip install pillow) only .png is written"
+
+
+def write_image(path: str | os.PathLike[str], image: np.ndarray) -> None:
+    """Write a uint8 image in the format its suffix names: PNG by `write_png`, anything
+    else through Pillow (ValueError where `image_problem` says it cannot be written)."""
+    problem = image_problem(path)
+    if problem:
+        raise ValueError(f"{os.fspath(path)} {problem}")
+    if os.path.splitext(os.fspath(path))[1].lower() == ".png":
+        write_png(path, image)
+        return
+    from PIL import Image
+
+    Image.fromarray(image).save(path)
 
 
 def _paeth(a: int, b: int, c: int) -> int:

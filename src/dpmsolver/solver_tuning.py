@@ -40,7 +40,14 @@ import torch
 from torch import Tensor
 
 from .checks import check_bool, check_float, check_int
-from .core import DiffusionModel, NoiseSchedule, Sampler, SolverOptions, time_grid
+from .core import (
+    DiffusionModel,
+    NoiseSchedule,
+    Sampler,
+    SolverOptions,
+    check_model,
+    time_grid,
+)
 from .core.kernel import Evaluator, combine, remember
 from .core.plan import AFS_MAX_SNR, Plan, multistep_plan
 from .measure import counting, rms
@@ -121,8 +128,9 @@ def optimize_solver(
             which the fallbacks are decided.
         tune_coefficients: False stops after the grid (the analytic rules).
         max_calls: the search's model-call budget (each call on the tuning or held-out
-            pilots): no Levenberg-Marquardt iteration starts that could overrun it (the
-            screening, and the few runs that score the result, always run).
+            pilots), a hard bound: a budget below the screening and the runs that score
+            the result is refused before any call (the message gives the least), and no
+            Levenberg-Marquardt iteration starts that could overrun it.
         name: the model's name for the provenance (default its class name).
         **options: solver options that narrow the search: those that make a family
             (algorithm, order, method, corrector, analytic_first_step) keep only the
@@ -133,10 +141,11 @@ def optimize_solver(
     Returns:
         A `TunedSolver`; run it with `sample(model, x, solver=tuned)` or any face.
     """
-    check_int("nfe", nfe, 2)
-    check_int("finalists", finalists, 1)
+    model = check_model(model)
+    nfe = check_int("nfe", nfe, 2)
+    finalists = check_int("finalists", finalists, 1)
     check_int("iterations", iterations, 0)
-    check_int("max_calls", max_calls, 0)
+    max_calls = check_int("max_calls", max_calls, 0)
     regularization = check_float("regularization", regularization)
     held_out = check_float("held_out", held_out)
     if not 0.0 < held_out < 1.0:
@@ -156,15 +165,29 @@ def optimize_solver(
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str or None; got {type(name).__name__}")
     given = SolverOptions.of(**options)  # checked, with the options' own messages
+    if reference is not None and not isinstance(reference, PilotReference):
+        raise TypeError(
+            f"reference must be a PilotReference (from pilot_reference); got "
+            f"{type(reference).__name__}"
+        )
+    # The families and the search's least cost are known before any model call: a budget
+    # below it is refused before the reference is paid for.
+    t_start = model.schedule.t_max if reference is None else reference.times[0]
+    candidates = _families(families, given, options, nfe, model.schedule, t_start)
+    screening = len(candidates) * (len(STANDARD_GRIDS) + 1) * nfe
+    reserve = _fixed_runs(min(finalists, len(candidates) * (len(STANDARD_GRIDS) + 1))) * nfe
+    floor = screening + reserve
+    if max_calls < floor:
+        raise ValueError(
+            f"max_calls={max_calls} is below the least this search costs, {floor} calls for "
+            f"nfe={nfe}: {len(candidates)} families screened on up to "
+            f"{len(STANDARD_GRIDS) + 1} grids, then the finalists scored (each run {nfe} "
+            "calls); raise max_calls, narrow families, or lower nfe"
+        )
     if reference is None:
         reference = pilot_reference(model, shape=shape, x_T=x_T, pilots=pilots, seed=seed)
         shared = False
     else:
-        if not isinstance(reference, PilotReference):
-            raise TypeError(
-                f"reference must be a PilotReference (from pilot_reference); got "
-                f"{type(reference).__name__}"
-            )
         given_pilots = [
             name_
             for name_, value, default in (
@@ -186,8 +209,10 @@ def optimize_solver(
     if n < 2:
         raise ValueError(f"optimize_solver needs at least 2 pilots (some are held out); got {n}")
     held = max(1, int(n * held_out))
-    search = _Search(model, reference, n - held, max_calls)
-    candidates = _families(families, given, options, nfe, model.schedule, reference)
+    # The runs outside the Levenberg-Marquardt iterations (each finalist's starting runs
+    # and score, the result's pilot and held-out scores) are kept out of what the
+    # iterations may spend, so that max_calls bounds the whole search.
+    search = _Search(model, reference, n - held, max_calls - reserve)
 
     # 1. Screening: every family on the DP grid and the standard grids.
     screened = []
@@ -282,16 +307,29 @@ def optimize_solver(
     )
 
 
+def _fixed_runs(finalists: int) -> int:
+    """Runs of `nfe` calls each outside the screening and the Levenberg-Marquardt
+    iterations: per finalist the first run of its grid and of its coefficient refinement
+    and its score; then the result's tuning and grid-only errors and the held-out errors of
+    the start grid, the refined grid, the tuned solver and its analytic rules."""
+    return 3 * finalists + 6
+
+
 def _families(
     names: Sequence[str] | None,
     given: SolverOptions,
     options: dict[str, Any],
     nfe: int,
     schedule: NoiseSchedule,
-    reference: PilotReference,
+    t_start: float,
 ) -> list[tuple[str, SolverOptions]]:
     """(name, options) of the families to search that agree with the caller's options
-    and can run `nfe` calls from the reference's start."""
+    and can run `nfe` calls from `t_start` (the pilots' start)."""
+    if isinstance(names, str) or not (names is None or isinstance(names, Sequence)):
+        raise TypeError(
+            f"families must be a list of preset names (e.g. ['dpm++3m', 'ipndm4']); got "
+            f"{type(names).__name__} {names!r}"
+        )
     chosen = SEARCHED_FAMILIES if names is None else tuple(names)
     for label in chosen:
         if label not in SOLVERS:
@@ -313,7 +351,7 @@ def _families(
             found.append((label, merged))
     if not found and options:
         found = [("given", given)]
-    snr = math.exp(reference.levels[0].lambda_)
+    snr = math.exp(schedule.levels([t_start])[0].lambda_)
     usable = []
     for label, opts in found:
         if opts.method != "multistep" or opts.eta != 0 or opts.cfg_pp:

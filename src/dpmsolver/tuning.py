@@ -39,6 +39,7 @@ from .core import (
     NoiseSchedule,
     Sampler,
     SolverOptions,
+    check_model,
     resolve_times,
     time_grid,
 )
@@ -95,7 +96,8 @@ def optimize_time_grid(
         **solver_options: the solver's options by name (algorithm, order, corrector,
             lower_order_final, ...), over `solver`.
     """
-    check_int("nfe", nfe, 2)  # a 1-call grid has nothing to optimise
+    model = check_model(model)
+    nfe = check_int("nfe", nfe, 2)  # a 1-call grid has nothing to optimise
     check_int("pilots", pilots, 1)
     check_int("substeps", substeps, 1)
     check_int("sweeps", sweeps, 0)
@@ -113,7 +115,13 @@ def optimize_time_grid(
     schedule: NoiseSchedule = model.schedule
     steps = options.steps_for_calls(nfe)  # nfe + 1 with the analytic first step
     if reference is None:
-        check_int("candidates", candidates, steps)
+        check_int("candidates", candidates, 2)
+        if steps > candidates:
+            raise ValueError(
+                f"nfe={nfe} needs {steps} steps, more than candidates={candidates}: the grid's "
+                "times are picked among the candidate times; raise candidates (each costs "
+                f"{3 * substeps + 1} reference calls) or lower nfe"
+            )
         t_s, t_e = resolve_times(schedule, t_start, t_end)
         if x_T is None:
             if shape is None:
@@ -142,7 +150,11 @@ def optimize_time_grid(
 
     # 1. Reference trajectory at the candidate times, and the model output there.
     n = len(reference.times)
-    check_int("candidates", n - 1, steps)
+    if steps > n - 1:
+        raise ValueError(
+            f"nfe={nfe} needs {steps} steps, more than the reference's {n - 1} candidate "
+            "intervals; compute the reference with more candidates or lower nfe"
+        )
 
     # 2. The GITS grid: the cheapest path of first-order steps between candidates.
     reference_end = reference.end

@@ -36,10 +36,11 @@ from .model import (
     DynamicThresholding,
     Prediction,
     Target,
+    check_model,
     to_data,
     to_noise,
 )
-from .options import ALGORITHMS, CORRECTORS, DPM_ALGORITHMS, METHODS, SolverOptions
+from .options import ALGORITHMS, CORRECTORS, DPM_ALGORITHMS, MAX_STEPS, METHODS, SolverOptions
 from .plan import Plan, make_plan, resolve_times
 from .sampler import Sampler, sample
 from .schedules import (
@@ -61,6 +62,7 @@ __all__ = [
     "ALIGN_YOUR_STEPS",
     "CORRECTORS",
     "DPM_ALGORITHMS",
+    "MAX_STEPS",
     "METHODS",
     "SKIP_TYPES",
     "ClassifierFree",
@@ -90,6 +92,7 @@ __all__ = [
     "VPSchedule",
     "align_your_steps",
     "check_grid",
+    "check_model",
     "check_noise_levels",
     "combine",
     "gits_sigmas",

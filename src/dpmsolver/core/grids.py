@@ -168,7 +168,14 @@ def check_grid(
     (`final_zero`: except a last 0, the k-diffusion convention for the jump to sigma = 0).
     """
     if isinstance(values, Tensor):
+        if values.device.type == "meta":
+            raise ValueError(f"{name} is a meta tensor (a shape without data); give its values")
         values = values.detach().cpu()
+    elif isinstance(values, list | tuple):
+        # numpy would read "1.0" as 1.0: a grid of strings is a caller's mistake.
+        text = next((v for v in values if isinstance(v, str | bytes)), None)
+        if text is not None:
+            raise TypeError(f"{name} must be numbers; got the string {text!r} among them")
     try:
         grid = torch.as_tensor(np.asarray(values, dtype=np.float64))
     except (TypeError, ValueError):

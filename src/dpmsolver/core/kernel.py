@@ -41,51 +41,76 @@ class Evaluator:
         self.model = model
         self.target: Target = form
         self.check_finite = check_finite
+        # Errors name the time in the caller's units: a model may say what its time is
+        # called (the k-diffusion face's is the noise level, "sigma").
+        self.time_name: str = getattr(model, "time_name", "t")
         self._finite: list[Tensor] = []
-        self._where: list[tuple[int, float]] = []
+        # (step, time, what): what was checked, "model" for the model's outputs.
+        self._where: list[tuple[int, float, str]] = []
+
+    def when(self, step: int, t: float) -> str:
+        """'step 3 (t=0.5)', the time named as the model names it."""
+        return f"step {step} ({self.time_name}={t:.6g})"
 
     def __call__(self, x: Tensor, level: Level, step: int, target: Target | None = None) -> Tensor:
+        version = _version(x)
         try:
             out = self.model(x, level, target or self.target)
         except ModelOutputError as error:
             raise ModelOutputError(f"step {step}: {error}") from None
+        self._check_unchanged(x, version, level, step)
         return self._checked(out, x, level, step)
+
+    def _check_unchanged(self, x: Tensor, version: int | None, level: Level, step: int) -> None:
+        """Raise if the model changed its input in place: the solver still needs x (it is
+        the state the step starts from), so the run would go on from a changed state."""
+        if version is not None and x._version != version:
+            raise ModelOutputError(
+                f"the model changed its input x in place at {self.when(step, level.t)}; the "
+                "solver needs x after the call (compute on a copy, e.g. x = x.clone(), or "
+                "use out-of-place operations)"
+            )
 
     def pair(self, x: Tensor, level: Level, step: int) -> tuple[Tensor, Tensor]:
         """(guided, unconditional) x0_pred from one call of the model's `predict_pair`
         (CFG++), each checked as a model output."""
+        version = _version(x)
         try:
             found = self.model.predict_pair(x, level)  # type: ignore[attr-defined]
         except ModelOutputError as error:
             raise ModelOutputError(f"step {step}: {error}") from None
+        self._check_unchanged(x, version, level, step)
         if not isinstance(found, tuple) or len(found) != 2:
             raise ModelOutputError(
-                f"predict_pair returned {type(found).__name__} at step {step} "
-                f"(t={level.t:.6g}); expected a (guided, unconditional) pair of tensors"
+                f"predict_pair returned {type(found).__name__} at {self.when(step, level.t)}; "
+                "expected a (guided, unconditional) pair of tensors"
             )
         return self._checked(found[0], x, level, step), self._checked(found[1], x, level, step)
 
     def _checked(self, out: object, x: Tensor, level: Level, step: int) -> Tensor:
+        when = self.when(step, level.t)
         if not isinstance(out, Tensor):
             raise ModelOutputError(
-                f"model returned {type(out).__name__} at step {step} (t={level.t:.6g}); "
-                "expected a tensor"
+                f"model returned {type(out).__name__} at {when}; expected a tensor"
             )
         if out.shape != x.shape:
             raise ModelOutputError(
-                f"model output at step {step} (t={level.t:.6g}) has shape {tuple(out.shape)}, "
-                f"expected the input's shape {tuple(x.shape)}"
+                f"model output at {when} has shape {tuple(out.shape)}, expected the input's "
+                f"shape {tuple(x.shape)}"
+            )
+        if out.device != x.device:
+            raise ModelOutputError(
+                f"model output at {when} is on {out.device}; its input is on {x.device}"
             )
         if out.dtype != x.dtype:
             if not out.is_floating_point():
                 raise ModelOutputError(
-                    f"model output at step {step} (t={level.t:.6g}) has dtype {out.dtype}, "
-                    "expected a floating dtype"
+                    f"model output at {when} has dtype {out.dtype}, expected a floating dtype"
                 )
             out = out.to(x.dtype)
         if self.check_finite:
             self._finite.append(finite_flag(out))
-            self._where.append((step, level.t))
+            self._where.append((step, level.t, "model"))
         return out
 
     def note_input(self, x: Tensor) -> None:
@@ -93,22 +118,44 @@ class Evaluator:
         NaN in the input is reported as the input's, not the model's."""
         if self.check_finite:
             self._finite.append(finite_flag(x))
-            self._where.append((-1, math.nan))
+            self._where.append((-1, math.nan, "input"))
+
+    def note_noise(self, z: Tensor, step: int, t: float) -> None:
+        """Check a noise draw the caller's noise_sampler gave (read with the rest at the
+        end), so that its NaN is reported as the noise's, not the model's."""
+        if self.check_finite:
+            self._finite.append(finite_flag(z))
+            self._where.append((step, t, "noise"))
 
     def raise_if_nonfinite(self) -> None:
-        """The one read-back of the run: report the first non-finite model output."""
+        """The one read-back of the run: report the first non-finite value checked."""
         if not self._finite:
             return
         ok = torch.isfinite(torch.stack(self._finite)).cpu()
         if not bool(ok.all()):
             i = int((~ok).nonzero()[0, 0])
-            step, t = self._where[i]
-            if step < 0:
+            step, t, what = self._where[i]
+            if what == "input":
                 raise ValueError("x (the starting sample) contains NaN or Inf")
+            if what == "noise":
+                raise ValueError(
+                    f"noise_sampler returned NaN or Inf at {self.when(step, t)}; it must give "
+                    "standard normal noise"
+                )
             raise ModelOutputError(
-                f"model returned NaN or Inf at step {step} (t={t:.6g}); check the network "
-                "and its inputs (dtype, conditioning)"
+                f"model returned NaN or Inf at {self.when(step, t)}; check the network and "
+                "its inputs (dtype, conditioning)"
             )
+
+
+def _version(x: Tensor) -> int | None:
+    """x's version counter, which every in-place operation on it increments: read on the
+    host, so checking it costs no device sync. None where there is none to read: in a
+    compiled loop (which cannot guard on it) and for inference-mode tensors (which do not
+    track it); the check is then skipped."""
+    if torch.compiler.is_compiling() or x.is_inference():
+        return None
+    return x._version
 
 
 def combine(

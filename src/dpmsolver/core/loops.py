@@ -61,7 +61,7 @@ def multistep_loop(
     if callback is not None:
         callback(0, levels[0].t, x)
     for i, (rule, corr) in enumerate(zip(rules, corrections, strict=True), start=1):
-        noise = _draw(noise_sampler, rule, levels[i - 1].t, levels[i].t, x, i)
+        noise = _draw(ev, noise_sampler, rule, levels[i - 1].t, levels[i].t, x, i)
         x_new = combine(rule, x, history, generator, noise)
         if correcting_xt_fn is not None:
             x_new = correcting_xt_fn(x_new, levels[i].t, i)
@@ -111,13 +111,22 @@ def cfg_pp_loop(
 
 
 def _draw(
-    noise_sampler: NoiseSampler | None, rule: Linear, t_s: float, t_t: float, x: Tensor, step: int
+    ev: Evaluator,
+    noise_sampler: NoiseSampler | None,
+    rule: Linear,
+    t_s: float,
+    t_t: float,
+    x: Tensor,
+    step: int,
 ) -> Tensor | None:
-    """The noise of a rule with a noise term from `noise_sampler(t_s, t_t)`, checked (None:
-    `combine` draws it from the generator, or the rule has none)."""
+    """The noise of a rule with a noise term from `noise_sampler(t_s, t_t)`, checked: its
+    shape now, its finiteness with the model's outputs after the run (None: `combine` draws
+    it from the generator, or the rule has none)."""
     if noise_sampler is None or not rule.noise:
         return None
-    return like_x("noise_sampler", noise_sampler(t_s, t_t), x, step)
+    z = like_x("noise_sampler", noise_sampler(t_s, t_t), x, step)
+    ev.note_noise(z, step, t_t)
+    return z
 
 
 def singlestep_step(
@@ -137,10 +146,10 @@ def singlestep_step(
     t_s = levels[0].t
     ms = [ev(x, levels[0], step)]
     for j, rule in enumerate(rules[:-1], start=1):
-        noise = _draw(noise_sampler, rule, t_s, levels[j].t, x, step)
+        noise = _draw(ev, noise_sampler, rule, t_s, levels[j].t, x, step)
         ms.append(ev(combine(rule, x, ms, generator, noise), levels[j], step))
     last = rules[-1]
-    noise = _draw(noise_sampler, last, t_s, t_s if t is None else t, x, step)
+    noise = _draw(ev, noise_sampler, last, t_s, t_s if t is None else t, x, step)
     return combine(last, x, ms, generator, noise), ms
 
 

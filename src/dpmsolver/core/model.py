@@ -15,6 +15,8 @@ Classifier-free guidance mixes two outputs linearly, so it is applied to the raw
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -34,6 +36,7 @@ __all__ = [
     "ModelOutputError",
     "Prediction",
     "Target",
+    "check_model",
     "to_data",
     "to_noise",
 ]
@@ -82,11 +85,84 @@ def to_data(out: Tensor, x: Tensor, alpha: Scalar, sigma: Scalar, prediction: st
 
 
 class DiffusionModel(Protocol):
-    """What the solvers call: the model's noise or data prediction at one noise level."""
+    """What the solvers call: the model's noise or data prediction at one noise level.
+
+    A model may also say what its time is called in error messages (`time_name`, default
+    "t"; the k-diffusion face's models call it "sigma").
+    """
 
     schedule: NoiseSchedule
 
     def __call__(self, x: Tensor, level: Level, target: Target) -> Tensor: ...
+
+
+def check_model(model: object, name: str = "model") -> DiffusionModel:
+    """`model` if it is a DiffusionModel (callable, with a NoiseSchedule as `.schedule`),
+    else a TypeError that says how to make one from a network."""
+    schedule = getattr(model, "schedule", None)
+    if not callable(model) or not isinstance(schedule, NoiseSchedule):
+        what = type(model).__name__
+        if callable(model) and schedule is None:
+            what += " without a .schedule"
+        raise TypeError(
+            f"{name} must be a DiffusionModel: a dpmsolver.Denoiser around your network "
+            "(Denoiser(net, schedule, prediction=...)) or an object with a NoiseSchedule as "
+            f".schedule, called as {name}(x, level, target); got {what}"
+        )
+    ends = [getattr(schedule, end, None) for end in ("t_min", "t_max")]
+    if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in ends) or not (
+        ends[0] < ends[1]  # type: ignore[operator]
+    ):
+        raise TypeError(
+            f"{name}.schedule ({type(schedule).__name__}) must set its time range as finite "
+            f"numbers t_min < t_max; got t_min={ends[0]!r}, t_max={ends[1]!r}"
+        )
+    return model  # type: ignore[return-value]
+
+
+def _guidance_scale(owner: str, scale: Any) -> float | Tensor:
+    """A guidance scale, checked: a finite real number, or a 1-D floating tensor of finite
+    per-sample scales (one read of the tensor, here, not in the sampling loop)."""
+    if isinstance(scale, Tensor):
+        if scale.dim() == 0:
+            return _guidance_scale(owner, float(scale))
+        if scale.dim() != 1 or not scale.is_floating_point() or scale.device.type == "meta":
+            raise TypeError(
+                f"{owner} scale must be a number or a 1-D floating tensor of per-sample scales "
+                f"of shape (batch,); got a {scale.dtype} tensor of shape {tuple(scale.shape)}"
+                + (" on the meta device" if scale.device.type == "meta" else "")
+            )
+        if not bool(torch.isfinite(scale).all()):
+            raise ValueError(f"{owner} scale must be finite; got {scale.tolist()}")
+        return scale
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(
+            f"{owner} scale must be a number (or a tensor of per-sample scales); got "
+            f"{type(scale).__name__} {scale!r}"
+        )
+    if not math.isfinite(scale):
+        raise ValueError(f"{owner} scale must be a finite number; got {scale!r}")
+    return float(scale)
+
+
+def _is_one(scale: float | Tensor) -> bool:
+    """Whether a (checked) guidance scale is 1 for every sample."""
+    if isinstance(scale, Tensor):
+        return bool((scale == 1).all())
+    return scale == 1.0
+
+
+def _per_sample_scale(scale: float | Tensor, x: Tensor) -> float | Tensor:
+    """A per-sample scale as a (batch, 1, ..., 1) tensor in x's dtype and device."""
+    if not isinstance(scale, Tensor):
+        return scale
+    batch = x.shape[0]
+    if scale.shape[0] not in (1, batch):
+        raise ValueError(
+            f"the guidance scale has {scale.shape[0]} per-sample values but x has batch "
+            f"{batch}: give one scale per sample (or a number for all)"
+        )
+    return scale.to(x.device, x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
 
 
 @dataclass(frozen=True)
@@ -96,12 +172,16 @@ class ClassifierFree:
     The network is called as net(x, t_input, cond, **model_kwargs) once on the doubled batch.
     With scale == 1 it is called once on `cond` alone (uncond may then be None; a scale
     other than 1 without uncond is a ValueError). A tensor cond or uncond has x's batch,
-    or a batch of 1 that is used for every sample.
+    or a batch of 1 that is used for every sample. `scale` is a finite number, or a 1-D
+    tensor of per-sample scales (batch,).
     """
 
-    scale: float
+    scale: float | Tensor
     cond: Any
     uncond: Any = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", _guidance_scale("ClassifierFree", self.scale))
 
 
 @dataclass(frozen=True)
@@ -110,13 +190,17 @@ class ClassifierGuidance:
 
     `classifier(x, t_input, cond, **classifier_kwargs)` returns log-probabilities (B,) whose
     gradient with respect to x is taken with autograd (another shape is an error). A tensor
-    cond has x's batch B, or a batch of 1 that is used for every sample.
+    cond has x's batch B, or a batch of 1 that is used for every sample. `scale` is a finite
+    number, or a 1-D tensor of per-sample scales (B,).
     """
 
     classifier: Callable[..., Tensor]
-    scale: float
+    scale: float | Tensor
     cond: Any
     classifier_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", _guidance_scale("ClassifierGuidance", self.scale))
 
 
 @dataclass(frozen=True)
@@ -239,7 +323,7 @@ class Denoiser:
         if isinstance(guidance, ClassifierFree):
             if guidance.cond is None:
                 raise ValueError("ClassifierFree guidance needs cond (the condition), got None")
-            if guidance.uncond is None and guidance.scale != 1.0:
+            if guidance.uncond is None and not _is_one(guidance.scale):
                 raise ValueError(
                     f"ClassifierFree(scale={guidance.scale!r}) needs uncond (the unconditional "
                     "condition): without it the scale cannot apply; give uncond, or scale=1 "
@@ -300,11 +384,11 @@ class Denoiser:
         if isinstance(g, ClassifierFree):
             batch = x.shape[0]
             cond = per_sample("ClassifierFree cond", g.cond, batch)
-            if g.scale == 1.0 or g.uncond is None:
+            if g.uncond is None or (not isinstance(g.scale, Tensor) and g.scale == 1.0):
                 out = self.net(x, self._t_input(x, t, batch, model_t), cond, **self.model_kwargs)
                 return _net_output(out, x, t)
             out_uncond, out_cond = self._both(x, t, model_t)
-            return out_uncond + g.scale * (out_cond - out_uncond)
+            return out_uncond + _per_sample_scale(g.scale, x) * (out_cond - out_uncond)
         out = self.net(x, self._t_input(x, t, x.shape[0], model_t), **self.model_kwargs)
         return _net_output(out, x, t)
 
@@ -343,7 +427,7 @@ class Denoiser:
                 "an uncond"
             )
         out_uncond, out_cond = self._both(x, level.t, level.model_t)
-        guided = out_uncond + g.scale * (out_cond - out_uncond)
+        guided = out_uncond + _per_sample_scale(g.scale, x) * (out_cond - out_uncond)
         x0 = to_data(guided, x, level.alpha, level.sigma, self.prediction)
         if self.x0_correction is not None:
             x0 = self.x0_correction(x0, level.t)
@@ -392,7 +476,8 @@ class Denoiser:
         prediction: str = self.prediction
         if isinstance(self.guidance, ClassifierGuidance):
             eps = to_noise(out, x, alpha, sigma, prediction)
-            out = eps - (self.guidance.scale * sigma) * self.classifier_grad(x, t, model_t)
+            scale = _per_sample_scale(self.guidance.scale, x)
+            out = eps - (scale * sigma) * self.classifier_grad(x, t, model_t)
             prediction = "noise"
         if target == "noise":
             return to_noise(out, x, alpha, sigma, prediction)

@@ -27,6 +27,7 @@ __all__ = [
     "ALGORITHMS",
     "CORRECTORS",
     "DPM_ALGORITHMS",
+    "MAX_STEPS",
     "METHODS",
     "MULTISTEP3",
     "SOLVER_TYPES",
@@ -252,6 +253,12 @@ class SolverOptions:
         if self.timesteps is not None:
             grid = check_grid("timesteps", self.timesteps, increasing=True)
             self._set("timesteps", tuple(grid.tolist()))
+        if self.has_grid and self.grid_steps > MAX_STEPS:
+            name = "timesteps" if self.timesteps is not None else "sigmas"
+            raise ValueError(
+                f"{name} has {self.grid_steps + 1} entries; at most {MAX_STEPS + 1} ({MAX_STEPS} "
+                "steps): planning costs host time and memory per step before the first call"
+            )
         if self.has_grid:
             name = "timesteps" if self.timesteps is not None else "sigmas"
             if method == "adaptive":
@@ -266,6 +273,11 @@ class SolverOptions:
             if method != "adaptive":
                 # Planning costs host time and memory per step before the first call.
                 self._set("steps", check_int("steps", self.steps, 1, MAX_STEPS))
+            elif self.steps != _DEFAULTS["steps"]:
+                raise ValueError(
+                    f"steps={self.steps!r} is the step count of the fixed-step methods; "
+                    "method='adaptive' chooses its steps from atol and rtol"
+                )
             for name in ("t_start", "t_end"):
                 value = getattr(self, name)
                 if value is not None:
@@ -340,6 +352,12 @@ class SolverOptions:
         up over `order` steps; singlestep_fixed takes steps // order steps)."""
         steps, order = self.grid_steps, self.order
         if self.method == "multistep" and steps < order:
+            if self.has_grid:
+                name = "timesteps" if self.timesteps is not None else "sigmas"
+                raise ValueError(
+                    f"multistep needs steps >= order; the {name} give {steps} step(s), fewer "
+                    f"than order={order}: give more entries or a lower order"
+                )
             raise ValueError(f"multistep needs steps >= order; got steps={steps}, order={order}")
         if self.method == "singlestep_fixed" and steps < order and not self.has_grid:
             raise ValueError(

@@ -382,19 +382,34 @@ def _build(schedule: NoiseSchedule, options: SolverOptions) -> Plan:
     return _singlestep_plan(schedule, options, grid, t_s, t_e, end)
 
 
-_PLANS: weakref.WeakKeyDictionary[NoiseSchedule, dict[SolverOptions, Plan]] = (
-    weakref.WeakKeyDictionary()
-)
+# Plans per schedule object, keyed by its id (a schedule need not be hashable: a dataclass
+# with eq=True is not) and dropped when the schedule is collected.
+_PLANS: dict[int, dict[SolverOptions, Plan]] = {}
+
+
+def _plans_of(schedule: NoiseSchedule) -> dict[SolverOptions, Plan] | None:
+    """The plan cache of `schedule` (None: it cannot be watched for collection, so its
+    plans are not kept)."""
+    key = id(schedule)
+    plans = _PLANS.get(key)
+    if plans is None:
+        try:
+            weakref.finalize(schedule, _PLANS.pop, key, None)
+        except TypeError:
+            return None
+        plans = _PLANS[key] = {}
+    return plans
 
 
 def make_plan(schedule: NoiseSchedule, options: SolverOptions) -> Plan:
     """The plan of `options` on `schedule`, checked (times inside the schedule's range,
     the analytic first step's start) and cached: the cache's one key is the options."""
-    plans = _PLANS.setdefault(schedule, {})
-    found = plans.get(options)
+    plans = _plans_of(schedule)
+    found = None if plans is None else plans.get(options)
     if found is None:
         found = _build(schedule, options)
-        if len(plans) >= PLANS_PER_SCHEDULE:
-            del plans[next(iter(plans))]
-        plans[options] = found
+        if plans is not None:
+            if len(plans) >= PLANS_PER_SCHEDULE:
+                del plans[next(iter(plans))]
+            plans[options] = found
     return found

@@ -26,7 +26,7 @@ from .loops import (
     multistep_loop,
     singlestep_loop,
 )
-from .model import Denoiser, DiffusionModel
+from .model import Denoiser, DiffusionModel, check_model
 from .options import SolverOptions
 from .plan import Plan, make_plan
 from .schedules import NoiseSchedule
@@ -124,9 +124,7 @@ class Sampler:
         solver: Any = None,
         **solver_options: Any,
     ) -> None:
-        schedule = getattr(model, "schedule", None)
-        if not isinstance(schedule, NoiseSchedule) or not callable(model):
-            raise TypeError("model must be a Denoiser (or a DiffusionModel with a .schedule)")
+        schedule = check_model(model).schedule
         if solver is not None and options is not None:
             raise TypeError("give options or solver (a tuned solver), not both")
         if solver is not None and not (
@@ -233,6 +231,9 @@ class Sampler:
         adaptive method's error estimate)."""
         opts, run_plan = self.options, self.plan
         xt_fn, callback = self.correcting_xt_fn, self.callback
+        # Each loop starts from its own copy of x: the caller's x is never handed to the
+        # model or to correcting_xt_fn, which could change it in place (one pass over x;
+        # made in the call, so that nothing here keeps it alive after the first step).
         with torch.no_grad():
             if opts.method == "adaptive":
                 x, last = adaptive_solve(
@@ -240,7 +241,7 @@ class Sampler:
                     self.schedule,
                     opts.form,
                     opts.solver_type,
-                    x,
+                    x.clone(),
                     opts.order,
                     run_plan.t_start,
                     run_plan.t_end,
@@ -249,13 +250,13 @@ class Sampler:
                     callback,
                 )
             elif opts.cfg_pp:
-                x, last = cfg_pp_loop(ev, run_plan, opts.order, x, xt_fn, callback)
+                x, last = cfg_pp_loop(ev, run_plan, opts.order, x.clone(), xt_fn, callback)
             elif opts.method == "multistep":
                 x, last = multistep_loop(
                     ev,
                     run_plan,
                     opts.order,
-                    x,
+                    x.clone(),
                     generator,
                     xt_fn,
                     callback,
@@ -266,7 +267,9 @@ class Sampler:
                 noise = self.noise_sampler
                 if noise is None and opts.eta > 0:  # the stage's and the step's noise coupled
                     noise = StepNoise(x, generator)
-                x, last = singlestep_loop(ev, run_plan, x, xt_fn, callback, generator, noise)
+                x, last = singlestep_loop(
+                    ev, run_plan, x.clone(), xt_fn, callback, generator, noise
+                )
             if opts.denoise_to_zero:
                 t_e = run_plan.t_end
                 x = ev(x, run_plan.end, last + 1, target="data")
@@ -293,6 +296,10 @@ def check_state(x: object, generator: object) -> None:
     generator is None or a torch.Generator."""
     if not isinstance(x, Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.device.type == "meta":
+        raise ValueError(
+            "x is a meta tensor (a shape without data); give the starting sample's values"
+        )
     if not x.is_floating_point():
         raise TypeError(f"x must have a floating dtype, got {x.dtype}")
     if x.dim() < 1 or x.shape[0] < 1:

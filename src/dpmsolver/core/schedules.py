@@ -12,6 +12,7 @@ sigma_t = sqrt(1 - alpha_t^2), computed as sqrt(-expm1(2 log alpha_t)) to keep d
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import NamedTuple
@@ -19,6 +20,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import Tensor
+
+from ..checks import check_float
 
 __all__ = [
     "CosineVPSchedule",
@@ -271,7 +274,8 @@ class LinearVPSchedule(_ContinuousVP):
     log alpha_t = -(beta_1 - beta_0) t^2 / 4 - beta_0 t / 2. The default end time is 1e-3."""
 
     def __init__(self, beta_0: float = 0.1, beta_1: float = 20.0) -> None:
-        if not (math.isfinite(beta_0) and math.isfinite(beta_1) and 0 <= beta_0 < beta_1):
+        beta_0, beta_1 = check_float("beta_0", beta_0), check_float("beta_1", beta_1)
+        if not 0 <= beta_0 < beta_1:
             raise ValueError(f"need 0 <= beta_0 < beta_1, got beta_0={beta_0!r}, beta_1={beta_1!r}")
         self.beta_0 = float(beta_0)
         self.beta_1 = float(beta_1)
@@ -299,6 +303,7 @@ class CosineVPSchedule(_ContinuousVP):
     """
 
     def __init__(self, s: float = 0.008, t_max: float = 0.9946) -> None:
+        s, t_max = check_float("s", s), check_float("t_max", t_max)
         if not (0 < s < 1):
             raise ValueError(f"s must lie in (0, 1), got {s!r}")
         if not (0 < t_max < 1):
@@ -327,10 +332,8 @@ class VESchedule(NoiseSchedule):
     """
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0) -> None:
-        if not (math.isfinite(sigma_min) and math.isfinite(sigma_max)):
-            raise ValueError(
-                f"sigma_min and sigma_max must be finite; got {sigma_min}, {sigma_max}"
-            )
+        sigma_min = check_float("sigma_min", sigma_min)
+        sigma_max = check_float("sigma_max", sigma_max)
         if not 0 < sigma_min < sigma_max:
             raise ValueError(
                 f"need 0 < sigma_min < sigma_max; got sigma_min={sigma_min!r}, "
@@ -384,11 +387,13 @@ class FlowSchedule(NoiseSchedule):
         t_max: float = 0.999,
         time_scale: float = 1.0,
     ) -> None:
-        if not (math.isfinite(shift) and shift > 0):
+        shift, time_scale = check_float("shift", shift), check_float("time_scale", time_scale)
+        t_min, t_max = check_float("t_min", t_min), check_float("t_max", t_max)
+        if not shift > 0:
             raise ValueError(f"shift must be a finite number > 0; got {shift!r}")
         if not 0 < t_min < t_max <= 1:
             raise ValueError(f"need 0 < t_min < t_max <= 1; got t_min={t_min!r}, t_max={t_max!r}")
-        if not (math.isfinite(time_scale) and time_scale > 0):
+        if not time_scale > 0:
             raise ValueError(f"time_scale must be a finite number > 0; got {time_scale!r}")
         self.shift = float(shift)
         self.t_min = float(t_min)
@@ -417,10 +422,52 @@ class FlowSchedule(NoiseSchedule):
         return 0.0 < t < 1.0 or t == 1.0 == self.t_max
 
 
+def _on_tensors(name: str, fn: Callable[..., object], t: Tensor) -> Callable[[Tensor], Tensor]:
+    """`fn` as a function of a float64 tensor of times returning one of its shape: `fn`
+    itself if it is one, else `fn` applied to each time if it maps one float to a number
+    (e.g. math.cos). Checked on the times `t`; anything else is a TypeError/ValueError
+    naming `name`."""
+    try:
+        out = fn(t)
+    except (TypeError, ValueError, RuntimeError) as error:
+        out = error
+    if isinstance(out, Tensor):
+        if not out.is_floating_point():
+            raise TypeError(f"{name}(t) must return a floating tensor; got {out.dtype}")
+        if out.shape != t.shape:
+            raise ValueError(
+                f"{name}(t) must return a tensor of t's shape {tuple(t.shape)} (one value per "
+                f"time); got shape {tuple(out.shape)}"
+            )
+        return fn  # type: ignore[return-value]
+    try:
+        one = fn(float(t[0]))
+    except Exception:  # not a function of one float either: report the tensor call
+        one = None
+    if isinstance(one, Tensor) and one.numel() == 1:
+        one = float(one)
+    if isinstance(one, bool) or not isinstance(one, numbers.Real):
+        got = f"raised {out!r}" if isinstance(out, Exception) else f"returned {type(out).__name__}"
+        raise TypeError(
+            f"{name}(t) must return a floating tensor of t's shape for a float64 tensor of "
+            f"times (or a number for one float time); on a tensor it {got}"
+        )
+
+    def each(times: Tensor) -> Tensor:
+        values = [float(fn(v)) for v in times.reshape(-1).tolist()]  # type: ignore[arg-type]
+        return torch.tensor(values, dtype=torch.float64).reshape(times.shape).to(times.device)
+
+    return each
+
+
 class CustomSchedule(NoiseSchedule):
-    """A schedule from two callables alpha(t), sigma(t) on [t_min, t_max] (float64 tensors in
-    and out), with t(lambda) found by bisection. `CustomSchedule.from_table` builds one from
-    sampled values. lambda must be strictly decreasing; this is checked on a 4097-point grid.
+    """A schedule from two callables alpha(t), sigma(t) on [t_min, t_max], with t(lambda)
+    found by bisection. `CustomSchedule.from_table` builds one from sampled values. lambda
+    must be strictly decreasing; this is checked on a 4097-point grid.
+
+    The callables take a float64 tensor of times and return one of its shape (torch
+    functions such as `torch.cos`); a function of one float (such as `math.cos`) is
+    accepted too and applied to each time in turn (slower, but only plans call it).
     """
 
     _BISECTIONS = 64
@@ -435,33 +482,27 @@ class CustomSchedule(NoiseSchedule):
     ) -> None:
         if not (callable(alpha) and callable(sigma)):
             raise TypeError("alpha and sigma must be callables of a float64 tensor")
-        if not (math.isfinite(t_min) and math.isfinite(t_max) and t_min < t_max):
-            raise ValueError(f"need finite t_min < t_max; got {t_min!r}, {t_max!r}")
+        t_min, t_max = check_float("t_min", t_min), check_float("t_max", t_max)
+        if not t_min < t_max:
+            raise ValueError(f"need t_min < t_max; got {t_min!r}, {t_max!r}")
         if model_time is not None and not callable(model_time):
             raise TypeError(
                 f"model_time must be a callable or None; got {type(model_time).__name__}"
             )
-        self._alpha, self._sigma, self._model_time = alpha, sigma, model_time
         self.t_min, self.t_max = float(t_min), float(t_max)
         t = torch.linspace(self.t_min, self.t_max, 4097, dtype=torch.float64)
-        for name, fn in (("alpha", alpha), ("sigma", sigma), ("model_time", model_time)):
-            out = fn(t) if fn is not None else t
-            if not isinstance(out, Tensor) or not out.is_floating_point():
-                raise TypeError(
-                    f"{name}(t) must return a floating tensor; got "
-                    f"{type(out).__name__ if not isinstance(out, Tensor) else out.dtype}"
-                )
-            if out.shape != t.shape:
-                raise ValueError(
-                    f"{name}(t) must return a tensor of t's shape {tuple(t.shape)} (one value "
-                    f"per time); got shape {tuple(out.shape)}"
-                )
+        self._alpha = _on_tensors("alpha", alpha, t)
+        self._sigma = _on_tensors("sigma", sigma, t)
+        self._model_time = None if model_time is None else _on_tensors("model_time", model_time, t)
         a, s = self.alpha(t), self.sigma(t)
         if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(s).all())):
             bad = float(t[~(torch.isfinite(a) & torch.isfinite(s))][0])
             raise ValueError(f"the schedule returned NaN or Inf at t={bad:.6g}")
         if not (bool((a > 0).all()) and bool((s > 0).all())):
-            raise ValueError("alpha(t) and sigma(t) must be > 0 on [t_min, t_max]")
+            bad = float(t[~((a > 0) & (s > 0))][0])
+            raise ValueError(
+                f"alpha(t) and sigma(t) must be > 0 on [t_min, t_max]; not at t={bad:.6g}"
+            )
         lam = torch.log(a) - torch.log(s)
         if not bool((lam[1:] < lam[:-1]).all()):
             i = int((lam[1:] >= lam[:-1]).nonzero()[0, 0])
@@ -476,8 +517,12 @@ class CustomSchedule(NoiseSchedule):
     ) -> CustomSchedule:
         """Interpolate log alpha and log sigma piecewise linearly between sampled times."""
         tt = _as_f64_vector("t", t)
-        la = torch.log(_as_f64_vector("alpha", alpha))
-        ls = torch.log(_as_f64_vector("sigma", sigma))
+        values = {"alpha": _as_f64_vector("alpha", alpha), "sigma": _as_f64_vector("sigma", sigma)}
+        for name, v in values.items():
+            if not bool((v > 0).all()):
+                i = int((v <= 0).nonzero()[0, 0])
+                raise ValueError(f"{name} must be > 0; entry {i} is {float(v[i])!r}")
+        la, ls = torch.log(values["alpha"]), torch.log(values["sigma"])
         if not (tt.shape == la.shape == ls.shape):
             raise ValueError("t, alpha and sigma must have the same length")
         if not bool((tt[1:] > tt[:-1]).all()):

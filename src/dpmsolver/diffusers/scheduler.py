@@ -25,6 +25,7 @@ import dataclasses
 import inspect
 import json
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,9 +40,11 @@ from torch import Tensor
 
 from ..checks import check_int
 from ..core import (
+    MAX_STEPS,
     DiscreteVPSchedule,
     Level,
     Linear,
+    ModelOutputError,
     SolverOptions,
     check_grid,
     check_noise_levels,
@@ -52,7 +55,7 @@ from ..core import (
     to_data,
 )
 from ..core.coefficients import jump_to_zero, unic_correction
-from ..core.kernel import remember
+from ..core.kernel import finite_flag, remember
 from ..core.plan import (
     multistep_orders,
     multistep_plan,
@@ -251,6 +254,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         self._history: list[Tensor] = []
         self._step_start: Tensor | None = None
         self._pending: tuple[Linear, Tensor] | None = None  # correction and its start
+        self._finite: list[tuple[int, Tensor]] = []  # (step, finiteness flag of its output)
         self._step_index: int | None = None
         self._begin_index: int | None = None
 
@@ -355,7 +359,8 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
 
     def set_begin_index(self, begin_index: int = 0) -> None:
         """Start sampling at timesteps[begin_index] (img2img / strength)."""
-        check_int("begin_index", begin_index, 0)
+        begin_index = check_int("begin_index", begin_index, 0)
+        self._check_begin_index(begin_index)
         self._begin_index = begin_index
 
     def __len__(self) -> int:
@@ -398,7 +403,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                     f"{'timesteps' if timesteps is not None else 'sigmas'} disagree"
                 )
         if num_inference_steps is not None:
-            check_int("num_inference_steps", num_inference_steps, 1)
+            check_steps_count(num_inference_steps)
         if mu is not None and not (
             setup.spacing.dynamic and setup.spacing.kind in ("flow_match", "flow_sigmas")
         ):
@@ -494,7 +499,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                 "without timesteps or sigmas"
             )
         calls = tuned.model_calls()
-        if n is not None and check_int("num_inference_steps", n, 1) != calls:
+        if n is not None and check_steps_count(n) != calls:
             raise ValueError(
                 f"num_inference_steps={n}, but the tuned solver takes {calls} model calls"
             )
@@ -671,6 +676,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         self._history = []
         self._step_start = None
         self._pending = None
+        self._finite = []
         self._step_index = None
         self._begin_index = None
 
@@ -694,11 +700,13 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         """
         if not self._calls:
             raise ValueError("call set_timesteps before step")
+        _check_step_inputs(model_output, timestep, sample, variance_noise, generator)
         if self._step_index is None:
             if self._begin_index is None:
                 self._step_index = self.index_for_timestep(timestep)
             else:
                 self._step_index = self._begin_index
+                self._check_begin_index(self._begin_index)
         i = self._step_index
         if i >= len(self._calls):
             raise ValueError(f"step called {i + 1} times; set_timesteps planned {len(self._calls)}")
@@ -710,6 +718,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                 f"variance_noise has shape {tuple(variance_noise.shape)}, expected "
                 f"{tuple(sample.shape)}"
             )
+        self._note_finite(model_output, i)
         m = self._convert(model_output, sample, call.level)
         if i == 0 and self._afs is not None and not self._begin_index:
             # After the analytic first step: its output (x0_pred = 0 or eps_pred = x_T /
@@ -751,9 +760,42 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             self._history.append(m)
             prev = combine(rule, begin, self._history)
         self._step_index = i + 1
+        if self._step_index == len(self._calls):
+            self._raise_if_nonfinite()
         if not return_dict:
             return (prev,)
         return SchedulerOutput(prev_sample=prev)
+
+    def _note_finite(self, model_output: Tensor, i: int) -> None:
+        """Keep a device-side finiteness flag of this step's model output (read once, at
+        the last step)."""
+        self._finite.append((i, finite_flag(model_output)))
+
+    def _raise_if_nonfinite(self) -> None:
+        """The run's one read-back, after its last step: a ModelOutputError naming the
+        first step whose model output had NaN or Inf. Skipped on CUDA while
+        torch.cuda.set_sync_debug_mode asks to hear of any sync."""
+        found, self._finite = self._finite, []
+        if not found:
+            return
+        flags = torch.stack([flag for _, flag in found])
+        if flags.device.type == "cuda" and torch.cuda.get_sync_debug_mode() != 0:
+            return
+        ok = torch.isfinite(flags).cpu()
+        if not bool(ok.all()):
+            i = found[int((~ok).nonzero()[0, 0])][0]
+            raise ModelOutputError(
+                f"model_output had NaN or Inf at step {i} (timestep "
+                f"{self._host_timesteps[i]:.6g}); check the network and its inputs (dtype, "
+                "conditioning)"
+            )
+
+    def _check_begin_index(self, begin_index: int) -> None:
+        if self._calls and begin_index >= len(self._calls):
+            raise ValueError(
+                f"begin_index={begin_index} is past the last step: set_timesteps planned "
+                f"{len(self._calls)} (indices 0 to {len(self._calls) - 1})"
+            )
 
     def _mean_of(self, out: Tensor, sample: Tensor, i: int) -> Tensor:
         """The model output without its learned variance channels (twice the sample's
@@ -841,8 +883,21 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         """x_t = alpha_t x_0 + sigma_t noise at (possibly fractional) timesteps of the
         network's time input, which must lie in the schedule's range (checked: one read of
         their ends). For flow matching alpha_t = 1 - sigma_t, sigma_t = timestep / N."""
+        _check_samples("original_samples", original_samples)
+        _check_samples("noise", noise)
+        if noise.shape != original_samples.shape:
+            raise ValueError(
+                f"add_noise: noise has shape {tuple(noise.shape)}; it must have "
+                f"original_samples' shape {tuple(original_samples.shape)}"
+            )
+        steps = torch.as_tensor(timesteps, device=original_samples.device)
+        if steps.numel() not in (1, original_samples.shape[0]) or steps.dim() > 1:
+            raise ValueError(
+                f"add_noise: timesteps has shape {tuple(steps.shape)}; give one timestep, or "
+                f"one per sample ({original_samples.shape[0]},)"
+            )
         ns = self.noise_schedule
-        t = self._times_of(torch.as_tensor(timesteps, device=original_samples.device).double())
+        t = self._times_of(steps.double().reshape(-1))
         ends = torch.stack([t.min(), t.max()]).tolist() if t.numel() else []
         if not all(math.isfinite(v) and ns.contains(v) for v in ends):
             lo, hi = float(ns.model_time(ns.t_min)), float(ns.model_time(ns.t_max))
@@ -875,6 +930,64 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
     def _timestep_of(self, t: float) -> float:
         n = float(self._total)
         return t * n if self._setup.flow else t * n - 1.0
+
+
+def check_steps_count(n: object) -> int:
+    """num_inference_steps as an int in [1, MAX_STEPS], or a clear error."""
+    n = check_int("num_inference_steps", n, 1)
+    if n > MAX_STEPS:
+        raise ValueError(
+            f"num_inference_steps={n} is more than {MAX_STEPS}: planning costs host time and "
+            "memory per step before the first model call, and the ODE solution is converged "
+            "long before"
+        )
+    return n
+
+
+def _check_samples(name: str, value: object) -> None:
+    """Raise TypeError unless `value` is a floating tensor (named `name`)."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype; got {value.dtype}")
+    if value.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (a shape without data)")
+
+
+def _check_step_inputs(
+    model_output: object,
+    timestep: object,
+    sample: object,
+    variance_noise: object,
+    generator: object,
+) -> None:
+    """The types step() takes: tensors for the model output and the sample, one timestep
+    (a number or a one-element tensor), and optional noise and generator."""
+    if not isinstance(model_output, Tensor):
+        hint = ""
+        if isinstance(model_output, tuple | list) or hasattr(model_output, "sample"):
+            hint = " (a model's output object or tuple: pass its .sample or [0])"
+        raise TypeError(
+            f"model_output must be a torch.Tensor; got {type(model_output).__name__}{hint}"
+        )
+    _check_samples("model_output", model_output)
+    _check_samples("sample", sample)
+    if isinstance(timestep, Tensor):
+        if timestep.numel() != 1:
+            raise ValueError(
+                f"timestep must be one timestep (a number, or a tensor of one element); got a "
+                f"tensor of shape {tuple(timestep.shape)}: step() moves the whole batch from "
+                "one timestep"
+            )
+    elif isinstance(timestep, bool) or not isinstance(timestep, numbers.Real):
+        raise TypeError(
+            f"timestep must be a number or a one-element tensor (an entry of "
+            f"scheduler.timesteps); got {type(timestep).__name__} {timestep!r}"
+        )
+    if variance_noise is not None:
+        _check_samples("variance_noise", variance_noise)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
 
 
 def _source_class(config: dict[str, Any], defaults: set[str]) -> str:

@@ -19,17 +19,25 @@ import math
 import numpy as np
 import torch
 
+from ..checks import check_float
 from ..core import DiscreteVPSchedule, FlowSchedule, sigmas_to_times, time_grid
 from ..core.grids import KARRAS_RHO, beta_sigmas
 from .config import Spacing
 
 __all__ = [
+    "MU_SHIFTS",
     "flow_calls",
     "last_timestep",
     "sigma_calls",
     "spaced",
     "timestep_calls",
 ]
+
+
+# The flow shifts a dynamic `mu` may ask for: released flow models use shifts from about
+# 0.5 to 20 (SD3 3, Flux 1.6-3.2, Wan 5-12); a shift of 1e-2 or 1e2 moves the first call far
+# from pure noise or every call to it, which no model is trained to be sampled with.
+MU_SHIFTS = (1e-2, 1e2)
 
 
 def last_timestep(schedule: DiscreteVPSchedule, lambda_min_clipped: float) -> int:
@@ -153,10 +161,22 @@ def _flow_shift(spacing: Spacing, mu: float | None) -> float:
         return spacing.shift
     if mu is None:
         raise ValueError("use_dynamic_shifting=True needs mu: set_timesteps(..., mu=...)")
-    shift = math.exp(mu) if spacing.time_shift_type == "exponential" else mu
-    if not shift > 0:
-        raise ValueError(f"mu={mu!r} gives a shift <= 0 (time_shift_type='linear')")
-    return shift
+    mu = check_float("mu", mu)
+    exponential = spacing.time_shift_type == "exponential"
+    lo, hi = MU_SHIFTS
+    if exponential and not math.log(lo) <= mu <= math.log(hi):
+        raise ValueError(
+            f"mu={mu!r} gives the shift e^mu = {math.exp(min(mu, 700.0)):.3g} "
+            f"(time_shift_type='exponential'); allowed mu in [{math.log(lo):.3g}, "
+            f"{math.log(hi):.3g}] (shifts {lo:g} to {hi:g}: Flux's mu lies between "
+            "base_shift and max_shift, 0.5 to 1.15 by default)"
+        )
+    if not exponential and not lo <= mu <= hi:
+        raise ValueError(
+            f"mu={mu!r} is the shift itself under time_shift_type='linear'; allowed "
+            f"{lo:g} to {hi:g}"
+        )
+    return math.exp(mu) if exponential else mu
 
 
 def _stretch(sig: np.ndarray, terminal: float) -> np.ndarray:

@@ -286,13 +286,17 @@ class GaussianMixture:
                     f"{name} must be a scalar or have {batch} elements (one per sample), "
                     f"got shape {tuple(value.shape)}"
                 )
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            t = torch.full((batch,), float(value), dtype=torch.float64, device=device)
-        else:
-            raise TypeError(f"{name} must be a float or a torch.Tensor, got {type(value).__name__}")
-        if batch > 0 and not bool(((t >= 0) & torch.isfinite(t)).all()):
-            raise ValueError(f"{name} must be finite and >= 0, got {value}")
-        return t
+            # A tensor's values are checked where reading them is allowed: not inside a
+            # compiled sampler loop, which cannot branch on data.
+            checked = torch.compiler.is_compiling() or batch == 0
+            if not checked and not bool(((t >= 0) & torch.isfinite(t)).all()):
+                raise ValueError(f"{name} must be finite and >= 0, got {value}")
+            return t
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be finite and >= 0, got {value}")
+            return torch.full((batch,), float(value), dtype=torch.float64, device=device)
+        raise TypeError(f"{name} must be a float or a torch.Tensor, got {type(value).__name__}")
 
     def _check_labels(self, component: Tensor, batch: int, name: str) -> Tensor:
         if not isinstance(component, Tensor) or component.dtype not in (
@@ -320,7 +324,12 @@ class GaussianMixture:
         B = xf.shape[0]
         a = self._per_sample(alpha, B, xf.device, "alpha")
         s = self._per_sample(sigma, B, xf.device, "sigma")
-        if B > 0 and not bool((a * a + s * s > 0).all()):
+        if isinstance(alpha, Tensor) or isinstance(sigma, Tensor):
+            both_zero = B > 0 and not torch.compiler.is_compiling()
+            both_zero = both_zero and not bool((a * a + s * s > 0).all())
+        else:
+            both_zero = alpha == 0 and sigma == 0
+        if both_zero:
             raise ValueError("alpha and sigma must not both be 0 for the same sample")
         mu, _, c, U, e = self._params(xf.device)
         a2, s2 = a * a, s * s
