@@ -8,6 +8,13 @@ argument (and, where it helps, the value or what is allowed). The CLI's cases ar
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +25,7 @@ import torch
 
 import dpmsolver as dpm
 from dpmsolver import k_diffusion as kd
+from dpmsolver.generation import merge_shards
 from dpmsolver.models import load
 
 MODEL = load("digits-exact")
@@ -86,6 +94,94 @@ def compat(**kw: Any) -> Callable[[], Any]:
         return solver.sample(X.float(), **kw)
 
     return call
+
+
+def scheduler_run(output: Callable[[int, torch.Tensor], torch.Tensor]) -> Callable[[], Any]:
+    """A whole 5-step run of the scheduler whose model output at step i is output(i, x)."""
+
+    def call() -> Any:
+        from dpmsolver.diffusers import DPMSolverScheduler
+
+        s = DPMSolverScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+        s.set_timesteps(5)
+        x = torch.ones(1, 3)
+        for i, t in enumerate(s.timesteps):
+            x = s.step(output(i, x), t, x).prev_sample
+        return x
+
+    return call
+
+
+def flux_mu(mu: Any, **config: Any) -> Callable[[], Any]:
+    """set_timesteps(10, mu=mu) on a Flux-like flow config (dynamic shifting)."""
+
+    def call() -> Any:
+        from dpmsolver.diffusers import DPMSolverScheduler
+
+        keys = dict(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15)
+        s = DPMSolverScheduler.from_config({**keys, **config})
+        s.set_timesteps(10, mu=mu)
+        return s.sigmas
+
+    return call
+
+
+BETAS = torch.linspace(1e-4, 0.02, 1000)
+
+
+def compat_call(method: str, *args: Any) -> Callable[[], Any]:
+    def call() -> Any:
+        ns = dpm.NoiseScheduleVP("discrete", betas=BETAS)
+        solver = dpm.DPM_Solver(dpm.model_wrapper(lambda x, t: 0 * x, ns), ns)
+        return getattr(solver, method)(*args)
+
+    return call
+
+
+class MetaModel:
+    """A DiffusionModel whose outputs are meta tensors."""
+
+    schedule = SCHEDULE
+
+    def __call__(self, x: torch.Tensor, level: Any, target: Any) -> torch.Tensor:
+        return torch.empty_like(x, device="meta")
+
+
+class TupleModel:
+    """A DiffusionModel that returns a tuple."""
+
+    schedule = SCHEDULE
+
+    def __call__(self, x: torch.Tensor, level: Any, target: Any) -> Any:
+        return (x,)
+
+
+class NoRange(dpm.NoiseSchedule):
+    """A schedule that forgot its time range."""
+
+    def log_alpha(self, t: Any) -> torch.Tensor:
+        return torch.zeros(())
+
+    def sigma(self, t: Any) -> torch.Tensor:
+        return torch.ones(())
+
+    def inverse_lambda(self, lambda_: Any) -> torch.Tensor:
+        return torch.zeros(())
+
+
+def generate_into(out: Any) -> Callable[[], Any]:
+    return lambda: dpm.generate("digits-exact", 4, out, batch=2, steps=3, progress=False)
+
+
+def truncated_job() -> Path:
+    """A finished job's folder whose manifest was cut short."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp()) / "job"
+    dpm.generate("digits-exact", 4, folder, batch=2, steps=3, progress=False)
+    manifest = folder / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:30])
+    return folder
 
 
 CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
@@ -419,6 +515,378 @@ CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
         ValueError,
         "algorithm='dpmsolver' cannot start at alpha_t = 0",
     ),
+    # -- guidance values and noise, in every face alike -----------------------------------
+    (
+        "cfg scale nan",
+        lambda: dpm.ClassifierFree(float("nan"), torch.ones(4), torch.zeros(4)),
+        ValueError,
+        "ClassifierFree scale must be a finite number; got nan",
+    ),
+    (
+        "cfg scale inf",
+        lambda: dpm.ClassifierFree(float("inf"), torch.ones(4), torch.zeros(4)),
+        ValueError,
+        "ClassifierFree scale must be a finite number; got inf",
+    ),
+    (
+        "cfg scale str",
+        lambda: dpm.ClassifierFree("7.5", torch.ones(4), torch.zeros(4)),
+        TypeError,
+        "ClassifierFree scale must be a number (or a tensor of per-sample scales); got str",
+    ),
+    (
+        "cfg scale 2-D",
+        lambda: dpm.ClassifierFree(torch.ones(4, 1), torch.ones(4), torch.zeros(4)),
+        TypeError,
+        "of shape (batch,); got a torch.float32 tensor of shape (4, 1)",
+    ),
+    (
+        "cfg scale tensor nan",
+        lambda: dpm.ClassifierFree(torch.tensor([1.0, float("nan")]), torch.ones(2), torch.ones(2)),
+        ValueError,
+        "ClassifierFree scale must be finite",
+    ),
+    (
+        "cfg scale per sample batch",
+        net(cond_net, guidance=dpm.ClassifierFree(torch.ones(3), torch.ones(4), torch.zeros(4))),
+        ValueError,
+        "the guidance scale has 3 per-sample values but x has batch 4",
+    ),
+    (
+        "cg scale nan",
+        lambda: dpm.ClassifierGuidance(classifier, float("nan"), torch.zeros(4)),
+        ValueError,
+        "ClassifierGuidance scale must be a finite number",
+    ),
+    (
+        "compat guidance_scale nan",
+        lambda: dpm.model_wrapper(
+            cond_net,
+            dpm.NoiseScheduleVP("linear"),
+            guidance_type="classifier-free",
+            condition=torch.ones(4),
+            unconditional_condition=torch.zeros(4),
+            guidance_scale=float("nan"),
+        ),
+        ValueError,
+        "ClassifierFree scale must be a finite number; got nan",
+    ),
+    (
+        "compat guidance_scale str without uncond",
+        lambda: dpm.model_wrapper(
+            cond_net,
+            dpm.NoiseScheduleVP("linear"),
+            guidance_type="classifier-free",
+            condition=torch.ones(4),
+            guidance_scale="7.5",
+        ),
+        TypeError,
+        "ClassifierFree scale must be a number",
+    ),
+    (
+        "noise_sampler nan",
+        sample(steps=3, eta=1.0, noise_sampler=lambda s, t: torch.full_like(X, float("nan"))),
+        ValueError,
+        "noise_sampler returned NaN or Inf at step 1 (t=",
+    ),
+    (
+        "kd noise_sampler nan",
+        k_run(kd.sample_dpmpp_2m_sde, noise_sampler=lambda s, t: torch.full_like(XK, float("nan"))),
+        ValueError,
+        "noise_sampler returned NaN or Inf at step 1 (sigma=",
+    ),
+    (
+        "kd cond_scale nan",
+        lambda: kd.CFGDenoiser(denoiser)(
+            XK, torch.ones(2), torch.ones(2), torch.zeros(2), float("nan")
+        ),
+        ValueError,
+        "cond_scale must be a finite number",
+    ),
+    # -- devices and dtypes ----------------------------------------------------------------
+    ("x meta", lambda: dpm.sample(MODEL, X.to("meta"), steps=3), ValueError, "x is a meta tensor"),
+    (
+        "kd sigmas meta",
+        k_run(sigmas=KARRAS.to("meta")),
+        ValueError,
+        "sigmas is a meta tensor (a shape without data)",
+    ),
+    (
+        "kd x meta",
+        k_run(x=XK.to("meta")),
+        ValueError,
+        "x is a meta tensor",
+    ),
+    (
+        "model returns meta",
+        lambda: dpm.sample(MetaModel(), X, steps=3),
+        dpm.ModelOutputError,
+        "is on meta",
+    ),
+    (
+        "net returns meta",
+        net(lambda x, t: torch.empty_like(x, device="meta")),
+        dpm.ModelOutputError,
+        "net returned a tensor on meta",
+    ),
+    (
+        "model returns tuple",
+        lambda: dpm.sample(TupleModel(), X, steps=3),
+        dpm.ModelOutputError,
+        "model returned tuple at step 0 (t=1); expected a tensor",
+    ),
+    (
+        "dif step int output",
+        scheduler_call("step", torch.ones(1, 3, dtype=torch.int64), 999.0, torch.zeros(1, 3)),
+        TypeError,
+        "model_output must have a floating dtype; got torch.int64",
+    ),
+    (
+        "dif step int sample",
+        scheduler_call("step", torch.ones(1, 3), 999.0, torch.zeros(1, 3, dtype=torch.int64)),
+        TypeError,
+        "sample must have a floating dtype; got torch.int64",
+    ),
+    (
+        "dif step tuple output",
+        scheduler_call("step", (torch.ones(1, 3),), 999.0, torch.zeros(1, 3)),
+        TypeError,
+        "model_output must be a torch.Tensor; got tuple (a model's output object or tuple",
+    ),
+    (
+        "dif step meta sample",
+        scheduler_call("step", torch.ones(1, 3), 999.0, torch.zeros(1, 3, device="meta")),
+        ValueError,
+        "sample is a meta tensor",
+    ),
+    (
+        "dif step NaN output",
+        scheduler_run(lambda i, x: torch.full_like(x, float("nan")) if i == 2 else 0.1 * x),
+        dpm.ModelOutputError,
+        "model_output had NaN or Inf at step 2 (timestep",
+    ),
+    # -- the diffusers face's inputs ---------------------------------------------------------
+    (
+        "dif add_noise noise batch",
+        scheduler_call("add_noise", torch.zeros(4, 3), torch.zeros(2, 3), torch.tensor([999])),
+        ValueError,
+        "add_noise: noise has shape (2, 3); it must have original_samples' shape (4, 3)",
+    ),
+    (
+        "dif add_noise timesteps batch",
+        scheduler_call("add_noise", torch.zeros(4, 3), torch.zeros(4, 3), torch.tensor([999, 1])),
+        ValueError,
+        "add_noise: timesteps has shape (2,); give one timestep, or one per sample (4,)",
+    ),
+    (
+        "dif add_noise int",
+        scheduler_call("add_noise", torch.zeros(4, 3, dtype=torch.long), torch.zeros(4, 3), 9),
+        TypeError,
+        "original_samples must have a floating dtype",
+    ),
+    (
+        "dif step batched timestep",
+        scheduler_call("step", torch.ones(2, 3), torch.tensor([999.0, 999.0]), torch.ones(2, 3)),
+        ValueError,
+        "timestep must be one timestep (a number, or a tensor of one element); got a tensor of "
+        "shape (2,)",
+    ),
+    (
+        "dif step timestep str",
+        scheduler_call("step", torch.ones(2, 3), "abc", torch.ones(2, 3)),
+        TypeError,
+        "timestep must be a number or a one-element tensor (an entry of scheduler.timesteps); "
+        "got str 'abc'",
+    ),
+    (
+        "dif set_begin_index past",
+        scheduler_call("set_begin_index", 50),
+        ValueError,
+        "begin_index=50 is past the last step: set_timesteps planned 5 (indices 0 to 4)",
+    ),
+    ("dif mu nan", flux_mu(float("nan")), ValueError, "mu must be a finite number; got nan"),
+    ("dif mu 1e6", flux_mu(1e6), ValueError, "mu=1000000.0 gives the shift e^mu"),
+    ("dif mu str", flux_mu("1"), TypeError, "mu must be a float, got str '1'"),
+    ("dif mu -50", flux_mu(-50.0), ValueError, "mu=-50.0 gives the shift e^mu = 1.93e-22"),
+    (
+        "dif mu linear 0",
+        flux_mu(0.0, time_shift_type="linear"),
+        ValueError,
+        "mu=0.0 is the shift itself under time_shift_type='linear'",
+    ),
+    # -- the official-compatible API -------------------------------------------------------
+    (
+        "compat betas and alphas_cumprod",
+        lambda: dpm.NoiseScheduleVP(
+            "discrete", betas=BETAS, alphas_cumprod=torch.cumprod(1 - BETAS, 0)
+        ),
+        ValueError,
+        "give betas= or alphas_cumprod=, not both",
+    ),
+    (
+        "compat get_time_steps N=0",
+        compat_call("get_time_steps", "time_uniform", 1.0, 1e-3, 0, "cpu"),
+        ValueError,
+        "N must be >= 1; got 0",
+    ),
+    (
+        "compat get_time_steps t_T=5",
+        compat_call("get_time_steps", "time_uniform", 5.0, 1e-3, 5, "cpu"),
+        ValueError,
+        "t_T=5 lies outside the schedule's time range [0.001, 1]",
+    ),
+    (
+        "compat get_time_steps t_T=t_0",
+        compat_call("get_time_steps", "time_uniform", 0.5, 0.5, 5, "cpu"),
+        ValueError,
+        "t_T and t_0 must differ",
+    ),
+    (
+        "compat add_noise t=5",
+        compat_call("add_noise", X.float(), torch.tensor([5.0])),
+        ValueError,
+        "t=5 lies outside the schedule's time range",
+    ),
+    (
+        "compat add_noise noise shape",
+        compat_call("add_noise", X.float(), torch.tensor([0.5]), torch.zeros(3)),
+        ValueError,
+        "noise must have shape (1, 4, 1, 8, 8)",
+    ),
+    (
+        "compat marginal_std(-1)",
+        lambda: dpm.NoiseScheduleVP("discrete", betas=BETAS).marginal_std(torch.tensor([-1.0])),
+        ValueError,
+        "t=-1 lies outside the schedule's time range [0.001, 1]",
+    ),
+    (
+        "compat marginal_lambda(2)",
+        lambda: dpm.NoiseScheduleVP("linear").marginal_lambda(torch.tensor([0.5, 2.0])),
+        ValueError,
+        "t=from 0.5 to 2 lies outside the schedule's time range (0, 1]",
+    ),
+    (
+        "compat adaptive steps",
+        compat(method="adaptive", steps=0),
+        ValueError,
+        "steps must be >= 1; got 0",
+    ),
+    # -- schedules and tuners as users write them ------------------------------------------
+    (
+        "from_table negative alpha",
+        lambda: dpm.CustomSchedule.from_table(
+            torch.tensor([0.0, 0.5, 1.0]), torch.tensor([1.0, -0.5, 0.1]), torch.ones(3)
+        ),
+        ValueError,
+        "alpha must be > 0; entry 1 is -0.5",
+    ),
+    (
+        "custom alpha not a function of times",
+        lambda: dpm.CustomSchedule(lambda t: "x", torch.sin, 0.1, 0.9),
+        TypeError,
+        "alpha(t) must return a floating tensor of t's shape",
+    ),
+    (
+        "EDM sigma_min str",
+        lambda: dpm.EDMSchedule(sigma_min="0.002"),
+        TypeError,
+        "sigma_min must be a float, got str '0.002'",
+    ),
+    (
+        "VE sigma_max nan",
+        lambda: dpm.VESchedule(0.1, float("nan")),
+        ValueError,
+        "sigma_max must be a finite",
+    ),
+    (
+        "linear beta_1 str",
+        lambda: dpm.VPSchedule.linear(beta_1="20"),
+        TypeError,
+        "beta_1 must be a float",
+    ),
+    (
+        "cosine s nan",
+        lambda: dpm.VPSchedule.cosine(s=float("nan")),
+        ValueError,
+        "s must be a finite",
+    ),
+    ("flow t_min str", lambda: dpm.FlowSchedule(t_min="0"), TypeError, "t_min must be a float"),
+    (
+        "schedule without time range",
+        lambda: dpm.sample(dpm.Denoiser(cond_net, NoRange()), X, steps=3),
+        TypeError,
+        "model.schedule (NoRange) must set its time range as finite numbers t_min < t_max",
+    ),
+    (
+        "otg function",
+        lambda: dpm.optimize_time_grid(cond_net, 4, shape=(1, 8, 8)),
+        TypeError,
+        "model must be a DiffusionModel: a dpmsolver.Denoiser around your network",
+    ),
+    (
+        "os function",
+        lambda: dpm.optimize_solver(cond_net, 4, shape=(1, 8, 8)),
+        TypeError,
+        "model must be a DiffusionModel",
+    ),
+    (
+        "pilot_reference function",
+        lambda: dpm.pilot_reference(cond_net, shape=(1, 8, 8)),
+        TypeError,
+        "model must be a DiffusionModel",
+    ),
+    (
+        "otg shape=64",
+        lambda: dpm.optimize_time_grid(MODEL, 4, shape=64),
+        TypeError,
+        "shape must be a sequence of ints (one sample's shape, without the batch",
+    ),
+    (
+        "os shape=(1, 0)",
+        lambda: dpm.optimize_solver(MODEL, 4, shape=(1, 0)),
+        ValueError,
+        "shape must hold ints >= 1; entry 1 is 0",
+    ),
+    (
+        "otg nfe=1e6",
+        lambda: dpm.optimize_time_grid(MODEL, 10**6, shape=(1, 8, 8)),
+        ValueError,
+        "nfe=1000000 needs 1000000 steps, more than candidates=64",
+    ),
+    (
+        "os families str",
+        lambda: dpm.optimize_solver(MODEL, 4, families="dpm++3m"),
+        TypeError,
+        "families must be a list of preset names",
+    ),
+    (
+        "adaptive steps=-5",
+        sample(method="adaptive", steps=-5),
+        ValueError,
+        "steps=-5 is the step count of the fixed-step methods",
+    ),
+    (
+        "timesteps strings",
+        sample(timesteps=["1.0", "0.5"]),
+        TypeError,
+        "timesteps must be numbers; got the string '1.0' among them",
+    ),
+    (
+        "timesteps fewer than order",
+        sample(timesteps=[1.0, 0.5], order=2),
+        ValueError,
+        "the timesteps give 1 step(s), fewer than order=2",
+    ),
+    # -- outputs ---------------------------------------------------------------------------
+    ("generate out ''", generate_into(""), ValueError, "out must name a folder; got ''"),
+    ("generate out None", generate_into(None), TypeError, "out must be a folder path (str or"),
+    ("generate out file", generate_into(Path(__file__)), ValueError, "is a file; generate"),
+    (
+        "merge_shards truncated manifest",
+        lambda: merge_shards(truncated_job()),
+        ValueError,
+        "holds no readable dpmsolver generate manifest",
+    ),
     # -- official-compatible ---------------------------------------------------------------
     ("compat schedule", lambda: dpm.NoiseScheduleVP("foo"), ValueError, "schedule must be one of"),
     (
@@ -693,8 +1161,12 @@ def test_generate_checks_shape_and_dtype_before_writing(
     dpm.generate("digits-exact", 4, other, batch=2, steps=3, progress=False)
     before = {p.name: p.read_bytes() for p in sorted(other.iterdir())}
     for folder in (fresh, other):
-        with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+        # (another job's folder may be refused as such first: the shape is a setting)
+        with pytest.raises(error) as info:
             dpm.generate("digits-exact", 4, folder, batch=2, steps=3, progress=False, **kwargs)
+        assert message in str(info.value) or (
+            folder is other and "other settings" in str(info.value)
+        )
     assert not fresh.exists() or not any(fresh.iterdir())
     assert {p.name: p.read_bytes() for p in sorted(other.iterdir())} == before
     # The corrected rerun into the fresh folder is not refused.
@@ -734,3 +1206,199 @@ def test_compat_classifier_free_without_uncond_is_the_conditional_model() -> Non
         )
         runs.append(dpm.DPM_Solver(model, ns).sample(X.float(), steps=4))
     assert torch.equal(runs[0], runs[1])
+
+
+# -- must not happen again: each its own test -------------------------------------------
+
+
+def folder_hashes(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file below `folder`, by relative path."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def user_files(folder: Path) -> dict[str, bytes]:
+    """A user's own files, named as the job's could be: a samples.npz, a manifest.json of
+    another program and a .tmp file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "samples.npz": b"my own samples",
+        "manifest.json": json.dumps({"settings": {"lr": 0.1}, "epochs": 3}).encode(),
+        "notes.tmp": b"draft",
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return files
+
+
+@pytest.mark.parametrize("manifest", [True, False], ids=["their-manifest", "no-manifest"])
+def test_generate_never_touches_a_users_files(tmp_path: Path, manifest: bool) -> None:
+    """A folder is a job's only when its own manifest says so: any other non-empty folder
+    is refused before any work, and nothing in it is written, replaced or removed."""
+    folder = tmp_path / "mine"
+    user_files(folder)
+    if not manifest:
+        (folder / "manifest.json").unlink()
+    before = folder_hashes(folder)
+    calls = []
+
+    def counted(x: torch.Tensor, level: Any, target: Any) -> torch.Tensor:
+        calls.append(1)
+        return MODEL(x, level, target)
+
+    counted.schedule = SCHEDULE  # type: ignore[attr-defined]
+    counted.sample_shape = (1, 8, 8)  # type: ignore[attr-defined]
+    expected = "not a dpmsolver generate manifest" if manifest else "holds no dpmsolver"
+    with pytest.raises(ValueError, match=expected):
+        dpm.generate(
+            counted, 8, folder, model_name="g", batch=4, steps=5, merge=True, progress=False
+        )
+    assert folder_hashes(folder) == before
+    assert len(calls) <= 1  # at most the one-sample shape check: no sampling
+    with pytest.raises(ValueError, match=expected):
+        dpm.generate("digits-exact", 8, folder, batch=4, steps=5, merge=True, progress=False)
+    assert folder_hashes(folder) == before
+
+
+def test_a_users_files_in_a_jobs_folder_survive_its_reruns(tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    dpm.generate("digits-exact", 8, job, batch=4, steps=5, progress=False)
+    (job / "notes.tmp").write_bytes(b"draft")
+    (job / "README").write_bytes(b"what this is")
+    dpm.generate("digits-exact", 8, job, batch=4, steps=5, merge=True, progress=False)
+    dpm.generate("digits-exact", 8, job, batch=4, steps=5, progress=False)
+    assert (job / "notes.tmp").read_bytes() == b"draft"
+    assert (job / "README").read_bytes() == b"what this is"
+    # A samples.npz the job's manifest does not record is not replaced by a merge.
+    other = tmp_path / "other"
+    dpm.generate("digits-exact", 8, other, batch=4, steps=5, progress=False)
+    (other / "samples.npz").write_bytes(b"mine")
+    with pytest.raises(ValueError, match="does not record writing it"):
+        dpm.generate("digits-exact", 8, other, batch=4, steps=5, merge=True, progress=False)
+    assert (other / "samples.npz").read_bytes() == b"mine"
+
+
+GENERATE = [sys.executable, "-m", "dpmsolver", "generate", "--quiet", "--model", "digits-exact"]
+
+
+# The CLI's job below, in Python: many small shards, so that a second run meets it.
+SLOW: dict[str, Any] = dict(batch=2, steps=200, skip_type="logSNR", progress=False)
+
+
+def test_two_runs_of_one_job_into_one_folder(tmp_path: Path) -> None:
+    """The second run says clearly that the folder is busy, touches nothing, and the
+    first finishes as if alone; a lock left by a process that is gone is taken over."""
+    out = tmp_path / "job"
+    job = ["--num-samples", "64", "--batch", "2", "--steps", "200", "--out", str(out)]
+    first = subprocess.Popen(
+        [*GENERATE, *job, "--merge"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 120
+    lock = out / ".dpmsolver-generate.lock"
+    while not list(out.glob("shard-*.json")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert lock.exists()
+    with pytest.raises(ValueError, match=r"is busy: another generate \(pid \d+"):
+        dpm.generate("digits-exact", 64, out, merge=True, **SLOW)
+    assert not list(out.glob(f".dpmsolver-tmp-{os.getpid()}-*"))  # it wrote nothing
+    log, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, log
+    assert not lock.exists() and not list(out.glob(".dpmsolver-tmp-*"))
+    alone = tmp_path / "alone"
+    dpm.generate("digits-exact", 64, alone, merge=True, **SLOW)
+    assert (out / "samples.npz").read_bytes() == (alone / "samples.npz").read_bytes()
+    # A lock whose process has ended (a killed run) is stale: the next run takes it over.
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lock.write_text(
+        json.dumps({"pid": int(ended.stdout), "host": socket.gethostname(), "start": None})
+    )
+    result = dpm.generate("digits-exact", 64, out, **SLOW)
+    assert result.generated == {} and not lock.exists()
+    # One held on another machine (a shared file system) cannot be checked: busy.
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "start": None}))
+    with pytest.raises(ValueError, match="is busy"):
+        dpm.generate("digits-exact", 64, out, **SLOW)
+    assert lock.exists()
+
+
+def halving(x: torch.Tensor, *args: Any) -> torch.Tensor:
+    """A network that changes its input in place (the hostile probe's)."""
+    out = 0.1 * x.clone()
+    x.mul_(0.5)
+    return out
+
+
+@pytest.mark.parametrize("face", ["native", "official", "k-diffusion", "compiled-input"])
+def test_a_model_that_changes_its_input_is_caught(face: str) -> None:
+    """Raised at the first call, naming the step and the time in the caller's units; the
+    caller's x is never changed."""
+    x = X.clone()
+    if face == "native":
+        run = lambda: dpm.sample(dpm.Denoiser(halving, SCHEDULE), x, steps=5)  # noqa: E731
+        when = r"step 0 \(t=1\)"
+    elif face == "official":
+        ns = dpm.NoiseScheduleVP("discrete", betas=torch.linspace(1e-4, 0.02, 1000))
+        solver = dpm.DPM_Solver(dpm.model_wrapper(halving, ns), ns)
+        x = X.float()
+        run = lambda: solver.sample(x, steps=5)  # noqa: E731
+        when = r"step 0 \(t=1\)"
+    elif face == "k-diffusion":
+        x = XK * 10.0
+        run = lambda: kd.sample_dpmpp_2m(halving, x, KARRAS, disable=True)  # noqa: E731
+        when = r"step 0 \(sigma=10\)"
+    else:  # the caller's tensor is safe even where the check cannot run
+        sampler = dpm.Sampler(dpm.Denoiser(halving, SCHEDULE), steps=3)
+        before = x.clone()
+        with torch.inference_mode():
+            inference_x = x.clone()
+            sampler(inference_x)
+            assert torch.equal(inference_x, before)
+        return
+    before = x.clone()
+    with pytest.raises(dpm.ModelOutputError, match=f"changed its input x in place at {when}"):
+        run()
+    assert torch.equal(x, before)
+
+
+def test_work_is_bounded_before_it_starts(tmp_path: Path) -> None:
+    """What cannot be meant is refused at once, with the limit and why."""
+    from dpmsolver.diffusers import DPMSolverScheduler
+
+    with pytest.raises(ValueError, match=r"max_calls=3500 is below the least this search costs"):
+        dpm.optimize_solver(MODEL, 10**6, pilots=4)
+    with pytest.raises(ValueError, match=r"max_calls=0 is below the least .* \d+ calls"):
+        dpm.optimize_solver(MODEL, 4, pilots=4, max_calls=0)
+    with pytest.raises(
+        ValueError, match=r"nfe=1000000 needs 1000000 steps, more than candidates=64"
+    ):
+        dpm.optimize_time_grid(MODEL, 10**6, shape=(1, 8, 8))
+    huge = 10**9
+    with pytest.raises(ValueError, match=r"batch=1000000000: .* GiB .* lower batch"):
+        dpm.generate("digits-exact", huge, tmp_path / "g", batch=huge, progress=False)
+    assert not (tmp_path / "g").exists()
+    proc = subprocess.run(
+        [*GENERATE, "--num", str(huge), "--batch", str(huge), "--out", str(tmp_path / "c")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        proc.returncode == 2
+        and "--batch=1000000000" in proc.stderr
+        and "lower --batch" in proc.stderr
+    )
+    scheduler = DPMSolverScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012
+    )
+    with pytest.raises(ValueError, match=r"num_inference_steps=200000 is more than 100000"):
+        scheduler.set_timesteps(200000)
+    with pytest.raises(ValueError, match=r"sigmas has 1000000 entries; at most 100002"):
+        kd.sample_dpmpp_2m(denoiser, XK, torch.linspace(10.0, 0.0, 10**6), disable=True)

@@ -322,7 +322,8 @@ def test_killed_rank_then_restart_gives_the_uninterrupted_result(tmp_path) -> No
     indices = [i for r in manifest["shards"] for i in range(r["start"], r["stop"])]
     assert indices == list(range(96))  # none missing, none repeated
     assert manifest == json.loads((reference / MANIFEST).read_text())
-    assert not list(out.glob(".dpmsolver-tmp-*")) and not (out / ".dpmsolver-generate.lock").exists()
+    assert not list(out.glob(".dpmsolver-tmp-*"))
+    assert not (out / ".dpmsolver-generate.lock").exists()
 
 
 def test_ranks_with_different_settings_fail_clearly(tmp_path) -> None:
@@ -349,3 +350,41 @@ def test_cli_errors_are_one_line(tmp_path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "dpmsolver: error: num must be >= 1; got 0"
+
+
+def test_a_finished_jobs_rerun_calls_no_model(tmp_path) -> None:
+    """Nothing is left to do: the one-sample shape check is skipped too (documented), and
+    the bar starts at the samples already made (its rate counts this run's only)."""
+    model = load("digits-exact")
+    dpm.generate(model, 8, tmp_path, model_name="m", batch=4, steps=4, progress=False)
+    before = model.calls
+    result = dpm.generate(model, 8, tmp_path, model_name="m", batch=4, steps=4, progress=False)
+    assert result.generated == {} and model.calls == before
+
+
+def test_a_damaged_merged_file_is_merged_again_on_a_rerun(tmp_path, capsys) -> None:
+    run(tmp_path, merge=True)
+    good = (tmp_path / MERGED).read_bytes()
+    (tmp_path / MERGED).write_bytes(good[: len(good) // 2])  # cut short
+    run(tmp_path)  # without merge: the job's own merged file is still made whole
+    assert "does not match its checksum; merging again" in capsys.readouterr().err
+    assert (tmp_path / MERGED).read_bytes() == good
+
+
+def test_a_merged_path_that_is_a_folder_is_refused_before_any_work(tmp_path) -> None:
+    run(tmp_path, num=12)
+    (tmp_path / "shard-000002.json").unlink()  # unfinished: a run would sample
+    (tmp_path / MERGED).mkdir()
+    model = load("digits-exact")
+    with pytest.raises(ValueError, match=r"samples\.npz exists and is not a file"):
+        dpm.generate(
+            model,
+            12,
+            tmp_path,
+            model_name="digits-exact",
+            batch=4,
+            progress=False,
+            merge=True,
+            **FAST,
+        )
+    assert model.calls == 0

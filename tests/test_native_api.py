@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import pytest
 import torch
 from problems import GoldenNet, golden, golden_schedule
@@ -160,3 +163,69 @@ def test_dynamic_thresholding_with_a_ceiling_is_diffusers_rule() -> None:
     torch.testing.assert_close(lowest[1], x0[1].clamp(-0.05, 0.05) / 0.05)
     with pytest.raises(ValueError, match="ceiling must be > 0"):
         dpm.DynamicThresholding(0.9, 1.0, ceiling=0.0)
+
+
+def test_per_sample_guidance_scales_equal_one_run_per_scale() -> None:
+    """ClassifierFree / ClassifierGuidance take a (batch,) tensor of scales: each sample is
+    guided by its own, as a run with that number for the whole batch guides it."""
+    schedule = ddpm_linear_schedule()
+
+    def cond_net(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return 0.2 * x + 0.1 * c.reshape(-1, 1, 1, 1)
+
+    def net(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return 0.2 * x
+
+    def log_p(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return -(x - c.reshape(-1, 1, 1, 1)).pow(2).flatten(1).sum(1)
+
+    x = torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    cond, uncond, scales = torch.ones(3), torch.zeros(3), torch.tensor([0.5, 2.0, 7.5])
+
+    def run(scale: float | torch.Tensor, kind: str) -> torch.Tensor:
+        if kind == "classifier-free":
+            model = dpm.Denoiser(
+                cond_net, schedule, guidance=dpm.ClassifierFree(scale, cond, uncond)
+            )
+        else:
+            model = dpm.Denoiser(net, schedule, guidance=dpm.ClassifierGuidance(log_p, scale, cond))
+        return dpm.sample(model, x, steps=6)
+
+    for kind in ("classifier-free", "classifier"):
+        together = run(scales, kind)
+        for i, scale in enumerate(scales.tolist()):
+            torch.testing.assert_close(together[i], run(scale, kind)[i], rtol=0, atol=1e-12)
+
+
+def test_schedules_of_scalar_functions_and_dataclasses_run() -> None:
+    """A CustomSchedule of one-float functions (math.cos) runs as its torch twin does, and
+    a schedule that is an unhashable dataclass is planned (and its plans cached) too."""
+    torch_made = dpm.CustomSchedule(
+        lambda t: torch.cos(t * 1.5), lambda t: torch.sin(t * 1.5), 0.01, 1.0
+    )
+    math_made = dpm.CustomSchedule(
+        lambda t: math.cos(t * 1.5), lambda t: math.sin(t * 1.5), 0.01, 1.0
+    )
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def net(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return 0.3 * x
+
+    runs = [dpm.sample(dpm.Denoiser(net, s), x, steps=5) for s in (torch_made, math_made)]
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=1e-12)
+
+    @dataclasses.dataclass
+    class Ramp(dpm.VESchedule):
+        t_min: float = 0.01
+        t_max: float = 10.0
+
+    ramp = Ramp()
+    with pytest.raises(TypeError):
+        hash(ramp)
+    model = dpm.Denoiser(net, ramp, prediction="x0")
+    first = dpm.Sampler(model, steps=4)
+    assert dpm.Sampler(model, steps=4).plan is first.plan  # cached by the object
+    torch.testing.assert_close(
+        first(x),
+        dpm.sample(dpm.Denoiser(net, dpm.VESchedule(0.01, 10.0), prediction="x0"), x, steps=4),
+    )

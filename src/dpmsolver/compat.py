@@ -42,7 +42,6 @@ from .core import (
     NoiseSchedule,
     SolverOptions,
     Target,
-    resolve_times,
     sample,
     time_grid,
 )
@@ -145,9 +144,9 @@ def check_times(schedule: NoiseSchedule, name: str, t: object) -> Tensor:
     if flat.numel():
         lo, hi = torch.stack([flat.min(), flat.max()]).double().tolist()
         if not (schedule.contains(lo) and schedule.contains(hi)):
+            got = f"{lo:.6g}" if lo == hi else f"from {lo:.6g} to {hi:.6g}"
             raise ValueError(
-                f"{name} from {lo:.6g} to {hi:.6g} lies outside the schedule's time range "
-                f"{schedule.time_range()}"
+                f"{name}={got} lies outside the schedule's time range {schedule.time_range()}"
             )
     return flat
 
@@ -318,7 +317,11 @@ class DPM_Solver:
         """N + 1 times from t_T to t_0 spaced by skip_type."""
         N = check_int("N", N, 1)
         native = self.noise_schedule.native
-        t_T, t_0 = resolve_times(native, check_float("t_T", t_T), check_float("t_0", t_0))
+        t_T, t_0 = check_float("t_T", t_T), check_float("t_0", t_0)
+        check_times(native, "t_T", t_T)
+        check_times(native, "t_0", t_0)
+        if t_T == t_0:
+            raise ValueError(f"t_T and t_0 must differ; both are {t_T!r}")
         return time_grid(native, skip_type, t_T, t_0, N).to(device)
 
     def add_noise(self, x: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:

@@ -51,7 +51,7 @@ from torch import Tensor
 
 from .brownian import PerSampleNoise
 from .checks import check_int
-from .core import DiffusionModel, Sampler, SolverOptions
+from .core import DiffusionModel, Sampler, SolverOptions, check_model
 from .noise import sample_shape, start_states
 from .png import to_uint8
 from .progress import Progress
@@ -171,6 +171,7 @@ def generate(
         model_name = model_name or model
         net: DiffusionModel = load(model, device=dev)
     else:
+        check_model(model)
         if model_name is None:
             raise ValueError(
                 "give model_name: the manifest records it, and a restart must name the same "
@@ -201,6 +202,9 @@ def generate(
     # manifest behind, so the corrected rerun is not refused as another job). A finished
     # job's rerun has nothing to sample, so it skips that call.
     sampler = Sampler(net, solver)
+    problem = _refusal(out, settings, digest, merge)  # read-only; taken again under the lock
+    if problem:
+        raise ValueError(problem)
     if not _finished(out, settings):
         _probe(net, sampler, shape, dtype, dev)
     group = _Group(dev)

@@ -26,6 +26,7 @@ from .core import (
     NoiseSchedule,
     Sampler,
     SolverOptions,
+    check_model,
     resolve_times,
     time_grid,
 )
@@ -121,6 +122,7 @@ def pilot_reference(
     `x_T`, at `candidates` + 1 karras-spaced times from t_start to t_end (default the
     schedule's ends). Costs 3 * candidates * substeps + candidates model calls, each on the
     whole pilot batch. `seed` is recorded as the reference's (None for a given x_T)."""
+    model = check_model(model)
     check_int("candidates", candidates, 2)
     check_int("substeps", substeps, 1)
     schedule = model.schedule
