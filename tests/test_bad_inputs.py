@@ -569,7 +569,7 @@ CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
             guidance_scale=float("nan"),
         ),
         ValueError,
-        "ClassifierFree scale must be a finite number; got nan",
+        "guidance_scale must be a finite number; got nan",
     ),
     (
         "compat guidance_scale str without uncond",
@@ -581,7 +581,7 @@ CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
             guidance_scale="7.5",
         ),
         TypeError,
-        "ClassifierFree scale must be a number",
+        "guidance_scale must be a float, got str '7.5'",
     ),
     (
         "noise_sampler nan",

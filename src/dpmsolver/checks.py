@@ -72,3 +72,22 @@ def check_shape(name: str, shape: Any) -> tuple[int, ...]:
         if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
             raise ValueError(f"{name} must hold ints >= 1; entry {i} is {size!r} in {shape!r}")
     return tuple(int(v) for v in shape)
+
+
+def check_device(name: str, value: Any) -> torch.device:
+    """`value` as a torch.device (a name such as 'cpu', 'cuda:1', or a torch.device), else a
+    ValueError/TypeError naming `name`; the meta device, which holds no data, is refused."""
+    if not isinstance(value, str | torch.device):
+        raise TypeError(
+            f"{name} must be a device name (e.g. 'cpu', 'cuda:0') or a torch.device; got "
+            f"{type(value).__name__} {value!r}"
+        )
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise ValueError(
+            f"{name}={value!r} is not a torch device (e.g. 'cpu', 'cuda', 'cuda:1', 'mps')"
+        ) from None
+    if device.type == "meta":
+        raise ValueError(f"{name}='meta' holds shapes without data; sampling needs a real device")
+    return device

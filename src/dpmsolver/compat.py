@@ -22,13 +22,14 @@ The native API keeps the table's own spacing and time input (n = N t - 1) instea
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import numbers
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .checks import check_choice, check_float, check_int
+from .checks import check_bool, check_choice, check_device, check_float, check_int
 from .core import (
     DPM_ALGORITHMS,
     ClassifierFree,
@@ -42,6 +43,7 @@ from .core import (
     NoiseSchedule,
     SolverOptions,
     Target,
+    corrected_x0,
     sample,
     time_grid,
 )
@@ -72,6 +74,10 @@ class NoiseScheduleVP:
         dtype: torch.dtype = torch.float32,
     ) -> None:
         check_choice("schedule", schedule, ("discrete", "linear", "cosine"))
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(
+                f"dtype must be a floating torch.dtype (e.g. torch.float32); got {dtype!r}"
+            )
         self.schedule = schedule
         self.dtype = dtype
         self.native: NoiseSchedule
@@ -104,8 +110,10 @@ class NoiseScheduleVP:
             self.total_N = 1000
             self.T = self.native.t_max
 
-    def _out(self, value: Tensor, like: Tensor) -> Tensor:
-        return value.to(like.dtype if like.is_floating_point() else self.dtype)
+    def _out(self, value: Tensor, like: object) -> Tensor:
+        if isinstance(like, Tensor) and like.is_floating_point():
+            return value.to(like.dtype)
+        return value.to(self.dtype)
 
     def _times(self, name: str, t: Tensor) -> Tensor:
         """t as a flat tensor, its entries checked to lie in the schedule's time range (one
@@ -130,14 +138,30 @@ class NoiseScheduleVP:
 
     def inverse_lambda(self, lamb: Tensor) -> Tensor:
         """t such that lambda_t = lamb."""
-        return self._out(self.native.inverse_lambda(lamb.reshape(-1)), lamb)
+        values = _as_tensor("lamb", lamb).reshape(-1)
+        return self._out(self.native.inverse_lambda(values), lamb)
+
+
+def _as_tensor(name: str, value: object) -> Tensor:
+    """A tensor, a number or a list of numbers as a tensor (float64 unless given as one),
+    else a TypeError naming `name`."""
+    if isinstance(value, Tensor):
+        if value.device.type == "meta":
+            raise ValueError(f"{name} is a meta tensor (a shape without data)")
+        return value
+    if isinstance(value, list | tuple):
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
+            raise TypeError(
+                f"{name} must be a tensor, a number or a list of numbers; got {value!r}"
+            )
+        return torch.tensor(value, dtype=torch.float64)
+    return torch.tensor([check_float(name, value)], dtype=torch.float64)
 
 
 def check_times(schedule: NoiseSchedule, name: str, t: object) -> Tensor:
-    """`t` (a tensor or a number) as a flat tensor whose entries lie in the schedule's
-    time range, else a ValueError naming `name`, the values and the range."""
-    if not isinstance(t, Tensor):
-        t = torch.tensor([check_float(name, t)], dtype=torch.float64)
+    """`t` (a tensor, a number or a list of numbers) as a flat tensor whose entries lie in
+    the schedule's time range, else a ValueError naming `name`, the values and the range."""
+    t = _as_tensor(name, t)
     if not t.is_floating_point() and t.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"{name} must be a tensor of times; got dtype {t.dtype}")
     flat = t.reshape(-1)
@@ -193,6 +217,14 @@ def model_wrapper(
     check_choice("model_type", model_type, ("noise", "x_start", "v", "score"))
     check_choice("guidance_type", guidance_type, ("uncond", "classifier", "classifier-free"))
     guidance: ClassifierFree | ClassifierGuidance | None = None
+    if guidance_type != "uncond" and not isinstance(guidance_scale, Tensor):
+        guidance_scale = check_float("guidance_scale", guidance_scale)
+    classifier_kwargs = {} if classifier_kwargs is None else classifier_kwargs
+    if not isinstance(classifier_kwargs, Mapping):
+        raise TypeError(
+            f"classifier_kwargs must be a dict of keyword arguments; got "
+            f"{type(classifier_kwargs).__name__}"
+        )
     if guidance_type == "classifier":
         if classifier_fn is None:
             raise ValueError("guidance_type='classifier' needs classifier_fn, got None")
@@ -244,11 +276,14 @@ class _CompatModel:
             out = fn.denoiser.predict(x, level.t, level.alpha, level.sigma, target, level.model_t)
         else:
             eps = fn(x, self._t(x, level.t).expand(x.shape[0]))
-            if target == "noise" or not isinstance(eps, Tensor) or eps.shape != x.shape:
-                return eps
+            usable = isinstance(eps, Tensor) and eps.is_floating_point()
+            usable = usable and eps.shape == x.shape and eps.device == x.device
+            if target == "noise" or not usable:
+                return eps  # a wrong output is reported by the sampler, with the step
             out = (x - level.sigma * eps) / level.alpha
         if target == "data" and self.correcting_x0_fn is not None and out.shape == x.shape:
-            out = self.correcting_x0_fn(out, self._t(x, level.t))
+            fixed = self.correcting_x0_fn(out, self._t(x, level.t))
+            out = corrected_x0("correcting_x0_fn", fixed, out, level.t)
         return out
 
 
@@ -274,6 +309,13 @@ class DPM_Solver:
                 f"noise_schedule must be a NoiseScheduleVP, got {type(noise_schedule).__name__}"
             )
         check_choice("algorithm_type", algorithm_type, DPM_ALGORITHMS)
+        thresholding_max_val = check_float("thresholding_max_val", thresholding_max_val)
+        if not thresholding_max_val > 0:
+            raise ValueError(f"thresholding_max_val must be > 0; got {thresholding_max_val!r}")
+        ratio = check_float("dynamic_thresholding_ratio", dynamic_thresholding_ratio)
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"dynamic_thresholding_ratio must lie in [0, 1]; got {ratio!r}")
+        dynamic_thresholding_ratio = ratio
         if isinstance(correcting_x0_fn, str):
             check_choice("correcting_x0_fn", correcting_x0_fn, ("dynamic_thresholding",))
             correcting_x0_fn = DynamicThresholding(dynamic_thresholding_ratio, thresholding_max_val)
@@ -294,8 +336,10 @@ class DPM_Solver:
         """Dynamic thresholding of x0 with this solver's ratio and max value."""
         return DynamicThresholding(self.dynamic_thresholding_ratio, self.thresholding_max_val)(x0)
 
-    def _level(self, t: Tensor) -> Level:
-        return self.noise_schedule.native.levels(t.reshape(-1)[:1])[0]
+    def _level(self, t: Tensor | float) -> Level:
+        """The level of a scalar time (a number, or a tensor whose first entry is used)."""
+        native = self.noise_schedule.native
+        return native.levels(check_times(native, "t", t)[:1])[0]
 
     def noise_prediction_fn(self, x: Tensor, t: Tensor) -> Tensor:
         """eps_pred at the scalar time t."""
@@ -322,7 +366,7 @@ class DPM_Solver:
         check_times(native, "t_0", t_0)
         if t_T == t_0:
             raise ValueError(f"t_T and t_0 must differ; both are {t_T!r}")
-        return time_grid(native, skip_type, t_T, t_0, N).to(device)
+        return time_grid(native, skip_type, t_T, t_0, N).to(check_device("device", device))
 
     def add_noise(self, x: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
         """x_t = alpha_t x + sigma_t noise for each time in t; shape (len(t), *x.shape),
@@ -398,6 +442,19 @@ class DPM_Solver:
         DPM_Solver's algorithm_type (the solver has its own algorithm), on the times of
         the model it was tuned for; this noise schedule must be that model's (checked).
         """
+        return_intermediate = check_bool("return_intermediate", return_intermediate)
+        if timesteps is not None and solver is None:
+            grid_args: dict[str, tuple[Any, Any]] = dict(
+                steps=(steps, 20),
+                t_start=(t_start, None),
+                t_end=(t_end, None),
+                skip_type=(skip_type, "time_uniform"),
+            )
+            said = [k for k, (value, default) in grid_args.items() if value != default]
+            if said:
+                raise ValueError(
+                    f"timesteps sets the grid; {', '.join(said)} must keep their defaults with it"
+                )
         if return_intermediate and method == "adaptive":
             raise ValueError("return_intermediate=True is not supported with method='adaptive'")
         t_0 = 1.0 / self.noise_schedule.total_N if t_end is None else t_end

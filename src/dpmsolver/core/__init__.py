@@ -37,6 +37,7 @@ from .model import (
     Prediction,
     Target,
     check_model,
+    corrected_x0,
     to_data,
     to_noise,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "check_model",
     "check_noise_levels",
     "combine",
+    "corrected_x0",
     "gits_sigmas",
     "interpolate_grid",
     "make_plan",

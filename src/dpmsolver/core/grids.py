@@ -69,8 +69,23 @@ Resample them to other step counts with `align_your_steps(name, steps)`."""
 def time_grid(
     schedule: NoiseSchedule, skip_type: str, t_start: float, t_end: float, steps: int
 ) -> Tensor:
-    """steps + 1 times from t_start to t_end spaced by `skip_type` (float64, CPU)."""
+    """steps + 1 times from t_start to t_end spaced by `skip_type` (float64, CPU).
+
+    t_start and t_end must lie in the schedule's time range and differ (t_start < t_end
+    spaces a grid for inversion).
+    """
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be a NoiseSchedule; got {type(schedule).__name__}")
     check_choice("skip_type", skip_type, SKIP_TYPES)
+    steps = check_int("steps", steps, 1)
+    t_start, t_end = check_float("t_start", t_start), check_float("t_end", t_end)
+    for name, value in (("t_start", t_start), ("t_end", t_end)):
+        if not schedule.contains(value):
+            raise ValueError(
+                f"{name}={value!r} is outside the schedule's time range {schedule.time_range()}"
+            )
+    if t_start == t_end:
+        raise ValueError(f"t_start and t_end must differ; both are {t_start!r}")
     if skip_type in ("logSNR", "karras", "exponential", "beta"):
         lam = schedule.lambda_(torch.tensor([t_start, t_end], dtype=torch.float64)).tolist()
         if not all(math.isfinite(v) for v in lam):

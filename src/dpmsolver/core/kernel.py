@@ -123,9 +123,14 @@ class Evaluator:
     def note_noise(self, z: Tensor, step: int, t: float) -> None:
         """Check a noise draw the caller's noise_sampler gave (read with the rest at the
         end), so that its NaN is reported as the noise's, not the model's."""
+        self.note(z, step, t, "noise_sampler")
+
+    def note(self, value: Tensor, step: int, t: float, source: str) -> None:
+        """Check what a caller's function (`source`) returned for NaN/Inf with the model's
+        outputs (read once, at the end), so that its NaN is reported as its own."""
         if self.check_finite:
-            self._finite.append(finite_flag(z))
-            self._where.append((step, t, "noise"))
+            self._finite.append(finite_flag(value))
+            self._where.append((step, t, source))
 
     def raise_if_nonfinite(self) -> None:
         """The one read-back of the run: report the first non-finite value checked."""
@@ -137,11 +142,13 @@ class Evaluator:
             step, t, what = self._where[i]
             if what == "input":
                 raise ValueError("x (the starting sample) contains NaN or Inf")
-            if what == "noise":
+            if what == "noise_sampler":
                 raise ValueError(
                     f"noise_sampler returned NaN or Inf at {self.when(step, t)}; it must give "
                     "standard normal noise"
                 )
+            if what != "model":
+                raise ValueError(f"{what} returned NaN or Inf at {self.when(step, t)}")
             raise ModelOutputError(
                 f"model returned NaN or Inf at {self.when(step, t)}; check the network and "
                 "its inputs (dtype, conditioning)"
@@ -196,15 +203,22 @@ def combine(
     return out
 
 
-def like_x(name: str, out: object, x: Tensor, step: int, t: float | None = None) -> Tensor:
-    """`out`, a caller's function's result, if it is a tensor of x's shape; else ValueError
-    naming the function, the step (and time) and what it returned. Reads shapes only, so
-    the compiled loop traces it."""
+def like_x(
+    name: str, out: object, x: Tensor, step: int, t: float | None = None, exact: bool = False
+) -> Tensor:
+    """`out`, a caller's function's result, if it is a tensor of x's shape (and, `exact`,
+    of x's dtype and device too); else ValueError naming the function, the step (and time)
+    and what it returned. Reads shapes only, so the compiled loop traces it."""
+    when = f"step {step}" if t is None else f"step {step} (t={t:.6g})"
     if not isinstance(out, Tensor) or out.shape != x.shape:
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        when = f"step {step}" if t is None else f"step {step} (t={t:.6g})"
         raise ValueError(
             f"{name} returned {got} at {when}; expected a tensor of x's shape {tuple(x.shape)}"
+        )
+    if exact and (out.dtype != x.dtype or out.device != x.device):
+        raise ValueError(
+            f"{name} returned a {out.dtype} tensor on {out.device} at {when}; expected x's "
+            f"dtype and device ({x.dtype} on {x.device})"
         )
     return out
 

@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor
 
-from ..checks import check_choice
+from ..checks import check_choice, check_float, check_shape
 from .schedules import Level, NoiseSchedule
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "Prediction",
     "Target",
     "check_model",
+    "corrected_x0",
     "to_data",
     "to_noise",
 ]
@@ -48,8 +49,18 @@ PREDICTIONS: tuple[str, ...] = ("noise", "x0", "v", "score", "flow")
 Scalar = float | Tensor
 
 
+def _same_shape(out: Tensor, x: Tensor) -> None:
+    if not isinstance(out, Tensor) or not isinstance(x, Tensor) or out.shape != x.shape:
+        shapes = [tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__ for v in (out, x)]
+        raise ValueError(
+            f"out and x must be tensors of one shape (a network output and its input); got "
+            f"{shapes[0]} and {shapes[1]}"
+        )
+
+
 def to_noise(out: Tensor, x: Tensor, alpha: Scalar, sigma: Scalar, prediction: str) -> Tensor:
     """eps_pred from a network output of kind `prediction` at (alpha_t, sigma_t)."""
+    _same_shape(out, x)
     if prediction == "noise":
         return out
     if prediction == "x0":
@@ -69,6 +80,7 @@ def to_noise(out: Tensor, x: Tensor, alpha: Scalar, sigma: Scalar, prediction: s
 
 def to_data(out: Tensor, x: Tensor, alpha: Scalar, sigma: Scalar, prediction: str) -> Tensor:
     """x0_pred from a network output of kind `prediction` at (alpha_t, sigma_t)."""
+    _same_shape(out, x)
     if prediction == "noise":
         if isinstance(alpha, float) and isinstance(sigma, float):
             return torch.add(x, out, alpha=-sigma).mul_(1.0 / alpha)  # two passes, not three
@@ -217,6 +229,10 @@ class DynamicThresholding:
     ceiling: float | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "ratio", check_float("ratio", self.ratio))
+        object.__setattr__(self, "max_val", check_float("max_val", self.max_val))
+        if self.ceiling is not None:
+            object.__setattr__(self, "ceiling", check_float("ceiling", self.ceiling))
         if not 0.0 <= self.ratio <= 1.0:
             raise ValueError(f"ratio must lie in [0, 1], got {self.ratio!r}")
         if not self.max_val > 0:
@@ -255,6 +271,28 @@ def _net_output(out: Any, x: Tensor, t: float | Tensor) -> Tensor:
         raise ModelOutputError(
             f"net returned shape {tuple(out.shape)} at {when}; expected its input's shape "
             f"{tuple(x.shape)}"
+        )
+    return out
+
+
+def corrected_x0(name: str, out: object, x0: Tensor, t: float | Tensor) -> Tensor:
+    """What an x0 correction (`name`) returned, if it is a tensor of x0_pred's shape,
+    dtype and device; else a ValueError naming it (not the model, whose output it took)."""
+    if (
+        not isinstance(out, Tensor)
+        or out.shape != x0.shape
+        or out.dtype != x0.dtype
+        or out.device != x0.device
+    ):
+        got = (
+            f"a {out.dtype} tensor of shape {tuple(out.shape)} on {out.device}"
+            if isinstance(out, Tensor)
+            else type(out).__name__
+        )
+        when = f" at t={t:.6g}" if isinstance(t, float) else ""
+        raise ValueError(
+            f"{name} returned {got}{when}; expected x0_pred's shape {tuple(x0.shape)}, dtype "
+            f"{x0.dtype} and device {x0.device}"
         )
     return out
 
@@ -362,7 +400,9 @@ class Denoiser:
         self.guidance = guidance
         self.model_kwargs = dict(model_kwargs or {})
         self.x0_correction = x0_correction
-        self.sample_shape = tuple(sample_shape) if sample_shape is not None else None
+        self.sample_shape = (
+            check_shape("sample_shape", sample_shape) if sample_shape is not None else None
+        )
 
     def _t_input(
         self, x: Tensor, t: float | Tensor, batch: int, model_t: float | None = None
@@ -430,7 +470,7 @@ class Denoiser:
         guided = out_uncond + _per_sample_scale(g.scale, x) * (out_cond - out_uncond)
         x0 = to_data(guided, x, level.alpha, level.sigma, self.prediction)
         if self.x0_correction is not None:
-            x0 = self.x0_correction(x0, level.t)
+            x0 = corrected_x0("x0_correction", self.x0_correction(x0, level.t), x0, level.t)
         return x0, to_data(out_uncond, x, level.alpha, level.sigma, self.prediction)
 
     def classifier_grad(self, x: Tensor, t: float | Tensor, model_t: float | None = None) -> Tensor:
@@ -454,7 +494,18 @@ class Denoiser:
                     f"log-probabilities log p(cond | x_t) of shape ({batch},), one per sample "
                     "(pick the cond class from (batch, classes) logits with log_softmax)"
                 )
-            return torch.autograd.grad(log_prob.sum(), x_in)[0]
+            if not log_prob.requires_grad:
+                raise ValueError(
+                    "ClassifierGuidance.classifier returned log-probabilities that do not "
+                    "depend on x (no gradient to take): compute them from x, with autograd on"
+                )
+            (grad,) = torch.autograd.grad(log_prob.sum(), x_in, allow_unused=True)
+            if grad is None:
+                raise ValueError(
+                    "ClassifierGuidance.classifier returned log-probabilities that do not "
+                    "depend on x (no gradient to take): compute them from x"
+                )
+            return grad
 
     def predict(
         self,
@@ -483,7 +534,7 @@ class Denoiser:
             return to_noise(out, x, alpha, sigma, prediction)
         x0 = to_data(out, x, alpha, sigma, prediction)
         if self.x0_correction is not None:
-            x0 = self.x0_correction(x0, t)  # type: ignore[arg-type]
+            x0 = corrected_x0("x0_correction", self.x0_correction(x0, t), x0, t)  # type: ignore[arg-type]
         return x0
 
     def __call__(self, x: Tensor, level: Level, target: Target) -> Tensor:

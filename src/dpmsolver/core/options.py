@@ -269,6 +269,12 @@ class SolverOptions:
                         f"{end}={getattr(self, end)!r} cannot be given with {name}: the grid's "
                         "first and last entries are where the run starts and ends"
                     )
+            for key in ("steps", "skip_type"):
+                if getattr(self, key) != _DEFAULTS[key]:
+                    raise ValueError(
+                        f"{key}={getattr(self, key)!r} cannot be given with {name}: the given "
+                        "grid sets the steps and their spacing"
+                    )
         else:
             if method != "adaptive":
                 # Planning costs host time and memory per step before the first call.

@@ -134,6 +134,16 @@ class Sampler:
                 "solver must be a tuned solver (a TunedSolver or TunedGrid, with a solver() "
                 f"method) or a SolverOptions; got {type(solver).__name__}"
             )
+        if solver is not None and not isinstance(solver, SolverOptions):
+            grid = sorted(k for k in solver_options if k in _SET_BY_A_TUNED_SOLVER)
+            if grid:
+                raise ValueError(
+                    f"solver (a tuned solver) sets the grid; {', '.join(grid)} cannot be given "
+                    "with it"
+                )
+            check = getattr(solver, "check_schedule", None)
+            if callable(check):
+                check(schedule, "model's schedule")
         opts = SolverOptions.of(options if solver is None else solver, **solver_options)
         check_finite = check_bool("check_finite", check_finite)
         for name, fn in (
@@ -231,6 +241,8 @@ class Sampler:
         adaptive method's error estimate)."""
         opts, run_plan = self.options, self.plan
         xt_fn, callback = self.correcting_xt_fn, self.callback
+        if xt_fn is not None:
+            xt_fn = _noted(xt_fn, ev)
         # Each loop starts from its own copy of x: the caller's x is never handed to the
         # model or to correcting_xt_fn, which could change it in place (one pass over x;
         # made in the call, so that nothing here keeps it alive after the first step).
@@ -281,12 +293,29 @@ class Sampler:
         return x
 
 
+# What a tuned solver sets, so that a caller cannot also give it.
+_SET_BY_A_TUNED_SOLVER = ("steps", "skip_type", "t_start", "t_end", "timesteps", "sigmas")
+
+
 def _checked(correcting_xt_fn: XtCorrection) -> XtCorrection:
-    """correcting_xt_fn with its result checked: a tensor of x's shape (the check reads
-    shapes only, so the compiled loop traces it)."""
+    """correcting_xt_fn with its result checked: a tensor of x's shape, dtype and device
+    (the check reads metadata only, so the compiled loop traces it)."""
 
     def run(x: Tensor, t: float, step: int) -> Tensor:
-        return like_x("correcting_xt_fn", correcting_xt_fn(x, t, step), x, step, t)
+        out = correcting_xt_fn(x, t, step)
+        return like_x("correcting_xt_fn", out, x, step, t, exact=True)
+
+    return run
+
+
+def _noted(correcting_xt_fn: XtCorrection, ev: Evaluator) -> XtCorrection:
+    """correcting_xt_fn whose results join the run's finiteness check under its own name
+    (a NaN it makes is then not reported as the model's, which sees it next)."""
+
+    def run(x: Tensor, t: float, step: int) -> Tensor:
+        out = correcting_xt_fn(x, t, step)
+        ev.note(out, step, t, "correcting_xt_fn")
+        return out
 
     return run
 

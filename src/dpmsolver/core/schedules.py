@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..checks import check_float
+from ..checks import check_bool, check_float
 
 __all__ = [
     "CosineVPSchedule",
@@ -172,9 +172,16 @@ class VPSchedule(NoiseSchedule, ABC):
 def _as_f64_vector(name: str, value: Tensor | np.ndarray) -> Tensor:
     if not isinstance(value, Tensor | np.ndarray | list | tuple):
         raise TypeError(f"{name} must be a 1-D tensor or array, got {type(value).__name__}")
-    arr = torch.as_tensor(
-        np.asarray(value.detach().cpu() if isinstance(value, Tensor) else value, dtype=np.float64)
-    )
+    if isinstance(value, Tensor) and value.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (a shape without data); give its values")
+    try:
+        arr = torch.as_tensor(
+            np.asarray(
+                value.detach().cpu() if isinstance(value, Tensor) else value, dtype=np.float64
+            )
+        )
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must hold numbers; got {value!r:.80}") from None
     if arr.ndim != 1 or arr.numel() < 2:
         raise ValueError(
             f"{name} must be 1-D with at least 2 entries, got shape {tuple(arr.shape)}"
@@ -217,6 +224,11 @@ class DiscreteVPSchedule(VPSchedule):
             raise ValueError(
                 "give exactly one of betas= or alphas_cumprod= for a discrete schedule"
             )
+        if clip_lambda is not None:
+            clip_lambda = check_float("clip_lambda", clip_lambda)
+        respace_after_clip = check_bool("respace_after_clip", respace_after_clip)
+        if time_input_scale is not None:
+            time_input_scale = check_float("time_input_scale", time_input_scale, positive=True)
         if betas is not None:
             b = _as_f64_vector("betas", betas)
             if not ((b > 0).all() and (b < 1).all()):
@@ -237,7 +249,11 @@ class DiscreteVPSchedule(VPSchedule):
                 log_alphas = log_alphas[:-n_drop]
         n_kept = log_alphas.numel()
         if n_kept < 2:
-            raise ValueError("fewer than 2 table entries have lambda above the clipping value")
+            raise ValueError(
+                f"clip_lambda={clip_lambda!r} keeps {n_kept} of the table's {n_table} entries "
+                f"(their lambda lies in [{float(lambdas.min()):.4g}, {float(lambdas.max()):.4g}]); "
+                "a schedule needs at least 2"
+            )
         self.total_n = n_kept if respace_after_clip else n_table
         self.time_input_scale = (
             float(time_input_scale) if time_input_scale is not None else float(self.total_n)
