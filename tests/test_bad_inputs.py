@@ -184,6 +184,30 @@ def truncated_job() -> Path:
     return folder
 
 
+def flow_call(method: str, *args: Any, **kw: Any) -> Callable[[], Any]:
+    """A method of a scheduler made from an SD3-like FlowMatch config."""
+
+    def call() -> Any:
+        from dpmsolver.diffusers import DPMSolverScheduler
+
+        return getattr(DPMSolverScheduler.from_config({"shift": 3.0}), method)(*args, **kw)
+
+    return call
+
+
+def compat_model(fn: Callable[..., Any], **solver_kw: Any) -> Callable[[], Any]:
+    """DPM_Solver(fn, ns).sample(x): fn is a model_fn(x, t_continuous)."""
+
+    def call() -> Any:
+        ns = dpm.NoiseScheduleVP("discrete", betas=BETAS)
+        return dpm.DPM_Solver(fn, ns, **solver_kw).sample(X.float(), steps=3)
+
+    return call
+
+
+SHIPPED = __import__("dpmsolver.models", fromlist=["tuned_solver"]).tuned_solver("digits-exact", 10)
+
+
 CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
     # -- native: the options -----------------------------------------------------------
     ("steps=0", sample(steps=0), ValueError, "steps must be between 1 and"),
@@ -886,6 +910,405 @@ CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
         lambda: merge_shards(truncated_job()),
         ValueError,
         "holds no readable dpmsolver generate manifest",
+    ),
+    # -- a second hostile probe: options beside others, callers' functions, constructors ----
+    (
+        "timesteps+steps",
+        sample(timesteps=[1.0, 0.5, 0.1, 0.001], steps=10),
+        ValueError,
+        "steps=10 cannot be given with timesteps: the given grid sets the steps",
+    ),
+    (
+        "timesteps+skip_type",
+        sample(timesteps=[1.0, 0.5, 0.1, 0.001], skip_type="logSNR"),
+        ValueError,
+        "skip_type='logSNR' cannot be given with timesteps",
+    ),
+    (
+        "tuned solver+steps",
+        lambda: dpm.sample(MODEL, X, solver=SHIPPED, steps=3),
+        ValueError,
+        "solver (a tuned solver) sets the grid; steps cannot be given with it",
+    ),
+    (
+        "tuned solver on another schedule",
+        lambda: dpm.sample(
+            dpm.Denoiser(cond_net, dpm.VPSchedule.discrete(betas=torch.linspace(1e-4, 0.04, 1000))),
+            X,
+            solver=SHIPPED,
+        ),
+        ValueError,
+        "this model's schedule gives",
+    ),
+    (
+        "xt_fn dtype",
+        sample(steps=3, correcting_xt_fn=lambda x, t, s: x.float()),
+        ValueError,
+        "correcting_xt_fn returned a torch.float32 tensor on cpu at step 0 (t=1); expected x's",
+    ),
+    (
+        "xt_fn meta",
+        sample(steps=3, correcting_xt_fn=lambda x, t, s: x.to("meta")),
+        ValueError,
+        "correcting_xt_fn returned a torch.float64 tensor on meta",
+    ),
+    (
+        "xt_fn NaN",
+        sample(steps=4, correcting_xt_fn=lambda x, t, s: x * float("nan") if s == 2 else x),
+        ValueError,
+        "correcting_xt_fn returned NaN or Inf at step 2",
+    ),
+    (
+        "x0_correction None",
+        net(lambda x, t: 0 * x, x0_correction=lambda x0, t: None),
+        ValueError,
+        "x0_correction returned NoneType at t=1; expected x0_pred's shape (4, 1, 8, 8)",
+    ),
+    (
+        "x0_correction shape",
+        net(lambda x, t: 0 * x, x0_correction=lambda x0, t: x0[:1]),
+        ValueError,
+        "x0_correction returned a torch.float64 tensor of shape (1, 1, 8, 8)",
+    ),
+    (
+        "sample_shape str",
+        lambda: dpm.Denoiser(cond_net, SCHEDULE, sample_shape="abc"),
+        TypeError,
+        "sample_shape must be a sequence of ints",
+    ),
+    (
+        "sample_shape negative",
+        lambda: dpm.Denoiser(cond_net, SCHEDULE, sample_shape=(-1, 8)),
+        ValueError,
+        "sample_shape must hold ints >= 1; entry 0 is -1",
+    ),
+    (
+        "discrete time_input_scale nan",
+        lambda: dpm.DiscreteVPSchedule(betas=BETAS, time_input_scale=float("nan")),
+        ValueError,
+        "time_input_scale must be a finite number > 0; got nan",
+    ),
+    (
+        "discrete time_input_scale negative",
+        lambda: dpm.DiscreteVPSchedule(betas=BETAS, time_input_scale=-1000),
+        ValueError,
+        "time_input_scale must be a finite number > 0",
+    ),
+    (
+        "discrete respace str",
+        lambda: dpm.DiscreteVPSchedule(betas=BETAS, respace_after_clip="False"),
+        TypeError,
+        "respace_after_clip must be a bool",
+    ),
+    (
+        "discrete clip_lambda str",
+        lambda: dpm.DiscreteVPSchedule(betas=BETAS, clip_lambda="x"),
+        TypeError,
+        "clip_lambda must be a float",
+    ),
+    (
+        "discrete clip_lambda 100",
+        lambda: dpm.DiscreteVPSchedule(betas=BETAS, clip_lambda=100),
+        ValueError,
+        "clip_lambda=100.0 keeps 0 of the table's 1000 entries",
+    ),
+    (
+        "discrete betas strings",
+        lambda: dpm.DiscreteVPSchedule(betas=["a", "b"]),
+        TypeError,
+        "betas must hold numbers",
+    ),
+    (
+        "discrete betas meta",
+        lambda: dpm.DiscreteVPSchedule(betas=BETAS.to("meta")),
+        ValueError,
+        "betas is a meta tensor",
+    ),
+    (
+        "time_grid steps 0",
+        lambda: dpm.time_grid(SCHEDULE, "logSNR", 1.0, 1e-3, 0),
+        ValueError,
+        "steps must be >= 1; got 0",
+    ),
+    (
+        "time_grid steps str",
+        lambda: dpm.time_grid(SCHEDULE, "logSNR", 1.0, 1e-3, "5"),
+        TypeError,
+        "steps must be an int",
+    ),
+    (
+        "time_grid t_start nan",
+        lambda: dpm.time_grid(SCHEDULE, "time_uniform", float("nan"), 1e-3, 5),
+        ValueError,
+        "t_start must be a finite number",
+    ),
+    (
+        "time_grid t_start out",
+        lambda: dpm.time_grid(SCHEDULE, "logSNR", 5.0, 1e-3, 5),
+        ValueError,
+        "t_start=5.0 is outside the schedule's time range",
+    ),
+    (
+        "time_grid schedule str",
+        lambda: dpm.time_grid("VP", "logSNR", 1.0, 1e-3, 5),
+        TypeError,
+        "schedule must be a NoiseSchedule; got str",
+    ),
+    (
+        "thresholding ratio str",
+        lambda: dpm.DynamicThresholding(ratio="0.9"),
+        TypeError,
+        "ratio must be a float",
+    ),
+    (
+        "thresholding max_val str",
+        lambda: dpm.DynamicThresholding(max_val="1"),
+        TypeError,
+        "max_val must be a float",
+    ),
+    (
+        "classifier ignores x",
+        net(
+            lambda x, t: 0 * x,
+            guidance=dpm.ClassifierGuidance(
+                lambda x, t, c: torch.zeros(x.shape[0]), 1.0, torch.zeros(4)
+            ),
+        ),
+        ValueError,
+        "returned log-probabilities that do not depend on x",
+    ),
+    (
+        "to_noise shapes",
+        lambda: dpm.to_noise(torch.zeros(3, 2), torch.zeros(2, 2), 0.5, 0.5, "x0"),
+        ValueError,
+        "out and x must be tensors of one shape",
+    ),
+    (
+        "adaptive NaN x",
+        lambda: dpm.sample(MODEL, X * float("nan"), method="adaptive"),
+        ValueError,
+        "x (the starting sample) contains NaN",
+    ),
+    (
+        "from_json broken",
+        lambda: dpm.TunedSolver.from_json("{not json"),
+        ValueError,
+        "TunedSolver.from_json: not valid JSON",
+    ),
+    (
+        "from_json array",
+        lambda: dpm.TunedSolver.from_json("[1, 2]"),
+        ValueError,
+        "needs a JSON object (what to_json writes); got a list",
+    ),
+    (
+        "from_json blank",
+        lambda: dpm.TunedSolver.from_json("  "),
+        ValueError,
+        "text_or_path is empty",
+    ),
+    (
+        "from_json fields",
+        lambda: dpm.TunedSolver.from_json('{"times": [1.0]}'),
+        ValueError,
+        "missing fields [",
+    ),
+    (
+        "generate device bogus",
+        lambda: dpm.generate("digits-exact", 4, "unused", device="bogus"),
+        ValueError,
+        "device='bogus' is not a torch device",
+    ),
+    (
+        "generate device meta",
+        lambda: dpm.generate("digits-exact", 4, "unused", device="meta"),
+        ValueError,
+        "device='meta' holds shapes without data",
+    ),
+    (
+        "generate merge str",
+        lambda: dpm.generate("digits-exact", 4, "unused", merge="False"),
+        TypeError,
+        "merge must be a bool",
+    ),
+    (
+        "generate shards",
+        lambda: dpm.generate("digits-exact", 10**12, "unused", batch=1),
+        ValueError,
+        "makes 1000000000000 shards, more than 1000000",
+    ),
+    (
+        "compat dtype str",
+        lambda: dpm.NoiseScheduleVP("discrete", betas=BETAS, dtype="float32"),
+        TypeError,
+        "dtype must be a floating torch.dtype",
+    ),
+    (
+        "compat classifier_kwargs int",
+        lambda: dpm.model_wrapper(
+            cond_net,
+            dpm.NoiseScheduleVP("linear"),
+            guidance_type="classifier",
+            classifier_fn=classifier,
+            condition=torch.zeros(4),
+            classifier_kwargs=3,
+        ),
+        TypeError,
+        "classifier_kwargs must be a dict",
+    ),
+    (
+        "compat thresholding_max_val",
+        lambda: dpm.DPM_Solver(
+            lambda x, t: x,
+            dpm.NoiseScheduleVP("linear"),
+            correcting_x0_fn="dynamic_thresholding",
+            thresholding_max_val=-1,
+        ),
+        ValueError,
+        "thresholding_max_val must be > 0; got -1.0",
+    ),
+    (
+        "compat thresholding ratio str",
+        lambda: dpm.DPM_Solver(
+            lambda x, t: x, dpm.NoiseScheduleVP("linear"), dynamic_thresholding_ratio="0.9"
+        ),
+        TypeError,
+        "dynamic_thresholding_ratio must be a float",
+    ),
+    (
+        "compat return_intermediate str",
+        compat(return_intermediate="False"),
+        TypeError,
+        "return_intermediate must be a bool",
+    ),
+    (
+        "compat timesteps+steps",
+        compat(steps=7, timesteps=[1.0, 0.5, 0.1, 0.001]),
+        ValueError,
+        "timesteps sets the grid; steps must keep their defaults with it",
+    ),
+    (
+        "compat int eps",
+        compat_model(lambda x, t: x.long()),
+        dpm.ModelOutputError,
+        "dtype torch.int64, expected a floating dtype",
+    ),
+    (
+        "compat meta eps",
+        compat_model(lambda x, t: x.to("meta")),
+        dpm.ModelOutputError,
+        "is on meta",
+    ),
+    (
+        "compat correcting_x0_fn None",
+        compat_model(lambda x, t: 0 * x, correcting_x0_fn=lambda x0, t: None),
+        ValueError,
+        "correcting_x0_fn returned NoneType",
+    ),
+    (
+        "compat get_time_steps device",
+        compat_call("get_time_steps", "logSNR", 1.0, 1e-3, 5, "bogus"),
+        ValueError,
+        "device='bogus' is not a torch device",
+    ),
+    (
+        "dif num_train_timesteps huge",
+        scheduler(num_train_timesteps=10**10),
+        ValueError,
+        "num_train_timesteps must be between 2 and 100000",
+    ),
+    (
+        "dif alphas_cumprod underflow",
+        scheduler(num_train_timesteps=100000),
+        ValueError,
+        "alphas_cumprod reaches 0 at step",
+    ),
+    (
+        "dif trained_betas str",
+        scheduler(trained_betas="abc"),
+        TypeError,
+        "trained_betas must be a 1-D list, array or tensor of numbers",
+    ),
+    (
+        "dif trained_betas 2-D",
+        scheduler(trained_betas=[[0.01, 0.02], [0.03, 0.04]]),
+        ValueError,
+        "trained_betas must be 1-D",
+    ),
+    (
+        "dif lambda_min_clipped 100",
+        scheduler(lambda_min_clipped=100),
+        ValueError,
+        "lambda_min_clipped=100.0 clips all but 0 entries",
+    ),
+    (
+        "dif from_config str",
+        lambda: __import__("dpmsolver.diffusers", fromlist=["x"]).DPMSolverScheduler.from_config(
+            "not a dict"
+        ),
+        TypeError,
+        "config must be a scheduler config (a dict",
+    ),
+    (
+        "dif save_pretrained file",
+        scheduler_call("save_pretrained", __file__),
+        ValueError,
+        "is a file; give a folder",
+    ),
+    (
+        "dif set_timesteps device",
+        scheduler_call("set_timesteps", 5, "bogus"),
+        ValueError,
+        "device='bogus' is not a torch device",
+    ),
+    (
+        "dif flow timesteps out",
+        flow_call("set_timesteps", timesteps=[5000, 500]),
+        ValueError,
+        "timesteps from 5000 to 500 leave (0, 1000]",
+    ),
+    (
+        "dif add_noise timesteps str",
+        scheduler_call("add_noise", torch.zeros(2, 3), torch.zeros(2, 3), "abc"),
+        TypeError,
+        "add_noise: timesteps must be a tensor, a number or a list",
+    ),
+    ("kd callback int", k_run(callback=5), TypeError, "callback must be callable or None; got int"),
+    (
+        "kd callback changes x",
+        k_run(callback=lambda d: d["x"].mul_(0)),
+        ValueError,
+        "callback changed x in place at step 0 (sigma=10)",
+    ),
+    (
+        "kd solver str",
+        k_run(kd.sample_dpm_solver, solver="abc"),
+        TypeError,
+        "solver must be a TunedSolver",
+    ),
+    (
+        "kd ipndm order 7",
+        k_run(kd.sample_ipndm, order=7),
+        ValueError,
+        "order must be between 1 and 4; got 7",
+    ),
+    (
+        "kd order 10",
+        k_run(kd.sample_dpm_solver, order=10),
+        ValueError,
+        "order must be between 1 and 3; got 10",
+    ),
+    (
+        "kd adaptive callback int",
+        lambda: kd.sample_dpm_adaptive(denoiser, XK, 0.1, 10.0, callback=5, disable=True),
+        TypeError,
+        "callback must be callable",
+    ),
+    (
+        "kd karras device",
+        lambda: kd.get_sigmas_karras(5, 0.1, 10.0, device="bogus"),
+        ValueError,
+        "device='bogus' is not a torch device",
     ),
     # -- official-compatible ---------------------------------------------------------------
     ("compat schedule", lambda: dpm.NoiseScheduleVP("foo"), ValueError, "schedule must be one of"),

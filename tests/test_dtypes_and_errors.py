@@ -198,7 +198,12 @@ BAD_INPUTS = [
         id="x-int",
     ),
     pytest.param(run(x=torch.tensor(1.0)), ValueError, r"x must have a batch dim", id="x-0d"),
-    pytest.param(run(model=good_net), TypeError, r"model must be a DiffusionModel: a dpmsolver.Denoiser", id="model-fn"),
+    pytest.param(
+        run(model=good_net),
+        TypeError,
+        r"model must be a DiffusionModel: a dpmsolver.Denoiser",
+        id="model-fn",
+    ),
     pytest.param(
         run(model=Denoiser(wrong_shape_net, SCHEDULE)),
         ValueError,

@@ -492,6 +492,8 @@ def _device_problem(name: str) -> str:
         device = torch.device(name)
     except (RuntimeError, ValueError):
         return "not a torch device name (e.g. cpu, cuda, cuda:1, mps)"
+    if device.type == "meta":
+        return "the meta device holds shapes without data; sampling needs a real device"
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:

@@ -50,7 +50,7 @@ import torch
 from torch import Tensor
 
 from .brownian import PerSampleNoise
-from .checks import check_int
+from .checks import check_bool, check_device, check_int
 from .core import DiffusionModel, Sampler, SolverOptions, check_model
 from .noise import sample_shape, start_states
 from .png import to_uint8
@@ -73,6 +73,9 @@ FORMAT = "dpmsolver-generate"
 # Temporary files: the job's prefix and the writing process's id, so that no process
 # touches another's and none is mistaken for a user's file.
 TMP_PREFIX = ".dpmsolver-tmp-"
+# The most shards a job may have: each is two files and a manifest record that every run
+# checks (a million records make a manifest of a few hundred MB).
+MAX_SHARDS = 1_000_000
 # Run hooks of `sample` that are not settings (functions cannot be recorded or compared).
 _NOT_SETTINGS = ("callback", "correcting_xt_fn", "generator")
 
@@ -154,10 +157,18 @@ def generate(
     batch = check_int("batch", batch, 1)
     seed = check_int("seed", seed, 0)
     out = _check_out(out)
+    merge, progress = check_bool("merge", merge), check_bool("progress", progress)
+    shards = math.ceil(num / batch)
+    if shards > MAX_SHARDS:
+        raise ValueError(
+            f"num={num} in batches of batch={batch} makes {shards} shards, more than "
+            f"{MAX_SHARDS}: each is a file pair and a manifest record, checked on every run; "
+            f"raise batch to at least {math.ceil(num / MAX_SHARDS)}"
+        )
     for name in _NOT_SETTINGS:
         if name in solver_options:
             raise ValueError(f"generate does not take {name}: it cannot be recorded or resumed")
-    dev = torch.device(device)
+    dev = check_device("device", device)
     if dev.type == "cuda":
         if dev.index is None:
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

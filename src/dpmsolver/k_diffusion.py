@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from .brownian import BrownianTreeNoiseSampler
-from .checks import check_bool, check_choice, check_float, check_int
+from .checks import check_bool, check_choice, check_device, check_float, check_int
 from .core import (
     MAX_STEPS,
     Evaluator,
@@ -89,6 +89,11 @@ def _extra(extra_args: Any) -> dict[str, Any]:
     return dict(extra_args)
 
 
+def _check_callback(callback: object) -> None:
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None; got {type(callback).__name__}")
+
+
 def _append_zero(sigmas: Tensor) -> Tensor:
     return torch.cat([sigmas, sigmas.new_zeros(1)])
 
@@ -111,6 +116,7 @@ def get_sigmas_karras(
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     sigmas = (hi + ramp * (lo - hi)) ** rho
     sigmas[0], sigmas[-1] = sigma_max, sigma_min if n > 1 else sigma_max
+    device = check_device("device", device)
     return _append_zero(sigmas).to(device=device, dtype=torch.get_default_dtype())
 
 
@@ -122,6 +128,7 @@ def get_sigmas_exponential(
     sigmas = torch.exp(
         torch.linspace(math.log(sigma_max), math.log(sigma_min), n, dtype=torch.float64)
     )
+    device = check_device("device", device)
     return _append_zero(sigmas).to(device=device, dtype=torch.get_default_dtype())
 
 
@@ -176,8 +183,10 @@ class _KDenoiser:
         return guided, uncond
 
     def __call__(self, x: Tensor, level: Level, target: Target) -> Tensor:
-        # The grid's times are the sigmas the caller gave (VE: sigma; flow: the flow sigma).
-        sigma_in = torch.full((x.shape[0],), level.t, dtype=x.dtype, device=x.device)
+        # The grid's times are the sigmas the caller gave (VE: sigma; flow: the flow sigma),
+        # in x's dtype, or float32 for half-precision x (whose range stops at 65504).
+        dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+        sigma_in = torch.full((x.shape[0],), level.t, dtype=dtype, device=x.device)
         denoised = self.model(x, sigma_in, **self.extra_args)
         if not isinstance(denoised, Tensor) or denoised.shape != x.shape:
             return denoised  # the sampler reports it with the step and time
@@ -187,9 +196,15 @@ class _KDenoiser:
             self.progress.update()
             if self.callback is not None:
                 sigma = x.new_tensor(level.t)
+                version = None if x.is_inference() else x._version
                 self.callback(
                     {"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised}
                 )
+                if version is not None and x._version != version:
+                    raise ValueError(
+                        f"callback changed x in place at step {i} (sigma={level.t:.6g}); the "
+                        "sampler still needs it: read x, or change a copy"
+                    )
         if target == "data":
             return denoised
         return (x - level.alpha * denoised) / level.sigma
@@ -285,6 +300,7 @@ def sample_dpm_solver(
     the solver arguments, which must keep their defaults.
     """
     values = check_grid("sigmas", sigmas, positive=True, final_zero=True).tolist()
+    _check_callback(callback)
     if len(values) > MAX_STEPS + 2:  # MAX_STEPS steps and the jump to zero
         raise ValueError(
             f"sigmas has {len(values)} entries; at most {MAX_STEPS + 2} ({MAX_STEPS} steps and "
@@ -332,8 +348,10 @@ def sample_dpm_solver(
             return sample(denoiser, x, _tuned(solver, grid, to_zero, sampling, given))
         if method == "multistep":
             # As in k-diffusion, a grid shorter than the order is run at the order it has
-            # room for (multistep warms up one order per step).
-            args["order"] = min(check_int("order", order, 1), len(grid) - 1)
+            # room for (multistep warms up one order per step); the order given is checked
+            # first, with the options' own bounds.
+            SolverOptions.of(**args)
+            args["order"] = min(order, len(grid) - 1)
         options = SolverOptions.of(timesteps=tuple(grid), denoise_to_zero=to_zero, **args)
         noise = _noise(x, noise_sampler, s_noise, options.eta, extra)
         return sample(denoiser, x, options, noise_sampler=noise)
@@ -365,6 +383,10 @@ def _tuned(
     solver: Any, grid: list[float], to_zero: bool, sampling: str, args: dict[str, Any]
 ) -> SolverOptions:
     """The tuned solver's options on the face's grid, which must be its sigmas."""
+    if not hasattr(solver, "sigmas") or not callable(getattr(solver, "solver", None)):
+        raise TypeError(
+            f"solver must be a TunedSolver (optimize_solver); got {type(solver).__name__}"
+        )
     # sample_dpm_solver's own defaults: a tuned solver sets every solver argument.
     defaults = inspect.signature(sample_dpm_solver).parameters
     changed = [k for k, value in args.items() if value != defaults[k].default]
@@ -926,6 +948,7 @@ def sample_dpm_adaptive(
     check_float("sigma_max", sigma_max, positive=True)
     if not sigma_min < sigma_max:
         raise ValueError(f"need sigma_min < sigma_max; got {sigma_min!r} and {sigma_max!r}")
+    _check_callback(callback)
     schedule = _schedule(_sampling(model, model_sampling), sigma_min, sigma_max)
     progress = Progress(0, disable)
     denoiser = _KDenoiser(model, schedule, _extra(extra_args), {}, None, progress)

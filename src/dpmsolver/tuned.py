@@ -11,7 +11,7 @@ can run, saved to and loaded from JSON:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,10 +37,44 @@ class _JsonRecord:
     @classmethod
     def from_json(cls: type[_R], text_or_path: str | Path) -> _R:
         """Read what `to_json` wrote (a path or the JSON text)."""
+        if not isinstance(text_or_path, str | Path):
+            raise TypeError(
+                f"text_or_path must be JSON text or a path; got {type(text_or_path).__name__}"
+            )
         text = str(text_or_path)
-        if not text.lstrip().startswith("{"):
+        if not text.strip():
+            raise ValueError("text_or_path is empty; give the JSON text or a file's path")
+        if not text.lstrip().startswith(("{", "[")):
             text = Path(text).read_text()
-        return cls(**json.loads(text))
+        try:
+            data = json.loads(text)
+        except ValueError as error:
+            raise ValueError(f"{cls.__name__}.from_json: not valid JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"{cls.__name__}.from_json needs a JSON object (what to_json writes); got a "
+                f"{type(data).__name__}"
+            )
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        required = {
+            f.name
+            for f in fields(cls)  # type: ignore[arg-type]
+            if f.default is MISSING and f.default_factory is MISSING
+        }
+        unknown, missing = sorted(set(data) - names), sorted(required - set(data))
+        if unknown or missing:
+            raise ValueError(
+                f"{cls.__name__}.from_json: "
+                + "; ".join(
+                    part
+                    for part in (
+                        f"unknown fields {unknown}" if unknown else "",
+                        f"missing fields {missing}" if missing else "",
+                    )
+                    if part
+                )
+            )
+        return cls(**data)
 
 
 @dataclass

@@ -68,9 +68,10 @@ def adaptive_solve(
         ratio = ((x_high - x_low) / delta).reshape(x.shape[0], -1)
         err = float(ratio.square().mean(dim=1).sqrt().max())
         if not math.isfinite(err):
+            ev.raise_if_nonfinite()  # names the starting x or the model's step, if checked
             raise ModelOutputError(
-                f"adaptive step from t={s:.6g} to t={t:.6g} gave a non-finite error estimate; "
-                "the model returned NaN or Inf"
+                f"adaptive step from {ev.time_name}={s:.6g} to {ev.time_name}={t:.6g} gave a "
+                "non-finite error estimate: the starting x or the model has NaN or Inf"
             )
         if err <= 1.0:
             x, x_prev, s = x_high, x_low, t

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers.schedulers.scheduling_dpmsolver_multistep import (
     betas_for_alpha_bar,
@@ -56,6 +57,9 @@ PREDICTION_TYPES = {
     "flow_prediction": "flow",
 }
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+# The longest training table taken: released models use 1000 to 4000 steps, and a table is
+# built in float64 on the host.
+MAX_TRAIN_TIMESTEPS = 100_000
 # algorithm_type -> (core algorithm, eta). 'deis' (a DEIS config) runs DPM-Solver++, as
 # diffusers' DPMSolverMultistepScheduler does with it.
 ALGORITHM_TYPES = {
@@ -151,7 +155,18 @@ def training_betas(
     """The training betas (float64) as diffusers builds them."""
     if trained_betas is not None:
         # As in diffusers, the table sets the schedule's length.
-        betas = torch.as_tensor(trained_betas, dtype=torch.float64).reshape(-1)
+        try:
+            betas = torch.as_tensor(np.asarray(trained_betas, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"trained_betas must be a 1-D list, array or tensor of numbers; got "
+                f"{type(trained_betas).__name__} {trained_betas!r:.60}"
+            ) from None
+        if betas.dim() != 1:
+            raise ValueError(
+                f"trained_betas must be 1-D (one beta per training step); got shape "
+                f"{tuple(betas.shape)}"
+            )
         if betas.numel() < 2 or not bool(((betas > 0) & (betas < 1)).all()):
             raise ValueError(
                 f"trained_betas must hold at least 2 values in (0, 1); got {betas.numel()} "
@@ -183,7 +198,7 @@ def _agree(name_a: str, a: Any, name_b: str, b: Any) -> None:
 def read_config(keys: Mapping[str, Any]) -> Setup:
     """The `Setup` of a scheduler config (every key of `DPMSolverScheduler.__init__`)."""
     k = dict(keys)
-    n = check_int("num_train_timesteps", k["num_train_timesteps"], 2)
+    n = check_int("num_train_timesteps", k["num_train_timesteps"], 2, MAX_TRAIN_TIMESTEPS)
     check_choice("beta_schedule", k["beta_schedule"], BETA_SCHEDULES)
     check_float("beta_start", k["beta_start"])
     check_float("beta_end", k["beta_end"])
@@ -438,6 +453,16 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
     if check_bool("rescale_betas_zero_snr", k["rescale_betas_zero_snr"]):
         betas = rescale_zero_terminal_snr(betas)  # diffusers' own (Lin et al. 2024)
     alphas_cumprod = torch.cumprod(1.0 - betas, 0)
+    # Beyond zero terminal SNR (a last entry of 0): a table that underflows before its end,
+    # where it stops decreasing.
+    flat = (alphas_cumprod[1:-1] >= alphas_cumprod[:-2]) | (alphas_cumprod[:-1] == 0)[:-1]
+    if bool(flat.any()):
+        first = int(flat.nonzero()[0, 0]) + 1
+        raise ValueError(
+            f"the training schedule's alphas_cumprod reaches 0 at step {first} of {len(betas)} "
+            f"(num_train_timesteps={n}, beta_schedule={k['beta_schedule']!r}, "
+            f"beta_end={k['beta_end']!r}): no model is trained on such a table; check those keys"
+        )
     if float(alphas_cumprod[-1]) == 0.0:
         # Zero terminal SNR: alpha_T = 0 exactly; diffusers makes it 2^-24 (float16's
         # smallest positive). That breaks monotonicity when the entry before is smaller, so
@@ -451,6 +476,14 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
         # lambda_min_clipped is where the schedule stops (diffusers' default -inf keeps the
         # whole table, where the core's own default drops a cosine tail below -5.1).
         clip = None if clipped == -math.inf else clipped
+        if clip is not None:
+            lam = 0.5 * (torch.log(table) - torch.log1p(-table))
+            if int((lam >= clip).sum()) < 2:
+                raise ValueError(
+                    f"lambda_min_clipped={clip!r} clips all but {int((lam >= clip).sum())} "
+                    f"entries of the training schedule (its lambda lies in "
+                    f"[{float(lam.min()):.4g}, {float(lam.max()):.4g}]); at least 2 must stay"
+                )
         schedule = DiscreteVPSchedule(alphas_cumprod=table, clip_lambda=clip)
 
     # -- x0_pred corrections, learned variance ----------------------------------------------

@@ -26,7 +26,10 @@ import inspect
 import json
 import math
 import numbers
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,7 +41,7 @@ from diffusers.schedulers.scheduling_utils import (
 )
 from torch import Tensor
 
-from ..checks import check_int
+from ..checks import check_device, check_int
 from ..core import (
     MAX_STEPS,
     DiscreteVPSchedule,
@@ -309,6 +312,38 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         return cls(**kept, **kwargs, tuned_solver=record)
 
     @classmethod
+    def from_config(
+        cls, config: Any = None, return_unused_kwargs: bool = False, **kwargs: Any
+    ) -> Any:
+        """diffusers' from_config, for a config given as a mapping (`pipe.scheduler.config`,
+        a dict) or a local folder saved with save_pretrained; anything else is refused by
+        name (this face never downloads a config)."""
+        if config is not None and not isinstance(config, Mapping):
+            if not isinstance(config, str | os.PathLike) or not Path(config).is_dir():
+                raise TypeError(
+                    "config must be a scheduler config (a dict, e.g. pipe.scheduler.config) or "
+                    f"a local folder saved by save_pretrained; got {type(config).__name__} "
+                    f"{config!r:.80}"
+                )
+            config = cls.load_config(config)
+        return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
+
+    def save_pretrained(
+        self, save_directory: Any, push_to_hub: bool = False, **kwargs: Any
+    ) -> None:
+        """diffusers' save_pretrained, into a folder (created if missing); a path that is
+        a file is refused by name."""
+        if not isinstance(save_directory, str | os.PathLike):
+            raise TypeError(
+                f"save_directory must be a folder path; got {type(save_directory).__name__}"
+            )
+        if Path(save_directory).is_file():
+            raise ValueError(
+                f"save_directory={os.fspath(save_directory)!r} is a file; give a folder"
+            )
+        super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+
+    @classmethod
     def extract_init_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
         """diffusers' reading of a config, plus what the config's class says (a
         DPMSolverSinglestep config means singlestep, a FlowMatch config flow matching, a
@@ -423,6 +458,11 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
     ) -> None:
         setup = self._setup
         ts = None if timesteps is None else check_grid("timesteps", timesteps, min_len=1).tolist()
+        if ts is not None and not (ts[-1] > 0 and ts[0] <= self._total):
+            raise ValueError(
+                f"timesteps from {ts[0]:.6g} to {ts[-1]:.6g} leave (0, {self._total}]: a flow "
+                f"model's timesteps are its sigma times num_train_timesteps={self._total}"
+            )
         sg = None if sigmas is None else check_grid("sigmas", sigmas, positive=True, min_len=1)
         calls = flow_calls(
             setup.alphas_cumprod,
@@ -656,6 +696,8 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         return level.sigma if self._setup.flow else level.sigma / level.alpha
 
     def _expose(self, device: str | torch.device | None) -> None:
+        if device is not None:
+            device = check_device("device", device)
         """timesteps (the network's time input at each call, float64 so it sees the exact
         level the solver assumes; float32 on MPS) and sigmas (each call's noise level, then
         the end's: sigma_t / alpha_t for VP, the flow sigma for flow matching)."""
@@ -890,7 +932,16 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                 f"add_noise: noise has shape {tuple(noise.shape)}; it must have "
                 f"original_samples' shape {tuple(original_samples.shape)}"
             )
+        if not isinstance(timesteps, Tensor | numbers.Real | list | tuple) or isinstance(
+            timesteps, bool
+        ):
+            raise TypeError(
+                "add_noise: timesteps must be a tensor, a number or a list of numbers (the "
+                f"network's time inputs); got {type(timesteps).__name__} {timesteps!r:.40}"
+            )
         steps = torch.as_tensor(timesteps, device=original_samples.device)
+        if not (steps.is_floating_point() or steps.dtype in (torch.int32, torch.int64)):
+            raise TypeError(f"add_noise: timesteps must be numbers; got dtype {steps.dtype}")
         if steps.numel() not in (1, original_samples.shape[0]) or steps.dim() > 1:
             raise ValueError(
                 f"add_noise: timesteps has shape {tuple(steps.shape)}; give one timestep, or "
