@@ -238,6 +238,15 @@ def test_sample_the_trained_network(tmp_path: Path) -> None:
         (["sample", "--eta", "-1"], "eta must be >= 0"),
         (["sample", "--ancestral"], "ancestral=True is the ancestral form"),
         (["sample", "--tuned", "--steps", "5", "--eta", "1"], "--tuned sets an ODE solver"),
+        (["sample", "--out", "{tmp}/noext"], "has no file suffix to say the image format"),
+        (["sample", "--out", "{tmp}/x.xyz"], "ends in '.xyz', which Pillow cannot write"),
+        (["sample", "--device", "meta"], "--device meta: the meta device holds shapes"),
+        (["sample", "--method", "adaptive", "--steps", "5"], "--steps sets the model calls"),
+        (["sample", "--n", str(10**12)], "--n=1000000000000: one batch of"),
+        (
+            ["generate", "--num", str(10**12), "--batch", str(10**12), "--out", "{tmp}/g"],
+            "--batch=1000000000000: one batch of",
+        ),
     ],
 )
 def test_cli_refuses_bad_arguments_before_any_work(
@@ -262,3 +271,34 @@ def test_a_bench_without_rows_says_so_and_exits_1(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert "no solver ran" in proc.stderr and not out.exists()
+
+
+def test_sample_writes_the_format_its_name_says(tmp_path: Path) -> None:
+    """--out x.jpg is a JPEG (through Pillow, an optional dependency), not PNG bytes."""
+    pytest.importorskip("PIL")
+    out = tmp_path / "grid.jpg"
+    proc = run(
+        "-m", "dpmsolver", "sample", "--n", "4", "--steps", "3", "--out", str(out), "--quiet"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG's start of image
+
+
+def test_adaptive_sample_chooses_its_own_steps(tmp_path: Path) -> None:
+    out = tmp_path / "adaptive.png"
+    proc = run(
+        "-m",
+        "dpmsolver",
+        "sample",
+        "--method",
+        "adaptive",
+        "--order",
+        "3",
+        "--n",
+        "4",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert read_png(out).shape[0] > 0
