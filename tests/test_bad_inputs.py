@@ -208,6 +208,19 @@ def compat_model(fn: Callable[..., Any], **solver_kw: Any) -> Callable[[], Any]:
 SHIPPED = __import__("dpmsolver.models", fromlist=["tuned_solver"]).tuned_solver("digits-exact", 10)
 
 
+def generate_into_folder_with_a_shard_dir() -> Callable[[], Any]:
+    """generate into a folder whose shard-000000.npz is a folder (a job's, or not)."""
+
+    def call() -> Any:
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp()) / "job"
+        (folder / "shard-000000.npz").mkdir(parents=True)
+        return dpm.generate("digits-exact", 4, folder, batch=2, steps=3, progress=False)
+
+    return call
+
+
 CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
     # -- native: the options -----------------------------------------------------------
     ("steps=0", sample(steps=0), ValueError, "steps must be between 1 and"),
@@ -893,7 +906,7 @@ CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
         "timesteps strings",
         sample(timesteps=["1.0", "0.5"]),
         TypeError,
-        "timesteps must be numbers; got the string '1.0' among them",
+        "timesteps must be numbers; got str '1.0' among them",
     ),
     (
         "timesteps fewer than order",
@@ -950,7 +963,7 @@ CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
         "xt_fn meta",
         sample(steps=3, correcting_xt_fn=lambda x, t, s: x.to("meta")),
         ValueError,
-        "correcting_xt_fn returned a torch.float64 tensor on meta",
+        "correcting_xt_fn returned a meta tensor (a shape without data) at step 0",
     ),
     (
         "xt_fn NaN",
@@ -1016,7 +1029,7 @@ CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
         "discrete betas strings",
         lambda: dpm.DiscreteVPSchedule(betas=["a", "b"]),
         TypeError,
-        "betas must hold numbers",
+        "betas must be numbers; got str 'a' among them",
     ),
     (
         "discrete betas meta",
@@ -1227,7 +1240,7 @@ CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
         "dif trained_betas str",
         scheduler(trained_betas="abc"),
         TypeError,
-        "trained_betas must be a 1-D list, array or tensor of numbers",
+        "trained_betas must be a tensor, an array or a list of numbers; got str",
     ),
     (
         "dif trained_betas 2-D",
@@ -1309,6 +1322,329 @@ CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
         lambda: kd.get_sigmas_karras(5, 0.1, 10.0, device="bogus"),
         ValueError,
         "device='bogus' is not a torch device",
+    ),
+    # -- a third probe: meta scalars, booleans as numbers, records, devices, the CLI -----
+    (
+        "steps meta",
+        sample(steps=torch.tensor(5, device="meta")),
+        ValueError,
+        "steps is a meta tensor",
+    ),
+    ("eta meta", sample(eta=torch.tensor(1.0, device="meta")), ValueError, "eta is a meta tensor"),
+    (
+        "timesteps bool",
+        sample(timesteps=[True, 0.5, 0.1]),
+        TypeError,
+        "timesteps must be numbers; got bool True",
+    ),
+    (
+        "kd sigmas bool",
+        k_run(sigmas=[True, False]),
+        TypeError,
+        "sigmas must be numbers; got bool True",
+    ),
+    (
+        "kd sigmas complex",
+        k_run(sigmas=KARRAS * (1 + 1j)),
+        TypeError,
+        "sigmas must hold real numbers; got a torch.complex64",
+    ),
+    (
+        "multistep3 singlestep",
+        sample(method="singlestep", multistep3="exact"),
+        ValueError,
+        "multistep3='exact' is the form of DPM-Solver's third-order multistep rule",
+    ),
+    (
+        "corrector_variant off",
+        sample(corrector_variant="bh1"),
+        ValueError,
+        "corrector_variant='bh1' is B(h) of the UniC corrector, which is off",
+    ),
+    (
+        "cfg scale meta",
+        lambda: dpm.ClassifierFree(torch.tensor(2.0, device="meta"), torch.ones(4), torch.zeros(4)),
+        ValueError,
+        "ClassifierFree scale is a meta tensor",
+    ),
+    (
+        "cfg cond meta",
+        lambda: dpm.Denoiser(
+            cond_net,
+            SCHEDULE,
+            guidance=dpm.ClassifierFree(2.0, torch.ones(4, device="meta"), torch.zeros(4)),
+        ),
+        ValueError,
+        "ClassifierFree cond is a meta tensor",
+    ),
+    (
+        "model_kwargs int keys",
+        lambda: dpm.Denoiser(cond_net, SCHEDULE, model_kwargs={1: 2}),
+        TypeError,
+        "model_kwargs must be a mapping of keyword arguments (str keys)",
+    ),
+    (
+        "kd extra_args int keys",
+        k_run(extra_args={1: 2}),
+        TypeError,
+        "extra_args must be a dict of keyword arguments for the model (str keys)",
+    ),
+    (
+        "callback changes x",
+        sample(steps=3, callback=lambda i, t, x: x.mul_(0)),
+        ValueError,
+        "callback changed x in place at step 0 (t=1)",
+    ),
+    (
+        "kd callback changes denoised",
+        k_run(callback=lambda d: d["denoised"].mul_(0)),
+        ValueError,
+        "callback changed denoised in place at step 0",
+    ),
+    (
+        "kd adaptive callback changes x",
+        lambda: kd.sample_dpm_adaptive(
+            denoiser, XK, 0.1, 10.0, callback=lambda d: d["x"].mul_(0), disable=True
+        ),
+        ValueError,
+        "callback changed x in place at step 1 (sigma=",
+    ),
+    (
+        "noise_sampler meta",
+        sample(steps=3, eta=1.0, noise_sampler=lambda s, t: torch.zeros_like(X, device="meta")),
+        ValueError,
+        "noise_sampler returned a meta tensor",
+    ),
+    (
+        "betas bfloat16 is fine",
+        lambda: dpm.DiscreteVPSchedule(betas=BETAS.bfloat16(), clip_lambda=100),
+        ValueError,
+        "clip_lambda=100.0 keeps 0 of the table's 1000 entries",
+    ),
+    (
+        "singlestep_orders str",
+        lambda: dpm.singlestep_orders("5", 2),
+        TypeError,
+        "steps must be an int",
+    ),
+    (
+        "singlestep_orders order 4",
+        lambda: dpm.singlestep_orders(5, 4),
+        ValueError,
+        "order must be between 1 and 3; got 4",
+    ),
+    (
+        "singlestep_orders 0",
+        lambda: dpm.singlestep_orders(0, 3),
+        ValueError,
+        "steps must be >= 1; got 0",
+    ),
+    (
+        "to_data alpha str",
+        lambda: dpm.to_data(torch.zeros(2), torch.zeros(2), "0.5", 0.5, "noise"),
+        TypeError,
+        "alpha must be a number or a tensor; got str",
+    ),
+    (
+        "brownian meta x",
+        lambda: dpm.BrownianTreeNoiseSampler(XK.to("meta"), 0.1, 10.0),
+        ValueError,
+        "x is a meta tensor",
+    ),
+    (
+        "brownian cpu str",
+        lambda: dpm.BrownianTreeNoiseSampler(XK, 0.1, 10.0, cpu="no"),
+        TypeError,
+        "cpu must be a bool",
+    ),
+    (
+        "compile mode",
+        lambda: dpm.Sampler(MODEL, steps=3).compile(mode="bogus"),
+        ValueError,
+        "torch.compile refused the options {'mode': 'bogus'}",
+    ),
+    (
+        "load device bogus",
+        lambda: load("digits-net", device="bogus"),
+        ValueError,
+        "device='bogus' is not a torch device",
+    ),
+    (
+        "load device meta",
+        lambda: load("digits-net", device="meta"),
+        ValueError,
+        "device='meta' holds shapes without data",
+    ),
+    (
+        "load device cuda",
+        lambda: load("digits-exact", device="cuda:99"),
+        ValueError,
+        "device='cuda:99'",
+    ),
+    (
+        "load schedule str",
+        lambda: load("digits-exact", schedule="vp"),
+        TypeError,
+        "schedule must be a NoiseSchedule or None; got str",
+    ),
+    (
+        "generate model_name int",
+        lambda: dpm.generate(MODEL, 4, "unused", model_name=5),
+        TypeError,
+        "model_name must be a non-empty str",
+    ),
+    (
+        "generate model_name empty",
+        lambda: dpm.generate(MODEL, 4, "unused", model_name=""),
+        TypeError,
+        "model_name must be a non-empty str",
+    ),
+    ("to_json int", lambda: SHIPPED.to_json(5), TypeError, "path must be a file path"),
+    (
+        "to_json folder",
+        lambda: SHIPPED.to_json(str(Path(__file__).parent)),
+        ValueError,
+        "is a folder; give a file name",
+    ),
+    (
+        "from_json not JSON",
+        lambda: dpm.TunedSolver.from_json("5x"),
+        ValueError,
+        "is neither a file nor JSON text",
+    ),
+    (
+        "from_json binary file",
+        lambda: dpm.TunedSolver.from_json(Path(__file__).parent / "data" / "official_parity.npz"),
+        ValueError,
+        "cannot read",
+    ),
+    (
+        "tuned options list",
+        lambda: dpm.TunedSolver(**{**SHIPPED.__dict__, "options": [1]}),
+        TypeError,
+        "options must be a dict of solver options by name",
+    ),
+    (
+        "tuned sigmas short",
+        lambda: dpm.TunedSolver(**{**SHIPPED.__dict__, "sigmas": SHIPPED.sigmas[:-1]}),
+        ValueError,
+        "sigmas must be a list of 12 noise levels",
+    ),
+    (
+        "tuned times None",
+        lambda: dpm.TunedSolver(**{**SHIPPED.__dict__, "times": None}),
+        TypeError,
+        "times must be a list of times; got NoneType",
+    ),
+    (
+        "tuned times str",
+        lambda: dpm.TunedSolver(**{**SHIPPED.__dict__, "times": "abc"}),
+        TypeError,
+        "times must be a list of times; got str",
+    ),
+    (
+        "tuned nfe str",
+        lambda: dpm.TunedSolver(**{**SHIPPED.__dict__, "nfe": "ten"}),
+        TypeError,
+        "nfe must be an int",
+    ),
+    (
+        "pilot x_T empty",
+        lambda: dpm.pilot_reference(MODEL, x_T=X[:0]),
+        ValueError,
+        "x_T must hold at least one pilot state",
+    ),
+    (
+        "otg x_T empty",
+        lambda: dpm.optimize_time_grid(MODEL, 4, x_T=X[:0]),
+        ValueError,
+        "x_T must hold at least one pilot state",
+    ),
+    (
+        "compat device cuda",
+        compat_call("get_time_steps", "logSNR", 1.0, 1e-3, 5, "cuda:99"),
+        ValueError,
+        "device='cuda:99'",
+    ),
+    (
+        "dif use_karras_sigmas str",
+        scheduler(use_karras_sigmas="False"),
+        TypeError,
+        "use_karras_sigmas must be a bool",
+    ),
+    (
+        "dif return_dict str",
+        scheduler_call("step", torch.ones(1, 3), 999.0, torch.ones(1, 3), return_dict="False"),
+        TypeError,
+        "return_dict must be a bool",
+    ),
+    (
+        "dif step meta timestep",
+        scheduler_call(
+            "step", torch.ones(1, 3), torch.tensor(999.0, device="meta"), torch.ones(1, 3)
+        ),
+        ValueError,
+        "timestep is a meta tensor",
+    ),
+    (
+        "dif add_noise meta timesteps",
+        scheduler_call(
+            "add_noise", torch.zeros(1, 3), torch.zeros(1, 3), torch.tensor([500.0], device="meta")
+        ),
+        ValueError,
+        "add_noise: timesteps is a meta tensor",
+    ),
+    (
+        "dif scale_noise str",
+        scheduler_call("scale_noise", torch.zeros(1, 3), "abc", torch.zeros(1, 3)),
+        TypeError,
+        "scale_noise: timestep must be a number or a tensor; got str",
+    ),
+    (
+        "dif from_tuned config str",
+        lambda: __import__("dpmsolver.diffusers", fromlist=["x"]).DPMSolverScheduler.from_tuned(
+            SHIPPED, "abc"
+        ),
+        TypeError,
+        "config must be a scheduler config (a dict",
+    ),
+    (
+        "dif tuned record short sigmas",
+        scheduler(
+            beta_schedule="linear", tuned_solver={**SHIPPED.__dict__, "sigmas": SHIPPED.sigmas[:-1]}
+        ),
+        ValueError,
+        "sigmas must be a list of 12 noise levels",
+    ),
+    (
+        "dif tuned record options None",
+        scheduler(beta_schedule="linear", tuned_solver={**SHIPPED.__dict__, "options": None}),
+        TypeError,
+        "options must be a dict of solver options",
+    ),
+    (
+        "kd tuned_sigmas device",
+        lambda: kd.tuned_sigmas(SHIPPED, device="bogus"),
+        ValueError,
+        "device='bogus' is not a torch device",
+    ),
+    (
+        "kd tuned_sigmas final_zero str",
+        lambda: kd.tuned_sigmas(SHIPPED, final_zero="no"),
+        TypeError,
+        "final_zero must be a bool",
+    ),
+    (
+        "kd karras cuda",
+        lambda: kd.get_sigmas_karras(5, 0.1, 10.0, device="cuda:99"),
+        ValueError,
+        "device='cuda:99'",
+    ),
+    (
+        "generate shard folder",
+        generate_into_folder_with_a_shard_dir(),
+        ValueError,
+        "shard-000000.npz exists and is not a file",
     ),
     # -- official-compatible ---------------------------------------------------------------
     ("compat schedule", lambda: dpm.NoiseScheduleVP("foo"), ValueError, "schedule must be one of"),

@@ -239,6 +239,15 @@ def test_sample_the_trained_network(tmp_path: Path) -> None:
         (["sample", "--ancestral"], "ancestral=True is the ancestral form"),
         (["sample", "--tuned", "--steps", "5", "--eta", "1"], "--tuned sets an ODE solver"),
         (["sample", "--out", "{tmp}/noext"], "has no file suffix to say the image format"),
+        (
+            ["sample", "--tuned", "--order", "1"],
+            "--tuned sets the solver and its grid; drop --order",
+        ),
+        (
+            ["sample", "--tuned", "--corrector", "all", "--method", "singlestep"],
+            "drop --method, --corrector",
+        ),
+        (["generate", "--num", "4", "--out", ""], "argument --out: expected a path, got ''"),
         (["sample", "--out", "{tmp}/x.xyz"], "ends in '.xyz', which Pillow cannot write"),
         (["sample", "--device", "meta"], "--device meta: the meta device holds shapes"),
         (["sample", "--method", "adaptive", "--steps", "5"], "--steps sets the model calls"),

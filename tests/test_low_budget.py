@@ -457,7 +457,7 @@ def test_cli_sample_tuned_reports_the_tuned_solver(tmp_path, capsys) -> None:
     from dpmsolver.cli import main
 
     out = tmp_path / "t.png"
-    args = ["sample", "--tuned", "--method", "singlestep", "--steps", "6", "--n", "4"]
+    args = ["sample", "--tuned", "--steps", "6", "--n", "4"]
     assert main([*args, "--quiet", "--out", str(out)]) == 0
     grid = tuned_grid("digits-exact", 6)
     algorithm = grid.options.get("algorithm", "dpmsolver++")

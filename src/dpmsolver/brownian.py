@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checks import check_float, check_int
+from .checks import check_bool, check_float, check_int
 from .core import LinkedNoise
 
 __all__ = ["BrownianTreeNoiseSampler", "PerSampleNoise"]
@@ -52,6 +52,15 @@ def _seeds(seed: int | Sequence[int] | None, batch: int) -> tuple[list[int], boo
             f"(batch {batch})"
         )
     return [check_int(f"seed[{i}]", s, 0, 2**63 - 1) for i, s in enumerate(seed)], True
+
+
+def _check_x(x: object) -> None:
+    """x: a floating tensor with a batch dimension, holding data (not on the meta device)."""
+    if not isinstance(x, Tensor) or x.dim() < 1 or not x.is_floating_point():
+        got = f"a {x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x)
+        raise TypeError(f"x must be a floating tensor with a batch dimension; got {got}")
+    if x.device.type == "meta":
+        raise ValueError("x is a meta tensor (a shape without data): noise needs a real device")
 
 
 def _float(name: str, value: Time) -> float:
@@ -98,8 +107,8 @@ class BrownianTreeNoiseSampler:
             raise ImportError(
                 "BrownianTreeNoiseSampler needs torchsde: pip install 'dpmsolver[sde]'"
             ) from error
-        if not isinstance(x, Tensor) or x.dim() < 1:
-            raise TypeError("x must be a tensor with a batch dimension")
+        _check_x(x)
+        cpu = check_bool("cpu", cpu)
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable or None; got {type(transform).__name__}")
         self.transform = transform
@@ -152,8 +161,7 @@ class PerSampleNoise(LinkedNoise):
 
     def __init__(self, x: Tensor, seeds: Sequence[int]) -> None:
         super().__init__()
-        if not isinstance(x, Tensor) or x.dim() < 1:
-            raise TypeError("x must be a tensor with a batch dimension")
+        _check_x(x)
         found, per_sample = _seeds(seeds, x.shape[0])
         if not per_sample:
             raise TypeError("seeds must be a sequence of ints, one per sample")

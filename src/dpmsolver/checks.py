@@ -11,6 +11,12 @@ import numpy as np
 import torch
 
 
+def _no_meta(name: str, value: Any) -> None:
+    """Raise ValueError if `value` is a tensor on the meta device (a shape, no data)."""
+    if isinstance(value, torch.Tensor) and value.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (a shape without data); give its value")
+
+
 def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
     """Raise ValueError unless `value` is one of `allowed`."""
     allowed = tuple(allowed)
@@ -23,6 +29,7 @@ def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
     """Raise TypeError for a non-integer and ValueError outside [lo, hi]; returns an int.
 
     Accepts Python and NumPy integers and one-element integer tensors (not bools)."""
+    _no_meta(name, value)
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
         value = int(value)  # a 0-d integer tensor
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
@@ -39,6 +46,7 @@ def check_float(name: str, value: Any, *, positive: bool = False) -> float:
 
     Accepts Python and NumPy real scalars and one-element tensors.
     """
+    _no_meta(name, value)
     if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
         value = float(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -90,4 +98,55 @@ def check_device(name: str, value: Any) -> torch.device:
         ) from None
     if device.type == "meta":
         raise ValueError(f"{name}='meta' holds shapes without data; sampling needs a real device")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{name}={value!r}: this torch sees no CUDA device")
+        if device.index is not None and device.index >= count:
+            raise ValueError(
+                f"{name}={value!r}: there are {count} CUDA devices (cuda:0 to cuda:{count - 1})"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}={value!r}: this torch has no MPS device")
     return device
+
+
+def _leaves(value: Any) -> Iterable[Any]:
+    """The entries of a nested list or tuple, in order."""
+    for item in value:
+        if isinstance(item, list | tuple):
+            yield from _leaves(item)
+        else:
+            yield item
+
+
+def check_tensor_values(name: str, value: Any) -> torch.Tensor:
+    """A 1-D-or-more table of real numbers given as a tensor, array or (nested) list, as a
+    float64 CPU tensor; strings, bools, complex numbers and meta tensors are refused by
+    name (numpy would read "1.0" and True as numbers)."""
+    if isinstance(value, torch.Tensor):
+        _no_meta(name, value)
+        if value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name} must hold real numbers; got a {value.dtype} tensor")
+        return value.detach().to("cpu", torch.float64)
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "iuf":
+            raise TypeError(f"{name} must hold real numbers; got an array of dtype {value.dtype}")
+        return torch.as_tensor(value.astype(np.float64))
+    if isinstance(value, list | tuple):
+        flat = list(_leaves(value))
+        bad = next(
+            (v for v in flat if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Real)),
+            None,
+        )
+        if bad is not None or any(isinstance(v, str | bytes) for v in flat):
+            raise TypeError(f"{name} must be numbers; got {type(bad).__name__} {bad!r} among them")
+        try:
+            return torch.as_tensor(np.asarray(value, dtype=np.float64))
+        except ValueError:  # ragged nesting
+            raise ValueError(
+                f"{name} must be a regular table of numbers; got {value!r:.80}"
+            ) from None
+    raise TypeError(
+        f"{name} must be a tensor, an array or a list of numbers; got {type(value).__name__}"
+    )

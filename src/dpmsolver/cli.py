@@ -45,6 +45,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _path(text: str) -> Path:
+    """A path argument: not empty (Path('') would be the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got ''")
+    return Path(text)
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -77,7 +84,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the starting noise")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--dtype", default="float32", choices=DTYPES, help="dtype of the samples")
-    p.add_argument("--skip-type", default="logSNR", choices=SKIP_TYPES, help="time grid")
+    p.add_argument(
+        "--skip-type", default=None, choices=SKIP_TYPES, help="time grid (default logSNR)"
+    )
     p.add_argument(
         "--threads",
         type=int,
@@ -87,12 +96,20 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _solver_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--algorithm", "--solver", default="dpmsolver++", choices=ALGORITHMS)
-    p.add_argument("--method", default="multistep", choices=METHODS)
     p.add_argument(
-        "--order", type=int, default=2, choices=[1, 2, 3, 4], help="4: --algorithm ipndm only"
+        "--algorithm", "--solver", default=None, choices=ALGORITHMS, help="default dpmsolver++"
     )
-    p.add_argument("--corrector", default="off", choices=CORRECTORS, help="UniC corrector")
+    p.add_argument("--method", default=None, choices=METHODS, help="default multistep")
+    p.add_argument(
+        "--order",
+        type=int,
+        default=None,
+        choices=[1, 2, 3, 4],
+        help="default 2; 4: --algorithm ipndm only",
+    )
+    p.add_argument(
+        "--corrector", default=None, choices=CORRECTORS, help="UniC corrector (default off)"
+    )
     p.add_argument(
         "--eta",
         type=float,
@@ -135,13 +152,20 @@ def _solver_options(args: argparse.Namespace) -> SolverOptions:
             )
         if args.eta or args.ancestral:
             raise ValueError("--tuned sets an ODE solver; drop --eta / --ancestral")
+        given = [
+            f"--{name.replace('_', '-')}"
+            for name in ("algorithm", "method", "order", "corrector", "skip_type")
+            if getattr(args, name) is not None
+        ]
+        if given:
+            raise ValueError(f"--tuned sets the solver and its grid; drop {', '.join(given)}")
         return tuned_solver(args.model, 10 if args.steps is None else args.steps).solver()
     options = SolverOptions.of(
-        order=args.order,
-        method=args.method,
-        algorithm=args.algorithm,
-        skip_type=args.skip_type,
-        corrector=args.corrector,
+        order=2 if args.order is None else args.order,
+        method=args.method or "multistep",
+        algorithm=args.algorithm or "dpmsolver++",
+        skip_type=args.skip_type or "logSNR",
+        corrector=args.corrector or "off",
         analytic_first_step=args.analytic_first_step,
         eta=args.eta,
         ancestral=args.ancestral,
@@ -171,7 +195,7 @@ def _parser() -> argparse.ArgumentParser:
     _solver_args(p)
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--nrow", type=int, default=8, help="images per row of the grid")
-    p.add_argument("--out", type=Path, default=Path("out/digits.png"), help="PNG to write")
+    p.add_argument("--out", type=_path, default=Path("out/digits.png"), help="PNG to write")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     b = sub.add_parser(
         "bench",
@@ -218,7 +242,7 @@ def _parser() -> argparse.ArgumentParser:
         default=[4, 5, 6, 8, 10],
         help="model-call budgets for --budget (default 4,5,6,8,10)",
     )
-    b.add_argument("--out", type=Path, default=Path("out/bench"), help="folder for the files")
+    b.add_argument("--out", type=_path, default=Path("out/bench"), help="folder for the files")
     g = sub.add_parser(
         "generate",
         help="generate many samples into resumable shards (torchrun: several processes)",
@@ -240,7 +264,7 @@ def _parser() -> argparse.ArgumentParser:
         "reads --num as an abbreviation of its --numa-binding)",
     )
     g.add_argument("--batch", type=int, default=64, help="samples per shard (default 64)")
-    g.add_argument("--out", type=Path, required=True, help="output folder")
+    g.add_argument("--out", type=_path, required=True, help="output folder")
     g.add_argument("--merge", action="store_true", help="also write samples.npz at the end")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     c = sub.add_parser(
@@ -257,7 +281,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--n", type=int, default=4, help="samples (noises of --seed) per step count (default 4)"
     )
-    c.add_argument("--out", type=Path, default=Path("out/compare.png"))
+    c.add_argument("--out", type=_path, default=Path("out/compare.png"))
     return parser
 
 
@@ -335,7 +359,7 @@ def _bench(args: argparse.Namespace) -> int:
         solvers=args.solvers,
         n=args.n,
         seed=args.seed,
-        skip_type=args.skip_type,
+        skip_type=args.skip_type or "logSNR",
         reference_nfe=args.reference_nfe,
         dtype=DTYPES[args.dtype],
         device=args.device,
@@ -430,6 +454,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     model = load(args.model, device=args.device)
     x_T = start_noise(model, args.n, args.seed).to(args.device, DTYPES[args.dtype])
+    skip_type = args.skip_type or "logSNR"
     columns = args.n * len(args.steps)
     cell = (x_T.shape[-2] * _TILE_SCALE, x_T.shape[-1] * _TILE_SCALE)
 
@@ -444,9 +469,9 @@ def _compare(args: argparse.Namespace) -> int:
         for steps in args.steps:
             options = SOLVERS[name].options
             cells.append(
-                sample(model, x_T, options, steps=steps, skip_type=args.skip_type).float().cpu()
+                sample(model, x_T, options, steps=steps, skip_type=skip_type).float().cpu()
             )
-    ref = reference(model, x_T.double(), skip_type=args.skip_type).float().cpu()
+    ref = reference(model, x_T.double(), skip_type=skip_type).float().cpu()
     blank = torch.full_like(ref, float("nan"))  # drawn mid-grey, like the gaps
     cells += [ref] + [blank] * (len(args.steps) - 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -189,6 +189,10 @@ def generate(
                 "model (a restart with other weights would mix their samples)"
             )
         net = model
+    if not isinstance(model_name, str) or not model_name.strip():
+        raise TypeError(
+            f"model_name must be a non-empty str (the manifest records it); got {model_name!r}"
+        )
     shape = sample_shape(net, shape)
     if len(shape) != 3 or not all(isinstance(s, int) and s >= 1 for s in shape):
         raise ValueError(f"shape must be (channels, height, width) of ints >= 1; got {shape!r}")
@@ -533,11 +537,15 @@ def _tmp_path(path: Path) -> Path:
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file, fsync it, rename it over `path`, fsync the folder."""
     tmp = _tmp_path(path)
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # its own temporary only
+        raise
     _sync_folder(path.parent)
 
 
@@ -688,6 +696,9 @@ def _refusal(out: Path, settings: dict[str, Any], digest: str, merge: bool) -> s
             f"{out} holds a job with other settings ({diff}); use another folder or the "
             "same settings to resume"
         )
+    for name in names:
+        if _SHARD.fullmatch(name) and not (out / name).is_file():
+            return f"{out / name} exists and is not a file; the job would write its shard there"
     for name in names:
         if not (_SHARD.fullmatch(name) and name.endswith(".json")):
             continue

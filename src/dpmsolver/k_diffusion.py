@@ -45,6 +45,7 @@ from .core import (
     check_grid,
     sample,
 )
+from .core.kernel import tensor_version
 from .core.sampler import check_state
 from .progress import Progress
 
@@ -81,10 +82,10 @@ def _extra(extra_args: Any) -> dict[str, Any]:
     """extra_args as a dict of keyword arguments for the model (None: none)."""
     if extra_args is None:
         return {}
-    if not isinstance(extra_args, Mapping):
+    if not isinstance(extra_args, Mapping) or not all(isinstance(k, str) for k in extra_args):
         raise TypeError(
-            f"extra_args must be a dict of keyword arguments for the model; got "
-            f"{type(extra_args).__name__}"
+            f"extra_args must be a dict of keyword arguments for the model (str keys); got "
+            f"{type(extra_args).__name__} {extra_args!r:.60}"
         )
     return dict(extra_args)
 
@@ -196,15 +197,16 @@ class _KDenoiser:
             self.progress.update()
             if self.callback is not None:
                 sigma = x.new_tensor(level.t)
-                version = None if x.is_inference() else x._version
+                versions = [tensor_version(x), tensor_version(denoised)]
                 self.callback(
                     {"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised}
                 )
-                if version is not None and x._version != version:
-                    raise ValueError(
-                        f"callback changed x in place at step {i} (sigma={level.t:.6g}); the "
-                        "sampler still needs it: read x, or change a copy"
-                    )
+                for name, v, value in (("x", versions[0], x), ("denoised", versions[1], denoised)):
+                    if v is not None and value._version != v:
+                        raise ValueError(
+                            f"callback changed {name} in place at step {i} (sigma={level.t:.6g}); "
+                            "the sampler still needs it: read it, or change a copy"
+                        )
         if target == "data":
             return denoised
         return (x - level.alpha * denoised) / level.sigma
@@ -367,6 +369,7 @@ def tuned_sigmas(
     `final_zero` appends 0: the run then ends with the denoised prediction at the last
     sigma, one model call more."""
     check_choice("model_sampling", model_sampling, MODEL_SAMPLINGS)
+    final_zero, device = check_bool("final_zero", final_zero), check_device("device", device)
     if not hasattr(solver, "sigmas") or not callable(getattr(solver, "solver", None)):
         raise TypeError(
             f"solver must be a TunedSolver (optimize_solver); got {type(solver).__name__}"

@@ -131,8 +131,14 @@ def pilot_reference(
         check_int("pilots", pilots, 1)
         x_T = start_noise(model, pilots, seed, shape, t=t_s)
         drawn_from: int | None = seed
-    elif not isinstance(x_T, Tensor):
-        raise TypeError(f"x_T must be a torch.Tensor of pilot states; got {type(x_T).__name__}")
+    elif not isinstance(x_T, Tensor) or not x_T.is_floating_point():
+        got = x_T.dtype if isinstance(x_T, Tensor) else type(x_T).__name__
+        raise TypeError(f"x_T must be a floating tensor of pilot states; got {got}")
+    elif x_T.dim() < 1 or x_T.shape[0] < 1 or x_T.device.type == "meta":
+        raise ValueError(
+            f"x_T must hold at least one pilot state (a batch >= 1, with data); got shape "
+            f"{tuple(x_T.shape)}" + (" on the meta device" if x_T.device.type == "meta" else "")
+        )
     else:
         drawn_from = None  # the caller's states: no seed made them
     counted, calls = counting(model)

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checks import check_bool, check_float, check_int
+from .checks import check_bool, check_choice, check_float, check_int
 from .core import (
     DiffusionModel,
     NoiseSchedule,
@@ -49,6 +49,7 @@ from .core import (
     time_grid,
 )
 from .core.kernel import Evaluator, combine, remember
+from .core.options import MULTISTEP3, VARIANTS
 from .core.plan import AFS_MAX_SNR, Plan, multistep_plan
 from .measure import counting, rms
 from .pilots import PilotReference, pilot_reference
@@ -83,6 +84,8 @@ _SET_HERE = ("steps", "timesteps", "sigmas", "skip_type", "t_start", "t_end", "c
 # Options the search cannot tune for: the reference ends at t_end, not at a last denoising
 # call.
 _REFUSED = ("denoise_to_zero",)
+# Options that only some families have: applied to those, checked alone.
+_PER_FAMILY = {"corrector_variant": VARIANTS, "multistep3": MULTISTEP3}
 # Finite-difference steps: lambda (times a local gap), d_x, and d_j (times |cm_j / alpha_t|).
 _FD_GRID, _FD_X, _FD_M = 1e-3, 1e-4, 1e-4
 
@@ -164,7 +167,12 @@ def optimize_solver(
     check_bool("tune_coefficients", tune_coefficients)
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str or None; got {type(name).__name__}")
-    given = SolverOptions.of(**options)  # checked, with the options' own messages
+    # Checked with the options' own messages; those only some families have (the
+    # corrector's B(h), the third-order rule's form) are checked alone.
+    given = SolverOptions.of(**{k: v for k, v in options.items() if k not in _PER_FAMILY})
+    for key, allowed in _PER_FAMILY.items():
+        if key in options:
+            check_choice(key, options[key], allowed)
     if reference is not None and not isinstance(reference, PilotReference):
         raise TypeError(
             f"reference must be a PilotReference (from pilot_reference); got "
@@ -342,8 +350,15 @@ def _families(
         # apply on top of it.
         if any(getattr(opts, key) != getattr(given, key) for key in options if key in FAMILY_KEYS):
             continue
+        # Options that only some families have (the corrector's B(h), the third-order
+        # rule's form) apply to those that have them.
+        own = dict(options)
+        if opts.corrector == "off" and "corrector" not in options:
+            own.pop("corrector_variant", None)
+        if opts.algorithm in ("ipndm", "deis") and "algorithm" not in options:
+            own.pop("multistep3", None)
         try:
-            merged = SolverOptions.of(opts, **options) if options else opts
+            merged = SolverOptions.of(opts, **own) if own else opts
         except ValueError:
             continue  # e.g. a corrector_variant on a family whose corrector is off is fine,
             # but a combination the options refuse is not a family to search

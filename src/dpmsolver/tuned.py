@@ -11,13 +11,16 @@ can run, saved to and loaded from JSON:
 from __future__ import annotations
 
 import json
+import math
+import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .core import NoiseSchedule, SolverOptions, check_noise_levels
+from .checks import check_float, check_int
+from .core import NoiseSchedule, SolverOptions, check_grid, check_noise_levels
 
-__all__ = ["TunedGrid", "TunedSolver"]
+__all__ = ["TunedGrid", "TunedSolver", "check_solver_record"]
 
 
 _R = TypeVar("_R", bound="_JsonRecord")
@@ -31,6 +34,10 @@ class _JsonRecord:
         """The value and its provenance as JSON (written to `path` if given)."""
         text = json.dumps(asdict(self), indent=1)  # type: ignore[call-overload]
         if path is not None:
+            if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+                raise TypeError(f"path must be a file path (str or os.PathLike); got {path!r}")
+            if Path(path).is_dir():
+                raise ValueError(f"path={os.fspath(path)!r} is a folder; give a file name")
             Path(path).write_text(text)
         return text
 
@@ -44,11 +51,20 @@ class _JsonRecord:
         text = str(text_or_path)
         if not text.strip():
             raise ValueError("text_or_path is empty; give the JSON text or a file's path")
-        if not text.lstrip().startswith(("{", "[")):
-            text = Path(text).read_text()
+        if isinstance(text_or_path, Path) or _is_file(text):
+            try:
+                text = Path(text).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raise ValueError(
+                    f"{cls.__name__}.from_json: cannot read {text!r}: {error}"
+                ) from None
         try:
             data = json.loads(text)
         except ValueError as error:
+            if not text.lstrip().startswith(("{", "[")):
+                raise ValueError(
+                    f"{cls.__name__}.from_json: {text!r:.80} is neither a file nor JSON text"
+                ) from None
             raise ValueError(f"{cls.__name__}.from_json: not valid JSON ({error})") from None
         if not isinstance(data, dict):
             raise ValueError(
@@ -77,6 +93,77 @@ class _JsonRecord:
         return cls(**data)
 
 
+def check_solver_record(record: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a tuned solver's record that run it (times, sigmas, options,
+    coefficients), checked and normalised; a missing or malformed one is a ValueError /
+    TypeError naming it. The diffusers face reads a saved record through it."""
+    missing = [k for k in ("times", "sigmas", "options", "coefficients") if k not in record]
+    if missing:
+        raise ValueError(f"a tuned solver's record needs {', '.join(missing)}")
+    times = _times("times", record["times"])
+    sigmas = record["sigmas"]
+    if not isinstance(sigmas, list | tuple) or len(sigmas) != len(times):
+        raise ValueError(
+            f"sigmas must be a list of {len(times)} noise levels, one per time; got {sigmas!r:.80}"
+        )
+    rows = record["coefficients"]
+    if rows is not None:
+        if not isinstance(rows, list | tuple) or len(rows) != len(times) - 1:
+            raise ValueError(
+                f"coefficients must be None or one row per step ({len(times) - 1}); got "
+                f"{rows!r:.80}"
+            )
+        rows = [
+            [check_float(f"coefficients[{i}]", v) for v in _row(i, row)]
+            for i, row in enumerate(rows)
+        ]
+    return dict(
+        times=times,
+        sigmas=[_level(i, v) for i, v in enumerate(sigmas)],
+        options=_options(record["options"]),
+        coefficients=rows,
+    )
+
+
+def _is_file(text: str) -> bool:
+    """Whether `text` names an existing file (JSON text is too long for a name, or holds
+    characters no name can)."""
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _times(name: str, values: object) -> list[float]:
+    """A tuned grid's times: at least 2 finite numbers, strictly monotone."""
+    if not isinstance(values, list | tuple):
+        raise TypeError(f"{name} must be a list of times; got {type(values).__name__}")
+    return check_grid(name, list(values), increasing=True).tolist()
+
+
+def _level(i: int, value: object) -> float:
+    """A noise level sigma_t / alpha_t: > 0, and inf where alpha_t = 0 (pure noise)."""
+    if isinstance(value, float) and value == math.inf:
+        return value
+    level = check_float(f"sigmas[{i}]", value)
+    if not level > 0:
+        raise ValueError(f"sigmas[{i}] must be > 0; got {level!r}")
+    return level
+
+
+def _options(options: object) -> dict[str, Any]:
+    """The base solver's options as a dict by name (checked when the solver is made)."""
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise TypeError(f"options must be a dict of solver options by name; got {options!r:.80}")
+    return options
+
+
+def _row(i: int, row: object) -> list[Any]:
+    if not isinstance(row, list | tuple) or not row:
+        raise TypeError(f"coefficients[{i}] must be a non-empty list of numbers; got {row!r}")
+    return list(row)
+
+
 @dataclass
 class TunedGrid(_JsonRecord):
     """An optimised time grid (`times`, a plain list of steps + 1 floats, t_start first) and
@@ -92,6 +179,11 @@ class TunedGrid(_JsonRecord):
     model_calls: int
     seed: int
     details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.times = _times("times", self.times)
+        self.nfe = check_int("nfe", self.nfe, 1)
+        self.options = _options(self.options)
 
     def solver(self) -> SolverOptions:
         """The solver options with this grid: what `sample(model, x, g.solver())` runs."""
@@ -130,6 +222,12 @@ class TunedSolver(_JsonRecord):
     analytic_held_out_error: float
     fallback: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checked = check_solver_record(self.__dict__)
+        self.times, self.sigmas = checked["times"], checked["sigmas"]
+        self.options, self.coefficients = checked["options"], checked["coefficients"]
+        self.nfe = check_int("nfe", self.nfe, 1)
 
     def solver(self) -> SolverOptions:
         """The setting as solver options: what `sample(model, x, solver=tuned)` runs."""

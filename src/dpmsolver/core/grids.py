@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..checks import check_choice, check_float, check_int
+from ..checks import check_choice, check_float, check_int, check_tensor_values
 from .schedules import NoiseSchedule
 
 __all__ = [
@@ -182,21 +182,9 @@ def check_grid(
     `increasing`, strictly increasing: inversion), or, with `positive`, an entry <= 0
     (`final_zero`: except a last 0, the k-diffusion convention for the jump to sigma = 0).
     """
-    if isinstance(values, Tensor):
-        if values.device.type == "meta":
-            raise ValueError(f"{name} is a meta tensor (a shape without data); give its values")
-        values = values.detach().cpu()
-    elif isinstance(values, list | tuple):
-        # numpy would read "1.0" as 1.0: a grid of strings is a caller's mistake.
-        text = next((v for v in values if isinstance(v, str | bytes)), None)
-        if text is not None:
-            raise TypeError(f"{name} must be numbers; got the string {text!r} among them")
-    try:
-        grid = torch.as_tensor(np.asarray(values, dtype=np.float64))
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"{name} must be a 1-D sequence of numbers, got {type(values).__name__}"
-        ) from None
+    if not isinstance(values, Tensor | np.ndarray | list | tuple):
+        raise ValueError(f"{name} must be a 1-D sequence of numbers, got {type(values).__name__}")
+    grid = check_tensor_values(name, values)
     if grid.ndim != 1 or grid.numel() < min_len:
         raise ValueError(
             f"{name} must be 1-D with at least {min_len} entries, got shape {tuple(grid.shape)}"
@@ -285,6 +273,7 @@ def singlestep_orders(steps: int, order: int) -> list[int]:
     steps % 3 == 0, 1, 2; order 2: second-order steps plus one first-order step if `steps` is
     odd; order 1: `steps` first-order steps (DPM-Solver paper, Section 3.4).
     """
+    steps, order = check_int("steps", steps, 1), check_int("order", order, 1, 3)
     if order == 3:
         k = steps // 3 + 1
         tail = {0: [2, 1], 1: [1], 2: [2]}[steps % 3]

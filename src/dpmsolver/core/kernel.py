@@ -18,7 +18,15 @@ from .coefficients import Form, Linear
 from .model import DiffusionModel, ModelOutputError, Target
 from .schedules import Level
 
-__all__ = ["Evaluator", "ModelOutputError", "combine", "finite_flag", "like_x", "remember"]
+__all__ = [
+    "Evaluator",
+    "ModelOutputError",
+    "combine",
+    "finite_flag",
+    "like_x",
+    "remember",
+    "tensor_version",
+]
 
 
 def finite_flag(out: Tensor) -> Tensor:
@@ -53,7 +61,7 @@ class Evaluator:
         return f"step {step} ({self.time_name}={t:.6g})"
 
     def __call__(self, x: Tensor, level: Level, step: int, target: Target | None = None) -> Tensor:
-        version = _version(x)
+        version = tensor_version(x)
         try:
             out = self.model(x, level, target or self.target)
         except ModelOutputError as error:
@@ -74,7 +82,7 @@ class Evaluator:
     def pair(self, x: Tensor, level: Level, step: int) -> tuple[Tensor, Tensor]:
         """(guided, unconditional) x0_pred from one call of the model's `predict_pair`
         (CFG++), each checked as a model output."""
-        version = _version(x)
+        version = tensor_version(x)
         try:
             found = self.model.predict_pair(x, level)  # type: ignore[attr-defined]
         except ModelOutputError as error:
@@ -155,7 +163,7 @@ class Evaluator:
             )
 
 
-def _version(x: Tensor) -> int | None:
+def tensor_version(x: Tensor) -> int | None:
     """x's version counter, which every in-place operation on it increments: read on the
     host, so checking it costs no device sync. None where there is none to read: in a
     compiled loop (which cannot guard on it) and for inference-mode tensors (which do not
@@ -215,6 +223,8 @@ def like_x(
         raise ValueError(
             f"{name} returned {got} at {when}; expected a tensor of x's shape {tuple(x.shape)}"
         )
+    if out.device.type == "meta":
+        raise ValueError(f"{name} returned a meta tensor (a shape without data) at {when}")
     if exact and (out.dtype != x.dtype or out.device != x.device):
         raise ValueError(
             f"{name} returned a {out.dtype} tensor on {out.device} at {when}; expected x's "

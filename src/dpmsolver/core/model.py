@@ -49,18 +49,23 @@ PREDICTIONS: tuple[str, ...] = ("noise", "x0", "v", "score", "flow")
 Scalar = float | Tensor
 
 
-def _same_shape(out: Tensor, x: Tensor) -> None:
+def _check_conversion(out: Tensor, x: Tensor, alpha: Scalar, sigma: Scalar) -> None:
+    """The arguments of `to_noise` / `to_data`: tensors of one shape, and alpha, sigma as
+    numbers or tensors (host checks of types and shapes only)."""
     if not isinstance(out, Tensor) or not isinstance(x, Tensor) or out.shape != x.shape:
         shapes = [tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__ for v in (out, x)]
         raise ValueError(
             f"out and x must be tensors of one shape (a network output and its input); got "
             f"{shapes[0]} and {shapes[1]}"
         )
+    for name, v in (("alpha", alpha), ("sigma", sigma)):
+        if isinstance(v, bool) or not isinstance(v, Tensor | numbers.Real):
+            raise TypeError(f"{name} must be a number or a tensor; got {type(v).__name__} {v!r}")
 
 
 def to_noise(out: Tensor, x: Tensor, alpha: Scalar, sigma: Scalar, prediction: str) -> Tensor:
     """eps_pred from a network output of kind `prediction` at (alpha_t, sigma_t)."""
-    _same_shape(out, x)
+    _check_conversion(out, x, alpha, sigma)
     if prediction == "noise":
         return out
     if prediction == "x0":
@@ -80,7 +85,7 @@ def to_noise(out: Tensor, x: Tensor, alpha: Scalar, sigma: Scalar, prediction: s
 
 def to_data(out: Tensor, x: Tensor, alpha: Scalar, sigma: Scalar, prediction: str) -> Tensor:
     """x0_pred from a network output of kind `prediction` at (alpha_t, sigma_t)."""
-    _same_shape(out, x)
+    _check_conversion(out, x, alpha, sigma)
     if prediction == "noise":
         if isinstance(alpha, float) and isinstance(sigma, float):
             return torch.add(x, out, alpha=-sigma).mul_(1.0 / alpha)  # two passes, not three
@@ -136,6 +141,8 @@ def _guidance_scale(owner: str, scale: Any) -> float | Tensor:
     """A guidance scale, checked: a finite real number, or a 1-D floating tensor of finite
     per-sample scales (one read of the tensor, here, not in the sampling loop)."""
     if isinstance(scale, Tensor):
+        if scale.device.type == "meta":
+            raise ValueError(f"{owner} scale is a meta tensor (a shape without data)")
         if scale.dim() == 0:
             return _guidance_scale(owner, float(scale))
         if scale.dim() != 1 or not scale.is_floating_point() or scale.device.type == "meta":
@@ -241,6 +248,8 @@ class DynamicThresholding:
             raise ValueError(f"ceiling must be > 0 or None, got {self.ceiling!r}")
 
     def __call__(self, x0: Tensor, t: object = None) -> Tensor:
+        if x0.shape[0] == 0:
+            return x0.clone()  # no sample to threshold
         flat = x0.abs().reshape(x0.shape[0], -1)
         # quantile needs float32/64; half inputs are measured in float32.
         s = torch.quantile(
@@ -382,11 +391,23 @@ class Denoiser:
                 raise TypeError("ClassifierGuidance.classifier must be callable")
         if x0_correction is not None and not callable(x0_correction):
             raise TypeError("x0_correction must be callable or None")
-        if model_kwargs is not None and not isinstance(model_kwargs, Mapping):
+        if model_kwargs is not None and (
+            not isinstance(model_kwargs, Mapping)
+            or not all(isinstance(k, str) for k in model_kwargs)
+        ):
             raise TypeError(
-                f"model_kwargs must be a mapping of keyword arguments; got "
-                f"{type(model_kwargs).__name__}"
+                f"model_kwargs must be a mapping of keyword arguments (str keys); got "
+                f"{type(model_kwargs).__name__} {model_kwargs!r:.60}"
             )
+        if isinstance(guidance, ClassifierFree | ClassifierGuidance):
+            conds = [("cond", guidance.cond)]
+            if isinstance(guidance, ClassifierFree):
+                conds.append(("uncond", guidance.uncond))
+            for which, c in conds:
+                if isinstance(c, Tensor) and c.device.type == "meta":
+                    raise ValueError(
+                        f"{type(guidance).__name__} {which} is a meta tensor (a shape without data)"
+                    )
         if isinstance(guidance, ClassifierGuidance) and not isinstance(
             guidance.classifier_kwargs, Mapping
         ):

@@ -195,6 +195,18 @@ class SolverOptions:
                 f"or 'dpmsolver'; got method={method!r}, algorithm={algorithm!r}"
             )
         check_choice("multistep3", self.multistep3, MULTISTEP3)
+        if self.multistep3 != _DEFAULTS["multistep3"] and (
+            method != "multistep" or algorithm in ("ipndm", "deis")
+        ):
+            raise ValueError(
+                f"multistep3={self.multistep3!r} is the form of DPM-Solver's third-order "
+                f"multistep rule; method={method!r}, algorithm={algorithm!r} has none"
+            )
+        if self.corrector_variant != _DEFAULTS["corrector_variant"] and corrector == "off":
+            raise ValueError(
+                f"corrector_variant={self.corrector_variant!r} is B(h) of the UniC corrector, "
+                "which is off; give corrector='all' or 'low_noise' with it"
+            )
         eta = check_float("eta", self.eta)
         if eta != 0.0:
             if not eta > 0.0:

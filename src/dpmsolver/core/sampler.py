@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..checks import check_bool
 from .adaptive import adaptive_solve
-from .kernel import Evaluator, ModelOutputError, finite_flag, like_x
+from .kernel import Evaluator, ModelOutputError, finite_flag, like_x, tensor_version
 from .loops import (
     Callback,
     NoiseSampler,
@@ -207,7 +207,10 @@ class Sampler:
             out = self.loop(x, generator)
             return out, finite_flag(out)
 
-        loop = torch.compile(body, fullgraph=True, **options)
+        try:
+            loop = torch.compile(body, fullgraph=True, **options)
+        except (RuntimeError, TypeError, ValueError) as error:
+            raise ValueError(f"torch.compile refused the options {options}: {error}") from None
 
         def run(x: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
             check_state(x, generator)
@@ -243,6 +246,8 @@ class Sampler:
         xt_fn, callback = self.correcting_xt_fn, self.callback
         if xt_fn is not None:
             xt_fn = _noted(xt_fn, ev)
+        if callback is not None:
+            callback = _watched(callback, ev.time_name)
         # Each loop starts from its own copy of x: the caller's x is never handed to the
         # model or to correcting_xt_fn, which could change it in place (one pass over x;
         # made in the call, so that nothing here keeps it alive after the first step).
@@ -304,6 +309,22 @@ def _checked(correcting_xt_fn: XtCorrection) -> XtCorrection:
     def run(x: Tensor, t: float, step: int) -> Tensor:
         out = correcting_xt_fn(x, t, step)
         return like_x("correcting_xt_fn", out, x, step, t, exact=True)
+
+    return run
+
+
+def _watched(callback: Callback, time_name: str) -> Callback:
+    """callback, raising if it changes x in place (the run goes on from x): seen from x's
+    version counter, on the host."""
+
+    def run(step: int, t: float, x: Tensor) -> None:
+        version = tensor_version(x)
+        callback(step, t, x)
+        if version is not None and x._version != version:
+            raise ValueError(
+                f"callback changed x in place at step {step} ({time_name}={t:.6g}); the run "
+                "goes on from x: read it, or change a copy"
+            )
 
     return run
 

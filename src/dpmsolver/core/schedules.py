@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..checks import check_bool, check_float
+from ..checks import check_bool, check_float, check_tensor_values
 
 __all__ = [
     "CosineVPSchedule",
@@ -172,16 +172,7 @@ class VPSchedule(NoiseSchedule, ABC):
 def _as_f64_vector(name: str, value: Tensor | np.ndarray) -> Tensor:
     if not isinstance(value, Tensor | np.ndarray | list | tuple):
         raise TypeError(f"{name} must be a 1-D tensor or array, got {type(value).__name__}")
-    if isinstance(value, Tensor) and value.device.type == "meta":
-        raise ValueError(f"{name} is a meta tensor (a shape without data); give its values")
-    try:
-        arr = torch.as_tensor(
-            np.asarray(
-                value.detach().cpu() if isinstance(value, Tensor) else value, dtype=np.float64
-            )
-        )
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must hold numbers; got {value!r:.80}") from None
+    arr = check_tensor_values(name, value)
     if arr.ndim != 1 or arr.numel() < 2:
         raise ValueError(
             f"{name} must be 1-D with at least 2 entries, got shape {tuple(arr.shape)}"

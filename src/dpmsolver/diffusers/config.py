@@ -19,14 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from diffusers.schedulers.scheduling_dpmsolver_multistep import (
     betas_for_alpha_bar,
     rescale_zero_terminal_snr,
 )
 
-from ..checks import check_bool, check_choice, check_float, check_int
+from ..checks import check_bool, check_choice, check_float, check_int, check_tensor_values
 from ..core import (
     SKIP_TYPES,
     DiscreteVPSchedule,
@@ -57,6 +56,27 @@ PREDICTION_TYPES = {
     "flow_prediction": "flow",
 }
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+# Keys that are booleans when given (None: not said).
+BOOLEAN_KEYS = (
+    "use_karras_sigmas",
+    "use_exponential_sigmas",
+    "use_beta_sigmas",
+    "use_lu_lambdas",
+    "use_flow_sigmas",
+    "lower_order_final",
+    "final_step_first_order",
+    "euler_at_final",
+    "set_alpha_to_one",
+    "predict_x0",
+    "denoise_to_zero",
+    "thresholding",
+    "clip_sample",
+    "rescale_betas_zero_snr",
+    "use_dynamic_shifting",
+    "invert_sigmas",
+    "stochastic_sampling",
+    "skip_prk_steps",
+)
 # The longest training table taken: released models use 1000 to 4000 steps, and a table is
 # built in float64 on the host.
 MAX_TRAIN_TIMESTEPS = 100_000
@@ -155,13 +175,7 @@ def training_betas(
     """The training betas (float64) as diffusers builds them."""
     if trained_betas is not None:
         # As in diffusers, the table sets the schedule's length.
-        try:
-            betas = torch.as_tensor(np.asarray(trained_betas, dtype=np.float64))
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"trained_betas must be a 1-D list, array or tensor of numbers; got "
-                f"{type(trained_betas).__name__} {trained_betas!r:.60}"
-            ) from None
+        betas = check_tensor_values("trained_betas", trained_betas)
         if betas.dim() != 1:
             raise ValueError(
                 f"trained_betas must be 1-D (one beta per training step); got shape "
@@ -198,6 +212,9 @@ def _agree(name_a: str, a: Any, name_b: str, b: Any) -> None:
 def read_config(keys: Mapping[str, Any]) -> Setup:
     """The `Setup` of a scheduler config (every key of `DPMSolverScheduler.__init__`)."""
     k = dict(keys)
+    for name in BOOLEAN_KEYS:  # "False" is truthy: a string is refused, not read as True
+        if k.get(name) is not None:
+            k[name] = check_bool(name, k[name])
     n = check_int("num_train_timesteps", k["num_train_timesteps"], 2, MAX_TRAIN_TIMESTEPS)
     check_choice("beta_schedule", k["beta_schedule"], BETA_SCHEDULES)
     check_float("beta_start", k["beta_start"])

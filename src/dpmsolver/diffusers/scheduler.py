@@ -41,7 +41,7 @@ from diffusers.schedulers.scheduling_utils import (
 )
 from torch import Tensor
 
-from ..checks import check_device, check_int
+from ..checks import check_bool, check_device, check_int
 from ..core import (
     MAX_STEPS,
     DiscreteVPSchedule,
@@ -66,6 +66,7 @@ from ..core.plan import (
     singlestep_outer,
     singlestep_stage,
 )
+from ..tuned import check_solver_record
 from .config import PREDICTION_TYPES, Setup, read_config
 from .spacing import (
     flow_calls,
@@ -305,6 +306,11 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         if not isinstance(record, dict) or "times" not in record:
             raise TypeError(
                 f"tuned must be a TunedSolver (or its JSON record); got {type(tuned).__name__}"
+            )
+        if config is not None and not isinstance(config, Mapping):
+            raise TypeError(
+                "config must be a scheduler config (a dict, e.g. pipe.scheduler.config) or "
+                f"None; got {type(config).__name__}"
             )
         given = dict(config or {})
         kept = {k: v for k, v in given.items() if k in TUNED_KEEPS}
@@ -743,6 +749,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         if not self._calls:
             raise ValueError("call set_timesteps before step")
         _check_step_inputs(model_output, timestep, sample, variance_noise, generator)
+        return_dict = check_bool("return_dict", return_dict)
         if self._step_index is None:
             if self._begin_index is None:
                 self._step_index = self.index_for_timestep(timestep)
@@ -939,6 +946,8 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                 "add_noise: timesteps must be a tensor, a number or a list of numbers (the "
                 f"network's time inputs); got {type(timesteps).__name__} {timesteps!r:.40}"
             )
+        if isinstance(timesteps, Tensor) and timesteps.device.type == "meta":
+            raise ValueError("add_noise: timesteps is a meta tensor (a shape without data)")
         steps = torch.as_tensor(timesteps, device=original_samples.device)
         if not (steps.is_floating_point() or steps.dtype in (torch.int32, torch.int64)):
             raise TypeError(f"add_noise: timesteps must be numbers; got dtype {steps.dtype}")
@@ -969,6 +978,12 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         flow matching sigma noise + (1 - sigma) sample, for VP models `add_noise`."""
         if noise is None:
             raise ValueError("scale_noise needs noise")
+        _check_samples("sample", sample)
+        if isinstance(timestep, bool) or not isinstance(timestep, Tensor | numbers.Real):
+            raise TypeError(
+                f"scale_noise: timestep must be a number or a tensor; got "
+                f"{type(timestep).__name__} {timestep!r:.40}"
+            )
         ts = torch.as_tensor(timestep, device=sample.device).reshape(-1)
         if ts.numel() == 1 and sample.shape[0] != 1:
             ts = ts.expand(sample.shape[0])
@@ -1024,6 +1039,8 @@ def _check_step_inputs(
     _check_samples("model_output", model_output)
     _check_samples("sample", sample)
     if isinstance(timestep, Tensor):
+        if timestep.device.type == "meta":
+            raise ValueError("timestep is a meta tensor (a shape without data)")
         if timestep.numel() != 1:
             raise ValueError(
                 f"timestep must be one timestep (a number, or a tensor of one element); got a "
@@ -1118,6 +1135,7 @@ def _tuned_options(record: dict[str, Any], keys: dict[str, Any], setup: Setup) -
     missing = [k for k in ("times", "sigmas", "options", "coefficients") if k not in record]
     if missing:
         raise ValueError(f"tuned_solver lacks {', '.join(missing)}: give a TunedSolver's record")
+    record = check_solver_record(record)
     rows = record["coefficients"]
     options = SolverOptions.of(
         timesteps=tuple(record["times"]),

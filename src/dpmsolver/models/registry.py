@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from ..checks import check_choice, check_device
 from ..core import NoiseSchedule
 from .digits_net import load_digits_net
 from .exact import ExactModel
@@ -29,11 +30,14 @@ def load(
     digits (a `Denoiser`). Both use DDPM's linear schedule unless `schedule` is given.
     `device`: where the network's weights go (the exact model follows its input's device).
     """
+    check_choice("name", name, MODELS)
+    if schedule is not None and not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be a NoiseSchedule or None; got {type(schedule).__name__}")
+    dev = None if device is None else check_device("device", device)
     if name == "digits-exact":
+        # The exact model computes on its input's device: nothing to move.
         return ExactModel(load_digits_gmm(), schedule or ddpm_linear_schedule())
-    if name == "digits-net":
-        model = load_digits_net(schedule)
-        if device is not None and isinstance(model.net, torch.nn.Module):
-            model.net.to(device)
-        return model
-    raise ValueError(f"name must be one of {', '.join(repr(m) for m in MODELS)}; got {name!r}")
+    model = load_digits_net(schedule)
+    if dev is not None and isinstance(model.net, torch.nn.Module):
+        model.net.to(dev)
+    return model
