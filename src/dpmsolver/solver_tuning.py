@@ -48,9 +48,10 @@ from .core import (
     check_model,
     time_grid,
 )
-from .core.kernel import Evaluator, combine, remember
+from .core.kernel import Evaluator
 from .core.options import MULTISTEP3, VARIANTS
 from .core.plan import AFS_MAX_SNR, Plan, multistep_plan
+from .core.stepper import State, init, step
 from .measure import counting, rms
 from .pilots import PilotReference, pilot_reference
 from .presets import SOLVERS
@@ -399,11 +400,11 @@ def _proposals(
 
 @dataclass
 class _Run:
-    """A trajectory of one setting on the tuning pilots: the end state and, per step, the
-    state and the history of model outputs before it (to re-run from any step)."""
+    """A trajectory of one setting on the tuning pilots: the end state and, per model call
+    k, the stepper's state before it and its output (to re-run from any step)."""
 
     end: Tensor
-    before: list[tuple[Tensor, list[Tensor]]] = field(default_factory=list)
+    before: dict[int, tuple[State, Tensor]] = field(default_factory=dict)
 
 
 class _Search:
@@ -452,37 +453,23 @@ class _Search:
     def run(
         self, options: SolverOptions, plan: Plan, start: int = 1, prev: _Run | None = None
     ) -> _Run:
-        """The multistep loop (as `core.loops.multistep_loop`, without callbacks), from
-        the state before step `start` of `prev`. A copy of the loop because a re-run from
-        step j needs the state and the history of outputs before every step, which the
-        core loop keeps to itself; tests check that the two give the same bits."""
-        levels, form = plan.levels, options.form
-        steps = len(plan.rules)
-        ev = Evaluator(self.model, form, False)  # the loops' calls: checked, in x's dtype
+        """The plan's run on the tuning pilots, driven through the core's stepper (as the
+        sampler drives it, without hooks), from before step `start` of `prev`: the call
+        whose output takes step `start` is re-done from its saved state and output, and
+        only the later calls call the model (a re-run from step 1 is a whole run)."""
+        ev = Evaluator(self.model, options.form, False)  # the loops' calls: checked, in x's dtype
         if start == 1 or prev is None:
-            x = self.x
-            if options.analytic_first_step:
-                history = [torch.zeros_like(x) if form == "data" else x * (1.0 / levels[0].sigma)]
-            else:
-                history = [ev(x, levels[0], 0)]
-            before: list[tuple[Tensor, list[Tensor]]] = []
-            start = 1
+            state, first, before = init(plan, self.x), plan.first, {}
         else:
-            x, hist = prev.before[start - 1]
-            history = list(hist)
-            before = list(prev.before[: start - 1])
-        for i in range(start, steps + 1):
-            before.append((x, list(history)))
-            rule, corr = plan.rules[i - 1], plan.corrections[i - 1]
-            x_new = combine(rule, x, history)
-            m = None
-            if corr is not None:
-                m = ev(x_new, levels[i], i)
-                x_new = combine(corr, x, [m, *history])
-            x = x_new
-            if i < steps:
-                remember(history, m if m is not None else ev(x, levels[i], i), options.order)
-        return _Run(x, before)
+            state, output = prev.before[start - 1]
+            before = {k: v for k, v in prev.before.items() if k < start}
+            state, first = step(plan, state, start - 1, output), start
+        for k in range(first, len(plan.calls)):
+            call = plan.calls[k]
+            output = ev(state.x, call.level, call.number)
+            before[k] = (state, output)
+            state = step(plan, state, k, output)
+        return _Run(state.x, before)
 
     def residual(self, run: _Run) -> Tensor:
         """The end-point residuals of every tuning pilot, flattened."""

@@ -19,9 +19,9 @@ from torch import Tensor
 
 from .coefficients import Form, SolverType, singlestep_tableau
 from .kernel import Evaluator, ModelOutputError, combine
-from .loops import Callback, singlestep_step
-from .plan import singlestep_stage
+from .plan import Plan, singlestep_stage, stage_calls
 from .schedules import NoiseSchedule
+from .stepper import Callback, State, step
 
 __all__ = ["adaptive_solve"]
 
@@ -60,8 +60,13 @@ def adaptive_solve(
         final = abs(h) >= abs(lam_end - lam_s)
         t = t_e if final else float(schedule.inverse_lambda(lam_s + h))
         levels, rules = singlestep_stage(schedule, form, solver_type, "logSNR", s, t, order, r)
-        x_high, ms = singlestep_step(ev, x, levels, rules, accepted)
         t_level = schedule.levels([t])[0]
+        trial = Plan(s, t, t_level, calls=stage_calls([(levels, rules)], [levels[0], t_level]))
+        state, ms = State(x), []
+        for k, call in enumerate(trial.calls):
+            ms.append(ev(state.x, call.level, accepted))
+            state = step(trial, state, k, ms[-1])
+        x_high = state.x
         lower = singlestep_tableau(form, solver_type, levels[0], levels[1:-1], t_level, r[:-1])
         x_low = combine(lower[-1], x, ms[: order - 1])
         delta = torch.clamp(rtol * torch.maximum(x_low.abs(), x_prev.abs()), min=atol)

@@ -1,8 +1,9 @@
-"""The fixed-step loops: walk a plan's levels with model calls and fused updates only.
+"""The fixed-step driver: walk a plan's calls, one model call and one `stepper.step` each.
 
-Both loops read nothing back from the device, so they can be compiled whole
-(`torch.compile(fullgraph=True)`) or captured in a CUDA graph. They return the final state
-and the number of the last step (for denoise_to_zero's step number).
+`run_plan` is the core's sampling loop for every fixed-step method (multistep, singlestep,
+CFG++, denoise_to_zero): the stepper does the updates, this calls the model through the
+`Evaluator` and hands the run's hooks over. It reads nothing back from the device, so it can
+be compiled whole (`torch.compile(fullgraph=True)`) or captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -12,165 +13,59 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .coefficients import Linear
-from .kernel import Evaluator, combine, like_x, remember
+from .kernel import Evaluator, like_x
 from .plan import Plan
-from .schedules import Level
+from .stepper import Callback, Hooks, XtCorrection, init, step
 
-__all__ = [
-    "Callback",
-    "NoiseSampler",
-    "XtCorrection",
-    "cfg_pp_loop",
-    "multistep_loop",
-    "singlestep_loop",
-    "singlestep_step",
-]
+__all__ = ["Callback", "NoiseSampler", "XtCorrection", "noise_hook", "run_plan"]
 
-XtCorrection = Callable[[Tensor, float, int], Tensor]
-Callback = Callable[[int, float, Tensor], None]
 # (t_s, t_t) -> the standard normal noise of the SDE step from t_s to t_t (k-diffusion's
 # noise_sampler(sigma, sigma_next)), of x's shape.
 NoiseSampler = Callable[[float, float], Tensor]
 
 
-def multistep_loop(
+def run_plan(
     ev: Evaluator,
     plan: Plan,
-    order: int,
     x: Tensor,
-    generator: torch.Generator | None,
-    correcting_xt_fn: XtCorrection | None,
-    callback: Callback | None,
-    analytic_first: bool = False,
-    noise_sampler: NoiseSampler | None = None,
-) -> tuple[Tensor, int]:
-    """Multistep DPM-Solver(++) or iPNDM: 1 model call per step, `order` outputs kept at
-    most. A corrected step calls the model at the predicted state, then re-does the step
-    from the previous state with that output (which the next step uses as usual).
-    `analytic_first`: the first output is x0_pred = 0, i.e. eps_pred = x / sigma_T.
-    `noise_sampler`: the SDE steps' noise (default: drawn from `generator`)."""
-    levels, rules, corrections = plan.levels, plan.rules, plan.corrections
-    steps = len(rules)
-    if analytic_first:
-        history = [torch.zeros_like(x) if ev.target == "data" else x * (1.0 / levels[0].sigma)]
-    else:
-        history = [ev(x, levels[0], 0)]  # newest first (no other name, so dropped outputs free)
-    if correcting_xt_fn is not None:
-        x = correcting_xt_fn(x, levels[0].t, 0)
-    if callback is not None:
-        callback(0, levels[0].t, x)
-    for i, (rule, corr) in enumerate(zip(rules, corrections, strict=True), start=1):
-        noise = _draw(ev, noise_sampler, rule, levels[i - 1].t, levels[i].t, x, i)
-        x_new = combine(rule, x, history, generator, noise)
-        if correcting_xt_fn is not None:
-            x_new = correcting_xt_fn(x_new, levels[i].t, i)
-        m = None
-        if corr is not None:  # re-do the step from x with the output at the prediction
-            m = ev(x_new, levels[i], i)
-            x_new = combine(corr, x, [m, *history])
-            if correcting_xt_fn is not None:
-                x_new = correcting_xt_fn(x_new, levels[i].t, i)
-        x = x_new  # drops the previous state before the next model call
-        if callback is not None:
-            callback(i, levels[i].t, x)
-        if i < steps:
-            remember(history, m if m is not None else ev(x, levels[i], i), order)
-    return x, steps
+    hooks: Hooks,
+    generator: torch.Generator | None = None,
+    pairs: bool = False,
+) -> Tensor:
+    """The state after the plan's last call, from x at its start: one model call per
+    `plan.calls` entry (from `plan.first`), each output handed to `stepper.step`.
+    `pairs`: each call gives CFG++'s (guided, unconditional) pair (`Evaluator.pair`)."""
+    # The state is handed to `step` out of a one-element box, so that nothing here holds
+    # the old state while the new one is made: outputs no rule needs are freed first, and
+    # memory stays at what the plan's rules keep.
+    box = [init(plan, x, hooks)]
+    del x
+    for k in range(plan.first, len(plan.calls)):
+        call = plan.calls[k]
+        x_k = box[0].x
+        output = (
+            ev.pair(x_k, call.level, call.number)
+            if pairs
+            else ev(x_k, call.level, call.number, call.target)
+        )
+        del x_k
+        box.append(step(plan, box.pop(), k, output, hooks, generator))
+        del output
+    return box[0].x
 
 
-def cfg_pp_loop(
-    ev: Evaluator,
-    plan: Plan,
-    order: int,
-    x: Tensor,
-    correcting_xt_fn: XtCorrection | None,
-    callback: Callback | None,
-) -> tuple[Tensor, int]:
-    """Multistep DPM-Solver++ with CFG++ rules (`cfg_pp_update`): 1 model call per step,
-    which gives the guided and the unconditional x0_pred; each rule acts on
-    [guided now, unconditional now, earlier unconditional outputs...]."""
-    levels, rules = plan.levels, plan.rules
-    steps = len(rules)
-    guided, uncond = ev.pair(x, levels[0], 0)
-    history = [uncond]
-    if correcting_xt_fn is not None:
-        x = correcting_xt_fn(x, levels[0].t, 0)
-    if callback is not None:
-        callback(0, levels[0].t, x)
-    for i, rule in enumerate(rules, start=1):
-        x = combine(rule, x, [guided, *history])
-        if correcting_xt_fn is not None:
-            x = correcting_xt_fn(x, levels[i].t, i)
-        if callback is not None:
-            callback(i, levels[i].t, x)
-        if i < steps:
-            guided, uncond = ev.pair(x, levels[i], i)
-            remember(history, uncond, order)
-    return x, steps
-
-
-def _draw(
-    ev: Evaluator,
-    noise_sampler: NoiseSampler | None,
-    rule: Linear,
-    t_s: float,
-    t_t: float,
-    x: Tensor,
-    step: int,
-) -> Tensor | None:
-    """The noise of a rule with a noise term from `noise_sampler(t_s, t_t)`, checked: its
-    shape now, its finiteness with the model's outputs after the run (None: `combine` draws
-    it from the generator, or the rule has none)."""
-    if noise_sampler is None or not rule.noise:
+def noise_hook(
+    ev: Evaluator, noise_sampler: NoiseSampler | None
+) -> Callable[[float, float, Tensor, int], Tensor | None] | None:
+    """The stepper's noise hook for a caller's noise sampler: its draw of (t_s, t_t),
+    checked for x's shape now and for NaN/Inf with the run's other checks (None: the
+    generator draws the noise)."""
+    if noise_sampler is None:
         return None
-    z = like_x("noise_sampler", noise_sampler(t_s, t_t), x, step)
-    ev.note_noise(z, step, t_t)
-    return z
 
+    def draw(t_s: float, t_t: float, x: Tensor, step: int) -> Tensor:
+        z = like_x("noise_sampler", noise_sampler(t_s, t_t), x, step)
+        ev.note_noise(z, step, t_t)
+        return z
 
-def singlestep_step(
-    ev: Evaluator,
-    x: Tensor,
-    levels: list[Level],
-    rules: list[Linear],
-    step: int,
-    t: float | None = None,
-    generator: torch.Generator | None = None,
-    noise_sampler: NoiseSampler | None = None,
-) -> tuple[Tensor, list[Tensor]]:
-    """One singlestep step of order len(levels): a model call at each of levels[0..k-1],
-    each stage's state from the outputs so far, then the update; returns the new state and
-    the outputs. A stochastic rule's noise is that of the interval from levels[0] to its
-    stage (to `t`, the step's end, for the last rule)."""
-    t_s = levels[0].t
-    ms = [ev(x, levels[0], step)]
-    for j, rule in enumerate(rules[:-1], start=1):
-        noise = _draw(ev, noise_sampler, rule, t_s, levels[j].t, x, step)
-        ms.append(ev(combine(rule, x, ms, generator, noise), levels[j], step))
-    last = rules[-1]
-    noise = _draw(ev, noise_sampler, last, t_s, t_s if t is None else t, x, step)
-    return combine(last, x, ms, generator, noise), ms
-
-
-def singlestep_loop(
-    ev: Evaluator,
-    plan: Plan,
-    x: Tensor,
-    correcting_xt_fn: XtCorrection | None,
-    callback: Callback | None,
-    generator: torch.Generator | None = None,
-    noise_sampler: NoiseSampler | None = None,
-) -> tuple[Tensor, int]:
-    """Singlestep DPM-Solver(++): step i has order len(stages[i][0]) and as many calls;
-    stochastic rules draw their noise from `noise_sampler` (default: `generator`)."""
-    outer = plan.levels
-    if callback is not None:
-        callback(0, outer[0].t, x)
-    for i, (levels, rules) in enumerate(plan.stages):
-        x, _ = singlestep_step(ev, x, levels, rules, i, outer[i + 1].t, generator, noise_sampler)
-        if correcting_xt_fn is not None:
-            x = correcting_xt_fn(x, outer[i + 1].t, i)
-        if callback is not None:
-            callback(i + 1, outer[i + 1].t, x)
-    return x, len(plan.stages)
+    return draw

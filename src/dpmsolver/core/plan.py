@@ -38,8 +38,10 @@ from .coefficients import (
     unic_correction,
 )
 from .grids import check_grid_range, sigmas_to_times, singlestep_orders, time_grid
+from .model import Target
 from .options import Corrector, SolverOptions
 from .schedules import Level, NoiseSchedule
+from .stepper import Call, Mark
 
 __all__ = [
     "AFS_MAX_SNR",
@@ -58,6 +60,8 @@ __all__ = [
     "tuned_rules",
 ]
 
+# A rule whose result is the output itself: denoise_to_zero's x0_pred.
+COPY = Linear(0.0, (1.0,))
 # analytic_first_step's largest alpha / sigma at t_start: its x0_pred = 0 moves the first
 # step by alpha_1 * (1 - e^-h) * E[x0 | x_T], negligible only from near pure noise.
 AFS_MAX_SNR = 0.1
@@ -67,10 +71,13 @@ PLANS_PER_SCHEDULE = 32
 
 @dataclass(frozen=True)
 class Plan:
-    """The run's end times, its levels and its rules (see the module docstring).
+    """The run's end times, its levels and rules, and its calls (see the module docstring).
 
-    `end` is the level at t_end (for denoise_to_zero); an adaptive plan has no levels: it
-    plans its steps as it goes.
+    `end` is the level at t_end (for denoise_to_zero). `calls` is what the stepper walks
+    (`stepper.step`): one per model call, `first` the first the model makes (1 after an
+    analytic first step, whose output of the form `first_output` the stepper supplies),
+    `start` the mark settled before it. An adaptive plan has no levels or calls: it plans
+    its steps as it goes.
     """
 
     t_start: float
@@ -80,6 +87,10 @@ class Plan:
     rules: list[Linear] = field(default_factory=list)
     corrections: list[Linear | None] = field(default_factory=list)
     stages: list[tuple[list[Level], list[Linear]]] = field(default_factory=list)
+    calls: tuple[Call, ...] = ()
+    start: Mark | None = None
+    first: int = 0
+    first_output: Form = "data"
 
 
 def resolve_times(
@@ -195,7 +206,70 @@ def multistep_plan(
         )
     if options.coefficients is not None:
         rules, corrections = tuned_rules(options.coefficients, levels, rules, corrections)
-    return Plan(levels[0].t, levels[-1].t, levels[-1], levels, rules=rules, corrections=corrections)
+    return Plan(
+        levels[0].t,
+        levels[-1].t,
+        levels[-1],
+        levels,
+        rules=rules,
+        corrections=corrections,
+        calls=multistep_calls(levels, rules, corrections, options.order),
+        first=1 if options.analytic_first_step else 0,
+        first_output=options.form,
+    )
+
+
+def multistep_calls(
+    levels: list[Level], rules: list[Linear], corrections: list[Linear | None], keep: int
+) -> tuple[Call, ...]:
+    """The calls of a multistep run: call k at levels[k] takes step k + 1 (rules[k]),
+    after completing step k's correction (corrections[k - 1]) if it has one; step 0 (the
+    start) is settled after the first call, as the authors' loop does. A last correction
+    (a face's run that ends with one more call) is completed by a call the face adds
+    (`end_call`)."""
+    calls = []
+    for k, (rule, correction) in enumerate(zip(rules, corrections, strict=True)):
+        level, target = levels[k], levels[k + 1]
+        before = None
+        if k == 0:
+            before = Mark(0, level.t, 0)
+        elif corrections[k - 1] is not None:
+            before = Mark(k, level.t, k)
+        after = Mark(k + 1, target.t, k + 1, report=correction is None)
+        noise = (level.t, target.t)
+        calls.append(Call(level, k, rule, -1, keep, correction, before, after, noise))
+    return tuple(calls)
+
+
+def end_call(
+    level: Level,
+    number: int,
+    rule: Linear,
+    completes: bool = False,
+    after: Mark | None = None,
+    target: Target | None = None,
+) -> Call:
+    """A run's last call, at `level` (its last level), applying `rule` to its output alone
+    (the jump to sigma = 0, denoise_to_zero's x0_pred, or a step of length 0): `completes`
+    the last step's correction first (a multistep run whose last step was corrected)."""
+    before = Mark(number, level.t, number) if completes else None
+    return Call(level, number, rule, -1, 1, None, before, after, None, target)
+
+
+def stage_calls(
+    stages: list[tuple[list[Level], list[Linear]]], outer: list[Level], first: int = 0
+) -> tuple[Call, ...]:
+    """The calls of singlestep steps: one per stage, numbered by the step (from `first`);
+    the last stage's rule ends the step at outer[i + 1], which is settled."""
+    calls = []
+    for i, (levels, rules) in enumerate(stages):
+        t_s, t_end = levels[0].t, outer[i + 1].t
+        for j, (level, rule) in enumerate(zip(levels, rules, strict=True)):
+            last = j == len(rules) - 1
+            after = Mark(first + i + 1, t_end, first + i) if last else None
+            noise = (t_s, t_end if last else levels[j + 1].t)
+            calls.append(Call(level, first + i, rule, j, 0, None, None, after, noise))
+    return tuple(calls)
 
 
 def tuned_rules(
@@ -354,7 +428,8 @@ def _singlestep_plan(
             )
             for i, k in enumerate(orders)
         ]
-    return Plan(t_s, t_e, end, levels, stages=stages)
+    calls = stage_calls(stages, levels)
+    return Plan(t_s, t_e, end, levels, stages=stages, calls=calls, start=Mark(0, levels[0].t, None))
 
 
 def _build(schedule: NoiseSchedule, options: SolverOptions) -> Plan:
@@ -373,17 +448,33 @@ def _build(schedule: NoiseSchedule, options: SolverOptions) -> Plan:
                 f"{AFS_MAX_SNR} at t_start; got {snr:.3g} at t_start={t_s}"
             )
     end = schedule.levels([t_e])[0]
+    if options.method == "adaptive":
+        return Plan(t_s, t_e, end)
     if options.method == "multistep":
         if grid is None:
             grid = time_grid(schedule, options.skip_type, t_s, t_e, options.steps)
-        return dataclasses.replace(multistep_plan(schedule, options, grid), end=end)
-    if options.method == "adaptive":
-        return Plan(t_s, t_e, end)
-    return _singlestep_plan(schedule, options, grid, t_s, t_e, end)
+        plan = dataclasses.replace(multistep_plan(schedule, options, grid), end=end)
+    else:
+        plan = _singlestep_plan(schedule, options, grid, t_s, t_e, end)
+    if not options.denoise_to_zero:
+        return plan
+    # One more call at t_end, whose x0_pred is the result (numbered after the last step;
+    # the authors' hook numbering counts singlestep steps from 0).
+    last = len(plan.rules) if options.method == "multistep" else len(plan.stages)
+    xt_step = last + 1 if options.method == "multistep" else last
+    final = end_call(end, last + 1, COPY, after=Mark(last + 1, t_e, xt_step), target="data")
+    return dataclasses.replace(plan, calls=(*plan.calls, final))
 
 
 # Plans per schedule object, keyed by its id (a schedule need not be hashable: a dataclass
 # with eq=True is not) and dropped when the schedule is collected.
+def adaptive_end(plan: Plan, last: int) -> Plan:
+    """denoise_to_zero's last call after an adaptive run of `last` accepted steps (whose
+    number is known only then), as a plan of its own."""
+    call = end_call(plan.end, last + 1, COPY, after=Mark(last + 1, plan.t_end, last), target="data")
+    return Plan(plan.t_end, plan.t_end, plan.end, calls=(call,))
+
+
 _PLANS: dict[int, dict[SolverOptions, Plan]] = {}
 
 

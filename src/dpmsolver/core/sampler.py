@@ -18,19 +18,13 @@ from torch import Tensor
 from ..checks import check_bool
 from .adaptive import adaptive_solve
 from .kernel import Evaluator, ModelOutputError, finite_flag, like_x, tensor_version
-from .loops import (
-    Callback,
-    NoiseSampler,
-    XtCorrection,
-    cfg_pp_loop,
-    multistep_loop,
-    singlestep_loop,
-)
+from .loops import Callback, NoiseSampler, XtCorrection, noise_hook, run_plan
 from .model import Denoiser, DiffusionModel, check_model
 from .options import SolverOptions
-from .plan import Plan, make_plan
+from .plan import Plan, adaptive_end, make_plan
 from .schedules import NoiseSchedule
 from .stepnoise import StepNoise
+from .stepper import Hooks
 
 __all__ = ["Sampler", "check_state", "sample"]
 
@@ -242,59 +236,37 @@ class Sampler:
     def _run(self, ev: Evaluator, x: Tensor, generator: torch.Generator | None) -> Tensor:
         """The whole run: model calls and fused updates only (no host reads, except the
         adaptive method's error estimate)."""
-        opts, run_plan = self.options, self.plan
+        opts, plan = self.options, self.plan
         xt_fn, callback = self.correcting_xt_fn, self.callback
-        if xt_fn is not None:
-            xt_fn = _noted(xt_fn, ev)
-        if callback is not None:
-            callback = _watched(callback, ev.time_name)
-        # Each loop starts from its own copy of x: the caller's x is never handed to the
+        noise = self.noise_sampler
+        if noise is None and opts.eta > 0 and opts.method != "multistep":
+            noise = StepNoise(x, generator)  # a stage's and its step's noise coupled
+        hooks = Hooks(
+            None if xt_fn is None else _noted(xt_fn, ev),
+            None if callback is None else _watched(callback, ev.time_name),
+            noise_hook(ev, noise),
+        )
+        # The run starts from its own copy of x: the caller's x is never handed to the
         # model or to correcting_xt_fn, which could change it in place (one pass over x;
         # made in the call, so that nothing here keeps it alive after the first step).
         with torch.no_grad():
-            if opts.method == "adaptive":
-                x, last = adaptive_solve(
-                    ev,
-                    self.schedule,
-                    opts.form,
-                    opts.solver_type,
-                    x.clone(),
-                    opts.order,
-                    run_plan.t_start,
-                    run_plan.t_end,
-                    opts.atol,
-                    opts.rtol,
-                    callback,
-                )
-            elif opts.cfg_pp:
-                x, last = cfg_pp_loop(ev, run_plan, opts.order, x.clone(), xt_fn, callback)
-            elif opts.method == "multistep":
-                x, last = multistep_loop(
-                    ev,
-                    run_plan,
-                    opts.order,
-                    x.clone(),
-                    generator,
-                    xt_fn,
-                    callback,
-                    opts.analytic_first_step,
-                    self.noise_sampler,
-                )
-            else:
-                noise = self.noise_sampler
-                if noise is None and opts.eta > 0:  # the stage's and the step's noise coupled
-                    noise = StepNoise(x, generator)
-                x, last = singlestep_loop(
-                    ev, run_plan, x.clone(), xt_fn, callback, generator, noise
-                )
+            if opts.method != "adaptive":
+                return run_plan(ev, plan, x.clone(), hooks, generator, pairs=opts.cfg_pp)
+            x, last = adaptive_solve(
+                ev,
+                self.schedule,
+                opts.form,
+                opts.solver_type,
+                x.clone(),
+                opts.order,
+                plan.t_start,
+                plan.t_end,
+                opts.atol,
+                opts.rtol,
+                hooks.callback,
+            )
             if opts.denoise_to_zero:
-                t_e = run_plan.t_end
-                x = ev(x, run_plan.end, last + 1, target="data")
-                if xt_fn is not None:
-                    # The authors' step numbers: singlestep corrections count steps from 0.
-                    x = xt_fn(x, t_e, last + 1 if opts.method == "multistep" else last)
-                if callback is not None:
-                    callback(last + 1, t_e, x)
+                x = run_plan(ev, adaptive_end(plan, last), x, hooks)
         return x
 
 
