@@ -63,7 +63,7 @@ def fitted_order(method: str, order: int, algorithm: str, **kwargs: object) -> f
 @pytest.mark.parametrize("method", ["multistep", "singlestep_fixed"])
 @pytest.mark.parametrize("order", [1, 2, 3])
 def test_converges_at_its_order(algorithm: str, method: str, order: int) -> None:
-    exact = {"multistep3": "exact"} if method == "multistep" else {}
+    exact = {"multistep3": "exact"} if method == "multistep" and order == 3 else {}
     assert fitted_order(method, order, algorithm, **exact) == pytest.approx(order, abs=0.3)
 
 

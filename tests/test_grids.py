@@ -249,7 +249,7 @@ def test_gits_beyond_20_steps_interpolates_the_20_step_grid_log_linearly(steps: 
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        (dict(steps=1), ValueError, "steps must be >= 2; got 1"),
+        (dict(steps=1), ValueError, "steps must be between 2 and 100000; got 1"),
         (dict(steps=0), ValueError, "steps"),
         (dict(steps=10.0), TypeError, "steps must be an int"),
         (dict(steps=10, coeff=0.75), ValueError, r"coeff must be one of 0\.80, .*1\.50.*0\.75"),

@@ -111,6 +111,19 @@ def check_device(name: str, value: Any) -> torch.device:
     return device
 
 
+def _numbers(value: Any) -> Any:
+    """A nested list with its one-element tensors (on a real device) as Python numbers."""
+    out = []
+    for item in value:
+        if isinstance(item, list | tuple):
+            out.append(_numbers(item))
+        elif isinstance(item, torch.Tensor) and item.numel() == 1 and item.device.type != "meta":
+            out.append(item.item())
+        else:
+            out.append(item)
+    return out
+
+
 def _leaves(value: Any) -> Iterable[Any]:
     """The entries of a nested list or tuple, in order."""
     for item in value:
@@ -134,6 +147,9 @@ def check_tensor_values(name: str, value: Any) -> torch.Tensor:
             raise TypeError(f"{name} must hold real numbers; got an array of dtype {value.dtype}")
         return torch.as_tensor(value.astype(np.float64))
     if isinstance(value, list | tuple):
+        # One-element tensors are numbers too (a list of a tensor's entries, as
+        # `list(get_sigmas_karras(...))` gives).
+        value = _numbers(value)
         flat = list(_leaves(value))
         bad = next(
             (v for v in flat if isinstance(v, bool | np.bool_) or not isinstance(v, numbers.Real)),

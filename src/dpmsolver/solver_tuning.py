@@ -340,6 +340,8 @@ def _families(
             f"{type(names).__name__} {names!r}"
         )
     chosen = SEARCHED_FAMILIES if names is None else tuple(names)
+    if not chosen:
+        raise ValueError("families is empty; give preset names to search, or None for the default")
     for label in chosen:
         if label not in SOLVERS:
             raise ValueError(f"families: unknown {label!r}; choose from {', '.join(SOLVERS)}")
@@ -356,7 +358,8 @@ def _families(
         own = dict(options)
         if opts.corrector == "off" and "corrector" not in options:
             own.pop("corrector_variant", None)
-        if opts.algorithm in ("ipndm", "deis") and "algorithm" not in options:
+        third = opts.order == 3 and opts.algorithm in ("dpmsolver++", "dpmsolver")
+        if not third and "algorithm" not in options and "order" not in options:
             own.pop("multistep3", None)
         try:
             merged = SolverOptions.of(opts, **own) if own else opts
@@ -367,6 +370,15 @@ def _families(
             found.append((label, merged))
     if not found and options:
         found = [("given", given)]
+    for key, has in (
+        ("corrector_variant", lambda o: o.corrector != "off"),
+        ("multistep3", lambda o: o.order == 3 and o.algorithm in ("dpmsolver++", "dpmsolver")),
+    ):
+        if key in options and not any(has(o) for _, o in found):
+            raise ValueError(
+                f"{key}={options[key]!r} applies to families that have it; none of those "
+                f"searched ({', '.join(label for label, _ in found)}) does"
+            )
     snr = math.exp(schedule.levels([t_start])[0].lambda_)
     usable = []
     for label, opts in found:

@@ -51,6 +51,8 @@ __all__ = [
 SkipType = Literal["logSNR", "time_uniform", "time_quadratic", "karras", "exponential", "beta"]
 SKIP_TYPES: tuple[str, ...] = get_args(SkipType)
 KARRAS_RHO = 7.0
+# The most steps a published grid is resampled to (the samplers plan at most that many).
+MAX_GRID_STEPS = 100_000
 BETA_SHAPE = 0.6  # both shape parameters of the Beta grid (the paper's and diffusers' value)
 
 # Align Your Steps (Sabour et al., 2024, Table 3): 10-step noise levels sigma_t / alpha_t
@@ -288,7 +290,7 @@ def interpolate_grid(values: Sequence[float], steps: int) -> list[float]:
     intervals by log-linear interpolation, as Align Your Steps prescribes: log(value) is
     interpolated linearly against the grid's position in [0, 1]. The end points are kept.
     """
-    check_int("steps", steps, 1)
+    check_int("steps", steps, 1, MAX_GRID_STEPS)
     arr = check_grid("values", values, increasing=True, positive=True).numpy()
     if steps + 1 == arr.size:
         return [float(v) for v in arr]
@@ -320,7 +322,7 @@ def gits_sigmas(steps: int, coeff: float = 1.20) -> list[float]:
     round(steps * denoise) + 1 of them. Give them as `sample(..., sigmas=...)`, mapped onto
     another model's noise range by the caller where needed.
     """
-    check_int("steps", steps, 2)
+    check_int("steps", steps, 2, MAX_GRID_STEPS)
     value = check_float("coeff", coeff)
     key = round(value, 2)
     if key not in GITS_NOISE_LEVELS:

@@ -196,11 +196,12 @@ class SolverOptions:
             )
         check_choice("multistep3", self.multistep3, MULTISTEP3)
         if self.multistep3 != _DEFAULTS["multistep3"] and (
-            method != "multistep" or algorithm in ("ipndm", "deis")
+            method != "multistep" or algorithm in ("ipndm", "deis") or order != 3
         ):
             raise ValueError(
                 f"multistep3={self.multistep3!r} is the form of DPM-Solver's third-order "
-                f"multistep rule; method={method!r}, algorithm={algorithm!r} has none"
+                f"multistep rule; method={method!r}, algorithm={algorithm!r}, order={order} "
+                "has none"
             )
         if self.corrector_variant != _DEFAULTS["corrector_variant"] and corrector == "off":
             raise ValueError(

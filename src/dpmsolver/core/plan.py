@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import weakref
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -41,7 +42,7 @@ from .grids import check_grid_range, sigmas_to_times, singlestep_orders, time_gr
 from .model import Target
 from .options import Corrector, SolverOptions
 from .schedules import Level, NoiseSchedule
-from .stepper import Call, Mark
+from .stepper import Call, Mark, Span
 
 __all__ = [
     "AFS_MAX_SNR",
@@ -178,10 +179,12 @@ def multistep_plan(
     grid: Tensor | list[float],
     orders: list[int] | None = None,
     correct_last: bool = False,
+    uncorrected: Collection[int] = (),
 ) -> Plan:
     """Levels of the grid and one rule per step, of the orders `multistep_orders` gives
-    (or `orders`); a corrector of the same order for the steps `corrects` selects, the last
-    one only with `correct_last` (a face whose run ends with one more model call)."""
+    (or `orders`); a corrector of the same order for the steps `corrects` selects, except
+    the steps in `uncorrected` (0-based) and the last one, unless `correct_last` (a run
+    that ends with one more model call, added with `end_call`)."""
     levels = schedule.levels(grid)
     steps = len(levels) - 1
     if orders is None:
@@ -196,6 +199,7 @@ def multistep_plan(
         rule = multistep_rule(options, step_levels)
         rules.append(cfg_pp_update(rule, levels[i - 1], levels[i]) if options.cfg_pp else rule)
         correct = (i < steps or correct_last) and corrects(options.corrector, i, steps)
+        correct = correct and i - 1 not in uncorrected
         # From pure noise (lambda = -inf) bh1's B(h) = h is infinite: that step is not
         # corrected (bh2's e^h - 1 stays finite).
         correct = correct and not (i == 1 and pure_noise and options.corrector_variant == "bh1")
@@ -236,7 +240,7 @@ def multistep_calls(
         elif corrections[k - 1] is not None:
             before = Mark(k, level.t, k)
         after = Mark(k + 1, target.t, k + 1, report=correction is None)
-        noise = (level.t, target.t)
+        noise = Span(level.t, target.t, k + 1)
         calls.append(Call(level, k, rule, -1, keep, correction, before, after, noise))
     return tuple(calls)
 
@@ -256,6 +260,11 @@ def end_call(
     return Call(level, number, rule, -1, 1, None, before, after, None, target)
 
 
+def with_end(plan: Plan, call: Call) -> Plan:
+    """The plan with one more call at its end (`end_call`)."""
+    return dataclasses.replace(plan, calls=(*plan.calls, call))
+
+
 def stage_calls(
     stages: list[tuple[list[Level], list[Linear]]], outer: list[Level], first: int = 0
 ) -> tuple[Call, ...]:
@@ -267,7 +276,7 @@ def stage_calls(
         for j, (level, rule) in enumerate(zip(levels, rules, strict=True)):
             last = j == len(rules) - 1
             after = Mark(first + i + 1, t_end, first + i) if last else None
-            noise = (t_s, t_end if last else levels[j + 1].t)
+            noise = Span(t_s, t_end if last else levels[j + 1].t, first + i)
             calls.append(Call(level, first + i, rule, j, 0, None, None, after, noise))
     return tuple(calls)
 
@@ -324,10 +333,7 @@ def singlestep_outer(
             # Sub-sample the `steps`-interval grid at the cumulative orders, so each
             # step of order k spans k intervals of the fine grid.
             fine = time_grid(schedule, skip_type, t_s, t_e, steps)
-            idx = [0]
-            for k in orders:
-                idx.append(idx[-1] + k)
-            outer = fine[idx]
+            outer = fine[bounds_of(orders)]
     else:
         orders = [order] * (steps // order)
         outer = time_grid(schedule, skip_type, t_s, t_e, len(orders))
@@ -387,6 +393,110 @@ def singlestep_sde_stage(
     return [lv_s, stage], sde_singlestep_rules(lv_s, stage, lv_t, r, options.eta, options.ancestral)
 
 
+def bounds_of(orders: list[int]) -> list[int]:
+    """The grid indices where singlestep steps of these orders start and end, when each
+    step of order k spans k intervals of a grid."""
+    bounds = [0]
+    for k in orders:
+        bounds.append(bounds[-1] + k)
+    return bounds
+
+
+def singlestep_plan(
+    schedule: NoiseSchedule,
+    options: SolverOptions,
+    outer: list[float],
+    orders: list[int],
+    inner: str = "logSNR",
+) -> Plan:
+    """Singlestep steps of the given orders, one per interval of `outer`, their
+    intermediate points spaced by `inner` inside each (DPM-Solver's singlestep)."""
+    levels = schedule.levels(outer)
+    form, solver_type = options.form, options.solver_type
+    stages = [
+        singlestep_stage(schedule, form, solver_type, inner, outer[i], outer[i + 1], k)
+        for i, k in enumerate(orders)
+    ]
+    return _stepped(levels, stages)
+
+
+def grouped_singlestep_plan(
+    schedule: NoiseSchedule, options: SolverOptions, grid: list[float], orders: list[int]
+) -> Plan:
+    """Singlestep steps of the given orders over `grid`: step i spans orders[i] intervals,
+    the grid's points inside it are its intermediate calls (as diffusers'
+    DPMSolverSinglestepScheduler uses its timesteps)."""
+    levels = schedule.levels(grid)
+    bounds = bounds_of(orders)
+    stages = []
+    for i, k in enumerate(orders):
+        lam = [lv.lambda_ for lv in levels[bounds[i] : bounds[i + 1] + 1]]
+        r = [(lj - lam[0]) / (lam[-1] - lam[0]) for lj in lam[1:-1]]
+        stages.append(
+            singlestep_stage(
+                schedule,
+                options.form,
+                options.solver_type,
+                "logSNR",
+                grid[bounds[i]],
+                grid[bounds[i + 1]],
+                k,
+                r,
+            )
+        )
+    return _stepped([levels[b] for b in bounds], stages)
+
+
+def _stepped(outer: list[Level], stages: list[tuple[list[Level], list[Linear]]]) -> Plan:
+    """The plan of singlestep `stages` between the `outer` levels."""
+    return Plan(
+        outer[0].t,
+        outer[-1].t,
+        outer[-1],
+        outer,
+        stages=stages,
+        calls=stage_calls(stages, outer),
+        start=Mark(0, outer[0].t, None),
+    )
+
+
+def with_restarts(plan: Plan, schedule: NoiseSchedule, options: SolverOptions) -> Plan:
+    """The plan with each call's first-order restart (`Call.restart`): what the stepper
+    takes instead when a run begins at that call without the earlier outputs its rule
+    needs (img2img: a pipeline begins inside the grid). Multistep: the first-order rule to
+    the next level (and a first-order corrector where the call has one); singlestep: a
+    first-order step from the stage to the next call's level."""
+    form = options.form
+    calls = list(plan.calls)
+    if plan.stages:
+        k = 0
+        for i, (levels, _) in enumerate(plan.stages):
+            ends = [*levels[1:], plan.levels[i + 1]]
+            for j, level in enumerate(levels):
+                call = calls[k]
+                if j > 0:
+                    rule = singlestep_stage(
+                        schedule, form, options.solver_type, "logSNR", level.t, ends[j].t, 1
+                    )[1][0]
+                    redo = dataclasses.replace(call, rule=rule, stage=0)
+                    calls[k] = dataclasses.replace(call, restart=redo)
+                k += 1
+        return dataclasses.replace(plan, calls=tuple(calls))
+    for k, call in enumerate(calls):
+        if call.rule is None or k + 1 >= len(plan.levels):
+            continue
+        pair = [plan.levels[k], plan.levels[k + 1]]
+        first = multistep_rule(options, pair)
+        correction = None
+        if call.correction is not None:
+            correction = unic_correction(form, pair, options.corrector_variant)
+        redo = dataclasses.replace(call, rule=first, correction=correction)
+        if call.after is not None:  # reported as the corrected one would be
+            redo = dataclasses.replace(redo, after=call.after._replace(report=correction is None))
+        calls[k] = dataclasses.replace(call, restart=redo)
+    return dataclasses.replace(plan, calls=tuple(calls))
+
+
 def _singlestep_plan(
     schedule: NoiseSchedule,
     options: SolverOptions,
@@ -416,20 +526,15 @@ def _singlestep_plan(
                 "first step is then taken at order 1)"
             )
         orders = [1, *orders[1:]]
-    if options.eta > 0:
-        stages = [
-            singlestep_sde_stage(schedule, options, outer[i], outer[i + 1], k)
-            for i, k in enumerate(orders)
-        ]
-    else:
-        stages = [
-            singlestep_stage(
-                schedule, options.form, options.solver_type, inner, outer[i], outer[i + 1], k
-            )
-            for i, k in enumerate(orders)
-        ]
-    calls = stage_calls(stages, levels)
-    return Plan(t_s, t_e, end, levels, stages=stages, calls=calls, start=Mark(0, levels[0].t, None))
+    if options.eta == 0:
+        return dataclasses.replace(
+            singlestep_plan(schedule, options, outer, orders, inner), end=end
+        )
+    stages = [
+        singlestep_sde_stage(schedule, options, outer[i], outer[i + 1], k)
+        for i, k in enumerate(orders)
+    ]
+    return dataclasses.replace(_stepped(levels, stages), end=end)
 
 
 def _build(schedule: NoiseSchedule, options: SolverOptions) -> Plan:
@@ -463,7 +568,7 @@ def _build(schedule: NoiseSchedule, options: SolverOptions) -> Plan:
     last = len(plan.rules) if options.method == "multistep" else len(plan.stages)
     xt_step = last + 1 if options.method == "multistep" else last
     final = end_call(end, last + 1, COPY, after=Mark(last + 1, t_e, xt_step), target="data")
-    return dataclasses.replace(plan, calls=(*plan.calls, final))
+    return with_end(plan, final)
 
 
 # Plans per schedule object, keyed by its id (a schedule need not be hashable: a dataclass

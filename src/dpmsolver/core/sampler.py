@@ -230,6 +230,15 @@ class Sampler:
         to the host. This is what `compile()` traces, and what a CUDA graph can capture.
         `evaluator`: call the model through this one instead (e.g. one that accumulates the
         finiteness check on the device; reading it is then the caller's)."""
+        check_state(x, generator)  # types, shapes and devices: nothing read back
+        if evaluator is not None and (
+            not isinstance(evaluator, Evaluator) or evaluator.target != self.options.form
+        ):
+            got = getattr(evaluator, "target", type(evaluator).__name__)
+            raise TypeError(
+                f"evaluator must be an Evaluator of this run's form {self.options.form!r}; "
+                f"got {got!r}"
+            )
         ev = evaluator or Evaluator(self.model, self.options.form, False)
         return self._run(ev, x, generator)
 

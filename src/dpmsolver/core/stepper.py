@@ -40,7 +40,7 @@ from .kernel import combine
 from .model import Target
 from .schedules import Level
 
-__all__ = ["Call", "Calls", "Hooks", "Mark", "Output", "State", "init", "step"]
+__all__ = ["Call", "Calls", "Hooks", "Mark", "Output", "Span", "State", "init", "step"]
 
 # (x, t, step) -> x, and (step, t, x) -> None: the run's hooks (see `dpmsolver.sample`).
 XtCorrection = Callable[[Tensor, float, int], Tensor]
@@ -59,6 +59,15 @@ class Mark(NamedTuple):
     report: bool = True
 
 
+class Span(NamedTuple):
+    """The interval (t_s, t_t) whose noise a stochastic rule adds, and the step that
+    errors name for it."""
+
+    t_s: float
+    t_t: float
+    step: int
+
+
 @dataclass(frozen=True)
 class Call:
     """One model call of a plan and what `step` does with its output.
@@ -74,7 +83,9 @@ class Call:
         call's output completes.
     before / after: the marks settled after completing a correction (or, at a run's first
         call, the start) and after applying `rule`.
-    noise: the interval (t_s, t_t) whose noise `rule` adds, for a caller's noise sampler.
+    noise: the interval whose noise `rule` adds, for a caller's noise sampler.
+    restart: this call at first order, taken when the state lacks the outputs `rule`
+        needs (a run that begins inside the plan: `plan.with_restarts`).
     """
 
     level: Level
@@ -85,8 +96,9 @@ class Call:
     correction: Linear | None = None
     before: Mark | None = None
     after: Mark | None = None
-    noise: tuple[float, float] | None = None
+    noise: Span | None = None
     target: Target | None = None
+    restart: Call | None = None
 
 
 class State(NamedTuple):
@@ -179,6 +191,8 @@ def step(
     if isinstance(output, tuple):  # CFG++: the guided output acts now, the other is kept
         guided, output = output
     if call.stage >= 0:  # singlestep: a stage of the step that starts at `start`
+        if call.restart is not None and (start is None or len(kept) + 1 < _needs(call)):
+            call = call.restart  # the run began inside this step: first order from here
         if call.stage == 0 or start is None:
             start, kept = x, ()
         outputs = (*kept, output)
@@ -196,6 +210,8 @@ def step(
         x = _settle(x, call.before, hooks)
     outputs = (output, *kept)[: call.keep]
     del kept, output
+    if call.restart is not None and len(outputs) < _needs(call):
+        call = call.restart  # the run began here: first order until enough outputs are kept
     if call.rule is None:
         return State(x, outputs)
     z = noise if noise is not None else _noise(call, x, hooks)
@@ -209,11 +225,16 @@ def step(
     return State(x_new, outputs, x, call.correction)
 
 
+def _needs(call: Call) -> int:
+    """The model outputs the call's rule combines."""
+    return 0 if call.rule is None else len(call.rule.cm)
+
+
 def _noise(call: Call, x: Tensor, hooks: Hooks) -> Tensor | None:
     """The caller's noise for the call's stochastic rule (None: the generator's)."""
     if hooks.noise is None or call.rule is None or not call.rule.noise or call.noise is None:
         return None
-    return hooks.noise(call.noise[0], call.noise[1], x, call.number)
+    return hooks.noise(call.noise.t_s, call.noise.t_t, x, call.noise.step)
 
 
 def _settle(x: Tensor, mark: Mark, hooks: Hooks) -> Tensor:

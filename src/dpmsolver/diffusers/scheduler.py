@@ -5,9 +5,11 @@
 It implements what pipelines call (set_timesteps, timesteps, sigmas, scale_model_input,
 step, add_noise, scale_noise, index_for_timestep, order, set_begin_index, step_index,
 begin_index). `set_timesteps` computes every call's coefficient rule once, in float64,
-through the core's planning functions, so a run is the one `dpmsolver.sample` computes on
-the same grid. What each config key means is `config.read_config`; where diffusers'
-schedulers place their calls is `spacing`.
+through the core's planning functions (`calls`), and `step` hands each model output to the
+core's stepper with the run's state, which the scheduler holds between calls: a run is the
+one `dpmsolver.sample` computes on the same grid. What each config key means is
+`config.read_config` (saved and loaded as `config_io` says); where diffusers' schedulers
+place their calls is `spacing`; a tuned solver is read by `tuned`.
 
 What it does differently from diffusers' DPMSolverMultistepScheduler:
   - the network is evaluated at the exact (fractional) timestep the solver assumes;
@@ -21,14 +23,12 @@ diffusers is an optional dependency, imported only by this package.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import math
 import numbers
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,96 +43,37 @@ from torch import Tensor
 
 from ..checks import check_bool, check_device, check_int
 from ..core import (
-    MAX_STEPS,
     DiscreteVPSchedule,
     Level,
-    Linear,
     ModelOutputError,
+    Plan,
     SolverOptions,
     check_grid,
-    check_noise_levels,
-    combine,
     sigmas_to_times,
-    singlestep_orders,
     time_grid,
     to_data,
 )
-from ..core.coefficients import jump_to_zero, unic_correction
-from ..core.kernel import finite_flag, remember
-from ..core.plan import (
-    multistep_orders,
-    multistep_plan,
-    multistep_rule,
-    singlestep_outer,
-    singlestep_stage,
-)
-from ..tuned import check_solver_record
-from .config import PREDICTION_TYPES, Setup, read_config
-from .spacing import (
-    flow_calls,
-    last_timestep,
-    sigma_calls,
-    timestep_calls,
-)
+from ..core.kernel import finite_flag
+from ..core.plan import singlestep_outer
+from ..core.stepper import State
+from ..core.stepper import step as take_step
+from .calls import Planned, plan_calls
+from .config import Setup, read_config
+from .config_io import TUNED_KEEPS, config_for, json_without_none, resolved_keys
+from .inputs import check_samples, check_step_inputs, check_steps_count, position_in
+from .spacing import flow_calls, last_timestep, sigma_calls, timestep_calls
+from .tuned import analytic_scale, analytic_state, tuned_options
 
 __all__ = ["DPMSolverScheduler"]
 
-# Keys that say the same thing: a keyword given to from_config replaces the config's
-# other keys of its group (the caller's word is the later one).
-SYNONYMS = (
-    (
-        "skip_type",
-        "timestep_spacing",
-        "use_karras_sigmas",
-        "use_exponential_sigmas",
-        "use_beta_sigmas",
-        "use_lu_lambdas",
-    ),
-    ("final_noise_level", "final_sigmas_type", "set_alpha_to_one"),
-    ("final_step_first_order", "euler_at_final"),
-    ("algorithm_type", "predict_x0"),
-    ("corrector", "corrector_variant", "solver_type", "disable_corrector"),
-)
-# What a config's class says that its keys do not (the keys it would carry if saved).
-CLASS_KEYS: dict[str, dict[str, Any]] = {
-    "DPMSolverSinglestepScheduler": {"method": "singlestep"},
-    "UniPCMultistepScheduler": {"solver_type": "bh2"},
-    "FlowMatchEulerDiscreteScheduler": {"shift": 1.0},
-    "FlowMatchHeunDiscreteScheduler": {"shift": 1.0},
-}
-# Our own keys, saved with the value in use so that a round trip through another class
-# (which keeps them as hidden keys) comes back to the same run.
-RESOLVED_KEYS = (
-    "prediction_type",
-    "algorithm_type",
-    "solver_type",
-    "method",
-    "corrector",
-    "corrector_variant",
-)
 
-
-_IDENTITY = Linear(1.0, (0.0,))  # a step of length 0: x as it is
-
-
-@dataclass(frozen=True)
-class _Call:
-    """What step() does with the model output at one timestep.
-
-    The output m joins `history`; the returned sample is `rule` applied to the state
-    saved at the start of the current step (singlestep) or the current sample (multistep).
-    """
-
-    level: Level
-    rule: Linear
-    starts_step: bool  # singlestep: this call begins a step (the state to keep)
-    # First-order rule to the next call's level, used when sampling begins here
-    # without the history the rule needs (img2img: set_begin_index inside the grid).
-    restart: Linear | None
-    # multistep with a corrector: re-does this call's step once the next call's output
-    # (at the predicted state) arrives; `restart_correction` re-does the `restart` step.
-    correction: Linear | None = None
-    restart_correction: Linear | None = None
+def _defaults() -> dict[str, Any]:
+    """Every key of the scheduler with its default value."""
+    return {
+        k: p.default
+        for k, p in inspect.signature(DPMSolverScheduler.__init__).parameters.items()
+        if k != "self"
+    }
 
 
 class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
@@ -226,20 +167,25 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         keys.pop("self")
         keys.pop("__class__", None)
         keys.pop("tuned_solver")
-        self._setup: Setup = read_config(keys)
-        # A tuned solver (from_tuned): its grid, solver options and coefficients; the
-        # first step's rule when it is analytic (no call), applied through init_noise_sigma.
+        setup = read_config(keys)
+        # A tuned solver (from_tuned): its grid, solver options and coefficients.
         self._tuned: SolverOptions | None = None
-        # (its correction, its scale c of x_1 = c x_T, its start level)
-        self._afs: tuple[Linear | None, float, Level] | None = None
         if tuned_solver is not None:
-            self._tuned = _tuned_options(tuned_solver, keys, self._setup)
-            self._setup = dataclasses.replace(
-                self._setup, options=self._tuned, denoise_to_zero=self._tuned.denoise_to_zero
+            self._tuned = tuned_options(tuned_solver, keys, setup, _defaults())
+            setup = Setup(
+                **{
+                    **setup.__dict__,
+                    "options": self._tuned,
+                    "denoise_to_zero": self._tuned.denoise_to_zero,
+                }
             )
-        setup = self._setup
-        if self._tuned is None:
-            self._save_resolved(setup)
+        else:
+            self.register_to_config(**resolved_keys(setup.options, setup.prediction))
+            defaults = self.config.get("_use_default_values")
+            if defaults is not None:  # our keys, as used, count as given (one order)
+                kept = sorted(k for k in defaults if k not in resolved_keys(setup.options, "noise"))
+                self.register_to_config(_use_default_values=kept)
+        self._setup: Setup = setup
         self.noise_schedule = setup.schedule
         self._total = int(setup.betas.numel())  # N: trained_betas may set it
         if not setup.flow:
@@ -250,39 +196,15 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         self.init_noise_sigma = 1.0
         self.num_inference_steps: int | None = None
         self.timesteps = torch.zeros(0)
+        self.sigmas = torch.zeros(0)
+        self._plan = Plan(0.0, 0.0, setup.schedule.levels([setup.schedule.t_max])[0])
         self._host_timesteps: list[float] = []
         self._time_of: dict[float, float] = {}  # a planned call's timestep -> its time
-        self.sigmas = torch.zeros(0)
-        self._calls: list[_Call] = []
-        self._final = 0.0  # the noise level where the run ends (the last entry of sigmas)
-        self._history: list[Tensor] = []
-        self._step_start: Tensor | None = None
-        self._pending: tuple[Linear, Tensor] | None = None  # correction and its start
+        self._afs_scale: float | None = None  # x_1 = scale x_T after an analytic first step
+        self._state: State | None = None  # the stepper's state between step() calls
         self._finite: list[tuple[int, Tensor]] = []  # (step, finiteness flag of its output)
         self._step_index: int | None = None
         self._begin_index: int | None = None
-
-    def _save_resolved(self, setup: Setup) -> None:
-        """Save our keys as used (diffusers' names where it has them) and mark them given,
-        so another class keeps them and hands them back (see `RESOLVED_KEYS`)."""
-        options = setup.options
-        form = {"dpmsolver": "midpoint", "taylor": "heun"}[options.solver_type]
-        # With the corrector on, the midpoint form is saved under UniPC's name for its B(h).
-        variant = options.corrector_variant
-        algorithm = options.algorithm if options.eta == 0 else f"sde-{options.algorithm}"
-        prediction = {v: k for k, v in PREDICTION_TYPES.items()}[setup.prediction]
-        self.register_to_config(
-            prediction_type=prediction,
-            algorithm_type=algorithm,
-            solver_type=form if options.corrector == "off" or form == "heun" else variant,
-            method=options.method,
-            corrector=options.corrector,
-            corrector_variant=options.corrector_variant,
-        )
-        defaults = self.config.get("_use_default_values")
-        if defaults is not None:
-            kept = sorted(k for k in defaults if k not in RESOLVED_KEYS)  # one order
-            self.register_to_config(_use_default_values=kept)
 
     @classmethod
     def from_tuned(cls, tuned: Any, config: Any = None, **kwargs: Any) -> DPMSolverScheduler:
@@ -353,38 +275,15 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
     def extract_init_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
         """diffusers' reading of a config, plus what the config's class says (a
         DPMSolverSinglestep config means singlestep, a FlowMatch config flow matching, a
-        UniPC config its corrector) and keyword precedence over the keys of the same group."""
-        config = dict(config_dict)
-        defaults = set(config.get("_use_default_values", []))
-        given = {k for k in config if not k.startswith("_") and k not in defaults}
-        for group in SYNONYMS:
-            if any(k in kwargs for k in group):
-                for k in group:
-                    if k not in kwargs:
-                        config.pop(k, None)
-                        given.discard(k)
-        source = _source_class(config, defaults)
-        if source == cls.__name__:
-            # A config we saved (None values left out): the keys it lacks are ours at their
-            # defaults, passed as given so the loaded config equals the saved one.
-            for key, param in inspect.signature(cls.__init__).parameters.items():
-                if key != "self" and key not in config and key not in kwargs:
-                    config[key] = param.default
-        added = []
-        for key, value in CLASS_KEYS.get(source, {}).items():
-            if key not in given and key not in kwargs:
-                config[key] = value
-                added.append(key)
-        if "_use_default_values" in config:
-            config["_use_default_values"] = [k for k in defaults if k not in added]
+        UniPC config its corrector) and keyword precedence over the keys of the same group
+        (`config_io.config_for`)."""
+        config = config_for(cls.__name__, _defaults, config_dict, kwargs)
         return super().extract_init_dict(config, **kwargs)
 
     def to_json_string(self) -> str:
         """The config as JSON, without the keys that are None ("not said"), so that
         diffusers' own classes load it with their defaults."""
-        text = super().to_json_string()
-        data = {k: v for k, v in json.loads(text).items() if v is not None}
-        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+        return json_without_none(super().to_json_string())
 
     # -- the diffusers protocol -------------------------------------------------------------
 
@@ -483,7 +382,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             raise ValueError(
                 f"flow sigmas must lie in (0, 1]; the grid starts at {float(grid[0]):.6g}"
             )
-        self._plan(grid.tolist(), True, count_jump=True)
+        self._set_plan(plan_calls(self._setup, grid.tolist(), True, count_jump=True))
 
     def _plan_vp(
         self,
@@ -535,7 +434,9 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         timesteps: list[float] | Tensor | None,
         sigmas: list[float] | Tensor | None,
     ) -> None:
-        """The tuned solver's grid and rules (its own times: no other grid is taken)."""
+        """The tuned solver's grid and rules (its own times: no other grid is taken). With
+        an analytic first step (no model call), the pipeline starts at x_1 = c x_T: its
+        initial noise is scaled by init_noise_sigma = c."""
         tuned = self._tuned
         if tuned is None:  # internal
             raise TypeError("no tuned solver")
@@ -549,20 +450,9 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             raise ValueError(
                 f"num_inference_steps={n}, but the tuned solver takes {calls} model calls"
             )
-        self._plan(list(tuned.timesteps or ()), False)
-        self._afs = None
-        self.init_noise_sigma = 1.0
-        if tuned.analytic_first_step:
-            # The first step has no call: x_1 = c x_T with c from its rule (x0_pred = 0, or
-            # eps_pred = x_T / sigma_T). Pipelines draw latents * init_noise_sigma, so they
-            # start at x_1; its correction (if any) waits for the first call's output.
-            first = self._calls.pop(0)
-            level = first.level
-            scale = first.rule.cx
-            if tuned.form == "noise":
-                scale += first.rule.cm[0] / level.sigma
-            self._afs = (first.correction, scale, level)
-            self.init_noise_sigma = scale
+        self._set_plan(plan_calls(self._setup, list(tuned.timesteps or ()), False))
+        self._afs_scale = analytic_scale(self._plan) if self._plan.first else None
+        self.init_noise_sigma = 1.0 if self._afs_scale is None else self._afs_scale
 
     def _vp(self) -> DiscreteVPSchedule:
         ns = self.noise_schedule
@@ -578,11 +468,11 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         t_min = self.noise_schedule.t_min
         at_end = calls[-1] <= t_min * (1 + 1e-12)
         if to_zero or (at_end and custom):
-            self._plan(calls, True, count_jump=not custom)
+            self._set_plan(plan_calls(self._setup, calls, True, count_jump=not custom))
         elif at_end:
-            self._plan(calls, False, identity_end=True)
+            self._set_plan(plan_calls(self._setup, calls, False, identity_end=True))
         else:
-            self._plan([*calls, t_min], False)
+            self._set_plan(plan_calls(self._setup, [*calls, t_min], False))
 
     def _plan_by_count(self, n: int, to_zero: bool) -> None:
         """Our skip_type grid with n calls (multistep: n steps, or n - 1 and the jump)."""
@@ -592,138 +482,55 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         skip = self._setup.spacing.name
         steps = n - 1 if to_zero else n
         if steps == 0:
-            self._plan([t_start], True)
+            self._set_plan(plan_calls(self._setup, [t_start], True))
             return
         if options.method == "multistep":
-            self._plan(time_grid(ns, skip, t_start, ns.t_min, steps).tolist(), to_zero)
+            grid = time_grid(ns, skip, t_start, ns.t_min, steps).tolist()
+            self._set_plan(plan_calls(self._setup, grid, to_zero))
             return
         outer, orders = singlestep_outer(
             ns, "singlestep", steps, options.order, skip, t_start, ns.t_min
         )
-        self._plan(outer, to_zero, orders=orders, inner=skip)
+        self._set_plan(plan_calls(self._setup, outer, to_zero, orders=orders, inner=skip))
 
-    def _plan(
-        self,
-        grid: list[float],
-        to_zero: bool,
-        *,
-        count_jump: bool = False,
-        identity_end: bool = False,
-        orders: list[int] | None = None,
-        inner: str | None = None,
-    ) -> None:
-        """The calls for step boundaries `grid`, planned by the core, then the jump to zero if
-        `to_zero` (`count_jump`: the jump counts as a step where orders are lowered at the
-        end). Each call also gets the first-order rule to the end of its step, for a
-        run that begins there without the earlier outputs its rule needs.
-
-        Singlestep: with `orders` the steps are those of the core's `singlestep_outer`
-        (intermediate points by `inner`); otherwise each step of order k spans k intervals
-        of `grid`, whose points inside it are its intermediate calls (as diffusers' singlestep
-        scheduler uses its timesteps)."""
-        setup = self._setup
-        ns = self.noise_schedule
-        options = setup.options
-        form = options.form
-        calls: list[_Call] = []
-        steps = len(grid) - 1
-        if options.method == "multistep":
-            # On diffusers' grids the jump to zero counts as a step when orders are lowered
-            # at the end (it is the last of num_inference_steps steps there); on ours the
-            # steps before it are lowered too (the authors' rule, lower error).
-            counted = steps + 1 if (to_zero and count_jump) or identity_end else steps
-            step_orders = multistep_orders(
-                counted, options.order, options.lowers_final_order(counted)
-            )[:steps]
-            if setup.final_step_first_order and steps > 0 and not to_zero:
-                step_orders[-1] = 1
-            # With the jump to zero another call follows the last step: it is corrected.
-            plan = multistep_plan(
-                ns, options, grid, step_orders, correct_last=to_zero or identity_end
-            )
-            levels = plan.levels
-            corrections = list(plan.corrections)
-            for j in setup.disable_corrector:
-                if j < len(corrections):
-                    corrections[j] = None
-            for i, (rule, correction) in enumerate(zip(plan.rules, corrections, strict=True)):
-                pair = [levels[i], levels[i + 1]]
-                restart = multistep_rule(options, pair)
-                restart_correction = (
-                    unic_correction(form, pair, options.corrector_variant)
-                    if correction is not None
-                    else None
-                )
-                calls.append(_Call(levels[i], rule, True, restart, correction, restart_correction))
-        else:
-            levels = ns.levels(grid)
-            if orders is None:
-                orders = singlestep_orders(steps, options.order) if steps else []
-                if steps and levels[0].alpha == 0.0 and orders[0] > 1:
-                    orders = [1, *singlestep_orders(steps - 1, options.order)]
-                if setup.final_step_first_order and orders and orders[-1] > 1:
-                    orders = [*orders[:-1], *([1] * orders[-1])]
-                bounds = [0]
-                for k in orders:
-                    bounds.append(bounds[-1] + k)
-            else:  # one step per interval of `grid`
-                bounds = list(range(len(orders) + 1))
-            for i, k in enumerate(orders):
-                s_t, t_t = grid[bounds[i]], grid[bounds[i + 1]]
-                r = None
-                if inner is None:
-                    lam = [lv.lambda_ for lv in levels[bounds[i] : bounds[i + 1] + 1]]
-                    r = [(lj - lam[0]) / (lam[-1] - lam[0]) for lj in lam[1:-1]]
-                stage_levels, rules = singlestep_stage(
-                    ns, form, options.solver_type, inner or "logSNR", s_t, t_t, k, r
-                )
-                ends = [lv.t for lv in stage_levels[1:]] + [t_t]
-                for j, (lvl, rule) in enumerate(zip(stage_levels, rules, strict=True)):
-                    restart = None
-                    if j > 0:  # first order to the next call's level
-                        restart = singlestep_stage(
-                            ns, form, options.solver_type, "logSNR", lvl.t, ends[j], 1
-                        )[1][0]
-                    calls.append(_Call(lvl, rule, j == 0, restart))
-            levels = ns.levels([grid[-1]])
-        end = levels[-1]
-        if to_zero:
-            calls.append(_Call(end, jump_to_zero(form, end), True, None))
-        elif identity_end:
-            calls.append(_Call(end, _IDENTITY, True, _IDENTITY))
-        if setup.denoise_to_zero and not to_zero:
-            calls.append(_Call(end, jump_to_zero(form, end), True, None))
-        self._calls = calls
-        ends_at_zero = to_zero or setup.denoise_to_zero
-        self._final = 0.0 if ends_at_zero else self._noise_level(end)
+    def _set_plan(self, planned: Planned) -> None:
+        """The run's plan, and the noise level where it ends (the last entry of sigmas)."""
+        self._plan = planned.plan
+        self._final = 0.0 if planned.final_zero else self._noise_level(planned.end)
+        self._afs_scale = None
+        self.init_noise_sigma = 1.0
 
     def _noise_level(self, level: Level) -> float:
         """What diffusers calls sigma: sigma_t / alpha_t (VP), the flow sigma (flow)."""
         return level.sigma if self._setup.flow else level.sigma / level.alpha
 
+    def _calls(self) -> tuple[Any, ...]:
+        """The plan's calls that the model makes (after an analytic first step: from the
+        second), one per step()."""
+        return self._plan.calls[self._plan.first :]
+
     def _expose(self, device: str | torch.device | None) -> None:
-        if device is not None:
-            device = check_device("device", device)
         """timesteps (the network's time input at each call, float64 so it sees the exact
         level the solver assumes; float32 on MPS) and sigmas (each call's noise level, then
         the end's: sigma_t / alpha_t for VP, the flow sigma for flow matching)."""
+        if device is not None:
+            device = check_device("device", device)
         ns = self.noise_schedule
+        calls = self._calls()
         model_times = [
             float(ns.model_time(c.level.t)) if c.level.model_t is None else c.level.model_t
-            for c in self._calls
+            for c in calls
         ]
         on_mps = torch.device(device).type == "mps" if device is not None else False
         self.timesteps = torch.tensor(
             model_times, dtype=torch.float32 if on_mps else torch.float64, device=device
         )
         self._host_timesteps = model_times
-        self._time_of = {m: c.level.t for m, c in zip(model_times, self._calls, strict=True)}
-        levels = [self._noise_level(c.level) for c in self._calls]
+        self._time_of = {m: c.level.t for m, c in zip(model_times, calls, strict=True)}
+        levels = [self._noise_level(c.level) for c in calls]
         self.sigmas = torch.tensor([*levels, self._final], dtype=torch.float64, device=device)
-        self.num_inference_steps = len(self._calls)
-        self._history = []
-        self._step_start = None
-        self._pending = None
+        self.num_inference_steps = len(calls)
+        self._state = None
         self._finite = []
         self._step_index = None
         self._begin_index = None
@@ -745,10 +552,14 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         `timesteps` (the usual `for t in scheduler.timesteps`) is recognised without
         reading the device; another device tensor is read once, at the first call only.
         The SDE algorithms draw their noise from `generator`, or take `variance_noise`.
+        The update is the core stepper's (`stepper.step`), on the run's state that the
+        scheduler holds between calls; a run that begins inside the grid takes first-order
+        steps until it has the outputs its rules need.
         """
-        if not self._calls:
+        calls = self._calls()
+        if not calls:
             raise ValueError("call set_timesteps before step")
-        _check_step_inputs(model_output, timestep, sample, variance_noise, generator)
+        check_step_inputs(model_output, timestep, sample, variance_noise, generator)
         return_dict = check_bool("return_dict", return_dict)
         if self._step_index is None:
             if self._begin_index is None:
@@ -757,10 +568,9 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                 self._step_index = self._begin_index
                 self._check_begin_index(self._begin_index)
         i = self._step_index
-        if i >= len(self._calls):
-            raise ValueError(f"step called {i + 1} times; set_timesteps planned {len(self._calls)}")
+        if i >= len(calls):
+            raise ValueError(f"step called {i + 1} times; set_timesteps planned {len(calls)}")
         self._check_timestep(timestep, i)
-        call = self._calls[i]
         model_output = self._mean_of(model_output, sample, i)
         if variance_noise is not None and variance_noise.shape != sample.shape:
             raise ValueError(
@@ -768,49 +578,23 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                 f"{tuple(sample.shape)}"
             )
         self._note_finite(model_output, i)
-        m = self._convert(model_output, sample, call.level)
-        if i == 0 and self._afs is not None and not self._begin_index:
-            # After the analytic first step: its output (x0_pred = 0 or eps_pred = x_T /
-            # sigma_T) heads the history, and its correction starts from x_T.
-            correction, scale, level = self._afs
-            start = sample * (1.0 / scale)
-            self._history = [
-                torch.zeros_like(sample)
-                if self._setup.options.form == "data"
-                else start * (1.0 / level.sigma)
-            ]
-            if correction is not None:
-                self._pending = (correction, start)
-        if self._setup.options.method == "multistep":
-            if self._pending is not None:
-                # m was computed at the predicted state: correct the step that made it.
-                correction, start = self._pending
-                sample = combine(correction, start, [m, *self._history])
-                self._pending = None
-            remember(self._history, m, self._setup.options.order)
-            rule = call.rule
-            if len(self._history) < len(rule.cm) and call.restart is not None:
-                rule = call.restart  # sampling began here: no earlier outputs yet
-                if call.restart_correction is not None:  # corrected as diffusers' UniPC does
-                    self._pending = (call.restart_correction, sample)
-            elif call.correction is not None:
-                self._pending = (call.correction, sample)
-            prev = combine(rule, sample, self._history, generator, variance_noise)
+        m = self._convert(model_output, sample, calls[i].level)
+        plan = self._plan
+        if self._state is not None:
+            state = self._state._replace(x=sample)  # the pipeline's sample, as it passes it
+        elif i == 0 and self._afs_scale is not None and not self._begin_index:
+            state = analytic_state(plan, sample, self._afs_scale)
         else:
-            rule = call.rule
-            begin = self._step_start
-            if call.starts_step or begin is None or len(self._history) + 1 < len(rule.cm):
-                begin, self._history = sample, []
-                if not call.starts_step and call.restart is not None:
-                    # Sampling began inside this step: first order to the next call's level
-                    # until the next step starts.
-                    rule = call.restart
-            self._step_start = begin
-            self._history.append(m)
-            prev = combine(rule, begin, self._history)
+            state = State(sample)  # the run begins here
+        self._state = None  # handed over: the stepper frees what no rule needs
+        self._state = take_step(
+            plan, state, plan.first + i, m, generator=generator, noise=variance_noise
+        )
+        prev = self._state.x
         self._step_index = i + 1
-        if self._step_index == len(self._calls):
+        if self._step_index == len(calls):
             self._raise_if_nonfinite()
+            self._state = None
         if not return_dict:
             return (prev,)
         return SchedulerOutput(prev_sample=prev)
@@ -840,10 +624,11 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             )
 
     def _check_begin_index(self, begin_index: int) -> None:
-        if self._calls and begin_index >= len(self._calls):
+        count = len(self._calls())
+        if count and begin_index >= count:
             raise ValueError(
                 f"begin_index={begin_index} is past the last step: set_timesteps planned "
-                f"{len(self._calls)} (indices 0 to {len(self._calls) - 1})"
+                f"{count} (indices 0 to {count - 1})"
             )
 
     def _mean_of(self, out: Tensor, sample: Tensor, i: int) -> Tensor:
@@ -877,7 +662,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         grid = self.timesteps if schedule_timesteps is None else schedule_timesteps
         if grid.numel() == 0:
             raise ValueError("call set_timesteps before step")
-        own = _position_in(timestep, grid)
+        own = position_in(timestep, grid)
         if own is not None:
             return own
         value = float(timestep)  # not an element of the grid: one read of its value
@@ -895,7 +680,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         Checked without reading the device: a device tensor that is not an element of
         `timesteps` is not checked after the first call."""
         expected = self._host_timesteps[i]
-        own = _position_in(timestep, self.timesteps)
+        own = position_in(timestep, self.timesteps)
         if own is not None:
             if own == i:
                 return
@@ -932,8 +717,8 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         """x_t = alpha_t x_0 + sigma_t noise at (possibly fractional) timesteps of the
         network's time input, which must lie in the schedule's range (checked: one read of
         their ends). For flow matching alpha_t = 1 - sigma_t, sigma_t = timestep / N."""
-        _check_samples("original_samples", original_samples)
-        _check_samples("noise", noise)
+        check_samples("original_samples", original_samples)
+        check_samples("noise", noise)
         if noise.shape != original_samples.shape:
             raise ValueError(
                 f"add_noise: noise has shape {tuple(noise.shape)}; it must have "
@@ -978,7 +763,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         flow matching sigma noise + (1 - sigma) sample, for VP models `add_noise`."""
         if noise is None:
             raise ValueError("scale_noise needs noise")
-        _check_samples("sample", sample)
+        check_samples("sample", sample)
         if isinstance(timestep, bool) or not isinstance(timestep, Tensor | numbers.Real):
             raise TypeError(
                 f"scale_noise: timestep must be a number or a tensor; got "
@@ -996,153 +781,3 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
     def _timestep_of(self, t: float) -> float:
         n = float(self._total)
         return t * n if self._setup.flow else t * n - 1.0
-
-
-def check_steps_count(n: object) -> int:
-    """num_inference_steps as an int in [1, MAX_STEPS], or a clear error."""
-    n = check_int("num_inference_steps", n, 1)
-    if n > MAX_STEPS:
-        raise ValueError(
-            f"num_inference_steps={n} is more than {MAX_STEPS}: planning costs host time and "
-            "memory per step before the first model call, and the ODE solution is converged "
-            "long before"
-        )
-    return n
-
-
-def _check_samples(name: str, value: object) -> None:
-    """Raise TypeError unless `value` is a floating tensor (named `name`)."""
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}")
-    if not value.is_floating_point():
-        raise TypeError(f"{name} must have a floating dtype; got {value.dtype}")
-    if value.device.type == "meta":
-        raise ValueError(f"{name} is a meta tensor (a shape without data)")
-
-
-def _check_step_inputs(
-    model_output: object,
-    timestep: object,
-    sample: object,
-    variance_noise: object,
-    generator: object,
-) -> None:
-    """The types step() takes: tensors for the model output and the sample, one timestep
-    (a number or a one-element tensor), and optional noise and generator."""
-    if not isinstance(model_output, Tensor):
-        hint = ""
-        if isinstance(model_output, tuple | list) or hasattr(model_output, "sample"):
-            hint = " (a model's output object or tuple: pass its .sample or [0])"
-        raise TypeError(
-            f"model_output must be a torch.Tensor; got {type(model_output).__name__}{hint}"
-        )
-    _check_samples("model_output", model_output)
-    _check_samples("sample", sample)
-    if isinstance(timestep, Tensor):
-        if timestep.device.type == "meta":
-            raise ValueError("timestep is a meta tensor (a shape without data)")
-        if timestep.numel() != 1:
-            raise ValueError(
-                f"timestep must be one timestep (a number, or a tensor of one element); got a "
-                f"tensor of shape {tuple(timestep.shape)}: step() moves the whole batch from "
-                "one timestep"
-            )
-    elif isinstance(timestep, bool) or not isinstance(timestep, numbers.Real):
-        raise TypeError(
-            f"timestep must be a number or a one-element tensor (an entry of "
-            f"scheduler.timesteps); got {type(timestep).__name__} {timestep!r}"
-        )
-    if variance_noise is not None:
-        _check_samples("variance_noise", variance_noise)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator; got {type(generator).__name__}")
-
-
-def _source_class(config: dict[str, Any], defaults: set[str]) -> str:
-    """The diffusers class a config belongs to: its `_class_name` (saved configs, and
-    schedulers loaded from them), else the class in `CLASS_KEYS` whose __init__ takes
-    exactly the config's keys (given or left at their defaults), else ''."""
-    name = config.get("_class_name")
-    if isinstance(name, str):
-        return name
-    import diffusers
-
-    keys = {k for k in config if not k.startswith("_")} | defaults
-    for candidate in CLASS_KEYS:
-        cls = getattr(diffusers, candidate, None)
-        if cls is not None and set(inspect.signature(cls.__init__).parameters) - {"self"} == keys:
-            return candidate
-    return ""
-
-
-def _position_in(timestep: float | Tensor, grid: Tensor) -> int | None:
-    """The index of `timestep` in `grid` if it is one of its elements (a view into its
-    memory, as iterating over the tensor gives), found from pointers alone; else None."""
-    if (
-        not isinstance(timestep, Tensor)
-        or timestep.dtype != grid.dtype
-        or timestep.device != grid.device
-        or timestep.numel() != 1
-        or grid.dim() != 1
-        or not grid.is_contiguous()
-    ):
-        return None
-    offset = timestep.data_ptr() - grid.data_ptr()
-    size = grid.element_size()
-    if offset % size or not 0 <= offset // size < grid.numel():
-        return None
-    return offset // size
-
-
-# The config keys from_tuned keeps: the training schedule and what the network predicts;
-# every other key (grid, solver) comes from the tuned solver.
-TUNED_KEEPS = (
-    "num_train_timesteps",
-    "beta_start",
-    "beta_end",
-    "beta_schedule",
-    "trained_betas",
-    "rescale_betas_zero_snr",
-    "prediction_type",
-    "thresholding",
-    "dynamic_thresholding_ratio",
-    "sample_max_value",
-    "clip_sample",
-    "clip_sample_range",
-    "variance_type",
-    "steps_offset",
-    "set_alpha_to_one",
-)
-
-
-def _tuned_options(record: dict[str, Any], keys: dict[str, Any], setup: Setup) -> SolverOptions:
-    """The solver options of a tuned solver's JSON record, checked against the config: no
-    grid or solver key besides it, a VP schedule, and the schedule it was tuned on."""
-    if setup.flow:
-        raise ValueError("tuned_solver needs a VP config (a flow-matching config was given)")
-    defaults = {
-        k: p.default
-        for k, p in inspect.signature(DPMSolverScheduler.__init__).parameters.items()
-        if k != "self"
-    }
-    said = sorted(k for k, v in keys.items() if k not in TUNED_KEEPS and v != defaults.get(k, v))
-    if said:
-        raise ValueError(
-            f"tuned_solver sets the grid and the solver; {', '.join(said)} cannot be given "
-            "with it (use DPMSolverScheduler.from_tuned(tuned, config), which keeps the "
-            "config's schedule keys only)"
-        )
-    missing = [k for k in ("times", "sigmas", "options", "coefficients") if k not in record]
-    if missing:
-        raise ValueError(f"tuned_solver lacks {', '.join(missing)}: give a TunedSolver's record")
-    record = check_solver_record(record)
-    rows = record["coefficients"]
-    options = SolverOptions.of(
-        timesteps=tuple(record["times"]),
-        coefficients=None if rows is None else tuple(tuple(r) for r in rows),
-        **record["options"],
-    )
-    check_noise_levels(
-        setup.schedule, list(options.timesteps or ()), record["sigmas"], "config's schedule"
-    )
-    return options
