@@ -19,10 +19,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from plots import plot_panels
 from problems import reference_solution
 
 import dpmsolver as dpm
-from dpmsolver import bench
 from dpmsolver.models import ExactModel, ddpm_linear_schedule, load_digits_gmm
 
 SOLVERS = {
@@ -46,7 +46,7 @@ def plot(errors: dict[str, dict[str, list[float]]], nfes: list[int], path: Path)
         }
         for skip_type, rows in errors.items()
     }
-    bench.plot_panels(
+    plot_panels(
         panels,
         path,
         title="Exact digits model (GMM), DDPM linear schedule",

@@ -35,11 +35,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dpmsolver import DiffusionModel, Level, TunedSolver, bench, pilot_reference, sample
-from dpmsolver.measure import reference, rms
+from dpmsolver import DiffusionModel, Level, TunedSolver, pilot_reference, sample
 from dpmsolver.models import MODELS, load
 from dpmsolver.noise import start_noise
-from dpmsolver.presets import SOLVERS
+from dpmsolver.tools.measure import reference, rms
+from dpmsolver.tools.presets import SOLVERS
+from dpmsolver.tuning import budget
 
 HELD_OUT = {"digits-exact": 1024, "digits-net": 256}
 
@@ -142,7 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--budgets", default="4,5,6,8,10")
-    parser.add_argument("--settings", default=",".join(bench.BUDGET_SEARCH))
+    parser.add_argument("--settings", default=",".join(budget.BUDGET_SEARCH))
     parser.add_argument("--reference-nfe", type=int, default=3000)
     parser.add_argument("--pilots", type=int, default=64)
     parser.add_argument("--n", type=int, default=None, help="held-out noises")
@@ -154,7 +155,7 @@ def main() -> None:
         start = time.perf_counter()
         model = load(name)
         n = args.n or HELD_OUT[name]
-        result = bench.budget(
+        result = budget.budget(
             model,
             budgets,
             n=n,
@@ -163,7 +164,7 @@ def main() -> None:
             reference_nfe=args.reference_nfe,
             grid_only=False,
         )
-        # The same pilots and held-out noises as bench.budget: seeds 0 and 1.
+        # The same pilots and held-out noises as budget.budget: seeds 0 and 1.
         pilots = pilot_reference(model, pilots=args.pilots, seed=0)
         test_x = start_noise(model, n, 1)
         test_ref = reference(model, test_x, args.reference_nfe)
@@ -202,7 +203,7 @@ def main() -> None:
             opts = SOLVERS[setting].options
             steps = opts.steps_for_calls(row.nfe)
             untuned = sample(
-                model, test_x, opts, timesteps=bench.untuned_grid(model.schedule, grid, steps)
+                model, test_x, opts, timesteps=budget.untuned_grid(model.schedule, grid, steps)
             )
             (s_t, r_t), (s_u, r_u) = tail(t_end, test_ref), tail(untuned, test_ref)
             tails.append(

@@ -37,10 +37,10 @@ from diffusers import (
     FlowMatchEulerDiscreteScheduler,
     UniPCMultistepScheduler,
 )
+from plots import plot_panels
 from problems import reference_solution
 
 import dpmsolver as dpm
-from dpmsolver import bench
 from dpmsolver.diffusers import DPMSolverScheduler
 from dpmsolver.models import load_digits_gmm
 
@@ -176,7 +176,7 @@ def plot(tables: dict[str, Table], path: Path) -> None:
         }
         for title, (steps, rows) in tables.items()
     }
-    bench.plot_panels(
+    plot_panels(
         panels,
         path,
         title="diffusers' schedulers and DPMSolverScheduler on the exact digits model (GMM)",

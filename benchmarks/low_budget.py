@@ -1,6 +1,6 @@
 """Tuned solvers against the best untuned setting, per model-call budget, on the built-in models.
 
-For each budget (4, 5, 6, 8, 10, 15, 20 model calls) `dpmsolver.bench.budget` tunes a
+For each budget (4, 5, 6, 8, 10, 15, 20 model calls) `dpmsolver.tuning.budget.budget` tunes a
 solver with `optimize_solver` on 64 pilot noises (one shared pilot reference for all
 budgets), and a grid-only one (`tune_coefficients=False`), and scores them on held-out
 noises (1024 for the exact model, 256 for the network) against a 3000-call reference. The
@@ -29,9 +29,10 @@ import time
 from pathlib import Path
 
 import torch
+from plots import Line, plot_panels
 
-from dpmsolver import bench
 from dpmsolver.models import MODELS, TUNED_NFE, load
+from dpmsolver.tuning import budget
 
 # Held-out noises per model: the exact model's per-sample errors are heavy-tailed (a few
 # trajectories pass near a boundary between two mixture components and end in the other),
@@ -40,9 +41,9 @@ HELD_OUT = {"digits-exact": 1024, "digits-net": 256}
 TITLES = {"digits-exact": "exact digits model (GMM)", "digits-net": "trained digits network"}
 
 
-def plot(results: dict[str, bench.BudgetResult], path: Path) -> None:
+def plot(results: dict[str, budget.BudgetResult], path: Path) -> None:
     """Error against model calls, one panel per model: tuned, grid-only, best untuned."""
-    panels: dict[str, dict[str, bench.Line]] = {}
+    panels: dict[str, dict[str, Line]] = {}
     for name, result in results.items():
         rows = result.rows
         nfe = [r.nfe for r in rows]
@@ -55,7 +56,7 @@ def plot(results: dict[str, bench.BudgetResult], path: Path) -> None:
                 dict(marker="^", linestyle="--", color="0.35"),
             ),
         }
-    bench.plot_panels(
+    plot_panels(
         panels,
         path,
         title="Tuned solvers against the best untuned setting (held-out noises)",
@@ -67,8 +68,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--budgets", default="4,5,6,8,10,15,20")
-    parser.add_argument("--settings", default=",".join(bench.BUDGET_SEARCH))
-    parser.add_argument("--grids", default=",".join(bench.BUDGET_GRIDS))
+    parser.add_argument("--settings", default=",".join(budget.BUDGET_SEARCH))
+    parser.add_argument("--grids", default=",".join(budget.BUDGET_GRIDS))
     parser.add_argument("--reference-nfe", type=int, default=3000)
     parser.add_argument("--pilots", type=int, default=64, help="pilot noises (default 64)")
     parser.add_argument(
@@ -84,10 +85,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     shipped: dict[str, dict[str, object]] = {}
-    results: dict[str, bench.BudgetResult] = {}
+    results: dict[str, budget.BudgetResult] = {}
     for name in args.models.split(","):
         start = time.perf_counter()
-        result = bench.budget(
+        result = budget.budget(
             load(name),
             [int(b) for b in args.budgets.split(",")],
             n=args.n or HELD_OUT[name],

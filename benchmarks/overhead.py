@@ -9,7 +9,8 @@ on Stable Diffusion's training schedule (scaled-linear betas, 1000 steps).
 Timing: single thread; in each round the floor and every sampler run back to back (so
 drift in the machine's speed hits all of them alike); each figure is the median over rounds
 of the sampler's time divided by that round's floor. Memory: the peak bytes of tensors
-the run allocates and holds at once, in units of x's size (`dpmsolver.bench.peak_live_bytes`).
+the run allocates and holds at once, in units of x's size
+(`dpmsolver.tools.memory.peak_live_bytes`).
 
 `--compile` also compiles the 2M loop with `torch.compile(fullgraph=True)` (the net is
 traced with it) and reports whether that succeeded and its ratio to the eager floor. (The
@@ -33,7 +34,7 @@ from torch import Tensor
 
 import dpmsolver as dpm
 from dpmsolver.diffusers import DPMSolverScheduler
-from dpmsolver.memory import peak_live_bytes
+from dpmsolver.tools.memory import peak_live_bytes
 
 STEPS = 20
 SD_BETAS = dict(

@@ -7,8 +7,9 @@ setting's RMS error at 6 model calls against a 3000-call reference on held-out n
 import torch
 
 import dpmsolver as dpm
-from dpmsolver import measure, noise
+from dpmsolver import noise
 from dpmsolver.models import load, tuned_grid
+from dpmsolver.tools import measure
 
 torch.set_num_threads(1)
 model = load("digits-exact")

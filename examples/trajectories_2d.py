@@ -20,8 +20,8 @@ import matplotlib
 import torch
 
 import dpmsolver as dpm
-from dpmsolver import measure
 from dpmsolver.models import ExactModel, GaussianMixture, ddpm_linear_schedule
+from dpmsolver.tools import measure
 
 matplotlib.use("Agg")  # draw to a file; no display needed
 import matplotlib.pyplot as plt

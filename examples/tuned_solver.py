@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 
 import dpmsolver as dpm
-from dpmsolver import measure, noise
+from dpmsolver import noise
 from dpmsolver.core import sigmas_to_times
 from dpmsolver.k_diffusion import sample_tuned, tuned_sigmas
 from dpmsolver.models import load, tuned_solver
+from dpmsolver.tools import measure
 
 torch.set_num_threads(1)
 model = load("digits-exact")

@@ -25,8 +25,8 @@ import torch
 
 import dpmsolver as dpm
 from dpmsolver import k_diffusion as kd
-from dpmsolver.generation import merge_shards
 from dpmsolver.models import load
+from dpmsolver.tools.generation import merge_shards
 
 MODEL = load("digits-exact")
 SCHEDULE = MODEL.schedule

@@ -1,4 +1,4 @@
-"""dpmsolver.bench: the reference solve, the rows, and the files it writes."""
+"""dpmsolver.tools.bench: the reference solve, the rows, and the files it writes."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from problems import reference_solution
 
-from dpmsolver import bench, measure
 from dpmsolver.models import load
+from dpmsolver.tools import bench, measure
 
 
 def test_reference_solve_agrees_with_scipy() -> None:

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from dpmsolver import labels
-from dpmsolver.cli import _compare_picture, main
-from dpmsolver.labels import label_grid
-from dpmsolver.png import read_png
-from dpmsolver.presets import SOLVERS
+from dpmsolver.cli import labels, main
+from dpmsolver.cli.commands import compare_picture
+from dpmsolver.cli.labels import label_grid
+from dpmsolver.tools.png import read_png
+from dpmsolver.tools.presets import SOLVERS
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -161,7 +161,7 @@ def test_compare_headers_take_the_longest_form_that_fits(
         grid, ["ddim", "reference"], columns * len(steps), cell=(32, 32), gap=4,
         group_labels=heads, corner="seed 3", scale=scale,
     )  # fmt: skip
-    assert np.array_equal(_compare_picture(grid, args, (32, 32)), expected)
+    assert np.array_equal(compare_picture(grid, args, (32, 32)), expected)
 
 
 def _centred(mask: np.ndarray, width: int) -> np.ndarray:

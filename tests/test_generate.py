@@ -16,9 +16,9 @@ import pytest
 import torch
 
 import dpmsolver as dpm
-from dpmsolver.generation import MANIFEST, MERGED, merge_shards, sample_seed
 from dpmsolver.models import load
 from dpmsolver.noise import start_states
+from dpmsolver.tools.generation import MANIFEST, MERGED, merge_shards, sample_seed
 
 FAST = dict(steps=5, order=2)  # solver options of the in-process tests
 

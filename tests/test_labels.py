@@ -1,4 +1,4 @@
-"""The built-in 5x7 font and the labelled grid of `dpmsolver.labels`."""
+"""The built-in 5x7 font and the labelled grid of `dpmsolver.cli.labels`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import string
 import numpy as np
 import pytest
 
-from dpmsolver.labels import (
+from dpmsolver.cli.labels import (
     CHARACTERS,
     GLYPH_HEIGHT,
     GLYPH_WIDTH,

@@ -67,7 +67,7 @@ def test_the_graph_is_read() -> None:
     assert "dpmsolver.core.sampler" in internal_edges("dpmsolver.core")
     assert "dpmsolver.core.kernel" in internal_edges("dpmsolver.core.loops")
     assert "dpmsolver.models.digits_net" in internal_edges("dpmsolver.models.registry")
-    assert "dpmsolver.generation" in internal_edges("dpmsolver.cli")  # inside a function
+    assert "dpmsolver.tools.generation" in internal_edges("dpmsolver.cli")  # inside a function
     assert len([m for m in MODULES if m.startswith("dpmsolver.core.")]) >= 9
 
 
@@ -139,5 +139,5 @@ def test_import_dpmsolver_loads_no_tool_it_does_not_need() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert "dpmsolver.core" in loaded
-    for absent in ("dpmsolver.bench", "dpmsolver.memory", "dpmsolver.cli", "diffusers"):
+    for absent in ("dpmsolver.tools.bench", "dpmsolver.tools.memory", "dpmsolver.cli", "diffusers"):
         assert absent not in loaded

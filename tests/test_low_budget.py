@@ -12,9 +12,11 @@ import torch
 from problems import digits_mixture, reference_solution
 
 import dpmsolver as dpm
-from dpmsolver import bench, measure, noise
+from dpmsolver import noise
 from dpmsolver.core.coefficients import unic_correction
 from dpmsolver.models import TUNED_NFE, load, tuned_grid, tuned_solver
+from dpmsolver.tools import measure
+from dpmsolver.tuning import budget
 
 
 @functools.cache
@@ -298,7 +300,7 @@ def test_shipped_tuned_grids(name: str) -> None:
 
 def test_budget_search_and_cli(tmp_path, capsys) -> None:
     model, _ = exact()
-    result = bench.budget(
+    result = budget.budget(
         model,
         [5],
         n=8,
@@ -342,9 +344,9 @@ def test_budget_search_and_cli(tmp_path, capsys) -> None:
     assert saved["nfe"] == 4 and saved["times"] == shipped.times
     assert saved["coefficients"] == shipped.coefficients
     with pytest.raises(ValueError, match="budgets"):
-        bench.budget(model, [1])
+        budget.budget(model, [1])
     with pytest.raises(ValueError, match="grids: unknown 'nope'"):
-        bench.budget(model, [4], grids=["nope"])
+        budget.budget(model, [4], grids=["nope"])
 
 
 def test_published_grids_are_mapped_onto_the_models_noise_range() -> None:
@@ -353,13 +355,13 @@ def test_published_grids_are_mapped_onto_the_models_noise_range() -> None:
     sd = dpm.VPSchedule.discrete(
         betas=torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
     )
-    times = bench.untuned_grid(sd, "ays", 10)
+    times = budget.untuned_grid(sd, "ays", 10)
     sigmas = [lv.sigma / lv.alpha for lv in sd.levels(times)]
     # (the table is rounded to 3-4 digits; SD's own ends are 14.6146 and 0.0292)
     assert sigmas == pytest.approx(list(dpm.ALIGN_YOUR_STEPS["sd15"]), rel=1e-2)
     model, _ = exact()
     schedule = model.schedule  # type: ignore[attr-defined]
-    mapped = bench.untuned_grid(schedule, "ays", 7)
+    mapped = budget.untuned_grid(schedule, "ays", 7)
     assert (mapped[0], mapped[-1]) == (schedule.t_max, schedule.t_min) and len(mapped) == 8
     assert all(a > b for a, b in itertools.pairwise(mapped))
 

@@ -1,4 +1,4 @@
-"""Tests for dpmsolver.models.gmm (exact GMM denoiser) and dpmsolver.png."""
+"""Tests for dpmsolver.models.gmm (exact GMM denoiser) and dpmsolver.tools.png."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dpmsolver.models import GaussianMixture, load_digits_gmm
-from dpmsolver.png import image_grid, read_png, write_png
+from dpmsolver.tools.png import image_grid, read_png, write_png
 
 F64 = torch.float64
 LEVELS = [(1.0, 0.1), (0.8, 0.6), (0.1, 1.0), (0.999, 1e-3), (0.3, 3.0), (1e-3, 0.9999)]

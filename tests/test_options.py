@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import dpmsolver as dpm
-from dpmsolver.measure import counting
 from dpmsolver.models import load
+from dpmsolver.tools.measure import counting
 
 MODEL = load("digits-exact")
 X = MODEL.sample_noise(3, torch.Generator().manual_seed(0), torch.float64)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 import dpmsolver as dpm
-from dpmsolver.memory import peak_live_bytes
+from dpmsolver.tools.memory import peak_live_bytes
 
 SCHEDULE = dpm.VPSchedule.linear()
 

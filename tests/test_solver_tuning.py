@@ -15,10 +15,11 @@ import pytest
 import torch
 
 import dpmsolver as dpm
-from dpmsolver import measure, noise
+from dpmsolver import noise
 from dpmsolver.core import SolverOptions, make_plan, time_grid
 from dpmsolver.models import TUNED_NFE, load, tuned_solver
-from dpmsolver.presets import SOLVERS
+from dpmsolver.tools import measure
+from dpmsolver.tools.presets import SOLVERS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -368,7 +369,7 @@ def test_options_narrow_the_families_or_apply_to_them() -> None:
     "family", ["dpm++2m", "dpm++3m+c+afs", "dpm++2m+c+afs", "ipndm4+afs", "deis3", "deis3+afs"]
 )
 def test_the_search_runs_the_samplers_loop_bit_for_bit(family: str) -> None:
-    from dpmsolver.solver_tuning import _Search
+    from dpmsolver.tuning.solver_search import _Search
 
     ref = small_reference()
     search = _Search(exact(), ref, 12, 10**9)
@@ -600,8 +601,8 @@ def test_shipped_tuned_solver_beats_the_shipped_grid_on_fresh_noise() -> None:
 
 
 def test_cli_sample_tuned_runs_the_shipped_solver(tmp_path, capsys) -> None:
-    from dpmsolver import png
     from dpmsolver.cli import main
+    from dpmsolver.tools import png
 
     out = tmp_path / "tuned.png"
     assert main(["sample", "--tuned", "--steps", "5", "--n", "4", "--out", str(out)]) == 0
@@ -644,7 +645,7 @@ def test_tuned_sigmas_final_zero_and_the_flow_face() -> None:
 
 
 def test_regularization_pulls_the_fit_to_the_analytic_rule() -> None:
-    from dpmsolver.solver_tuning import _Search
+    from dpmsolver.tuning.solver_search import _Search
 
     search = _Search(exact(), small_reference(), 12, 10**9)
     base = grid_options(5, order=3)

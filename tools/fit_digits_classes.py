@@ -31,7 +31,7 @@ from fit_digits_gmm import fit as fit_mixture  # the tool beside this one (run f
 
 from dpmsolver.models.conditional import ClassConditionalMixture
 from dpmsolver.models.gmm import GaussianMixture
-from dpmsolver.png import image_grid, write_png
+from dpmsolver.tools.png import image_grid, write_png
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src/dpmsolver/models/digits_classes.npz"
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from dpmsolver.models.gmm import GaussianMixture
-from dpmsolver.png import image_grid, write_png
+from dpmsolver.tools.png import image_grid, write_png
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src/dpmsolver/models/digits_gmm.npz"
 

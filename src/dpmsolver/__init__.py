@@ -13,10 +13,9 @@ plans and loops; the faces (`compat`, `diffusers`, `k_diffusion`, `cli`) and the
 
 Drop-in replacement for the authors' single file::
 
-    from dpmsolver import NoiseScheduleVP, model_wrapper, DPM_Solver
+    from . import NoiseScheduleVP, model_wrapper, DPM_Solver
 """
 
-from .brownian import BrownianTreeNoiseSampler, PerSampleNoise
 from .compat import DPM_Solver, NoiseScheduleVP, model_wrapper
 from .core import (
     ALIGN_YOUR_STEPS,
@@ -47,11 +46,12 @@ from .core import (
     to_data,
     to_noise,
 )
-from .generation import GenerateResult, generate
-from .pilots import PilotReference, pilot_reference
-from .solver_tuning import optimize_solver
-from .tuned import TunedGrid, TunedSolver
-from .tuning import optimize_time_grid
+from .noise.brownian import BrownianTreeNoiseSampler, PerSampleNoise
+from .tools.generation import GenerateResult, generate
+from .tuning.grid_search import optimize_time_grid
+from .tuning.pilots import PilotReference, pilot_reference
+from .tuning.solver_search import optimize_solver
+from .tuning.values import TunedGrid, TunedSolver
 
 __version__ = "0.1.0"
 

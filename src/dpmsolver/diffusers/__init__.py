@@ -1,6 +1,6 @@
 """The diffusers face: `DPMSolverScheduler`, a scheduler that diffusers pipelines accept.
 
-    from dpmsolver.diffusers import DPMSolverScheduler
+    from . import DPMSolverScheduler
     pipe.scheduler = DPMSolverScheduler.from_config(pipe.scheduler.config)
 
     config     what each key of diffusers' scheduler configs means here (`read_config`)

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from ..core import Plan, SolverOptions, check_noise_levels
 from ..core.stepper import State
-from ..tuned import check_solver_record
+from ..tuning.values import check_solver_record
 from .config import Setup
 from .config_io import TUNED_KEEPS
 

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ..core import Level, NoiseSchedule, Target
-from ..noise import start_noise
+from ..noise.start import start_noise
 from .gmm import GaussianMixture
 
 __all__ = ["ExactModel"]

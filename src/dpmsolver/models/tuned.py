@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ..tuned import TunedGrid, TunedSolver
+from ..tuning.values import TunedGrid, TunedSolver
 
 __all__ = ["TUNED_NFE", "tuned_grid", "tuned_solver"]
 

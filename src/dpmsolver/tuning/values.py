@@ -17,8 +17,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .checks import check_float, check_int
-from .core import NoiseSchedule, SolverOptions, check_grid, check_noise_levels
+from ..checks import check_float, check_int
+from ..core import NoiseSchedule, SolverOptions, check_grid, check_noise_levels
 
 __all__ = ["TunedGrid", "TunedSolver", "check_solver_record"]
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .checks import check_int
-from .core import (
+from ..checks import check_int
+from ..core import (
     DiffusionModel,
     Level,
     NoiseSchedule,
@@ -30,9 +30,9 @@ from .core import (
     resolve_times,
     time_grid,
 )
-from .core.coefficients import multistep_update
-from .measure import counting, rms
-from .noise import start_noise
+from ..core.coefficients import multistep_update
+from ..noise.start import start_noise
+from ..tools.measure import counting, rms
 
 __all__ = ["PilotReference", "pilot_reference"]
 

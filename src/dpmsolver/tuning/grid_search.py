@@ -32,8 +32,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checks import check_int
-from .core import (
+from ..checks import check_int
+from ..core import (
     SKIP_TYPES,
     DiffusionModel,
     NoiseSchedule,
@@ -43,10 +43,10 @@ from .core import (
     resolve_times,
     time_grid,
 )
-from .measure import counting, rms
-from .noise import start_noise
+from ..noise.start import start_noise
+from ..tools.measure import counting, rms
 from .pilots import PilotReference, pilot_reference
-from .tuned import TunedGrid
+from .values import TunedGrid
 
 __all__ = ["optimize_time_grid"]
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor
 
-from .core import DiffusionModel, Level, SolverOptions, Target, sample
+from ..core import DiffusionModel, Level, SolverOptions, Target, sample
 
 __all__ = ["Counted", "counting", "reference", "rms"]
 

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checks import check_bool, check_float, check_int
-from .core import LinkedNoise
+from ..checks import check_bool, check_float, check_int
+from ..core import LinkedNoise
 
 __all__ = ["BrownianTreeNoiseSampler", "PerSampleNoise"]
 

@@ -29,9 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .brownian import BrownianTreeNoiseSampler
-from .checks import check_bool, check_choice, check_device, check_float, check_int
-from .core import (
+from ..checks import check_bool, check_choice, check_device, check_float, check_int
+from ..core import (
     MAX_STEPS,
     Evaluator,
     FlowSchedule,
@@ -45,9 +44,10 @@ from .core import (
     check_grid,
     sample,
 )
-from .core.kernel import tensor_version
-from .core.sampler import check_state
-from .progress import Progress
+from ..core.kernel import tensor_version
+from ..core.sampler import check_state
+from ..noise.brownian import BrownianTreeNoiseSampler
+from ..tools.progress import Progress
 
 __all__ = [
     "BrownianTreeNoiseSampler",

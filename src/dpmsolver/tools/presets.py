@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .core import SolverOptions
+from ..core import SolverOptions
 
 __all__ = ["RECOMMENDED", "SOLVERS", "Preset"]
 

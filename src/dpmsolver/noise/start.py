@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .checks import check_int, check_shape
-from .core import DiffusionModel
+from ..checks import check_int, check_shape
+from ..core import DiffusionModel
 
 __all__ = ["sample_shape", "start_noise", "start_states"]
 

@@ -39,8 +39,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checks import check_bool, check_choice, check_float, check_int
-from .core import (
+from ..checks import check_bool, check_choice, check_float, check_int
+from ..core import (
     DiffusionModel,
     NoiseSchedule,
     Sampler,
@@ -48,14 +48,14 @@ from .core import (
     check_model,
     time_grid,
 )
-from .core.kernel import Evaluator
-from .core.options import MULTISTEP3, VARIANTS
-from .core.plan import AFS_MAX_SNR, Plan, multistep_plan
-from .core.stepper import State, init, step
-from .measure import counting, rms
+from ..core.kernel import Evaluator
+from ..core.options import MULTISTEP3, VARIANTS
+from ..core.plan import AFS_MAX_SNR, Plan, multistep_plan
+from ..core.stepper import State, init, step
+from ..tools.measure import counting, rms
+from ..tools.presets import SOLVERS
 from .pilots import PilotReference, pilot_reference
-from .presets import SOLVERS
-from .tuned import TunedSolver
+from .values import TunedSolver
 
 __all__ = ["SEARCHED_FAMILIES", "optimize_solver"]
 

@@ -49,10 +49,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .brownian import PerSampleNoise
-from .checks import check_bool, check_device, check_int
-from .core import DiffusionModel, Sampler, SolverOptions, check_model
-from .noise import sample_shape, start_states
+from ..checks import check_bool, check_device, check_int
+from ..core import DiffusionModel, Sampler, SolverOptions, check_model
+from ..noise.brownian import PerSampleNoise
+from ..noise.start import sample_shape, start_states
 from .png import to_uint8
 from .progress import Progress
 
@@ -177,7 +177,7 @@ def generate(
                 f"device {dev} does not exist: {torch.cuda.device_count()} CUDA devices visible"
             )
     if isinstance(model, str):
-        from .models import load
+        from ..models import load
 
         model_name = model_name or model
         net: DiffusionModel = load(model, device=dev)

@@ -1,0 +1,224 @@
+"""The commands: `sample` (a PNG grid of a built-in model's samples), `bench` (error
+against the exact ODE solution), `generate` (resumable shards) and `compare` (one
+labelled picture of several solvers)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..core import sample
+from ..noise.start import sample_shape, start_noise
+from ..tools.measure import counting, reference
+from ..tools.presets import SOLVERS
+from ..tools.progress import Progress
+
+if TYPE_CHECKING:
+    import numpy as np
+
+from .arguments import DTYPES, solver_options
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from ..models import load
+    from ..tools.generation import check_batch_memory
+    from ..tools.png import image_grid, write_image
+
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1; got {args.n}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be >= 1; got {args.steps}")
+    model, calls = counting(load(args.model, device=args.device))
+    dtype = DTYPES[args.dtype]
+    check_batch_memory(args.n, sample_shape(model), dtype, torch.device(args.device), "--n")
+    x_T = start_noise(model, args.n, args.seed).to(args.device, dtype)
+    options = solver_options(args)
+    bar = Progress(options.num_steps(), args.quiet, desc="sampling", unit="step", leave=False)
+
+    def advance(step: int, t: float, x: torch.Tensor) -> None:
+        if step > 0:
+            bar.update()
+
+    start = time.perf_counter()
+    try:
+        # The SDE noise (--eta) comes from its own generator, seeded from --seed too.
+        gen = torch.Generator().manual_seed(args.seed ^ 0x5DE)
+        x0 = sample(model, x_T, options, callback=advance, generator=gen)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_image(args.out, image_grid(x0.float().cpu(), nrow=args.nrow))
+    print(
+        f"{args.model}: {options.algorithm} {options.method} order {options.order}"
+        + (
+            f" SDE eta={options.eta:g}{' ancestral' if options.ancestral else ''}"
+            if options.eta
+            else ""
+        )
+        + f", {args.n} samples, "
+        f"{calls[0]} model calls in {seconds:.2f} s -> {args.out}"
+    )
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from ..models import load
+    from ..tools import bench
+
+    model = load(args.model, device=args.device)
+    start = time.perf_counter()
+    if args.budget:
+        from ..models import TUNED_NFE, tuned_solver
+        from ..tuning.budget import budget
+
+        shipped = {b: tuned_solver(args.model, b) for b in args.budgets if b in TUNED_NFE}
+        found = budget(
+            model,
+            budgets=args.budgets,
+            tuned=shipped,
+            grid_only=False,
+            n=args.n,
+            seed=args.seed + 1,
+            tune_seed=args.seed,
+            reference_nfe=args.reference_nfe,
+        )
+        args.out.mkdir(parents=True, exist_ok=True)
+        found.to_json(args.out / "budget.json")
+        print(found.table())
+        print(f"{time.perf_counter() - start:.1f} s; wrote budget.json to {args.out}")
+        return 0
+    result = bench.run(
+        model,
+        steps=args.steps,
+        solvers=args.solvers,
+        n=args.n,
+        seed=args.seed,
+        skip_type=args.skip_type or "logSNR",
+        reference_nfe=args.reference_nfe,
+        dtype=DTYPES[args.dtype],
+        device=args.device,
+        baselines=not args.no_baselines,
+    )
+    result.extra["model"] = args.model
+    if not result.rows:
+        print("dpmsolver bench: error: no solver ran (no rows to write)", file=sys.stderr)
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    result.to_csv(args.out / "bench.csv")
+    result.to_json(args.out / "bench.json")
+    print(result.table())
+    try:
+        result.plot(args.out / "bench.png")
+        plotted = ", bench.png"
+    except ImportError:
+        plotted = " (no plot: matplotlib is not installed)"
+    print(
+        f"{time.perf_counter() - start:.1f} s; wrote bench.csv, bench.json{plotted} to {args.out}"
+    )
+    return 0
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from ..models import load
+    from ..tools.generation import check_batch_memory, generate
+
+    shape = sample_shape(load(args.model))
+    batch = min(args.batch, args.num) if args.batch >= 1 and args.num >= 1 else args.batch
+    if batch >= 1:  # (bad values are reported by generate, naming them)
+        check_batch_memory(batch, shape, DTYPES[args.dtype], torch.device(args.device), "--batch")
+    start = time.perf_counter()
+    result = generate(
+        args.model,
+        args.num,
+        args.out,
+        batch=args.batch,
+        seed=args.seed,
+        device=args.device,
+        dtype=DTYPES[args.dtype],
+        merge=args.merge,
+        progress=not args.quiet,
+        options=solver_options(args),
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        merged = f"; merged into {result.merged}" if result.merged else ""
+        print(
+            f"{args.model}: {result.num} samples in {result.shards} shards in {args.out} "
+            f"({len(result.generated)} made, {len(result.skipped)} kept by this process) "
+            f"in {time.perf_counter() - start:.1f} s{merged}"
+        )
+    return 0
+
+
+_TILE_SCALE, _TILE_PADDING = 4, 1  # compare's image_grid: 4x upscaling, 1-pixel gaps
+
+
+def compare_picture(
+    grid: np.ndarray, args: argparse.Namespace, cell: tuple[int, int]
+) -> np.ndarray:
+    """The compare grid framed with its labels: the solvers (and `reference`) left of the
+    rows; above the columns each step count and, per column, the sample's index in the
+    noise of --seed. Labels are drawn 2x unless they only fit 1x, each header in its
+    longest form that fits: `5 steps`, `5 st` or `5` over a step count's columns, `#3` or
+    `3` over a tile (a label no wider than its tile keeps neighbours apart)."""
+    from .labels import fit_label, label_grid, text_width
+
+    gap = _TILE_PADDING * _TILE_SCALE
+    run = args.n * (cell[1] + gap) - gap  # the width of one step count's --n tiles
+    for scale in (2, 1):
+        last = fit_label([f"#{args.n - 1}", f"{args.n - 1}"], cell[1], scale)
+        columns = [f"{'#' if last[0] == '#' else ''}{i}" for i in range(args.n)]
+        steps = [fit_label([f"{s} steps", f"{s} st", f"{s}"], run, scale) for s in args.steps]
+        if text_width(last, scale) <= cell[1] and all(text_width(t, scale) <= run for t in steps):
+            break
+    return label_grid(
+        grid,
+        [*args.solvers, "reference"],
+        columns * len(args.steps),
+        cell=cell,
+        gap=gap,
+        group_labels=steps,
+        corner=f"seed {args.seed}",
+        scale=scale,
+    )
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from ..models import load
+    from ..tools.png import image_grid, write_image
+
+    model = load(args.model, device=args.device)
+    x_T = start_noise(model, args.n, args.seed).to(args.device, DTYPES[args.dtype])
+    skip_type = args.skip_type or "logSNR"
+    columns = args.n * len(args.steps)
+    cell = (x_T.shape[-2] * _TILE_SCALE, x_T.shape[-1] * _TILE_SCALE)
+
+    def picture(images: torch.Tensor) -> np.ndarray:
+        grid = image_grid(images, nrow=columns, padding=_TILE_PADDING, scale=_TILE_SCALE)
+        return compare_picture(grid, args, cell)
+
+    # Label a blank picture first, so that labels that cannot fit fail before any sampling.
+    picture(torch.zeros(((len(args.solvers) + 1) * columns, *x_T.shape[1:])))
+    cells = []
+    for name in args.solvers:
+        for steps in args.steps:
+            options = SOLVERS[name].options
+            cells.append(
+                sample(model, x_T, options, steps=steps, skip_type=skip_type).float().cpu()
+            )
+    ref = reference(model, x_T.double(), skip_type=skip_type).float().cpu()
+    blank = torch.full_like(ref, float("nan"))  # drawn mid-grey, like the gaps
+    cells += [ref] + [blank] * (len(args.steps) - 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_image(args.out, picture(torch.cat(cells)))
+    samples = "#0" if args.n == 1 else f"#0-#{args.n - 1}"
+    print(
+        f"rows: {', '.join(args.solvers)}, reference; columns: samples {samples} of seed "
+        f"{args.seed} at each of {', '.join(map(str, args.steps))} steps; labelled -> {args.out}"
+    )
+    return 0
