@@ -211,7 +211,7 @@ def test_gits_sigmas_are_the_published_grids(coeff: float, steps: int) -> None:
 
 def test_gits_table_shape_and_default() -> None:
     from dpmsolver import gits_sigmas
-    from dpmsolver.core.grids import GITS_NOISE_LEVELS
+    from dpmsolver.core.published import GITS_NOISE_LEVELS
 
     assert sorted(GITS_NOISE_LEVELS) == pytest.approx([0.8 + 0.05 * i for i in range(15)])
     for rows in GITS_NOISE_LEVELS.values():

@@ -2,7 +2,8 @@
 
     schedules     1. noise schedules: alpha_t, sigma_t, lambda_t and t(lambda), float64
     model         2. model adapter: a network's output and guidance as eps_pred / x0_pred
-    grids         3. time grids, and the one check of a user-given grid
+    grids         3. time grids (a registry of spacings), the one check of a user-given grid
+    published        published grids (Align Your Steps, GITS) and their resampling
     coefficients  4. update rules as data: x_new = cx x + sum_j cm[j] m[j] (+ noise z)
     options          the solver options: one frozen value, its checks and implications
     plan             options + schedule -> levels and rules, cached
@@ -16,13 +17,10 @@ Faces and tools import the names below (or a module's `__all__`), never a privat
 
 from .coefficients import Linear, phi
 from .grids import (
-    ALIGN_YOUR_STEPS,
+    GRIDS,
     SKIP_TYPES,
-    align_your_steps,
     check_grid,
     check_noise_levels,
-    gits_sigmas,
-    interpolate_grid,
     sigmas_to_times,
     singlestep_orders,
     time_grid,
@@ -43,6 +41,7 @@ from .model import (
 )
 from .options import ALGORITHMS, CORRECTORS, DPM_ALGORITHMS, MAX_STEPS, METHODS, SolverOptions
 from .plan import Plan, make_plan, resolve_times
+from .published import ALIGN_YOUR_STEPS, align_your_steps, gits_sigmas, interpolate_grid
 from .sampler import Sampler, sample
 from .schedules import (
     CosineVPSchedule,
@@ -63,6 +62,7 @@ __all__ = [
     "ALIGN_YOUR_STEPS",
     "CORRECTORS",
     "DPM_ALGORITHMS",
+    "GRIDS",
     "MAX_STEPS",
     "METHODS",
     "SKIP_TYPES",
