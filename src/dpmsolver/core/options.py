@@ -60,7 +60,10 @@ class SolverOptions:
     """How to solve the diffusion ODE: every option of `dpmsolver.sample` and `Sampler`.
 
     Attributes:
-        steps: number of model calls (NFE) for the fixed-step methods.
+        steps: the number of steps of the fixed-step methods. Multistep takes one model
+            call per step (steps - 1 calls with `analytic_first_step`); 'singlestep' mixes
+            its orders to take exactly `steps` calls; 'singlestep_fixed' takes steps // order
+            steps of `order` calls each (`model_calls()` gives the count).
         order: 1, 2 or 3 (1 is DDIM); 1 to 4 for algorithm='ipndm'.
         method: 'multistep' (Adams-like, 1 call per step: DPM-Solver++(2M)/(3M)),
             'singlestep' (Runge-Kutta-like, orders mixed to use exactly `steps` calls),
@@ -68,8 +71,8 @@ class SolverOptions:
             (DPM-Solver-12 / -23 for order 2 / 3, step size from atol/rtol; ignores steps).
         algorithm: 'dpmsolver++' (data form; stable with guidance and thresholding),
             'dpmsolver' (noise form), 'ipndm' (multistep only: Adams-Bashforth steps in
-            sigma = sigma_t / alpha_t with fixed equal-step weights, orders 1-4, noise form;
-            strong at 4-10 calls on polynomial / karras grids) or 'deis' (multistep only:
+            sigma = sigma_t / alpha_t with fixed equal-step weights, orders 1-4, noise form)
+            or 'deis' (multistep only:
             tAB-DEIS as ComfyUI's sample_deis, eps extrapolated by a Lagrange polynomial in
             its time variable and integrated over the step in sigma, orders 1-3, noise
             form; see `deis_update`).
@@ -89,16 +92,15 @@ class SolverOptions:
             lower the order of their final steps (the last step of a time-uniform grid is
             by far the largest in lambda); this stabilises few-step sampling.
         lower_order_final_below: 15 by default, as the authors' documentation and
-            diffusers say; the authors' code uses 10 (`DPM_Solver` keeps 10). On the exact
-            digits model at 10 steps, time-uniform grid, 15 cuts the error of 2M 1.8x and
-            of 3M 7x.
+            diffusers say; the authors' code uses 10 (`DPM_Solver` keeps 10; see
+            docs/benchmarks.md, "Where we differ from the reference").
         denoise_to_zero: finish with x = x0_pred(x, t_end) (one more model call).
         solver_type: 'dpmsolver' or 'taylor' form of the second/third-order corrections.
         atol, rtol: tolerances of the adaptive method.
-        multistep3: the third-order multistep rule: 'damped' (the authors': second
-            difference at half its Taylor weight; global order 2, lowest error at 10-40
-            steps on time-uniform grids) or 'exact' (global order 3; better with logSNR
-            grids and many steps).
+        multistep3: the third-order multistep rule (method 'multistep', order 3, the
+            DPM-Solver algorithms): 'damped' (the authors': the second difference at half
+            its Taylor weight; global order 2) or 'exact' (global order 3). Which is more
+            accurate where: docs/benchmarks.md.
         eta: noise of the reverse SDE, >= 0: 0 is the ODE (default), 1 the full SDE
             (larger values, as k-diffusion allows, add more noise). With method
             'multistep' (orders 1 to 3): SDE-DPM-Solver++, the exact linear part with the
@@ -123,22 +125,21 @@ class SolverOptions:
             the unconditional model (ComfyUI's dpmpp_2m_cfg_pp at order 2). Needs a model
             that gives both predictions from one call (`Denoiser` with `ClassifierFree`
             and uncond), method 'multistep', algorithm 'dpmsolver++', eta = 0, no
-            corrector. The same guidance scale is much stronger under CFG++
-            (docs/choosing.md, "Guided sampling").
+            corrector. A guidance scale acts more strongly under CFG++ (docs/choosing.md,
+            "Guided sampling").
         corrector: UniC corrector after each multistep step, at no extra model call (the
             output at the predicted state, which the next step needs anyway, corrects the
             step just taken; the last step is not corrected): 'off' (default), 'all', or
-            'low_noise' (only the second half of the steps: a corrector at high noise can
-            hurt under large classifier-free guidance). Raises the order by one.
+            'low_noise' (only the second half of the steps, for large classifier-free
+            guidance: docs/choosing.md). Raises the order by one.
             dpmsolver / dpmsolver++ multistep with eta = 0 only.
         corrector_variant: B(h) of the corrector: 'bh2' (e^h - 1, default; UniPC's choice
             for guided sampling) or 'bh1' (h); they differ in order-1 corrections only.
         analytic_first_step: multistep only: take the first step without a model call,
             with x0_pred = 0 (eps_pred = x_T / sigma_T), so `steps` steps cost steps - 1
             calls. Near pure noise the network's output is that up to
-            (alpha_T / sigma_T) * E[x0 | x_T], which is small for centred data (0.006 * the
-            data mean on a 1000-step linear VP schedule); the call saved buys one more step.
-            Needs steps >= 2 and alpha / sigma <= 0.1 at t_start. Strong at 4-10 calls.
+            (alpha_T / sigma_T) * E[x0 | x_T], small for centred data; the call saved buys
+            one more step. Needs steps >= 2 and alpha / sigma <= 0.1 at t_start.
         coefficients: tuned update rules (what `dpmsolver.optimize_solver` fits), one tuple
             per step of a given multistep grid (ODE, no CFG++): (d_x, d_0, ..., d_{k-1}) for
             the step's rule of order k, then (d_x, d_0, ..., d_k) for its corrector when
@@ -174,6 +175,17 @@ class SolverOptions:
     coefficients: tuple[tuple[float, ...], ...] | None = None
 
     def __post_init__(self) -> None:
+        # Each option is checked once, here, in an order that names the first option a
+        # caller got wrong; what needs the schedule is checked when the run is planned.
+        self._check_choices()
+        self._check_noise()
+        self._check_cfg_pp()
+        self._check_grid()
+        self._check_steps_and_flags()
+        self._check_tolerances()
+
+    def _check_choices(self) -> None:
+        """The closed choices, the order, and the options that belong to one solver."""
         method, algorithm, corrector = self.method, self.algorithm, self.corrector
         check_choice("method", method, METHODS)
         check_choice("algorithm", algorithm, ALGORITHMS)
@@ -208,6 +220,10 @@ class SolverOptions:
                 f"corrector_variant={self.corrector_variant!r} is B(h) of the UniC corrector, "
                 "which is off; give corrector='all' or 'low_noise' with it"
             )
+
+    def _check_noise(self) -> None:
+        """eta (the SDE's noise) and the solvers that take it; ancestral."""
+        method, algorithm, order = self.method, self.algorithm, self.order
         eta = check_float("eta", self.eta)
         if eta != 0.0:
             if not eta > 0.0:
@@ -225,8 +241,8 @@ class SolverOptions:
                     "singlestep method with algorithm 'dpmsolver++' and order 1 or 2; got "
                     f"{algorithm!r}, {method!r}, order {order}, eta {eta}"
                 )
-            if corrector != "off":
-                raise ValueError(f"corrector={corrector!r} needs eta=0; got eta={eta}")
+            if self.corrector != "off":
+                raise ValueError(f"corrector={self.corrector!r} needs eta=0; got eta={eta}")
             if method != "multistep" and self.solver_type != "dpmsolver":
                 raise ValueError(
                     "the stochastic singlestep solver (eta > 0) combines its stage in the "
@@ -240,24 +256,31 @@ class SolverOptions:
                 f"needs eta > 0 and a singlestep method; got eta={eta}, method={method!r}"
             )
         self._set("eta", eta)
+
+    def _check_cfg_pp(self) -> None:
+        """CFG++ and the one solver it has: multistep DPM-Solver++ (ODE, no corrector)."""
         self._set("cfg_pp", check_bool("cfg_pp", self.cfg_pp))
-        if self.cfg_pp:
-            wrong = [
-                f"{name}={getattr(self, name)!r}"
-                for name, ok in (
-                    ("method", method == "multistep"),
-                    ("algorithm", algorithm == "dpmsolver++"),
-                    ("eta", eta == 0.0),
-                    ("corrector", corrector == "off"),
-                    ("analytic_first_step", not self.analytic_first_step),
-                )
-                if not ok
-            ]
-            if wrong:
-                raise ValueError(
-                    "cfg_pp=True needs method='multistep', algorithm='dpmsolver++', eta=0, "
-                    f"corrector='off' and no analytic_first_step; got {', '.join(wrong)}"
-                )
+        if not self.cfg_pp:
+            return
+        wrong = [
+            f"{name}={getattr(self, name)!r}"
+            for name, ok in (
+                ("method", self.method == "multistep"),
+                ("algorithm", self.algorithm == "dpmsolver++"),
+                ("eta", self.eta == 0.0),
+                ("corrector", self.corrector == "off"),
+                ("analytic_first_step", not self.analytic_first_step),
+            )
+            if not ok
+        ]
+        if wrong:
+            raise ValueError(
+                "cfg_pp=True needs method='multistep', algorithm='dpmsolver++', eta=0, "
+                f"corrector='off' and no analytic_first_step; got {', '.join(wrong)}"
+            )
+
+    def _check_grid(self) -> None:
+        """A given grid (timesteps or sigmas), or the grid's step count and ends."""
         if self.sigmas is not None:
             if self.timesteps is not None:
                 raise ValueError("give timesteps or sigmas, not both")
@@ -266,30 +289,8 @@ class SolverOptions:
         if self.timesteps is not None:
             grid = check_grid("timesteps", self.timesteps, increasing=True)
             self._set("timesteps", tuple(grid.tolist()))
-        if self.has_grid and self.grid_steps > MAX_STEPS:
-            name = "timesteps" if self.timesteps is not None else "sigmas"
-            raise ValueError(
-                f"{name} has {self.grid_steps + 1} entries; at most {MAX_STEPS + 1} ({MAX_STEPS} "
-                "steps): planning costs host time and memory per step before the first call"
-            )
-        if self.has_grid:
-            name = "timesteps" if self.timesteps is not None else "sigmas"
-            if method == "adaptive":
-                raise ValueError(f"{name} cannot be used with method='adaptive'")
-            for end in ("t_start", "t_end"):
-                if getattr(self, end) is not None:
-                    raise ValueError(
-                        f"{end}={getattr(self, end)!r} cannot be given with {name}: the grid's "
-                        "first and last entries are where the run starts and ends"
-                    )
-            for key in ("steps", "skip_type"):
-                if getattr(self, key) != _DEFAULTS[key]:
-                    raise ValueError(
-                        f"{key}={getattr(self, key)!r} cannot be given with {name}: the given "
-                        "grid sets the steps and their spacing"
-                    )
-        else:
-            if method != "adaptive":
+        if not self.has_grid:
+            if self.method != "adaptive":
                 # Planning costs host time and memory per step before the first call.
                 self._set("steps", check_int("steps", self.steps, 1, MAX_STEPS))
             elif self.steps != _DEFAULTS["steps"]:
@@ -301,32 +302,62 @@ class SolverOptions:
                 value = getattr(self, name)
                 if value is not None:
                     self._set(name, check_float(name, value))
+            return
+        name = "timesteps" if self.timesteps is not None else "sigmas"
+        if self.grid_steps > MAX_STEPS:
+            raise ValueError(
+                f"{name} has {self.grid_steps + 1} entries; at most {MAX_STEPS + 1} ({MAX_STEPS} "
+                "steps): planning costs host time and memory per step before the first call"
+            )
+        if self.method == "adaptive":
+            raise ValueError(f"{name} cannot be used with method='adaptive'")
+        for end in ("t_start", "t_end"):
+            if getattr(self, end) is not None:
+                raise ValueError(
+                    f"{end}={getattr(self, end)!r} cannot be given with {name}: the grid's "
+                    "first and last entries are where the run starts and ends"
+                )
+        for key in ("steps", "skip_type"):
+            if getattr(self, key) != _DEFAULTS[key]:
+                raise ValueError(
+                    f"{key}={getattr(self, key)!r} cannot be given with {name}: the given "
+                    "grid sets the steps and their spacing"
+                )
+
+    def _check_steps_and_flags(self) -> None:
+        """The booleans, the analytic first step, the steps the order needs, and tuned
+        coefficients."""
         for name in ("lower_order_final", "denoise_to_zero", "analytic_first_step"):
             self._set(name, check_bool(name, getattr(self, name)))
-        steps = self.grid_steps
         if self.analytic_first_step:
-            if method != "multistep":
-                raise ValueError(f"analytic_first_step needs method='multistep'; got {method!r}")
-            if steps < 2:
+            if self.method != "multistep":
                 raise ValueError(
-                    f"analytic_first_step needs steps >= 2 (one model call at least); got {steps}"
+                    f"analytic_first_step needs method='multistep'; got {self.method!r}"
+                )
+            if self.grid_steps < 2:
+                raise ValueError(
+                    "analytic_first_step needs steps >= 2 (one model call at least); got "
+                    f"{self.grid_steps}"
                 )
         if not self.has_grid:  # a given grid is checked against the schedule first (`plan`)
             self.check_steps()
         if self.coefficients is not None:
             self._set("coefficients", self._checked_coefficients())
-        if method == "adaptive":
-            if order not in (2, 3):
-                raise ValueError(f"adaptive needs order 2 or 3; got order={order}")
+
+    def _check_tolerances(self) -> None:
+        """The adaptive method's order and tolerances, which no other method takes."""
+        if self.method == "adaptive":
+            if self.order not in (2, 3):
+                raise ValueError(f"adaptive needs order 2 or 3; got order={self.order}")
             self._set("atol", check_float("atol", self.atol, positive=True))
             self._set("rtol", check_float("rtol", self.rtol, positive=True))
-        else:
-            for name in ("atol", "rtol"):
-                if getattr(self, name) != _DEFAULTS[name]:
-                    raise ValueError(
-                        f"{name}={getattr(self, name)!r} is the tolerance of method='adaptive'; "
-                        f"method={method!r} steps on a fixed grid and would ignore it"
-                    )
+            return
+        for name in ("atol", "rtol"):
+            if getattr(self, name) != _DEFAULTS[name]:
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} is the tolerance of method='adaptive'; "
+                    f"method={self.method!r} steps on a fixed grid and would ignore it"
+                )
 
     def _checked_coefficients(self) -> tuple[tuple[float, ...], ...]:
         """`coefficients` as a tuple of float tuples, one per step of a given multistep ODE
