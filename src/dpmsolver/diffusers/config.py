@@ -210,11 +210,41 @@ def _agree(name_a: str, a: Any, name_b: str, b: Any) -> None:
 
 
 def read_config(keys: Mapping[str, Any]) -> Setup:
-    """The `Setup` of a scheduler config (every key of `DPMSolverScheduler.__init__`)."""
+    """The `Setup` of a scheduler config (every key of `DPMSolverScheduler.__init__`), read
+    section by section: the keys this scheduler refuses, what the network predicts, the
+    solver, where the run ends, the grid, the training schedule, the x0 corrections."""
     k = dict(keys)
     for name in BOOLEAN_KEYS:  # "False" is truthy: a string is refused, not read as True
         if k.get(name) is not None:
             k[name] = check_bool(name, k[name])
+    n = _refuse_unhonoured(k)
+    prediction_type, flow, use_flow = _prediction(k)
+    options, final_first, disable = _solver(k)
+    to_zero, denoise = _end(k, flow)
+    spacing = _grid(k, flow, use_flow)
+    betas, alphas_cumprod, schedule = _training_schedule(k, n, flow, spacing.lambda_min_clipped)
+    threshold, clip, split = _x0_corrections(k)
+    return Setup(
+        schedule=schedule,
+        betas=betas,
+        alphas_cumprod=alphas_cumprod,
+        flow=flow,
+        prediction=PREDICTION_TYPES[prediction_type],
+        options=options,
+        spacing=spacing,
+        to_zero=to_zero,
+        final_step_first_order=final_first,
+        denoise_to_zero=denoise,
+        threshold=threshold,
+        clip=clip,
+        split_variance=split,
+        disable_corrector=tuple(disable),
+    )
+
+
+def _refuse_unhonoured(k: dict[str, Any]) -> int:
+    """num_train_timesteps and the training keys checked; the keys no run of this
+    scheduler can honour refused by name."""
     n = check_int("num_train_timesteps", k["num_train_timesteps"], 2, MAX_TRAIN_TIMESTEPS)
     check_choice("beta_schedule", k["beta_schedule"], BETA_SCHEDULES)
     check_float("beta_start", k["beta_start"])
@@ -234,9 +264,13 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
             )
     if k["solver_p"] is not None:
         raise ValueError("solver_p (another scheduler as UniPC's predictor) cannot be honoured")
+    return n
 
-    # -- what the network predicts, and on which schedule ----------------------------------
-    # A FlowMatchEulerDiscrete config carries `shift` (from_config adds it from the class).
+
+def _prediction(k: dict[str, Any]) -> tuple[str, bool, bool]:
+    """(prediction_type, flow matching?, use_flow_sigmas?): what the network predicts, and
+    whether the config is a flow-matching one (a FlowMatchEulerDiscrete config carries
+    `shift`; from_config adds it from the class)."""
     flow_match = _said(k, "shift")
     use_flow = check_bool("use_flow_sigmas", k["use_flow_sigmas"] or False)
     prediction_type = k["prediction_type"]
@@ -260,8 +294,11 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
             "shift (FlowMatchEulerDiscrete) and use_flow_sigmas (DPMSolverMultistep) choose "
             "two flow grids; give one of them"
         )
+    return prediction_type, flow, use_flow
 
-    # -- the solver -------------------------------------------------------------------------
+
+def _algorithm_type(k: dict[str, Any]) -> str | None:
+    """algorithm_type, or what predict_x0 (DEIS / UniPC configs) says (they must agree)."""
     algorithm_type = k["algorithm_type"]
     if algorithm_type is not None:
         check_choice("algorithm_type", algorithm_type, tuple(ALGORITHM_TYPES))
@@ -271,12 +308,14 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
         if algorithm_type is not None and ALGORITHM_TYPES[algorithm_type][0] != form_of_x0:
             _agree("algorithm_type", algorithm_type, "predict_x0", predict_x0)
         algorithm_type = algorithm_type or form_of_x0
-    algorithm, eta = ALGORITHM_TYPES[algorithm_type or "dpmsolver++"]
-    solver_type = k["solver_type"] or "midpoint"
-    check_choice("solver_type", solver_type, tuple(SOLVER_TYPES))
-    form, unipc_variant = SOLVER_TYPES[solver_type]
-    corrector = k["corrector"]
-    variant = k["corrector_variant"]
+    return algorithm_type
+
+
+def _corrector(k: dict[str, Any], solver_type: str) -> tuple[str | None, str | None, list[int]]:
+    """(corrector, corrector_variant, disable_corrector): ours, or a UniPC config's (its
+    solver_type names the corrector's B(h))."""
+    unipc_variant = SOLVER_TYPES[solver_type][1]
+    corrector, variant = k["corrector"], k["corrector_variant"]
     if unipc_variant is not None and corrector != "off":
         # A UniPC config: its corrector, with its B(h). An explicit corrector='off' (ours,
         # e.g. handed back by a UniPC scheduler made from our config) runs without it.
@@ -292,6 +331,16 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
         isinstance(i, int) and i >= 0 for i in disable
     ):
         raise ValueError(f"disable_corrector must be a list of step indices >= 0; got {disable!r}")
+    return corrector, variant, list(disable)
+
+
+def _solver(k: dict[str, Any]) -> tuple[SolverOptions, bool, list[int]]:
+    """(the solver options, final_step_first_order, disable_corrector)."""
+    algorithm_type = _algorithm_type(k)
+    algorithm, eta = ALGORITHM_TYPES[algorithm_type or "dpmsolver++"]
+    solver_type = k["solver_type"] or "midpoint"
+    check_choice("solver_type", solver_type, tuple(SOLVER_TYPES))
+    corrector, variant, disable = _corrector(k, solver_type)
     method = k["method"] or "multistep"
     check_choice("method", method, ("multistep", "singlestep"))
     _agree(
@@ -309,12 +358,11 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
             "lower_order_final=True applies to method='multistep'; singlestep runs mix "
             "their orders as the authors' code does"
         )
-    order = check_int("solver_order", k["solver_order"], 1, 3)
     options = SolverOptions.of(
         algorithm=algorithm,
-        order=order,
+        order=check_int("solver_order", k["solver_order"], 1, 3),
         method=method,
-        solver_type=form,
+        solver_type=SOLVER_TYPES[solver_type][0],
         lower_order_final=True if lower_final is None else lower_final,
         corrector=corrector or "off",
         corrector_variant=variant or "bh2",
@@ -324,16 +372,22 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
         raise ValueError("disable_corrector lists steps of a corrector that is off")
     if options.eta > 0 and method != "multistep":
         raise ValueError(f"algorithm_type={algorithm_type!r} needs method='multistep'")
+    return options, final_first, disable
 
-    # -- where the run ends -----------------------------------------------------------------
-    end_words: dict[str, dict[Any, bool]] = {
-        "final_noise_level": {"last": False, "zero": True},
-        "final_sigmas_type": {"sigma_min": False, "zero": True},
-        "set_alpha_to_one": {False: False, True: True},
-    }
+
+# The keys that say where a run ends, and what each value means (True: the jump to 0).
+END_WORDS: dict[str, dict[Any, bool]] = {
+    "final_noise_level": {"last": False, "zero": True},
+    "final_sigmas_type": {"sigma_min": False, "zero": True},
+    "set_alpha_to_one": {False: False, True: True},
+}
+
+
+def _end(k: dict[str, Any], flow: bool) -> tuple[bool, bool]:
+    """(the jump to sigma = 0 after the last call?, denoise_to_zero)."""
     to_zero: bool | None = None
     said_end = None
-    for name, meaning in end_words.items():
+    for name, meaning in END_WORDS.items():
         value = k[name]
         if value is None:
             continue
@@ -355,10 +409,13 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
             "denoise_to_zero needs the run to end at the smallest training level "
             "(final_noise_level='last' / final_sigmas_type='sigma_min')"
         )
+    return to_zero, denoise
 
-    # -- the grid ---------------------------------------------------------------------------
-    # As in diffusers, a use_*_sigmas flag (or use_flow_sigmas) replaces timestep_spacing;
-    # two flags, or our skip_type with any of them, are refused.
+
+def _grid(k: dict[str, Any], flow: bool, use_flow: bool) -> Spacing:
+    """How set_timesteps places the calls. As in diffusers, a use_*_sigmas flag (or
+    use_flow_sigmas) replaces timestep_spacing; two flags, or our skip_type with any of
+    them, are refused."""
     flags = _said(k, *SIGMA_SPACINGS)
     if len(flags) > 1:
         raise ValueError(f"{' and '.join(flags)} each choose the time grid; give one of them")
@@ -373,7 +430,6 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
     clipped = k["lambda_min_clipped"]
     if clipped != -math.inf:
         clipped = check_float("lambda_min_clipped", clipped)
-    sigma_min, sigma_max = k["sigma_min"], k["sigma_max"]
     for name in ("sigma_min", "sigma_max"):
         if k[name] is None:
             continue
@@ -389,76 +445,79 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
     shift_terminal = k["shift_terminal"]
     if shift_terminal is not None and not 0 < check_float("shift_terminal", shift_terminal) < 1:
         raise ValueError(f"shift_terminal must lie in (0, 1); got {shift_terminal!r}")
-    time_shift_type = k["time_shift_type"]
-    check_choice("time_shift_type", time_shift_type, ("exponential", "linear"))
-    dynamic = check_bool("use_dynamic_shifting", k["use_dynamic_shifting"])
+    check_choice("time_shift_type", k["time_shift_type"], ("exponential", "linear"))
     for name in ("base_shift", "max_shift"):
         check_float(name, k[name])
     for name in ("base_image_seq_len", "max_image_seq_len"):
         check_int(name, k[name], 1)
     if flow:
-        if clipped != -math.inf:
-            raise ValueError(
-                f"lambda_min_clipped={clipped!r} clips VP tables; a flow-matching run starts at "
-                "the flow grid's first sigma"
-            )
-        skip = k["skip_type"] or ""
-        if skip:
-            # Our grids in the unshifted flow time u (sigma = shift u / (1 + (shift - 1) u)),
-            # from pure noise u = 1: those spaced in lambda cannot start there.
-            check_choice("skip_type", skip, FLOW_SKIP_TYPES)
-        if use_flow:
-            if spacing_name == "logSNR":
-                raise ValueError("use_lu_lambdas and use_flow_sigmas each choose the time grid")
-            shift = check_float("flow_shift", 1.0 if k["flow_shift"] is None else k["flow_shift"])
-            kind = "flow_sigmas"
-        else:
-            if k["flow_shift"] not in (None, 1.0):
-                raise ValueError(
-                    "flow_shift goes with use_flow_sigmas; a FlowMatch config uses shift"
-                )
-            if spacing_name == "logSNR":
-                raise ValueError(
-                    "use_lu_lambdas applies to VP schedules; flow configs do not take it"
-                )
-            shift = check_float("shift", 1.0 if k["shift"] is None else k["shift"])
-            kind = "flow_match"
-        if not (shift > 0 and math.isfinite(shift)):
-            raise ValueError(f"{'flow_shift' if use_flow else 'shift'} must be > 0; got {shift!r}")
-        spacing = Spacing(
-            kind,
-            spacing_name,
-            shift=shift,
-            dynamic=dynamic,
-            time_shift_type=time_shift_type,
-            shift_terminal=shift_terminal,
-            sigma_min=sigma_min,
-            sigma_max=sigma_max,
-            skip=skip,
+        return _flow_grid(k, use_flow, spacing_name, clipped)
+    if k["use_dynamic_shifting"] or shift_terminal is not None:
+        raise ValueError(
+            f"{'use_dynamic_shifting' if k['use_dynamic_shifting'] else 'shift_terminal'} "
+            "applies to flow-matching configs (prediction_type='flow_prediction')"
         )
-        # time = flow sigma; the network gets N sigma (diffusers' flow timesteps).
-        schedule: NoiseSchedule = FlowSchedule(
-            shift=1.0, t_min=1.0 / (16 * n), t_max=1.0, time_scale=float(n)
+    if k["flow_shift"] not in (None, 1.0):  # saved DPMSolver configs carry 1.0
+        raise ValueError(f"flow_shift={k['flow_shift']!r} needs use_flow_sigmas=True")
+    if k["timestep_spacing"] is not None:
+        check_choice("timestep_spacing", k["timestep_spacing"], TIMESTEP_SPACINGS)
+    if spacing_name:
+        return Spacing(
+            "sigmas", spacing_name, steps_offset, clipped, k["sigma_min"], k["sigma_max"]
         )
+    if k["timestep_spacing"] is not None:
+        return Spacing("timestep_spacing", k["timestep_spacing"], steps_offset, clipped)
+    skip = k["skip_type"] or "time_uniform"
+    check_choice("skip_type", skip, SKIP_TYPES)
+    return Spacing("skip_type", skip, steps_offset, clipped)
+
+
+def _flow_grid(k: dict[str, Any], use_flow: bool, spacing_name: str, clipped: float) -> Spacing:
+    """The grid of a flow-matching config: DPMSolverMultistep's use_flow_sigmas
+    (flow_shift) or FlowMatchEulerDiscrete's (shift, dynamic shifting, shift_terminal)."""
+    if clipped != -math.inf:
+        raise ValueError(
+            f"lambda_min_clipped={clipped!r} clips VP tables; a flow-matching run starts at "
+            "the flow grid's first sigma"
+        )
+    skip = k["skip_type"] or ""
+    if skip:
+        # Our grids in the unshifted flow time u (sigma = shift u / (1 + (shift - 1) u)),
+        # from pure noise u = 1: those spaced in lambda cannot start there.
+        check_choice("skip_type", skip, FLOW_SKIP_TYPES)
+    if use_flow:
+        if spacing_name == "logSNR":
+            raise ValueError("use_lu_lambdas and use_flow_sigmas each choose the time grid")
+        shift = check_float("flow_shift", 1.0 if k["flow_shift"] is None else k["flow_shift"])
+        kind = "flow_sigmas"
     else:
-        if dynamic or shift_terminal is not None:
-            raise ValueError(
-                f"{'use_dynamic_shifting' if dynamic else 'shift_terminal'} applies to "
-                "flow-matching configs (prediction_type='flow_prediction')"
-            )
-        if k["flow_shift"] not in (None, 1.0):  # saved DPMSolver configs carry 1.0
-            raise ValueError(f"flow_shift={k['flow_shift']!r} needs use_flow_sigmas=True")
-        if k["timestep_spacing"] is not None:
-            check_choice("timestep_spacing", k["timestep_spacing"], TIMESTEP_SPACINGS)
-        if spacing_name:
-            spacing = Spacing("sigmas", spacing_name, steps_offset, clipped, sigma_min, sigma_max)
-        elif k["timestep_spacing"] is not None:
-            spacing = Spacing("timestep_spacing", k["timestep_spacing"], steps_offset, clipped)
-        else:
-            skip = k["skip_type"] or "time_uniform"
-            check_choice("skip_type", skip, SKIP_TYPES)
-            spacing = Spacing("skip_type", skip, steps_offset, clipped)
-    # The training table (VP; a flow config's use_*_sigmas take their default ends from it).
+        if k["flow_shift"] not in (None, 1.0):
+            raise ValueError("flow_shift goes with use_flow_sigmas; a FlowMatch config uses shift")
+        if spacing_name == "logSNR":
+            raise ValueError("use_lu_lambdas applies to VP schedules; flow configs do not take it")
+        shift = check_float("shift", 1.0 if k["shift"] is None else k["shift"])
+        kind = "flow_match"
+    if not (shift > 0 and math.isfinite(shift)):
+        raise ValueError(f"{'flow_shift' if use_flow else 'shift'} must be > 0; got {shift!r}")
+    return Spacing(
+        kind,
+        spacing_name,
+        shift=shift,
+        dynamic=check_bool("use_dynamic_shifting", k["use_dynamic_shifting"]),
+        time_shift_type=k["time_shift_type"],
+        shift_terminal=k["shift_terminal"],
+        sigma_min=k["sigma_min"],
+        sigma_max=k["sigma_max"],
+        skip=skip,
+    )
+
+
+def _training_schedule(
+    k: dict[str, Any], n: int, flow: bool, clipped: float
+) -> tuple[torch.Tensor, torch.Tensor, NoiseSchedule]:
+    """(betas, alphas_cumprod, the noise schedule): the VP training table as diffusers
+    builds it (a flow config's use_*_sigmas take their default ends from it), and the
+    schedule the run is planned on."""
     betas = training_betas(
         n, k["beta_start"], k["beta_end"], k["beta_schedule"], k["trained_betas"]
     )
@@ -486,24 +545,32 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
         # the schedule gets half the previous entry: both lie in the tail with lambda < -5.1
         # that the core drops, so neither value reaches a run.
         alphas_cumprod[-1] = 2.0**-24
-    if not flow:
-        table = alphas_cumprod.clone()
-        if float(table[-1]) >= float(table[-2]):
-            table[-1] = 0.5 * float(table[-2])
-        # lambda_min_clipped is where the schedule stops (diffusers' default -inf keeps the
-        # whole table, where the core's own default drops a cosine tail below -5.1).
-        clip = None if clipped == -math.inf else clipped
-        if clip is not None:
-            lam = 0.5 * (torch.log(table) - torch.log1p(-table))
-            if int((lam >= clip).sum()) < 2:
-                raise ValueError(
-                    f"lambda_min_clipped={clip!r} clips all but {int((lam >= clip).sum())} "
-                    f"entries of the training schedule (its lambda lies in "
-                    f"[{float(lam.min()):.4g}, {float(lam.max()):.4g}]); at least 2 must stay"
-                )
-        schedule = DiscreteVPSchedule(alphas_cumprod=table, clip_lambda=clip)
+    if flow:
+        # time = flow sigma; the network gets N sigma (diffusers' flow timesteps).
+        schedule: NoiseSchedule = FlowSchedule(
+            shift=1.0, t_min=1.0 / (16 * n), t_max=1.0, time_scale=float(n)
+        )
+        return betas, alphas_cumprod, schedule
+    table = alphas_cumprod.clone()
+    if float(table[-1]) >= float(table[-2]):
+        table[-1] = 0.5 * float(table[-2])
+    # lambda_min_clipped is where the schedule stops (diffusers' default -inf keeps the
+    # whole table, where the core's own default drops a cosine tail below -5.1).
+    clip = None if clipped == -math.inf else clipped
+    if clip is not None:
+        lam = 0.5 * (torch.log(table) - torch.log1p(-table))
+        if int((lam >= clip).sum()) < 2:
+            raise ValueError(
+                f"lambda_min_clipped={clip!r} clips all but {int((lam >= clip).sum())} "
+                f"entries of the training schedule (its lambda lies in "
+                f"[{float(lam.min()):.4g}, {float(lam.max()):.4g}]); at least 2 must stay"
+            )
+    return betas, alphas_cumprod, DiscreteVPSchedule(alphas_cumprod=table, clip_lambda=clip)
 
-    # -- x0_pred corrections, learned variance ----------------------------------------------
+
+def _x0_corrections(k: dict[str, Any]) -> tuple[DynamicThresholding | None, float | None, bool]:
+    """(thresholding, clip_sample_range, a learned variance to split off): what corrects
+    x0_pred, and whether outputs of twice the sample's channels carry a variance."""
     threshold = None
     if check_bool("thresholding", k["thresholding"]):
         ratio = check_float("dynamic_thresholding_ratio", k["dynamic_thresholding_ratio"])
@@ -524,20 +591,4 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
     variance_type = k["variance_type"]
     if variance_type is not None:
         check_choice("variance_type", variance_type, VARIANCE_TYPES)
-    split = variance_type is None or variance_type in ("learned", "learned_range")
-    return Setup(
-        schedule=schedule,
-        betas=betas,
-        alphas_cumprod=alphas_cumprod,
-        flow=flow,
-        prediction=PREDICTION_TYPES[prediction_type],
-        options=options,
-        spacing=spacing,
-        to_zero=to_zero,
-        final_step_first_order=final_first,
-        denoise_to_zero=denoise,
-        threshold=threshold,
-        clip=clip,
-        split_variance=split,
-        disable_corrector=tuple(disable),
-    )
+    return threshold, clip, variance_type is None or variance_type in ("learned", "learned_range")
