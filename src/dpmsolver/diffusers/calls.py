@@ -11,22 +11,37 @@ the last call, or, when the last call is already at that level, a step of length
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..core import Level, Linear, Plan, singlestep_orders
+import torch
+from torch import Tensor
+
+from ..core import (
+    DiscreteVPSchedule,
+    Level,
+    Linear,
+    Plan,
+    check_grid,
+    sigmas_to_times,
+    singlestep_orders,
+    time_grid,
+)
 from ..core.coefficients import jump_to_zero
 from ..core.plan import (
     end_call,
     grouped_singlestep_plan,
     multistep_orders,
     multistep_plan,
+    singlestep_outer,
     singlestep_plan,
     with_end,
     with_restarts,
 )
 from .config import Setup
+from .spacing import flow_calls, last_timestep, sigma_calls, timestep_calls
 
-__all__ = ["IDENTITY", "Planned", "plan_calls"]
+__all__ = ["IDENTITY", "Planned", "flow_grid", "plan_calls", "vp_plan"]
 
 IDENTITY = Linear(1.0, (0.0,))  # a step of length 0: x as it is
 
@@ -115,3 +130,119 @@ def _singlestep(
     if setup.final_step_first_order and orders and orders[-1] > 1:
         orders = [*orders[:-1], *([1] * orders[-1])]
     return grouped_singlestep_plan(schedule, options, grid, orders)
+
+
+def flow_grid(
+    setup: Setup,
+    n: int | None,
+    timesteps: list[float] | Tensor | None,
+    sigmas: list[float] | Tensor | None,
+    mu: float | None,
+) -> list[float]:
+    """The call sigmas of a flow-matching config (`spacing.flow_calls`): custom
+    `timesteps` (sigma times num_train_timesteps) or `sigmas`, or n calls."""
+    total = setup.betas.numel()
+    ts = None if timesteps is None else check_grid("timesteps", timesteps, min_len=1).tolist()
+    if ts is not None and not (ts[-1] > 0 and ts[0] <= total):
+        raise ValueError(
+            f"timesteps from {ts[0]:.6g} to {ts[-1]:.6g} leave (0, {total}]: a flow "
+            f"model's timesteps are its sigma times num_train_timesteps={total}"
+        )
+    sg = None if sigmas is None else check_grid("sigmas", sigmas, positive=True, min_len=1)
+    calls = flow_calls(
+        setup.alphas_cumprod,
+        setup.spacing,
+        n,
+        None if sg is None else sg.tolist(),
+        ts,
+        mu,
+    )
+    grid = check_grid("sigmas", calls, positive=True, min_len=1)
+    if float(grid[0]) > 1.0:
+        raise ValueError(f"flow sigmas must lie in (0, 1]; the grid starts at {float(grid[0]):.6g}")
+    return grid.tolist()
+
+
+def vp_plan(
+    setup: Setup,
+    n: int | None,
+    timesteps: list[float] | Tensor | None,
+    sigmas: list[float] | Tensor | None,
+    time_of: Mapping[float, float],
+) -> Planned:
+    """The plan of a VP config: at custom `timesteps` (a planned call's timestep maps
+    to its exact time through `time_of`) or `sigmas` (a final 0 asks for the jump to
+    sigma = 0), or n calls placed by the config's spacing."""
+    ns = _vp(setup)
+    to_zero = setup.to_zero
+    if timesteps is not None or sigmas is not None:
+        if timesteps is not None:
+            values = check_grid("timesteps", timesteps, min_len=1)
+            times = torch.tensor(
+                [time_of.get(v, (v + 1.0) / ns.total_n) for v in values.tolist()],
+                dtype=torch.float64,
+            )
+        else:
+            values = check_grid("sigmas", sigmas, positive=True, final_zero=True, min_len=1)  # type: ignore[arg-type]
+            if float(values[-1]) == 0.0:
+                to_zero, values = True, values[:-1]
+            times = sigmas_to_times(ns, values)
+        if not (ns.contains(float(times.max())) and ns.contains(float(times.min()))):
+            # Reported in the units given: training timesteps, or sigma_t / alpha_t.
+            ends = ns.levels([ns.t_min, ns.t_max])
+            if timesteps is not None:
+                name, lo, hi = "timesteps", ends[0].model_t, ends[1].model_t
+            else:
+                name = "sigmas"
+                lo, hi = (e.sigma / e.alpha for e in ends)
+            raise ValueError(
+                f"{name} from {float(values.max()):.6g} to {float(values.min()):.6g} reach "
+                f"beyond the training schedule: allowed [{lo:.6g}, {hi:.6g}]"
+            )
+        return _given_calls(setup, times.tolist(), to_zero, custom=True)
+    count = int(n)  # type: ignore[arg-type]
+    spacing = setup.spacing
+    if spacing.kind == "timestep_spacing":
+        return _given_calls(setup, timestep_calls(ns, spacing, count), to_zero, custom=False)
+    if spacing.kind == "sigmas":
+        return _given_calls(setup, sigma_calls(ns, spacing, count), to_zero, custom=False)
+    return _by_count(setup, count, to_zero)
+
+
+def _given_calls(setup: Setup, calls: list[float], to_zero: bool, custom: bool) -> Planned:
+    """Calls at `calls`, then the end: the jump to sigma = 0, or a step to the smallest
+    training level. When the last call is already there, diffusers' grids end with a
+    step of length 0 (as diffusers does: that call's output only corrects the step
+    before it), and custom timesteps with that call's x0_pred."""
+    t_min = setup.schedule.t_min
+    at_end = calls[-1] <= t_min * (1 + 1e-12)
+    if to_zero or (at_end and custom):
+        return plan_calls(setup, calls, True, count_jump=not custom)
+    if at_end:
+        return plan_calls(setup, calls, False, identity_end=True)
+    return plan_calls(setup, [*calls, t_min], False)
+
+
+def _by_count(setup: Setup, n: int, to_zero: bool) -> Planned:
+    """Our skip_type grid with n calls (multistep: n steps, or n - 1 and the jump)."""
+    options = setup.options
+    ns = _vp(setup)
+    t_start = last_timestep(ns, setup.spacing.lambda_min_clipped) / ns.total_n
+    skip = setup.spacing.name
+    steps = n - 1 if to_zero else n
+    if steps == 0:
+        return plan_calls(setup, [t_start], True)
+    if options.method == "multistep":
+        grid = time_grid(ns, skip, t_start, ns.t_min, steps).tolist()
+        return plan_calls(setup, grid, to_zero)
+    outer, orders = singlestep_outer(
+        ns, "singlestep", steps, options.order, skip, t_start, ns.t_min
+    )
+    return plan_calls(setup, outer, to_zero, orders=orders, inner=skip)
+
+
+def _vp(setup: Setup) -> DiscreteVPSchedule:
+    ns = setup.schedule
+    if not isinstance(ns, DiscreteVPSchedule):  # internal: read_config builds it
+        raise TypeError(f"a VP config has a DiscreteVPSchedule; got {type(ns).__name__}")
+    return ns

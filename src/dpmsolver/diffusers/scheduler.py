@@ -26,7 +26,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import numbers
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,25 +42,20 @@ from torch import Tensor
 
 from ..checks import check_bool, check_device, check_int
 from ..core import (
-    DiscreteVPSchedule,
     Level,
     ModelOutputError,
     Plan,
     SolverOptions,
-    check_grid,
-    sigmas_to_times,
-    time_grid,
-    to_data,
 )
 from ..core.kernel import finite_flag
-from ..core.plan import singlestep_outer
 from ..core.stepper import State
 from ..core.stepper import step as take_step
-from .calls import Planned, plan_calls
+from .calls import Planned, flow_grid, plan_calls, vp_plan
 from .config import Setup, read_config
 from .config_io import TUNED_KEEPS, config_for, json_without_none, resolved_keys
-from .inputs import check_samples, check_step_inputs, check_steps_count, position_in
-from .spacing import flow_calls, last_timestep, sigma_calls, timestep_calls
+from .inputs import check_step_inputs, check_steps_count, position_in
+from .noising import add_noise, scale_noise
+from .outputs import model_mean, to_form
 from .tuned import analytic_scale, analytic_state, tuned_options
 
 __all__ = ["DPMSolverScheduler"]
@@ -349,84 +343,11 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         ):
             raise ValueError("mu needs a flow-matching config with use_dynamic_shifting=True")
         if setup.flow:
-            self._plan_flow(num_inference_steps, timesteps, sigmas, mu)
+            grid = flow_grid(setup, num_inference_steps, timesteps, sigmas, mu)
+            self._set_plan(plan_calls(setup, grid, True, count_jump=True))
         else:
-            self._plan_vp(num_inference_steps, timesteps, sigmas)
+            self._set_plan(vp_plan(setup, num_inference_steps, timesteps, sigmas, self._time_of))
         self._expose(device)
-
-    def _plan_flow(
-        self,
-        n: int | None,
-        timesteps: list[float] | Tensor | None,
-        sigmas: list[float] | Tensor | None,
-        mu: float | None,
-    ) -> None:
-        setup = self._setup
-        ts = None if timesteps is None else check_grid("timesteps", timesteps, min_len=1).tolist()
-        if ts is not None and not (ts[-1] > 0 and ts[0] <= self._total):
-            raise ValueError(
-                f"timesteps from {ts[0]:.6g} to {ts[-1]:.6g} leave (0, {self._total}]: a flow "
-                f"model's timesteps are its sigma times num_train_timesteps={self._total}"
-            )
-        sg = None if sigmas is None else check_grid("sigmas", sigmas, positive=True, min_len=1)
-        calls = flow_calls(
-            setup.alphas_cumprod,
-            setup.spacing,
-            n,
-            None if sg is None else sg.tolist(),
-            ts,
-            mu,
-        )
-        grid = check_grid("sigmas", calls, positive=True, min_len=1)
-        if float(grid[0]) > 1.0:
-            raise ValueError(
-                f"flow sigmas must lie in (0, 1]; the grid starts at {float(grid[0]):.6g}"
-            )
-        self._set_plan(plan_calls(self._setup, grid.tolist(), True, count_jump=True))
-
-    def _plan_vp(
-        self,
-        n: int | None,
-        timesteps: list[float] | Tensor | None,
-        sigmas: list[float] | Tensor | None,
-    ) -> None:
-        setup = self._setup
-        ns = self._vp()
-        to_zero = setup.to_zero
-        if timesteps is not None or sigmas is not None:
-            if timesteps is not None:
-                values = check_grid("timesteps", timesteps, min_len=1)
-                times = torch.tensor(
-                    [self._time_of.get(v, (v + 1.0) / ns.total_n) for v in values.tolist()],
-                    dtype=torch.float64,
-                )
-            else:
-                values = check_grid("sigmas", sigmas, positive=True, final_zero=True, min_len=1)  # type: ignore[arg-type]
-                if float(values[-1]) == 0.0:
-                    to_zero, values = True, values[:-1]
-                times = sigmas_to_times(ns, values)
-            if not (ns.contains(float(times.max())) and ns.contains(float(times.min()))):
-                # Reported in the units given: training timesteps, or sigma_t / alpha_t.
-                ends = ns.levels([ns.t_min, ns.t_max])
-                if timesteps is not None:
-                    name, lo, hi = "timesteps", ends[0].model_t, ends[1].model_t
-                else:
-                    name = "sigmas"
-                    lo, hi = (e.sigma / e.alpha for e in ends)
-                raise ValueError(
-                    f"{name} from {float(values.max()):.6g} to {float(values.min()):.6g} reach "
-                    f"beyond the training schedule: allowed [{lo:.6g}, {hi:.6g}]"
-                )
-            self._plan_calls(times.tolist(), to_zero, custom=True)
-            return
-        count = int(n)  # type: ignore[arg-type]
-        spacing = setup.spacing
-        if spacing.kind == "timestep_spacing":
-            self._plan_calls(timestep_calls(ns, spacing, count), to_zero, custom=False)
-        elif spacing.kind == "sigmas":
-            self._plan_calls(sigma_calls(ns, spacing, count), to_zero, custom=False)
-        else:
-            self._plan_by_count(count, to_zero)
 
     def _plan_tuned(
         self,
@@ -453,45 +374,6 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         self._set_plan(plan_calls(self._setup, list(tuned.timesteps or ()), False))
         self._afs_scale = analytic_scale(self._plan) if self._plan.first else None
         self.init_noise_sigma = 1.0 if self._afs_scale is None else self._afs_scale
-
-    def _vp(self) -> DiscreteVPSchedule:
-        ns = self.noise_schedule
-        if not isinstance(ns, DiscreteVPSchedule):  # internal: read_config builds it
-            raise TypeError(f"a VP config has a DiscreteVPSchedule; got {type(ns).__name__}")
-        return ns
-
-    def _plan_calls(self, calls: list[float], to_zero: bool, custom: bool) -> None:
-        """Calls at `calls`, then the end: the jump to sigma = 0, or a step to the smallest
-        training level. When the last call is already there, diffusers' grids end with a
-        step of length 0 (as diffusers does: that call's output only corrects the step
-        before it), and custom timesteps with that call's x0_pred."""
-        t_min = self.noise_schedule.t_min
-        at_end = calls[-1] <= t_min * (1 + 1e-12)
-        if to_zero or (at_end and custom):
-            self._set_plan(plan_calls(self._setup, calls, True, count_jump=not custom))
-        elif at_end:
-            self._set_plan(plan_calls(self._setup, calls, False, identity_end=True))
-        else:
-            self._set_plan(plan_calls(self._setup, [*calls, t_min], False))
-
-    def _plan_by_count(self, n: int, to_zero: bool) -> None:
-        """Our skip_type grid with n calls (multistep: n steps, or n - 1 and the jump)."""
-        options = self._setup.options
-        ns = self._vp()
-        t_start = last_timestep(ns, self._setup.spacing.lambda_min_clipped) / ns.total_n
-        skip = self._setup.spacing.name
-        steps = n - 1 if to_zero else n
-        if steps == 0:
-            self._set_plan(plan_calls(self._setup, [t_start], True))
-            return
-        if options.method == "multistep":
-            grid = time_grid(ns, skip, t_start, ns.t_min, steps).tolist()
-            self._set_plan(plan_calls(self._setup, grid, to_zero))
-            return
-        outer, orders = singlestep_outer(
-            ns, "singlestep", steps, options.order, skip, t_start, ns.t_min
-        )
-        self._set_plan(plan_calls(self._setup, outer, to_zero, orders=orders, inner=skip))
 
     def _set_plan(self, planned: Planned) -> None:
         """The run's plan, and the noise level where it ends (the last entry of sigmas)."""
@@ -571,14 +453,16 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         if i >= len(calls):
             raise ValueError(f"step called {i + 1} times; set_timesteps planned {len(calls)}")
         self._check_timestep(timestep, i)
-        model_output = self._mean_of(model_output, sample, i)
+        model_output = model_mean(
+            model_output, sample, i, self._setup, self.config["variance_type"]
+        )
         if variance_noise is not None and variance_noise.shape != sample.shape:
             raise ValueError(
                 f"variance_noise has shape {tuple(variance_noise.shape)}, expected "
                 f"{tuple(sample.shape)}"
             )
         self._note_finite(model_output, i)
-        m = self._convert(model_output, sample, calls[i].level)
+        m = to_form(model_output, sample, calls[i].level, self._setup)
         plan = self._plan
         if self._state is not None:
             state = self._state._replace(x=sample)  # the pipeline's sample, as it passes it
@@ -631,28 +515,6 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                 f"{count} (indices 0 to {count - 1})"
             )
 
-    def _mean_of(self, out: Tensor, sample: Tensor, i: int) -> Tensor:
-        """The model output without its learned variance channels (twice the sample's
-        channels, unless variance_type is a fixed one), checked against the sample."""
-        doubled = out.dim() >= 2 and out.shape[1] == 2 * sample.shape[1]
-        doubled = doubled and out.shape[2:] == sample.shape[2:]
-        if doubled and self._setup.split_variance:
-            # Keep the mean, contiguous so it rounds as an unsplit output would (CPU half
-            # kernels round strided inputs differently).
-            out = out[:, : sample.shape[1]].contiguous()
-        elif doubled:
-            raise ValueError(
-                f"model_output has twice the sample's channels at step {i} "
-                f"({tuple(out.shape)}), but variance_type={self.config['variance_type']!r} is a "
-                "fixed variance; a learned one is 'learned' or 'learned_range'"
-            )
-        if out.shape != sample.shape:
-            raise ValueError(
-                f"model_output has shape {tuple(out.shape)} at step {i}, expected "
-                f"{tuple(sample.shape)}"
-            )
-        return out
-
     def index_for_timestep(
         self, timestep: float | Tensor, schedule_timesteps: Tensor | None = None
     ) -> int:
@@ -697,87 +559,15 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             "start the loop at the entry to begin from)"
         )
 
-    def _convert(self, out: Tensor, x: Tensor, level: Level) -> Tensor:
-        """eps_pred or x0_pred (the algorithm's form), with thresholding / clip_sample
-        applied to x0_pred as diffusers does (in the noise form eps is recomputed)."""
-        setup = self._setup
-        x0 = to_data(out, x, level.alpha, level.sigma, setup.prediction)
-        corrected = setup.threshold is not None or setup.clip is not None
-        if setup.threshold is not None:
-            x0 = setup.threshold(x0)
-        elif setup.clip is not None:
-            x0 = x0.clamp(-setup.clip, setup.clip)
-        if setup.options.form == "data":
-            return x0
-        if not corrected and setup.prediction == "noise":
-            return out
-        return (x - level.alpha * x0) / level.sigma
-
     def add_noise(self, original_samples: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
         """x_t = alpha_t x_0 + sigma_t noise at (possibly fractional) timesteps of the
         network's time input, which must lie in the schedule's range (checked: one read of
         their ends). For flow matching alpha_t = 1 - sigma_t, sigma_t = timestep / N."""
-        check_samples("original_samples", original_samples)
-        check_samples("noise", noise)
-        if noise.shape != original_samples.shape:
-            raise ValueError(
-                f"add_noise: noise has shape {tuple(noise.shape)}; it must have "
-                f"original_samples' shape {tuple(original_samples.shape)}"
-            )
-        if not isinstance(timesteps, Tensor | numbers.Real | list | tuple) or isinstance(
-            timesteps, bool
-        ):
-            raise TypeError(
-                "add_noise: timesteps must be a tensor, a number or a list of numbers (the "
-                f"network's time inputs); got {type(timesteps).__name__} {timesteps!r:.40}"
-            )
-        if isinstance(timesteps, Tensor) and timesteps.device.type == "meta":
-            raise ValueError("add_noise: timesteps is a meta tensor (a shape without data)")
-        steps = torch.as_tensor(timesteps, device=original_samples.device)
-        if not (steps.is_floating_point() or steps.dtype in (torch.int32, torch.int64)):
-            raise TypeError(f"add_noise: timesteps must be numbers; got dtype {steps.dtype}")
-        if steps.numel() not in (1, original_samples.shape[0]) or steps.dim() > 1:
-            raise ValueError(
-                f"add_noise: timesteps has shape {tuple(steps.shape)}; give one timestep, or "
-                f"one per sample ({original_samples.shape[0]},)"
-            )
-        ns = self.noise_schedule
-        t = self._times_of(steps.double().reshape(-1))
-        ends = torch.stack([t.min(), t.max()]).tolist() if t.numel() else []
-        if not all(math.isfinite(v) and ns.contains(v) for v in ends):
-            lo, hi = float(ns.model_time(ns.t_min)), float(ns.model_time(ns.t_max))
-            given = [self._timestep_of(v) for v in ends]
-            raise ValueError(
-                f"add_noise: timesteps must lie in [{lo:.6g}, {hi:.6g}] (the network's time "
-                f"inputs); got {given[0]:.6g} to {given[1]:.6g}"
-            )
-        shape = (-1,) + (1,) * (original_samples.dim() - 1)
-        alpha = ns.alpha(t).to(original_samples.dtype).reshape(shape)
-        sigma = ns.sigma(t).to(original_samples.dtype).reshape(shape)
-        return alpha * original_samples + sigma * noise
+        return add_noise(self._setup, original_samples, noise, timesteps)
 
     def scale_noise(
         self, sample: Tensor, timestep: float | Tensor, noise: Tensor | None = None
     ) -> Tensor:
         """The forward process at `timestep` (flow img2img pipelines such as SD3's): for
         flow matching sigma noise + (1 - sigma) sample, for VP models `add_noise`."""
-        if noise is None:
-            raise ValueError("scale_noise needs noise")
-        check_samples("sample", sample)
-        if isinstance(timestep, bool) or not isinstance(timestep, Tensor | numbers.Real):
-            raise TypeError(
-                f"scale_noise: timestep must be a number or a tensor; got "
-                f"{type(timestep).__name__} {timestep!r:.40}"
-            )
-        ts = torch.as_tensor(timestep, device=sample.device).reshape(-1)
-        if ts.numel() == 1 and sample.shape[0] != 1:
-            ts = ts.expand(sample.shape[0])
-        return self.add_noise(sample, noise, ts)
-
-    def _times_of(self, timesteps: Tensor) -> Tensor:
-        n = float(self._total)
-        return timesteps / n if self._setup.flow else (timesteps + 1.0) / n
-
-    def _timestep_of(self, t: float) -> float:
-        n = float(self._total)
-        return t * n if self._setup.flow else t * n - 1.0
+        return scale_noise(self._setup, sample, timestep, noise)
