@@ -422,3 +422,14 @@ def test_dpmpp_2m_sde_at_eta_0_is_2m_and_checks_its_noise() -> None:
     torch.manual_seed(0)
     b = K.sample_dpmpp_2m_sde(model, start(), sigmas, disable=True)
     assert torch.equal(a, b) and not torch.equal(a, ode)
+
+
+def test_the_tuned_bridge_knows_sample_dpm_solvers_defaults() -> None:
+    """A tuned solver refuses any solver argument given other than its default: the face
+    keeps those defaults as data, which must be the function's own."""
+    import inspect
+
+    from dpmsolver.k_diffusion.run import SOLVER_DEFAULTS
+
+    params = inspect.signature(kd.sample_dpm_solver).parameters
+    assert {k: params[k].default for k in SOLVER_DEFAULTS} == SOLVER_DEFAULTS
