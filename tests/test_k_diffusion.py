@@ -431,5 +431,5 @@ def test_the_tuned_bridge_knows_sample_dpm_solvers_defaults() -> None:
 
     from dpmsolver.k_diffusion.run import SOLVER_DEFAULTS
 
-    params = inspect.signature(kd.sample_dpm_solver).parameters
+    params = inspect.signature(K.sample_dpm_solver).parameters
     assert {k: params[k].default for k in SOLVER_DEFAULTS} == SOLVER_DEFAULTS
