@@ -116,7 +116,7 @@ def test_loop_with_a_checking_evaluator_equals_the_checked_call() -> None:
     with torch.no_grad():
         out = sampler.loop(X, None, ev)
     assert torch.equal(out, sampler(X))
-    assert len(ev._finite) == 6  # one flag per model call, read by raise_if_nonfinite
+    assert ev.checks == 6  # one flag per model call, read by raise_if_nonfinite
     ev.raise_if_nonfinite()
 
 

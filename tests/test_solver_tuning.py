@@ -369,10 +369,10 @@ def test_options_narrow_the_families_or_apply_to_them() -> None:
     "family", ["dpm++2m", "dpm++3m+c+afs", "dpm++2m+c+afs", "ipndm4+afs", "deis3", "deis3+afs"]
 )
 def test_the_search_runs_the_samplers_loop_bit_for_bit(family: str) -> None:
-    from dpmsolver.tuning.solver_search import _Search
+    from dpmsolver.tuning.refinement import PilotSearch
 
     ref = small_reference()
-    search = _Search(exact(), ref, 12, 10**9)
+    search = PilotSearch(exact(), ref, 12, 10**9)
     options = with_rows(grid_options(6, **SolverOptions.of(SOLVERS[family].options).changed()))
     run = search.run(options, search.plan(options))
     assert torch.equal(run.end, dpm.sample(exact(), ref.x_start[:12], options))
@@ -645,9 +645,9 @@ def test_tuned_sigmas_final_zero_and_the_flow_face() -> None:
 
 
 def test_regularization_pulls_the_fit_to_the_analytic_rule() -> None:
-    from dpmsolver.tuning.solver_search import _Search
+    from dpmsolver.tuning.refinement import PilotSearch
 
-    search = _Search(exact(), small_reference(), 12, 10**9)
+    search = PilotSearch(exact(), small_reference(), 12, 10**9)
     base = grid_options(5, order=3)
 
     def largest(reg: float) -> float:

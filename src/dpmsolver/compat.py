@@ -444,21 +444,15 @@ class DPM_Solver:
         """
         return_intermediate = check_bool("return_intermediate", return_intermediate)
         if timesteps is not None and solver is None:
-            grid_args: dict[str, tuple[Any, Any]] = dict(
+            _keep_defaults(
+                "timesteps sets the grid",
                 steps=(steps, 20),
                 t_start=(t_start, None),
                 t_end=(t_end, None),
                 skip_type=(skip_type, "time_uniform"),
             )
-            said = [k for k, (value, default) in grid_args.items() if value != default]
-            if said:
-                raise ValueError(
-                    f"timesteps sets the grid; {', '.join(said)} must keep their defaults with it"
-                )
         if return_intermediate and method == "adaptive":
             raise ValueError("return_intermediate=True is not supported with method='adaptive'")
-        t_0 = 1.0 / self.noise_schedule.total_N if t_end is None else t_end
-        t_T = self.noise_schedule.T if t_start is None else t_start
         intermediates: list[Tensor] = []
 
         def keep(step: int, t: float, x_t: Tensor) -> None:
@@ -474,20 +468,13 @@ class DPM_Solver:
                 raise TypeError("no correcting_xt_fn")
             return xt_fn(xx, torch.full((1,), t, dtype=time_dtype, device=xx.device), step)
 
-        # The reference's arguments as native options (checked there, with the allowed
-        # values); its lower-order-final threshold is 10 steps, not the native 15.
-        grid: dict[str, Any] = (
-            dict(steps=steps, skip_type=skip_type, t_start=t_T, t_end=t_0)
-            if timesteps is None
-            else dict(timesteps=timesteps)
+        hooks: dict[str, Any] = dict(
+            correcting_xt_fn=None if xt_fn is None else correct_xt,
+            callback=keep if return_intermediate else None,
         )
-        if method == "adaptive":
-            # The reference's adaptive method chooses its own steps and ignores `steps`.
-            check_int("steps", steps, 1)
-            grid.pop("steps", None)
-        tolerances: dict[str, Any] = dict(atol=atol, rtol=rtol) if method == "adaptive" else {}
         if solver is not None:
-            given = dict(
+            _keep_defaults(
+                "solver (a tuned solver) sets the grid and the solver",
                 steps=(steps, 20),
                 t_start=(t_start, None),
                 t_end=(t_end, None),
@@ -501,27 +488,53 @@ class DPM_Solver:
                 rtol=(rtol, 0.05),
                 timesteps=(timesteps, None),
             )
-            changed = [k for k, (value, default) in given.items() if value != default]
-            if changed:
-                raise ValueError(
-                    f"solver (a tuned solver) sets the grid and the solver; {', '.join(changed)} "
-                    "must keep their defaults with it"
-                )
             check = getattr(solver, "check_schedule", None)
             if not callable(check):
                 raise TypeError(
                     f"solver must be a TunedSolver (optimize_solver); got {type(solver).__name__}"
                 )
             check(self.noise_schedule.native, "noise_schedule")
-            out = sample(
-                self._model,
-                x,
-                solver=solver,
-                correcting_xt_fn=None if xt_fn is None else correct_xt,
-                callback=keep if return_intermediate else None,
-            )
-            return (out, intermediates) if return_intermediate else out
-        options = SolverOptions.of(
+            out = sample(self._model, x, solver=solver, **hooks)
+        else:
+            options = self._options(
+                steps, t_start, t_end, order, skip_type, method, lower_order_final,
+                denoise_to_zero, solver_type, atol, rtol, timesteps,
+            )  # fmt: skip
+            out = sample(self._model, x, options, **hooks)
+        return (out, intermediates) if return_intermediate else out
+
+    def _options(
+        self,
+        steps: int,
+        t_start: float | None,
+        t_end: float | None,
+        order: int,
+        skip_type: str,
+        method: str,
+        lower_order_final: bool,
+        denoise_to_zero: bool,
+        solver_type: str,
+        atol: float,
+        rtol: float,
+        timesteps: Any,
+    ) -> SolverOptions:
+        """The reference's arguments as native options (checked there, with the allowed
+        values); its lower-order-final threshold is 10 steps, not the native 15."""
+        t_0 = 1.0 / self.noise_schedule.total_N if t_end is None else t_end
+        t_T = self.noise_schedule.T if t_start is None else t_start
+        grid: dict[str, Any] = (
+            dict(steps=steps, skip_type=skip_type, t_start=t_T, t_end=t_0)
+            if timesteps is None
+            else dict(timesteps=timesteps)
+        )
+        if method == "adaptive":
+            # The reference's adaptive method chooses its own steps and ignores `steps`.
+            check_int("steps", steps, 1)
+            grid.pop("steps", None)
+        # The reference ignores the tolerances outside 'adaptive'; the native options
+        # refuse them there, so they are passed only where they apply.
+        tolerances: dict[str, Any] = dict(atol=atol, rtol=rtol) if method == "adaptive" else {}
+        return SolverOptions.of(
             order=order,
             method=method,
             algorithm=self.algorithm_type,
@@ -531,15 +544,13 @@ class DPM_Solver:
             solver_type=solver_type,
             multistep3="damped",
             **grid,
-            # The reference ignores the tolerances outside 'adaptive'; the native options
-            # refuse them there, so they are passed only where they apply.
             **tolerances,
         )
-        out = sample(
-            self._model,
-            x,
-            options,
-            correcting_xt_fn=None if xt_fn is None else correct_xt,
-            callback=keep if return_intermediate else None,
-        )
-        return (out, intermediates) if return_intermediate else out
+
+
+def _keep_defaults(what: str, **given: tuple[Any, Any]) -> None:
+    """ValueError naming the arguments (name=(value, default)) changed from their defaults
+    beside an argument that sets them (`what`)."""
+    changed = [k for k, (value, default) in given.items() if value != default]
+    if changed:
+        raise ValueError(f"{what}; {', '.join(changed)} must keep their defaults with it")

@@ -24,7 +24,6 @@ __all__ = [
     "combine",
     "finite_flag",
     "like_x",
-    "remember",
     "tensor_version",
 ]
 
@@ -140,6 +139,12 @@ class Evaluator:
             self._finite.append(finite_flag(value))
             self._where.append((step, t, source))
 
+    @property
+    def checks(self) -> int:
+        """How many values wait for the finiteness check at the end (one per model call,
+        and one per noted input, noise draw or correction)."""
+        return len(self._finite)
+
     def raise_if_nonfinite(self) -> None:
         """The one read-back of the run: report the first non-finite value checked."""
         if not self._finite:
@@ -232,9 +237,3 @@ def like_x(
         )
     return out
 
-
-def remember(history: list[Tensor], m: Tensor, keep: int) -> None:
-    """Put the newest model output first in a multistep history and keep `keep` of them
-    (dropped outputs have no other name, so their memory is freed)."""
-    history.insert(0, m)
-    del history[keep:]

@@ -26,7 +26,7 @@ Every model call is counted and reported (`TunedGrid.model_calls`); the total is
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -114,54 +114,16 @@ def optimize_time_grid(
         )
     schedule: NoiseSchedule = model.schedule
     steps = options.steps_for_calls(nfe)  # nfe + 1 with the analytic first step
-    if reference is None:
-        check_int("candidates", candidates, 2)
-        if steps > candidates:
-            raise ValueError(
-                f"nfe={nfe} needs {steps} steps, more than candidates={candidates}: the grid's "
-                "times are picked among the candidate times; raise candidates (each costs "
-                f"{3 * substeps + 1} reference calls) or lower nfe"
-            )
-        t_s, t_e = resolve_times(schedule, t_start, t_end)
-        if x_T is None:
-            if shape is None:
-                raise ValueError("give shape (one sample's shape) or the pilot states x_T")
-            x_T = start_noise(model, pilots, seed, shape, t=t_s)
-        reference = pilot_reference(
-            model,
-            x_T=x_T,
-            seed=seed,
-            candidates=candidates,
-            substeps=substeps,
-            t_start=t_s,
-            t_end=t_e,
-        )
-        reference_calls = reference.model_calls
-    else:
-        if x_T is not None or t_start is not None or t_end is not None:
-            raise ValueError("give reference or x_T / t_start / t_end, not both")
-        reference.check_model(model)
-        reference_calls = 0  # paid by whoever computed the shared reference
-        t_s, t_e = reference.times[0], reference.times[-1]
+    reference, reference_calls, (t_s, t_e) = _reference_for(
+        model, reference, nfe, steps, x_T, shape, pilots, seed, candidates, substeps, t_start, t_end
+    )
     x_T = reference.x_start
     counted, calls = counting(model)
     # Solver options are checked once, here, with the sampler's own messages.
     Sampler(counted, options, steps=steps, t_start=t_s, t_end=t_e)
 
-    # 1. Reference trajectory at the candidate times, and the model output there.
-    n = len(reference.times)
-    if steps > n - 1:
-        raise ValueError(
-            f"nfe={nfe} needs {steps} steps, more than the reference's {n - 1} candidate "
-            "intervals; compute the reference with more candidates or lower nfe"
-        )
-
-    # 2. The GITS grid: the cheapest path of first-order steps between candidates.
+    proposals = _proposals(reference, schedule, nfe, steps, t_s, t_e)
     reference_end = reference.end
-    proposals = {"dp": reference.dp_grid(steps)}
-    for skip in SKIP_TYPES:
-        if skip != "exponential":  # the logSNR grid under another name
-            proposals[skip] = time_grid(schedule, skip, t_s, t_e, steps).tolist()
 
     # 3. Score the proposals by the solver's end-point error; descend from the best.
     def error(times: list[float]) -> float:
@@ -171,8 +133,80 @@ def optimize_time_grid(
 
     scores = {name: error(times) for name, times in proposals.items()}
     start = min(scores, key=lambda name: (scores[name], name))
-    grid = proposals[start]
-    best = initial = scores[start]
+    initial = scores[start]
+    grid, best, trials = _descend(error, schedule, proposals[start], initial, steps, sweeps)
+    return TunedGrid(
+        times=grid,
+        nfe=nfe,
+        options={k: v for k, v in options.changed().items() if k not in _SET_HERE},
+        pilot_error=best,
+        initial_error=initial,
+        model_calls=calls[0] + reference_calls,
+        seed=seed if reference.seed is None else reference.seed,
+        details=dict(
+            pilots=int(x_T.shape[0]),
+            candidates=len(reference.times) - 1,
+            substeps=reference.substeps,
+            reference_calls=reference_calls,
+            sweeps=sweeps,
+            trials=trials,
+            start=start,
+            start_errors=scores,
+            dp_grid=proposals["dp"],
+        ),
+    )
+
+
+def _reference_for(
+    model: DiffusionModel,
+    reference: PilotReference | None,
+    nfe: int,
+    steps: int,
+    x_T: Tensor | None,
+    shape: Sequence[int] | None,
+    pilots: int,
+    seed: int,
+    candidates: int,
+    substeps: int,
+    t_start: float | None,
+    t_end: float | None,
+) -> tuple[PilotReference, int, tuple[float, float]]:
+    """The caller's shared reference (its calls paid by whoever computed it: 0 here), or a
+    new one from the pilot arguments; with the calls it cost and the times it spans."""
+    if reference is not None:
+        if x_T is not None or t_start is not None or t_end is not None:
+            raise ValueError("give reference or x_T / t_start / t_end, not both")
+        reference.check_model(model)
+        return reference, 0, (reference.times[0], reference.times[-1])
+    check_int("candidates", candidates, 2)
+    if steps > candidates:
+        raise ValueError(
+            f"nfe={nfe} needs {steps} steps, more than candidates={candidates}: the grid's "
+            "times are picked among the candidate times; raise candidates (each costs "
+            f"{3 * substeps + 1} reference calls) or lower nfe"
+        )
+    t_s, t_e = resolve_times(model.schedule, t_start, t_end)
+    if x_T is None:
+        if shape is None:
+            raise ValueError("give shape (one sample's shape) or the pilot states x_T")
+        x_T = start_noise(model, pilots, seed, shape, t=t_s)
+    reference = pilot_reference(
+        model, x_T=x_T, seed=seed, candidates=candidates, substeps=substeps, t_start=t_s, t_end=t_e
+    )
+    return reference, reference.model_calls, (t_s, t_e)
+
+
+def _descend(
+    error: Callable[[list[float]], float],
+    schedule: NoiseSchedule,
+    grid: list[float],
+    best: float,
+    steps: int,
+    sweeps: int,
+) -> tuple[list[float], float, int]:
+    """Stage 3: coordinate descent of the inner points in lambda, each moved by a fraction
+    of the gap to its neighbour (0.3, 0.15, 0.07; `sweeps` sweeps per fraction at most,
+    the first improving move taken). Returns the grid, its error and the trials run."""
     lam = schedule.lambda_(torch.tensor(grid, dtype=torch.float64)).tolist()
     trials = 0
     for frac in (0.3, 0.15, 0.07):
@@ -192,23 +226,22 @@ def optimize_time_grid(
                         break
             if not improved:
                 break
-    return TunedGrid(
-        times=grid,
-        nfe=nfe,
-        options={k: v for k, v in options.changed().items() if k not in _SET_HERE},
-        pilot_error=best,
-        initial_error=initial,
-        model_calls=calls[0] + reference_calls,
-        seed=seed if reference.seed is None else reference.seed,
-        details=dict(
-            pilots=int(x_T.shape[0]),
-            candidates=n - 1,
-            substeps=reference.substeps,
-            reference_calls=reference_calls,
-            sweeps=sweeps,
-            trials=trials,
-            start=start,
-            start_errors=scores,
-            dp_grid=proposals["dp"],
-        ),
-    )
+    return grid, best, trials
+
+
+def _proposals(
+    reference: PilotReference, schedule: NoiseSchedule, nfe: int, steps: int, t_s: float, t_e: float
+) -> dict[str, list[float]]:
+    """Stages 1-2: the GITS grid (the cheapest path of first-order steps between the
+    reference's candidate times) and the standard grids, each with `steps` steps."""
+    n = len(reference.times)
+    if steps > n - 1:
+        raise ValueError(
+            f"nfe={nfe} needs {steps} steps, more than the reference's {n - 1} candidate "
+            "intervals; compute the reference with more candidates or lower nfe"
+        )
+    proposals = {"dp": reference.dp_grid(steps)}
+    for skip in SKIP_TYPES:
+        if skip != "exponential":  # the logSNR grid under another name
+            proposals[skip] = time_grid(schedule, skip, t_s, t_e, steps).tolist()
+    return proposals

@@ -30,10 +30,9 @@ and reported as reference and search calls.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -43,18 +42,15 @@ from ..checks import check_bool, check_choice, check_float, check_int
 from ..core import (
     DiffusionModel,
     NoiseSchedule,
-    Sampler,
     SolverOptions,
     check_model,
     time_grid,
 )
-from ..core.kernel import Evaluator
 from ..core.options import MULTISTEP3, VARIANTS
-from ..core.plan import AFS_MAX_SNR, Plan, multistep_plan
-from ..core.stepper import State, init, step
-from ..tools.measure import counting, rms
+from ..core.plan import AFS_MAX_SNR
 from ..tools.presets import SOLVERS
 from .pilots import PilotReference, pilot_reference
+from .refinement import PilotSearch
 from .values import TunedSolver
 
 __all__ = ["SEARCHED_FAMILIES", "optimize_solver"]
@@ -87,8 +83,6 @@ _SET_HERE = ("steps", "timesteps", "sigmas", "skip_type", "t_start", "t_end", "c
 _REFUSED = ("denoise_to_zero",)
 # Options that only some families have: applied to those, checked alone.
 _PER_FAMILY = {"corrector_variant": VARIANTS, "multistep3": MULTISTEP3}
-# Finite-difference steps: lambda (times a local gap), d_x, and d_j (times |cm_j / alpha_t|).
-_FD_GRID, _FD_X, _FD_M = 1e-3, 1e-4, 1e-4
 
 
 @torch.no_grad()
@@ -152,6 +146,172 @@ def optimize_solver(
     max_calls = check_int("max_calls", max_calls, 0)
     regularization = check_float("regularization", regularization)
     held_out = check_float("held_out", held_out)
+    check_bool("tune_coefficients", tune_coefficients)
+    given = _check_search(held_out, regularization, name, reference, options)
+    t_start = model.schedule.t_max if reference is None else reference.times[0]
+    candidates = _families(families, given, options, nfe, model.schedule, t_start)
+    reserve = _reserve(candidates, nfe, finalists, max_calls)
+    shared = reference is not None
+    reference = _reference_for(model, reference, shape, x_T, pilots, seed)
+    n = reference.pilots
+    if n < 2:
+        raise ValueError(f"optimize_solver needs at least 2 pilots (some are held out); got {n}")
+    held = max(1, int(n * held_out))
+    # The runs outside the Levenberg-Marquardt iterations (each finalist's starting runs
+    # and score, the result's pilot and held-out scores) are kept out of what the
+    # iterations may spend, so that max_calls bounds the whole search.
+    search = PilotSearch(model, reference, n - held, max_calls - reserve)
+    screened = _screen(search, candidates, reference, nfe)
+    finals = [c for c in screened if math.isfinite(c.error)][:finalists]
+    if not finals:
+        raise ValueError("every searched setting gave a non-finite error on the pilots")
+    best = _refine(search, finals, iterations, regularization, tune_coefficients)
+    kept = _held_out_choice(search, best)
+    return _record(
+        model, name, nfe, reference, shared, search, screened[: 4 * finalists], best, kept
+    )
+
+
+def _record(
+    model: DiffusionModel,
+    name: str | None,
+    nfe: int,
+    reference: PilotReference,
+    shared: bool,
+    search: PilotSearch,
+    screened: list[_Screened],
+    best: _Refined,
+    kept: _Kept,
+) -> TunedSolver:
+    """The search's result and its provenance as a `TunedSolver` (its model calls counted
+    after the last scoring run)."""
+    final = kept.final
+    pilot_error, grid_only_error = search.error(final), search.error(best.grid_only)
+    levels = model.schedule.levels(list(final.timesteps or ()))
+    return TunedSolver(
+        times=list(final.timesteps or ()),
+        sigmas=[lv.sigma / lv.alpha if lv.alpha > 0 else math.inf for lv in levels],
+        nfe=nfe,
+        options={
+            k: v for k, v in final.changed().items() if k not in ("timesteps", "coefficients")
+        },
+        coefficients=None
+        if final.coefficients is None
+        else [list(row) for row in final.coefficients],
+        setting=best.label,
+        model=name or type(model).__name__,
+        pilots=len(search.x),
+        held_out=len(search.hold_x),
+        seed=reference.seed,
+        model_calls={"reference": reference.model_calls, "search": search.calls[0]},
+        pilot_error=pilot_error,
+        held_out_error=kept.error,
+        analytic_held_out_error=kept.analytic_error,
+        fallback=kept.fallback,
+        details=dict(
+            reference_shared=shared,
+            start_grid=best.grid,
+            start_pilot_error=best.start_error,
+            grid_only_pilot_error=grid_only_error,
+            grid_only_held_out_error=kept.grid_only_error,
+            start_held_out_error=kept.start_error,
+            screened=[dict(setting=c.label, grid=c.grid, pilot_error=c.error) for c in screened],
+        ),
+    )
+
+
+def _reserve(
+    candidates: list[tuple[str, SolverOptions]], nfe: int, finalists: int, max_calls: int
+) -> int:
+    """The calls kept for the runs outside the Levenberg-Marquardt iterations. The families
+    and the search's least cost are known before any model call: a budget below it is
+    refused before the reference is paid for."""
+    grids = len(STANDARD_GRIDS) + 1
+    reserve = _fixed_runs(min(finalists, len(candidates) * grids)) * nfe
+    floor = len(candidates) * grids * nfe + reserve
+    if max_calls < floor:
+        raise ValueError(
+            f"max_calls={max_calls} is below the least this search costs, {floor} calls for "
+            f"nfe={nfe}: {len(candidates)} families screened on up to {grids} grids, then "
+            f"the finalists scored (each run {nfe} calls); raise max_calls, narrow families, "
+            "or lower nfe"
+        )
+    return reserve
+
+
+@dataclass(frozen=True)
+class _Screened:
+    """One (family, grid) pair of the screening and its error on the tuning pilots."""
+
+    error: float
+    label: str
+    grid: str
+    options: SolverOptions  # the family's options on that grid
+
+
+@dataclass(frozen=True)
+class _Refined:
+    """A finalist after refinement: its tuning error, family and starting grid, and its
+    solver at each stage (the grid it started from, the refined grid, then with tuned
+    coefficients if those were tuned)."""
+
+    error: float
+    label: str
+    grid: str
+    start: SolverOptions
+    grid_only: SolverOptions
+    tuned: SolverOptions
+    start_error: float
+
+
+def _screen(
+    search: PilotSearch,
+    candidates: list[tuple[str, SolverOptions]],
+    reference: PilotReference,
+    nfe: int,
+) -> list[_Screened]:
+    """Step 1: every family on the DP grid and on the standard grids, best first."""
+    screened = []
+    for label, opts in candidates:
+        steps = opts.steps_for_calls(nfe)
+        for grid_name, times in _proposals(search.schedule, reference, steps).items():
+            on_grid = SolverOptions.of(opts, timesteps=tuple(times))
+            screened.append(_Screened(search.error(on_grid), label, grid_name, on_grid))
+    screened.sort(key=lambda c: (c.error, c.label, c.grid))
+    return screened
+
+
+def _refine(
+    search: PilotSearch,
+    finals: list[_Screened],
+    iterations: int,
+    regularization: float,
+    tune_coefficients: bool,
+) -> _Refined:
+    """Steps 2-3: each finalist's grid refined, then its grid and coefficients together;
+    the one with the lowest tuning error."""
+    results = []
+    for c in finals:
+        grid_only = search.refine(c.options, iterations, regularization, coefficients=False)
+        tuned = grid_only
+        if tune_coefficients:
+            tuned = search.refine(grid_only, iterations, regularization, coefficients=True)
+        results.append(
+            _Refined(search.error(tuned), c.label, c.grid, c.options, grid_only, tuned, c.error)
+        )
+    results.sort(key=lambda r: (r.error, r.label))
+    return results[0]
+
+
+def _check_search(
+    held_out: float,
+    regularization: float,
+    name: object,
+    reference: object,
+    options: dict[str, Any],
+) -> SolverOptions:
+    """The search's arguments checked; returns the caller's options as one value (those
+    only some families have left out: they are checked alone, by name)."""
     if not 0.0 < held_out < 1.0:
         raise ValueError(f"held_out must be a fraction in (0, 1); got {held_out}")
     if regularization < 0:
@@ -165,7 +325,6 @@ def optimize_solver(
                 f"{key}=True cannot be tuned for: the pilots' reference ends at t_end; tune "
                 "without it (a tuned solver ends there)"
             )
-    check_bool("tune_coefficients", tune_coefficients)
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str or None; got {type(name).__name__}")
     # Checked with the options' own messages; those only some families have (the
@@ -179,76 +338,59 @@ def optimize_solver(
             f"reference must be a PilotReference (from pilot_reference); got "
             f"{type(reference).__name__}"
         )
-    # The families and the search's least cost are known before any model call: a budget
-    # below it is refused before the reference is paid for.
-    t_start = model.schedule.t_max if reference is None else reference.times[0]
-    candidates = _families(families, given, options, nfe, model.schedule, t_start)
-    screening = len(candidates) * (len(STANDARD_GRIDS) + 1) * nfe
-    reserve = _fixed_runs(min(finalists, len(candidates) * (len(STANDARD_GRIDS) + 1))) * nfe
-    floor = screening + reserve
-    if max_calls < floor:
-        raise ValueError(
-            f"max_calls={max_calls} is below the least this search costs, {floor} calls for "
-            f"nfe={nfe}: {len(candidates)} families screened on up to "
-            f"{len(STANDARD_GRIDS) + 1} grids, then the finalists scored (each run {nfe} "
-            "calls); raise max_calls, narrow families, or lower nfe"
-        )
+    return given
+
+
+def _reference_for(
+    model: DiffusionModel,
+    reference: PilotReference | None,
+    shape: Sequence[int] | None,
+    x_T: Tensor | None,
+    pilots: int,
+    seed: int,
+) -> PilotReference:
+    """The caller's shared reference (checked against the model, with no pilot arguments
+    beside it), or a new one from the pilot arguments."""
     if reference is None:
-        reference = pilot_reference(model, shape=shape, x_T=x_T, pilots=pilots, seed=seed)
-        shared = False
-    else:
-        given_pilots = [
-            name_
-            for name_, value, default in (
-                ("shape", shape, None),
-                ("x_T", x_T, None),
-                ("pilots", pilots, 64),
-                ("seed", seed, 0),
-            )
-            if value is not default and value != default
-        ]
-        if given_pilots:
-            raise ValueError(
-                f"give reference or the pilots ({', '.join(given_pilots)}), not both: the "
-                "reference holds its pilots"
-            )
-        reference.check_model(model)
-        shared = True
-    n = reference.pilots
-    if n < 2:
-        raise ValueError(f"optimize_solver needs at least 2 pilots (some are held out); got {n}")
-    held = max(1, int(n * held_out))
-    # The runs outside the Levenberg-Marquardt iterations (each finalist's starting runs
-    # and score, the result's pilot and held-out scores) are kept out of what the
-    # iterations may spend, so that max_calls bounds the whole search.
-    search = _Search(model, reference, n - held, max_calls - reserve)
+        return pilot_reference(model, shape=shape, x_T=x_T, pilots=pilots, seed=seed)
+    given_pilots = [
+        name_
+        for name_, value, default in (
+            ("shape", shape, None),
+            ("x_T", x_T, None),
+            ("pilots", pilots, 64),
+            ("seed", seed, 0),
+        )
+        if value is not default and value != default
+    ]
+    if given_pilots:
+        raise ValueError(
+            f"give reference or the pilots ({', '.join(given_pilots)}), not both: the "
+            "reference holds its pilots"
+        )
+    reference.check_model(model)
+    return reference
 
-    # 1. Screening: every family on the DP grid and the standard grids.
-    screened = []
-    for label, opts in candidates:
-        steps = opts.steps_for_calls(nfe)
-        for grid_name, times in _proposals(model.schedule, reference, steps).items():
-            err = search.error(SolverOptions.of(opts, timesteps=tuple(times)))
-            screened.append((err, label, grid_name, times, opts))
-    screened.sort(key=lambda c: (c[0], c[1], c[2]))
-    finals = [c for c in screened if math.isfinite(c[0])][:finalists]
-    if not finals:
-        raise ValueError("every searched setting gave a non-finite error on the pilots")
 
-    # 2-3. Refine each finalist's grid, then its grid and coefficients together.
-    results = []
-    for err, label, grid_name, times, opts in finals:
-        base = SolverOptions.of(opts, timesteps=tuple(times))
-        grid_only = search.refine(base, iterations, regularization, coefficients=False)
-        tuned = grid_only
-        if tune_coefficients:
-            tuned = search.refine(grid_only, iterations, regularization, coefficients=True)
-        results.append((search.error(tuned), label, grid_name, base, grid_only, tuned, err))
-    results.sort(key=lambda r: (r[0], r[1]))
-    _, label, grid_name, start, grid_only, tuned, start_err = results[0]
+@dataclass(frozen=True)
+class _Kept:
+    """What the held-out pilots kept: the solver, its held-out error and that of its
+    analytic rules, why a refinement was dropped (None if none was), and the held-out
+    errors of the grid the search started from and of the grid-only refinement."""
 
-    # 4. Held-out checks: the refined grid must beat the grid it started from, and the
-    # coefficients both analytic grids (the kept one, and their own with analytic rules).
+    final: SolverOptions
+    error: float
+    analytic_error: float
+    fallback: str | None
+    start_error: float
+    grid_only_error: float
+
+
+def _held_out_choice(search: PilotSearch, best: _Refined) -> _Kept:
+    """Step 4: the refined grid must beat the grid it started from on the held-out pilots, and the
+    coefficients both analytic grids (the kept one, and their own with analytic rules);
+    a refinement that does not is dropped, with the reason."""
+    start, grid_only, tuned, grid_name = best.start, best.grid_only, best.tuned, best.grid
     hold = search.held_out
     e_start, e_grid = hold(start), hold(grid_only)
     fallback = None
@@ -274,46 +416,7 @@ def optimize_solver(
             fallback = note if fallback is None else f"{fallback}; {note}"
             if e_same < e_kept:
                 final, e_final, e_analytic = same, e_same, e_same
-    schedule = model.schedule
-    times = list(final.timesteps or ())
-    levels = schedule.levels(times)
-    pilot_error, grid_only_error = search.error(final), search.error(grid_only)
-    base_options = {
-        k: v for k, v in final.changed().items() if k not in ("timesteps", "coefficients")
-    }
-    return TunedSolver(
-        times=times,
-        sigmas=[lv.sigma / lv.alpha if lv.alpha > 0 else math.inf for lv in levels],
-        nfe=nfe,
-        options=base_options,
-        coefficients=None
-        if final.coefficients is None
-        else [list(row) for row in final.coefficients],
-        setting=label,
-        model=name or type(model).__name__,
-        pilots=n - held,
-        held_out=held,
-        seed=reference.seed,
-        model_calls={
-            "reference": reference.model_calls,
-            "search": search.calls[0],
-        },
-        pilot_error=pilot_error,
-        held_out_error=e_final,
-        analytic_held_out_error=e_analytic,
-        fallback=fallback,
-        details=dict(
-            reference_shared=shared,
-            start_grid=grid_name,
-            start_pilot_error=start_err,
-            grid_only_pilot_error=grid_only_error,
-            grid_only_held_out_error=e_grid,
-            start_held_out_error=e_start,
-            screened=[
-                dict(setting=c[1], grid=c[2], pilot_error=c[0]) for c in screened[: 4 * finalists]
-            ],
-        ),
-    )
+    return _Kept(final, e_final, e_analytic, fallback, e_start, e_grid)
 
 
 def _fixed_runs(finalists: int) -> int:
@@ -408,202 +511,3 @@ def _proposals(
     if steps < len(reference.times):
         out["dp"] = reference.dp_grid(steps)
     return out
-
-
-@dataclass
-class _Run:
-    """A trajectory of one setting on the tuning pilots: the end state and, per model call
-    k, the stepper's state before it and its output (to re-run from any step)."""
-
-    end: Tensor
-    before: dict[int, tuple[State, Tensor]] = field(default_factory=dict)
-
-
-class _Search:
-    """The tuning pilots, the held-out pilots, their reference end states, and the model
-    with its calls counted."""
-
-    def __init__(
-        self,
-        model: DiffusionModel,
-        reference: PilotReference,
-        n_tune: int,
-        max_calls: int,
-    ) -> None:
-        self.model, self.calls = counting(model)
-        self.max_calls = max_calls
-        self.schedule: NoiseSchedule = model.schedule
-        self.x = reference.x_start[:n_tune]
-        self.target = reference.end[:n_tune]
-        self.hold_x = reference.x_start[n_tune:]
-        self.hold_target = reference.end[n_tune:]
-
-    def error(self, options: SolverOptions) -> float:
-        """RMS end-point error on the tuning pilots, by the library's own sampler."""
-        return self._score(options, self.x, self.target)
-
-    def held_out(self, options: SolverOptions) -> float:
-        """RMS end-point error on the held-out pilots (their calls count as search calls,
-        though each is on the held-out part of the batch only)."""
-        return self._score(options, self.hold_x, self.hold_target)
-
-    def _score(self, options: SolverOptions, x: Tensor, target: Tensor) -> float:
-        """inf for a setting the sampler refuses (e.g. a grid the options cannot run) or a
-        non-finite result, so that the search passes over it."""
-        try:
-            out = Sampler(self.model, options, check_finite=False)(x)
-        except ValueError:
-            return math.inf
-        e = rms(out, target)
-        return e if math.isfinite(e) else math.inf
-
-    # -- the trajectory, re-run from any step -----------------------------------------
-
-    def plan(self, options: SolverOptions) -> Plan:
-        return multistep_plan(self.schedule, options, list(options.timesteps or ()))
-
-    def run(
-        self, options: SolverOptions, plan: Plan, start: int = 1, prev: _Run | None = None
-    ) -> _Run:
-        """The plan's run on the tuning pilots, driven through the core's stepper (as the
-        sampler drives it, without hooks), from before step `start` of `prev`: the call
-        whose output takes step `start` is re-done from its saved state and output, and
-        only the later calls call the model (a re-run from step 1 is a whole run)."""
-        ev = Evaluator(self.model, options.form, False)  # the loops' calls: checked, in x's dtype
-        if start == 1 or prev is None:
-            state, first, before = init(plan, self.x), plan.first, {}
-        else:
-            state, output = prev.before[start - 1]
-            before = {k: v for k, v in prev.before.items() if k < start}
-            state, first = step(plan, state, start - 1, output), start
-        for k in range(first, len(plan.calls)):
-            call = plan.calls[k]
-            output = ev(state.x, call.level, call.number)
-            before[k] = (state, output)
-            state = step(plan, state, k, output)
-        return _Run(state.x, before)
-
-    def residual(self, run: _Run) -> Tensor:
-        """The end-point residuals of every tuning pilot, flattened."""
-        return (run.end - self.target).reshape(-1)
-
-    # -- Levenberg-Marquardt ------------------------------------------------------------
-
-    def refine(
-        self, options: SolverOptions, iterations: int, reg: float, coefficients: bool
-    ) -> SolverOptions:
-        """`options` with its inner grid points (and, with `coefficients`, its per-step
-        coefficients) moved to minimise the tuning pilots' end-point error."""
-        times = list(options.timesteps or ())
-        lam0 = self.schedule.lambda_(torch.tensor(times, dtype=torch.float64)).tolist()
-        analytic = self.plan(SolverOptions.of(options, coefficients=None))
-        shape = [
-            (len(r.cm), 0 if c is None else len(c.cm))
-            for r, c in zip(analytic.rules, analytic.corrections, strict=True)
-        ]
-        n_grid = len(times) - 2
-        rows0 = options.coefficients
-        flat0: list[float] = []
-        if coefficients:
-            for i, (k, kc) in enumerate(shape):
-                flat0.extend(
-                    rows0[i] if rows0 is not None else [0.0] * (1 + k + (1 + kc if kc else 0))
-                )
-        v = torch.tensor([*lam0[1:-1], *flat0], dtype=torch.float64)
-        v_start = v.clone()
-
-        def unpack(vec: Tensor) -> SolverOptions | None:
-            lam = [lam0[0], *vec[:n_grid].tolist(), lam0[-1]]
-            if any(b <= a for a, b in itertools.pairwise(lam)):
-                return None  # the grid must stay strictly monotone
-            inner = self.schedule.inverse_lambda(torch.tensor(lam[1:-1], dtype=torch.float64))
-            grid = (times[0], *inner.tolist(), times[-1])
-            rows: tuple[tuple[float, ...], ...] | None = rows0
-            if coefficients:
-                flat, found, p = vec[n_grid:].tolist(), [], 0
-                for k, kc in shape:
-                    size = 1 + k + (1 + kc if kc else 0)
-                    found.append(tuple(flat[p : p + size]))
-                    p += size
-                rows = tuple(found)
-            try:
-                return SolverOptions.of(options, timesteps=grid, coefficients=rows)
-            except ValueError:
-                return None
-
-        def evaluate(vec: Tensor, start: int = 1, prev: _Run | None = None) -> _Run | None:
-            opts = unpack(vec)
-            if opts is None:
-                return None
-            run = self.run(opts, self.plan(opts), start, prev)
-            return run if bool(torch.isfinite(run.end).all()) else None
-
-        current = evaluate(v)
-        if current is None:
-            return options
-        steps_of, eps = self._columns(analytic, shape, n_grid, lam0, coefficients)
-        steps = len(analytic.rules)
-        # An iteration's calls at most: each column re-runs from its step (a corrected step
-        # costs one call more), then up to 6 trial runs of the line search.
-        per_run = steps + sum(c is not None for c in analytic.corrections)
-        cost = sum(per_run - (j - 1) for j in steps_of) + 6 * per_run
-        mu = 1e-3
-        for _ in range(iterations):
-            if self.calls[0] + cost > self.max_calls:
-                break  # the next iteration could overrun the budget
-            r = self.residual(current)
-            best = float(r.pow(2).mean())
-            jac = torch.empty((r.numel(), v.numel()), dtype=torch.float64)
-            for q in range(v.numel()):
-                bumped = v.clone()
-                bumped[q] += eps[q]
-                run = evaluate(bumped, steps_of[q], current)
-                jac[:, q] = 0.0 if run is None else (self.residual(run) - r) / eps[q]
-            jtj = jac.T @ jac
-            g = jac.T @ r
-            d = torch.diag(jtj).clamp_min(1e-12 * float(torch.diag(jtj).max().clamp_min(1e-300)))
-            accepted = False
-            for _ in range(6):
-                a = jtj + (mu + reg) * torch.diag(d)
-                step = torch.linalg.solve(a, -(g + reg * d * (v - v_start)))
-                trial = evaluate(v + step)
-                if trial is not None:
-                    r2 = self.residual(trial)
-                    e2 = float(r2.pow(2).mean())
-                    if e2 < best:
-                        v, current = v + step, trial
-                        mu, accepted = max(mu / 3.0, 1e-9), True
-                        break
-                mu *= 4.0
-            if not accepted:
-                break
-        out = unpack(v)
-        return options if out is None else out
-
-    def _columns(
-        self,
-        plan: Plan,
-        shape: list[tuple[int, int]],
-        n_grid: int,
-        lam: list[float],
-        coefficients: bool,
-    ) -> tuple[list[int], list[float]]:
-        """For each parameter, the first step it changes and its finite-difference step."""
-        steps_of: list[int] = []
-        eps: list[float] = []
-        for j in range(1, n_grid + 1):  # inner point j is the end of step j
-            steps_of.append(j)
-            eps.append(_FD_GRID * min(lam[j] - lam[j - 1], lam[j + 1] - lam[j]))
-        if coefficients:
-            for i, (rule, corr) in enumerate(zip(plan.rules, plan.corrections, strict=True)):
-                alpha = plan.levels[i + 1].alpha
-                for r in (rule, corr):
-                    if r is None:
-                        continue
-                    scale = max((abs(c) / alpha for c in r.cm), default=1.0)
-                    steps_of.append(i + 1)
-                    eps.append(_FD_X)
-                    for c in r.cm:
-                        steps_of.append(i + 1)
-                        eps.append(_FD_M * max(abs(c) / alpha, 1e-3 * scale))
-        return steps_of, eps
