@@ -6,9 +6,14 @@
     published        published grids (Align Your Steps, GITS) and their resampling
     coefficients  4. update rules as data: x_new = cx x + sum_j cm[j] m[j] (+ noise z)
     options          the solver options: one frozen value, its checks and implications
-    plan             options + schedule -> levels and rules, cached
+    plan             the plan: levels, rules and the calls the stepper walks
+    multistep        multistep plans (DPM-Solver(++), iPNDM, DEIS, UniC, tuned rules)
+    singlestep       singlestep plans (DPM-Solver-1/2/3, stochastic singlestep steps)
+    planning         options + schedule -> a plan, cached (`make_plan`); a face's call
+                     times -> a plan (`call_plan`)
     kernel           applying a rule (`combine`) and calling the model (`Evaluator`)
-    loops         5. the multistep and singlestep loops; `adaptive`: DPM-Solver-12/23
+    stepper       5. the one stepper: `init` and `step` on a state the caller holds
+    loops            the fixed-step run (`run_plan`); `adaptive`: DPM-Solver-12/23
     stepnoise        the SDE steps' default noise (coupled within a singlestep step)
     sampler          `sample` and `Sampler`, the native entry points
 
@@ -40,7 +45,8 @@ from .model import (
     to_noise,
 )
 from .options import ALGORITHMS, CORRECTORS, DPM_ALGORITHMS, MAX_STEPS, METHODS, SolverOptions
-from .plan import Plan, make_plan, resolve_times
+from .plan import Plan
+from .planning import PlanEnd, call_plan, make_plan, resolve_times
 from .published import ALIGN_YOUR_STEPS, align_your_steps, gits_sigmas, interpolate_grid
 from .sampler import Sampler, sample
 from .schedules import (
@@ -55,6 +61,7 @@ from .schedules import (
     VESchedule,
     VPSchedule,
 )
+from .singlestep import singlestep_outer
 from .stepnoise import LinkedNoise, StepNoise
 
 __all__ = [
@@ -84,6 +91,7 @@ __all__ = [
     "ModelOutputError",
     "NoiseSchedule",
     "Plan",
+    "PlanEnd",
     "Prediction",
     "Sampler",
     "SolverOptions",
@@ -92,6 +100,7 @@ __all__ = [
     "VESchedule",
     "VPSchedule",
     "align_your_steps",
+    "call_plan",
     "check_grid",
     "check_model",
     "check_noise_levels",
@@ -105,6 +114,7 @@ __all__ = [
     "sample",
     "sigmas_to_times",
     "singlestep_orders",
+    "singlestep_outer",
     "time_grid",
     "to_data",
     "to_noise",

@@ -19,8 +19,9 @@ from torch import Tensor
 
 from .coefficients import Form, SolverType, singlestep_tableau
 from .kernel import Evaluator, ModelOutputError, combine
-from .plan import Plan, singlestep_stage, stage_calls
+from .plan import Plan, stage_calls
 from .schedules import NoiseSchedule
+from .singlestep import singlestep_stage
 from .stepper import Callback, State, step
 
 __all__ = ["adaptive_solve"]

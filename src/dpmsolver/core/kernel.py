@@ -236,4 +236,3 @@ def like_x(
             f"dtype and device ({x.dtype} on {x.device})"
         )
     return out
-

@@ -21,7 +21,8 @@ from .kernel import Evaluator, ModelOutputError, finite_flag, like_x, tensor_ver
 from .loops import Callback, NoiseSampler, XtCorrection, noise_hook, run_plan
 from .model import Denoiser, DiffusionModel, check_model
 from .options import SolverOptions
-from .plan import Plan, adaptive_end, make_plan
+from .plan import Plan
+from .planning import adaptive_end, make_plan
 from .schedules import NoiseSchedule
 from .stepnoise import StepNoise
 from .stepper import Hooks

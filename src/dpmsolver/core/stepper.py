@@ -85,7 +85,7 @@ class Call:
         call, the start) and after applying `rule`.
     noise: the interval whose noise `rule` adds, for a caller's noise sampler.
     restart: this call at first order, taken when the state lacks the outputs `rule`
-        needs (a run that begins inside the plan: `plan.with_restarts`).
+        needs (a run that begins inside the plan: `planning.with_restarts`).
     """
 
     level: Level

@@ -18,7 +18,8 @@ from torch import Tensor
 
 from ..core import DiffusionModel, NoiseSchedule, Sampler, SolverOptions
 from ..core.kernel import Evaluator
-from ..core.plan import Plan, multistep_plan
+from ..core.multistep import multistep_plan
+from ..core.plan import Plan
 from ..core.stepper import State, init, step
 from ..tools.measure import counting, rms
 from .pilots import PilotReference
