@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dpmsolver import NoiseSchedule, VPSchedule, singlestep_orders, time_grid
+from dpmsolver.core import GRIDS
+from dpmsolver.core import SKIP_TYPES as ALL_SKIP_TYPES
 
 F64 = torch.float64
 SKIP_TYPES = ["time_uniform", "logSNR", "time_quadratic"]
@@ -113,6 +115,16 @@ def test_grid_is_cpu_float64_and_fresh() -> None:
     b = time_grid(s, "time_uniform", 1.0, 0.001, 10)
     assert b.device.type == "cpu" and b.dtype == torch.float64
     assert b[3].item() == pytest.approx(1.0 - 3 * 0.999 / 10, abs=1e-15)
+
+
+def test_every_skip_type_is_one_registry_entry() -> None:
+    # A grid is added by one GRIDS entry and its name in SkipType: the two must agree, and
+    # each entry makes a grid through time_grid.
+    assert set(GRIDS) == set(ALL_SKIP_TYPES)
+    s = SCHEDULES["linear"]
+    for name in GRIDS:
+        grid = time_grid(s, name, 1.0, 1e-3, 5)
+        assert grid[0] == 1.0 and grid[-1] == pytest.approx(1e-3) and bool((grid.diff() < 0).all())
 
 
 def test_unknown_skip_type() -> None:

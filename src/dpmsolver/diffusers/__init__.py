@@ -3,9 +3,15 @@
     from . import DPMSolverScheduler
     pipe.scheduler = DPMSolverScheduler.from_config(pipe.scheduler.config)
 
+    scheduler  the scheduler protocol: set_timesteps plans, step() drives the core's stepper
     config     what each key of diffusers' scheduler configs means here (`read_config`)
+    config_io  the config's round trip: synonyms, the keys it resolves, from_config / save
     spacing    where diffusers' schedulers place their calls, as times of our schedules
-    scheduler  the scheduler protocol over the core's plans and rules
+    calls      those calls as a core plan (`core.call_plan`)
+    inputs     the checks of step()'s and set_timesteps' arguments
+    outputs    a model output in the plan's form (eps / x0), learned variances split off
+    noising    add_noise and scale_noise (img2img, inpainting)
+    tuned      a tuned solver as the scheduler's settings
 
 diffusers is an optional dependency (`pip install dpmsolver[diffusers]`), imported only
 by this package.
