@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import weakref
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Hashable
 from typing import Literal
 
 import torch
@@ -157,10 +157,10 @@ def adaptive_end(plan: Plan, last: int) -> Plan:
 
 # Plans per schedule object, keyed by its id (a schedule need not be hashable: a dataclass
 # with eq=True is not) and dropped when the schedule is collected.
-_PLANS: dict[int, dict[SolverOptions, Plan]] = {}
+_PLANS: dict[int, dict[Hashable, Plan]] = {}
 
 
-def _plans_of(schedule: NoiseSchedule) -> dict[SolverOptions, Plan] | None:
+def _plans_of(schedule: NoiseSchedule) -> dict[Hashable, Plan] | None:
     """The plan cache of `schedule` (None: it cannot be watched for collection, so its
     plans are not kept)."""
     key = id(schedule)
@@ -177,14 +177,20 @@ def _plans_of(schedule: NoiseSchedule) -> dict[SolverOptions, Plan] | None:
 def make_plan(schedule: NoiseSchedule, options: SolverOptions) -> Plan:
     """The plan of `options` on `schedule`, checked (times inside the schedule's range,
     the analytic first step's start) and cached: the cache's one key is the options."""
+    return _cached(schedule, options, lambda: _build(schedule, options))
+
+
+def _cached(schedule: NoiseSchedule, key: Hashable, build: Callable[[], Plan]) -> Plan:
+    """The plan cached under `key` for `schedule`, built by `build` on a miss (the oldest
+    of PLANS_PER_SCHEDULE is dropped to make room)."""
     plans = _plans_of(schedule)
-    found = None if plans is None else plans.get(options)
+    found = None if plans is None else plans.get(key)
     if found is None:
-        found = _build(schedule, options)
+        found = build()
         if plans is not None:
             if len(plans) >= PLANS_PER_SCHEDULE:
                 del plans[next(iter(plans))]
-            plans[options] = found
+            plans[key] = found
     return found
 
 
@@ -229,8 +235,42 @@ def call_plan(
         denoise_to_zero: after a 'stop' end, one more call whose output jumps to sigma = 0.
 
     Each call carries its first-order restart (`with_restarts`): a run may begin at any
-    call (img2img).
+    call (img2img). Plans are cached with `make_plan`'s, keyed by all the arguments.
     """
+    key = (
+        "calls",
+        options,
+        tuple(grid),
+        end,
+        count_end,
+        final_first_order,
+        tuple(sorted(uncorrected)),
+        None if orders is None else tuple(orders),
+        inner,
+        denoise_to_zero,
+    )
+    return _cached(
+        schedule,
+        key,
+        lambda: _call_plan(
+            schedule, options, list(grid), end, count_end, final_first_order,
+            uncorrected, orders, inner, denoise_to_zero,
+        ),
+    )  # fmt: skip
+
+
+def _call_plan(
+    schedule: NoiseSchedule,
+    options: SolverOptions,
+    grid: list[float],
+    end: PlanEnd,
+    count_end: bool,
+    final_first_order: bool,
+    uncorrected: Collection[int],
+    orders: list[int] | None,
+    inner: str | None,
+    denoise_to_zero: bool,
+) -> Plan:
     if options.method == "multistep":
         plan = _multistep_calls(
             schedule, options, grid, end, count_end, final_first_order, uncorrected

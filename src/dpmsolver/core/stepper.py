@@ -214,11 +214,11 @@ def step(
         call = call.restart  # the run began here: first order until enough outputs are kept
     if call.rule is None:
         return State(x, outputs)
-    z = noise if noise is not None else _noise(call, x, hooks)
+    z = noise if noise is not None or hooks.noise is None else _noise(call, x, hooks)
     ms = outputs if guided is None else (guided, *outputs)
     x_new = combine(call.rule, x, ms, generator, z)
     del ms
-    if call.after is not None:
+    if call.after is not None and (hooks.correct_xt is not None or hooks.callback is not None):
         x_new = _settle(x_new, call.after, hooks)
     if call.correction is None:
         return State(x_new, outputs)
