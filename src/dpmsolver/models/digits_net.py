@@ -1,4 +1,6 @@
-"""A small trained noise-prediction network for scikit-learn's 8x8 digits.
+"""Small trained networks for scikit-learn's 8x8 digits: noise prediction on DDPM's
+schedule (`load_digits_net`) and rectified-flow velocity prediction (`load_digits_flow`),
+one architecture.
 
 Architecture (`DigitsNet`, 93,777 parameters at the default width 16): a U-Net with one
 resolution level. The time input n (the DDPM step index, 0..999) gets a 64-dim sinusoidal
@@ -21,9 +23,14 @@ rounding changes the loss by < 1e-4) and loaded into float32 parameters. Retrain
 
     PYTHONPATH=src python tools/train_digits_net.py [--steps N] [--out PATH]
 
-Unlike the exact mixture denoiser of :mod:`dpmsolver.models.exact`, this is a real, imperfect
-network, as a stand-in for trained models in examples and tests; its samples are recognisable
-digits with some malformed ones and faint background noise.
+The flow network (``digits_flow.pt``, ``--flow``) is the same U-Net trained on rectified
+flow: s ~ U(0, 1), ``x_s = (1 - s) x0 + s eps``, time input ``1000 s`` (as SD3 and Flux
+transformers get theirs), target the velocity ``eps - x0``; the same optimiser, steps and
+EMA.
+
+Unlike the exact mixture denoiser of :mod:`dpmsolver.models.exact`, these are real, imperfect
+networks, as stand-ins for trained models in examples and tests; their samples are
+recognisable digits with some malformed ones and faint background noise.
 """
 
 from __future__ import annotations
@@ -36,11 +43,12 @@ import torch
 from torch import Tensor, nn
 
 from ..core import Denoiser, NoiseSchedule
-from .schedules import ddpm_linear_schedule
+from .schedules import ddpm_linear_schedule, rectified_flow_schedule
 
-__all__ = ["DigitsNet", "load_digits_net"]
+__all__ = ["DigitsNet", "load_digits_flow", "load_digits_net"]
 
 _WEIGHTS = "digits_net.pt"
+_FLOW_WEIGHTS = "digits_flow.pt"
 
 
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:
@@ -121,20 +129,48 @@ class DigitsNet(nn.Module):
         return out.to(x.dtype)
 
 
+def _shipped(name: str) -> DigitsNet:
+    """A shipped `DigitsNet` (eval mode, float32) from its float16 state dict."""
+    blob = resources.files("dpmsolver.models").joinpath(name).read_bytes()
+    state = torch.load(io.BytesIO(blob), weights_only=True)
+    net = DigitsNet()
+    # The file holds float16; load_state_dict copies into the float32 parameters.
+    net.load_state_dict(state)
+    net.eval()
+    return net
+
+
+def _check_schedule(schedule: object) -> None:
+    if schedule is not None and not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be a NoiseSchedule or None, got {type(schedule).__name__}")
+
+
 def load_digits_net(schedule: NoiseSchedule | None = None) -> Denoiser:
     """The shipped `DigitsNet` (eval mode, float32) as a `Denoiser` predicting noise.
 
     `schedule` defaults to DDPM's linear schedule, the one the net was trained on; the net
     reads the schedule's model time, so another schedule must also map to steps 0..999.
     """
-    if schedule is not None and not isinstance(schedule, NoiseSchedule):
-        raise TypeError(f"schedule must be a NoiseSchedule or None, got {type(schedule).__name__}")
-    blob = resources.files("dpmsolver.models").joinpath(_WEIGHTS).read_bytes()
-    state = torch.load(io.BytesIO(blob), weights_only=True)
-    net = DigitsNet()
-    # The file holds float16; load_state_dict copies into the float32 parameters.
-    net.load_state_dict(state)
-    net.eval()
+    _check_schedule(schedule)
     return Denoiser(
-        net, schedule or ddpm_linear_schedule(), prediction="noise", sample_shape=(1, 8, 8)
+        _shipped(_WEIGHTS),
+        schedule or ddpm_linear_schedule(),
+        prediction="noise",
+        sample_shape=(1, 8, 8),
+    )
+
+
+def load_digits_flow(schedule: NoiseSchedule | None = None) -> Denoiser:
+    """The shipped rectified-flow `DigitsNet` (eval mode, float32) as a `Denoiser`
+    predicting the flow velocity eps - x0.
+
+    `schedule` defaults to `rectified_flow_schedule()` (sigma = t, time input 1000 sigma),
+    the one the net was trained on; another schedule must give the net 1000 sigma too.
+    """
+    _check_schedule(schedule)
+    return Denoiser(
+        _shipped(_FLOW_WEIGHTS),
+        schedule or rectified_flow_schedule(),
+        prediction="flow",
+        sample_shape=(1, 8, 8),
     )
