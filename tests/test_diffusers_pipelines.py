@@ -277,7 +277,10 @@ def test_ours_matches_the_reference(lab: Lab, name: str) -> None:
     from dpmsolver.diffusers import DPMSolverScheduler
 
     case, tiny = CASES[name], lab.tiny(name)
-    ours = DPMSolverScheduler.from_config(tiny.scheduler.config)
+    # Flow configs: diffusers' DPM-Solver grid asked for by name (the flow default is ours,
+    # test_flow_default_in_pipelines).
+    grid = dict(use_diffusers_grid=True) if case.flow else {}
+    ours = DPMSolverScheduler.from_config(tiny.scheduler.config, **grid)
     run = generate(tiny, ours, case.output_type)
     # Ours ends a VP run where its config says (by default at the training schedule's
     # smallest noise level, as final_sigmas_type="sigma_min" does; diffusers' default jumps
@@ -301,3 +304,42 @@ def test_ours_matches_the_reference(lab: Lab, name: str) -> None:
     if difference > case.tol:
         problems.append(f"mean |ours - reference| = {difference:.4g} > {case.tol:g}")
     assert not problems, "; ".join(problems)
+
+
+@pytest.mark.parametrize("name", [name for name in CASES if CASES[name].flow])
+def test_flow_default_in_pipelines(lab: Lab, name: str) -> None:
+    """From the pipeline's config as it is, a flow run takes the flow default: the calls the
+    case promises, at 1000 times the default grid's sigmas with the model's shift (Flux:
+    e^mu for the mu it passes, and no sigmas of its own, since our config says the scheduler
+    places its sigmas), ending at sigma = 0."""
+    from dpmsolver.diffusers import DPMSolverScheduler
+    from dpmsolver.diffusers.spacing import flow_default_calls
+
+    case, tiny = CASES[name], lab.tiny(name)
+    ours = DPMSolverScheduler.from_config(tiny.scheduler.config)
+    assert ours.config.use_flow_sigmas is True and ours.config.corrector == "all"
+    asked: list[dict[str, Any]] = []
+    plain = ours.set_timesteps
+
+    def recorded(*args: Any, **kwargs: Any) -> None:
+        asked.append(kwargs)
+        plain(*args, **kwargs)
+
+    ours.set_timesteps = recorded  # type: ignore[method-assign]
+    run = generate(tiny, ours, case.output_type)
+    assert np.isfinite(run.output).all() and len(run.timesteps) == case.calls
+    assert asked and all(kw.get("sigmas") is None for kw in asked)
+    mu = asked[-1].get("mu")
+    config = ours.config
+    if config.use_dynamic_shifting:
+        assert mu is not None
+        shift = float(np.exp(mu))
+    else:
+        shift = config.shift if config.shift is not None else config.flow_shift
+    n = len(ours.timesteps)
+    expected = flow_default_calls(config.num_train_timesteps, shift, n)
+    np.testing.assert_allclose(ours.sigmas[:-1].numpy(), expected, rtol=1e-12, atol=0)
+    assert float(ours.sigmas[-1]) == 0.0
+    # The network's timesteps: the grid's (img2img: its last ones; Wan: each twice).
+    calls = np.sort(np.unique(np.round(run.timesteps, 6)))[::-1]
+    np.testing.assert_allclose(calls, 1000 * expected[n - len(calls) :], rtol=1e-6)

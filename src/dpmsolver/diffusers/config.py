@@ -63,6 +63,7 @@ BOOLEAN_KEYS = (
     "use_beta_sigmas",
     "use_lu_lambdas",
     "use_flow_sigmas",
+    "use_diffusers_grid",
     "lower_order_final",
     "final_step_first_order",
     "euler_at_final",
@@ -134,6 +135,8 @@ class Spacing:
         'flow_sigmas': a DPMSolverMultistep / UniPC config with `use_flow_sigmas`;
         'flow_match': a FlowMatchEulerDiscrete config (see `spacing.flow_calls` for where
             each places its calls).
+    diffusers: flow configs: n calls where DPMSolverMultistepScheduler places them
+        (`use_diffusers_grid`), instead of the flow default.
     """
 
     kind: str
@@ -147,6 +150,16 @@ class Spacing:
     time_shift_type: str = "exponential"
     shift_terminal: float | None = None
     skip: str = ""  # flow configs: our skip_type in the unshifted flow time, if given
+    diffusers: bool = False
+
+    @property
+    def flow_default(self) -> bool:
+        """Whether n calls go on the flow default grid (`spacing.flow_default_calls`): a
+        flow config with no grid key of its own."""
+        return self.kind in FLOW_KINDS and not (self.name or self.skip or self.diffusers)
+
+
+FLOW_KINDS = ("flow_sigmas", "flow_match")
 
 
 @dataclass(frozen=True)
@@ -219,9 +232,9 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
             k[name] = check_bool(name, k[name])
     n = _refuse_unhonoured(k)
     prediction_type, flow, use_flow = _prediction(k)
-    options, final_first, disable = _solver(k)
-    to_zero, denoise = _end(k, flow)
     spacing = _grid(k, flow, use_flow)
+    options, final_first, disable = _solver(k, spacing.flow_default)
+    to_zero, denoise = _end(k, flow)
     betas, alphas_cumprod, schedule = _training_schedule(k, n, flow, spacing.lambda_min_clipped)
     threshold, clip, split = _x0_corrections(k)
     return Setup(
@@ -290,10 +303,14 @@ def _prediction(k: dict[str, Any]) -> tuple[str, bool, bool]:
             "flow_shift) or a FlowMatchEulerDiscrete config (shift)"
         )
     if flow_match and use_flow:
-        raise ValueError(
-            "shift (FlowMatchEulerDiscrete) and use_flow_sigmas (DPMSolverMultistep) choose "
-            "two flow grids; give one of them"
-        )
+        # A FlowMatch config that says the scheduler places its own sigmas (ours, saved:
+        # FluxPipeline then passes none): the FlowMatch grid, with its shift.
+        if k["flow_shift"] not in (None, 1.0):
+            raise ValueError(
+                f"shift={k['shift']!r} (FlowMatchEulerDiscrete) and flow_shift="
+                f"{k['flow_shift']!r} (use_flow_sigmas) give two shifts; give one of them"
+            )
+        use_flow = False
     return prediction_type, flow, use_flow
 
 
@@ -334,13 +351,16 @@ def _corrector(k: dict[str, Any], solver_type: str) -> tuple[str | None, str | N
     return corrector, variant, list(disable)
 
 
-def _solver(k: dict[str, Any]) -> tuple[SolverOptions, bool, list[int]]:
-    """(the solver options, final_step_first_order, disable_corrector)."""
+def _solver(k: dict[str, Any], flow_default: bool) -> tuple[SolverOptions, bool, list[int]]:
+    """(the solver options, final_step_first_order, disable_corrector). On the flow default
+    grid the corrector is on unless the config says otherwise (the measured best there)."""
     algorithm_type = _algorithm_type(k)
     algorithm, eta = ALGORITHM_TYPES[algorithm_type or "dpmsolver++"]
     solver_type = k["solver_type"] or "midpoint"
     check_choice("solver_type", solver_type, tuple(SOLVER_TYPES))
     corrector, variant, disable = _corrector(k, solver_type)
+    if flow_default and corrector is None:
+        corrector = "all"
     method = k["method"] or "multistep"
     check_choice("method", method, ("multistep", "singlestep"))
     _agree(
@@ -417,15 +437,23 @@ def _grid(k: dict[str, Any], flow: bool, use_flow: bool) -> Spacing:
     use_flow_sigmas) replaces timestep_spacing; two flags, or our skip_type with any of
     them, are refused."""
     flags = _said(k, *SIGMA_SPACINGS)
+    if k["use_diffusers_grid"]:
+        flags = [*flags, "use_diffusers_grid"]
     if len(flags) > 1:
         raise ValueError(f"{' and '.join(flags)} each choose the time grid; give one of them")
-    if k["skip_type"] is not None and (flags or k["timestep_spacing"] is not None or use_flow):
-        other = (flags or ["timestep_spacing" if k["timestep_spacing"] else "use_flow_sigmas"])[0]
+    if k["skip_type"] is not None and (flags or (k["timestep_spacing"] is not None and not flow)):
+        other = (flags or ["timestep_spacing"])[0]
         raise ValueError(
             f"skip_type and {other} each choose the time grid; give one of them (a keyword "
             "given to from_config replaces the config's grid keys)"
         )
-    spacing_name = SIGMA_SPACINGS[flags[0]] if flags else ""
+    diffusers = bool(k["use_diffusers_grid"])
+    if diffusers and not flow:
+        raise ValueError(
+            "use_diffusers_grid=True applies to flow-matching configs (VP configs place their "
+            "calls as diffusers does through timestep_spacing)"
+        )
+    spacing_name = SIGMA_SPACINGS[flags[0]] if flags and not diffusers else ""
     steps_offset = check_int("steps_offset", k["steps_offset"], 0)
     clipped = k["lambda_min_clipped"]
     if clipped != -math.inf:
@@ -451,7 +479,7 @@ def _grid(k: dict[str, Any], flow: bool, use_flow: bool) -> Spacing:
     for name in ("base_image_seq_len", "max_image_seq_len"):
         check_int(name, k[name], 1)
     if flow:
-        return _flow_grid(k, use_flow, spacing_name, clipped)
+        return _flow_grid(k, use_flow, spacing_name, clipped, diffusers)
     if k["use_dynamic_shifting"] or shift_terminal is not None:
         raise ValueError(
             f"{'use_dynamic_shifting' if k['use_dynamic_shifting'] else 'shift_terminal'} "
@@ -472,7 +500,9 @@ def _grid(k: dict[str, Any], flow: bool, use_flow: bool) -> Spacing:
     return Spacing("skip_type", skip, steps_offset, clipped)
 
 
-def _flow_grid(k: dict[str, Any], use_flow: bool, spacing_name: str, clipped: float) -> Spacing:
+def _flow_grid(
+    k: dict[str, Any], use_flow: bool, spacing_name: str, clipped: float, diffusers: bool
+) -> Spacing:
     """The grid of a flow-matching config: DPMSolverMultistep's use_flow_sigmas
     (flow_shift) or FlowMatchEulerDiscrete's (shift, dynamic shifting, shift_terminal)."""
     if clipped != -math.inf:
@@ -509,6 +539,7 @@ def _flow_grid(k: dict[str, Any], use_flow: bool, spacing_name: str, clipped: fl
         sigma_min=k["sigma_min"],
         sigma_max=k["sigma_max"],
         skip=skip,
+        diffusers=diffusers,
     )
 
 

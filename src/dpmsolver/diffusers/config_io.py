@@ -37,6 +37,7 @@ SYNONYMS = (
         "use_exponential_sigmas",
         "use_beta_sigmas",
         "use_lu_lambdas",
+        "use_diffusers_grid",
     ),
     ("final_noise_level", "final_sigmas_type", "set_alpha_to_one"),
     ("final_step_first_order", "euler_at_final"),

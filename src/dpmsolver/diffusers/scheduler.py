@@ -141,6 +141,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         disable_corrector: list[int] | None = None,
         solver_p: Any = None,
         use_flow_sigmas: bool | None = None,
+        use_diffusers_grid: bool | None = None,
         flow_shift: float | None = None,
         shift: float | None = None,
         use_dynamic_shifting: bool = False,
@@ -174,10 +175,16 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                 }
             )
         else:
-            self.register_to_config(**resolved_keys(setup.options, setup.prediction))
+            resolved = resolved_keys(setup.options, setup.prediction)
+            if setup.flow and not setup.spacing.name:
+                # The scheduler places its own flow sigmas: FluxPipeline then passes none
+                # (its linspace sigmas would replace the grid), as for diffusers' own
+                # schedulers with use_flow_sigmas.
+                resolved["use_flow_sigmas"] = True
+            self.register_to_config(**resolved)
             defaults = self.config.get("_use_default_values")
             if defaults is not None:  # our keys, as used, count as given (one order)
-                kept = sorted(k for k in defaults if k not in resolved_keys(setup.options, "noise"))
+                kept = sorted(k for k in defaults if k not in resolved)
                 self.register_to_config(_use_default_values=kept)
         self._setup: Setup = setup
         self.noise_schedule = setup.schedule

@@ -1,7 +1,8 @@
 """Where diffusers' schedulers place their model calls, as times of our schedules.
 
 Each function returns the n call times (descending) that diffusers' scheduler of that
-config would evaluate the network at; the scheduler adds the end (sigma = 0, or the
+config would evaluate the network at (or, for a flow config with no grid key of its own,
+the flow default's: `flow_default_calls`); the scheduler adds the end (sigma = 0, or the
 smallest training level). VP times are t = (timestep + 1) / N of `DiscreteVPSchedule`;
 flow times are the flow sigmas themselves (`FlowSchedule(shift=1, t_max=1)`).
 
@@ -25,8 +26,11 @@ from ..core.grids import KARRAS_RHO, beta_sigmas
 from .config import Spacing
 
 __all__ = [
+    "FLOW_END",
+    "FLOW_POWER",
     "MU_SHIFTS",
     "flow_calls",
+    "flow_default_calls",
     "last_timestep",
     "sigma_calls",
     "spaced",
@@ -119,10 +123,11 @@ def flow_calls(
     (Flux passes unshifted sigmas and mu); a use_flow_sigmas config takes them as they are.
     A sigma spacing (use_karras_sigmas, ...): FlowMatchEulerDiscrete's re-spacing of its
     own grid (FlowMatch configs) or UniPC's spacing of sigma_t / alpha_t mapped to the flow
-    sigma (use_flow_sigmas configs). Otherwise DPM-Solver's calls on flow models, as
-    diffusers' DPMSolverMultistepScheduler places them (use_flow_sigmas with flow_shift =
-    the config's shift, or e^mu / mu with dynamic shifting), or with skip_type our grid in
-    the unshifted flow time from pure noise; shift_terminal stretches either.
+    sigma (use_flow_sigmas configs). Otherwise n calls at the shift in use (the config's
+    shift or flow_shift, or e^mu / mu with dynamic shifting): on the flow default grid
+    (`flow_default_calls`), with use_diffusers_grid where diffusers'
+    DPMSolverMultistepScheduler places them on flow models, or with skip_type on our grid
+    in the unshifted flow time from pure noise; shift_terminal stretches each.
     """
     total = alphas_cumprod.numel()
     if spacing.kind == "flow_match" and (
@@ -137,13 +142,15 @@ def flow_calls(
         return flow_spaced_calls(alphas_cumprod, spacing, int(n))  # type: ignore[arg-type]
     shift = _flow_shift(spacing, mu)
     count = int(n)  # type: ignore[arg-type]
-    if spacing.skip:
+    if spacing.flow_default:
+        sig = flow_default_calls(total, shift, count)
+    elif spacing.skip:
         u = (
             time_grid(_UNIT_FLOW, spacing.skip, 1.0, 1.0 / total, count - 1)
             if count > 1
             else torch.ones(1, dtype=torch.float64)
         )
-        sig = (shift * u / (1.0 + (shift - 1.0) * u)).numpy()
+        sig = _shifted(u.numpy(), shift)
     else:
         sig = np.asarray(flow_sigma_calls(total, shift, count))
     if spacing.shift_terminal is not None:
@@ -152,6 +159,30 @@ def flow_calls(
 
 
 _UNIT_FLOW = FlowSchedule(shift=1.0, t_max=1.0)
+# The flow default grid (`flow_default_calls`): its power and where it ends, as measured
+# best on the flow built-ins (benchmarks/diffusers_schedulers.py).
+FLOW_POWER = 2.5
+FLOW_END = 0.1
+
+
+def flow_default_calls(total: int, shift: float, n: int) -> np.ndarray:
+    """The flow default's n call sigmas: in the unshifted flow time u, from pure noise
+    u = 1 down to u_end = max(FLOW_END / n, 1 / total), spaced as
+    u_i = u_end + (1 - u_end) (1 - i / (n - 1))^FLOW_POWER (denser at low noise), then
+    shifted (sigma = shift u / (1 + (shift - 1) u)). The run jumps to sigma = 0 after the
+    last call, from a sigma that shrinks as 1 / n: the jump's first-order error falls as
+    1 / n^2, as the second-order steps before it do (diffusers' flow grids end at
+    sigma = shift / n, so their error falls as 1 / n only)."""
+    if n == 1:
+        return np.ones(1)
+    u_end = max(FLOW_END / n, 1.0 / total)
+    ramp = 1.0 - np.arange(n, dtype=np.float64) / (n - 1)
+    return _shifted(u_end + (1.0 - u_end) * ramp**FLOW_POWER, shift)
+
+
+def _shifted(u: np.ndarray, shift: float) -> np.ndarray:
+    """The flow sigma of the unshifted time u: shift u / (1 + (shift - 1) u)."""
+    return shift * u / (1.0 + (shift - 1.0) * u)
 
 
 def _flow_shift(spacing: Spacing, mu: float | None) -> float:
