@@ -61,3 +61,5 @@ for family, (config, mu) in configs.items():
     ]:  # fmt: skip
         error = (run(scheduler, noise, 10, mu) - reference).pow(2).mean().sqrt()
         print(f"{family}, 10 calls  {name:40s} RMS error {float(error):.3e}")
+x0 = run(DPMSolverScheduler.from_config(configs["SD3"][0]), noise, 10)
+print("samples:", tuple(x0.shape))
