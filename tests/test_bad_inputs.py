@@ -1843,7 +1843,12 @@ CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
         ValueError,
         "give one of num_inference_steps",
     ),
-    ("dif set_timesteps mu", scheduler_call("set_timesteps", 5, mu=0.5), ValueError, "mu needs"),
+    (
+        "dif set_timesteps mu",
+        scheduler_call("set_timesteps", 5, mu=0.5),
+        ValueError,
+        "mu (the dynamic shift of Flux-like pipelines) applies to flow-matching",
+    ),
     (
         "dif timesteps unsorted",
         scheduler_call("set_timesteps", timesteps=[100, 500]),

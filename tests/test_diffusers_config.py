@@ -633,6 +633,24 @@ def test_flow_default_halves_the_best_diffusers_error_on_sd3(
     assert ours <= 0.5 * best, (ours, best)
 
 
+def test_mu_without_dynamic_shifting_is_ignored_as_diffusers_does() -> None:
+    """FluxPipeline always passes mu; FlowMatchEuler ignores it without dynamic shifting
+    (Flux-architecture models ship such configs), and so do we: the static shift holds."""
+    config = FlowMatchEulerDiscreteScheduler(shift=3.0).config
+    with_mu, without = (
+        DPMSolverScheduler.from_config(config),
+        DPMSolverScheduler.from_config(config),
+    )
+    with_mu.set_timesteps(6, mu=0.5)
+    without.set_timesteps(6)
+    assert torch.equal(with_mu.sigmas, without.sigmas)
+    theirs = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    theirs.set_timesteps(sigmas=np.linspace(1.0, 1 / 6, 6), mu=0.5)
+    ours = DPMSolverScheduler.from_config(config)
+    ours.set_timesteps(sigmas=np.linspace(1.0, 1 / 6, 6).tolist(), mu=0.5)
+    torch.testing.assert_close(ours.sigmas.float(), theirs.sigmas, rtol=1e-6, atol=0)
+
+
 def test_flow_scale_noise_and_add_noise() -> None:
     scheduler = DPMSolverScheduler.from_config(FlowMatchEulerDiscreteScheduler(shift=3.0).config)
     scheduler.set_timesteps(10)
@@ -647,7 +665,7 @@ def test_flow_scale_noise_and_add_noise() -> None:
 @pytest.mark.parametrize(
     ("config", "kw", "message"),
     [
-        (dict(shift=3.0), {"num_inference_steps": 5, "mu": 0.5}, "mu needs"),
+        (dict(shift=3.0), {"num_inference_steps": 5, "mu": math.nan}, "mu must be"),
         (dict(use_dynamic_shifting=True), {"num_inference_steps": 5}, "needs mu"),
         (dict(shift=3.0), {"num_inference_steps": 5, "sigmas": [1.0, 0.5]}, "disagree"),
         (dict(shift=3.0), {"sigmas": [0.5, 0.9]}, "strictly decreasing"),

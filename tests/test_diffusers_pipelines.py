@@ -343,3 +343,39 @@ def test_flow_default_in_pipelines(lab: Lab, name: str) -> None:
     # The network's timesteps: the grid's (img2img: its last ones; Wan: each twice).
     calls = np.sort(np.unique(np.round(run.timesteps, 6)))[::-1]
     np.testing.assert_allclose(calls, 1000 * expected[n - len(calls) :], rtol=1e-6)
+
+
+def test_flux_with_a_static_shift_config_runs() -> None:
+    """FluxPipeline passes mu to every scheduler; with a FlowMatch config without dynamic
+    shifting (as some Flux-architecture models ship) diffusers' FlowMatchEuler ignores it,
+    and so does ours: the run takes its calls at the static shift's grid."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from dpmsolver.diffusers import DPMSolverScheduler
+    from dpmsolver.diffusers.spacing import flow_default_calls
+
+    static = dict(tp.FLUX_SCHEDULER, use_dynamic_shifting=False)
+    tiny = tp.flux_txt2img(static)
+    native = generate(tiny, FlowMatchEulerDiscreteScheduler.from_config(static), "latent")
+    for grid in ({}, {"use_diffusers_grid": True}):
+        ours = DPMSolverScheduler.from_config(tiny.scheduler.config, **grid)
+        run = generate(tiny, ours, "latent")
+        assert run.output.shape == native.output.shape and np.isfinite(run.output).all()
+        assert len(run.timesteps) == STEPS
+    np.testing.assert_allclose(
+        ours.sigmas[:-1].numpy(), flow_sigma_grid(static["shift"], STEPS), rtol=1e-6
+    )  # diffusers keeps its sigmas in float32
+    default = DPMSolverScheduler.from_config(tiny.scheduler.config)
+    generate(tiny, default, "latent")
+    np.testing.assert_allclose(
+        default.sigmas[:-1].numpy(), flow_default_calls(1000, static["shift"], STEPS), rtol=1e-12
+    )
+
+
+def flow_sigma_grid(shift: float, n: int) -> np.ndarray:
+    """DPMSolverMultistepScheduler's flow sigmas (use_flow_sigmas) with a static shift."""
+    reference = DPMSolverMultistepScheduler(
+        use_flow_sigmas=True, flow_shift=shift, prediction_type="flow_prediction"
+    )
+    reference.set_timesteps(n)
+    return reference.sigmas[:-1].double().numpy()

@@ -392,9 +392,10 @@ def sd3_img2img() -> Tiny:
     return Tiny(StableDiffusion3Img2ImgPipeline, _sd3_components(), kwargs, "transformer")
 
 
-def flux_txt2img() -> Tiny:
+def flux_txt2img(scheduler_config: dict[str, Any] | None = None) -> Tiny:
     """Flux: 2x2-packed latents of a 1-channel VAE (4 channels per token), one double- and
-    one single-stream block. true_cfg_scale stays 1 (distilled guidance): one call a step."""
+    one single-stream block. true_cfg_scale stays 1 (distilled guidance): one call a step.
+    `scheduler_config`: the FlowMatchEulerDiscrete config (default FLUX.1-dev's)."""
     from diffusers import (
         AutoencoderKL,
         FlowMatchEulerDiscreteScheduler,
@@ -431,7 +432,7 @@ def flux_txt2img() -> Tiny:
     components = dict(
         transformer=transformer,
         vae=vae,
-        scheduler=FlowMatchEulerDiscreteScheduler.from_config(FLUX_SCHEDULER),
+        scheduler=FlowMatchEulerDiscreteScheduler.from_config(scheduler_config or FLUX_SCHEDULER),
         text_encoder=None,
         tokenizer=None,
         text_encoder_2=None,

@@ -40,7 +40,7 @@ from diffusers.schedulers.scheduling_utils import (
 )
 from torch import Tensor
 
-from ..checks import check_bool, check_device, check_int
+from ..checks import check_bool, check_device, check_float, check_int
 from ..core import (
     Level,
     ModelOutputError,
@@ -325,7 +325,8 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         calls, descending) or `sigmas`: for VP configs noise levels sigma_t / alpha_t of the
         calls (a final 0 asks for the jump to sigma = 0), for flow-matching configs the
         unshifted flow sigmas that FlowMatchEulerDiscreteScheduler shifts. `mu` is the
-        dynamic shift of Flux-like pipelines (use_dynamic_shifting).
+        dynamic shift of Flux-like pipelines (use_dynamic_shifting); a flow config without
+        dynamic shifting ignores it, as FlowMatchEulerDiscreteScheduler does.
         """
         setup = self._setup
         if self._tuned is not None:
@@ -345,10 +346,17 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                 )
         if num_inference_steps is not None:
             check_steps_count(num_inference_steps)
-        if mu is not None and not (
-            setup.spacing.dynamic and setup.spacing.kind in ("flow_match", "flow_sigmas")
-        ):
-            raise ValueError("mu needs a flow-matching config with use_dynamic_shifting=True")
+        if mu is not None:
+            if not setup.flow:
+                raise ValueError(
+                    "mu (the dynamic shift of Flux-like pipelines) applies to flow-matching "
+                    "configs; this config is VP"
+                )
+            check_float("mu", mu)
+            if not setup.spacing.dynamic:
+                # As FlowMatchEulerDiscreteScheduler: a config without dynamic shifting
+                # keeps its static shift, and FluxPipeline always passes mu.
+                mu = None
         if setup.flow:
             grid = flow_grid(setup, num_inference_steps, timesteps, sigmas, mu)
             self._set_plan(plan_calls(setup, grid, True, count_jump=True))
