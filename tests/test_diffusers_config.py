@@ -412,6 +412,69 @@ def test_unipc_started_inside_the_grid_is_unipc(begin: str) -> None:
     torch.testing.assert_close(out[0], out[1], rtol=2e-5, atol=2e-6)
 
 
+SINGLESTEP_PARITY = [
+    dict(solver_order=o, lower_order_final=lof, final_sigmas_type=f)
+    for o in (1, 2, 3)
+    for lof in (True, False)
+    for f in ("zero", "sigma_min")
+] + [
+    dict(solver_order=2, solver_type="heun", final_sigmas_type="zero"),
+    dict(solver_order=3, algorithm_type="dpmsolver", final_sigmas_type="sigma_min"),
+]
+
+
+@pytest.mark.parametrize("n", [6, 7, 8])
+@pytest.mark.parametrize(
+    "config", SINGLESTEP_PARITY, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items())
+)
+def test_same_run_as_diffusers_dpmsolver_singlestep(config: dict[str, Any], n: int) -> None:
+    """A DPMSolverSinglestep config runs as diffusers' singlestep scheduler runs it, orders
+    of the last calls (lower_order_final, which it forces below a whole number of steps or
+    ending at sigma = 0) included."""
+    theirs = DPMSolverSinglestepScheduler(**VP, **config)
+    # (its calls are linspace-spaced; without a spacing key ours takes its own grid)
+    ours = DPMSolverScheduler.from_config(theirs.config, timestep_spacing="linspace")
+    assert ours.config.method == "singlestep"
+    torch.testing.assert_close(run(ours, n), run(theirs, n), rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_sde_singlestep_is_diffusers(order: int) -> None:
+    """sde-dpmsolver++ singlestep: each call's rule from the step's start with fresh noise
+    (the same draws from the same generator), as DPMSolverSinglestepScheduler takes it."""
+    config = dict(
+        VP,
+        algorithm_type="sde-dpmsolver++",
+        solver_order=order,
+        final_sigmas_type="zero",
+    )
+    results = []
+    for scheduler in (
+        DPMSolverScheduler.from_config(
+            DPMSolverSinglestepScheduler(**config).config, timestep_spacing="linspace"
+        ),
+        DPMSolverSinglestepScheduler(**config),
+    ):
+        scheduler.set_timesteps(7)
+        x = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+        g = torch.Generator().manual_seed(5)
+        for t in scheduler.timesteps:
+            x = scheduler.step(linear_model(x, t), t, x, generator=g).prev_sample
+        results.append(x)
+    torch.testing.assert_close(results[0], results[1], rtol=1e-4, atol=1e-5)
+
+
+def test_a_saved_multistep_config_runs_singlestep(tmp_path: Path) -> None:
+    """Saved DPMSolverMultistep configs carry lower_order_final=True: with method='singlestep'
+    they load and lower the final orders as the singlestep scheduler does."""
+    DPMSolverMultistepScheduler(**VP).save_pretrained(tmp_path)
+    config = DPMSolverScheduler.load_config(tmp_path)
+    ours = DPMSolverScheduler.from_config(config, method="singlestep", solver_order=3)
+    theirs = DPMSolverSinglestepScheduler.from_config(config, solver_order=3)
+    assert ours.config.lower_order_final is True
+    torch.testing.assert_close(run(ours, 9), run(theirs, 9), rtol=2e-5, atol=2e-6)
+
+
 def test_singlestep_config_places_its_calls_as_diffusers() -> None:
     config = dict(VP, solver_order=2, final_sigmas_type="zero")
     theirs = DPMSolverSinglestepScheduler(**config)
@@ -703,8 +766,18 @@ def test_flow_set_timesteps_errors(
         (dict(solver_type="bh2", corrector_variant="bh1"), "say different things"),
         (dict(disable_corrector=[1]), "corrector that is off"),
         (dict(disable_corrector=[-1], corrector="all"), "disable_corrector must be"),
-        (dict(method="singlestep", lower_order_final=True), "lower_order_final=True applies"),
-        (dict(method="singlestep", algorithm_type="sde-dpmsolver++"), "needs method='multistep'"),
+        (
+            dict(method="singlestep", algorithm_type="sde-dpmsolver++", solver_order=3),
+            "takes solver_order 1 or 2",
+        ),
+        (
+            dict(method="singlestep", algorithm_type="sde-dpmsolver++", solver_type="heun"),
+            "midpoint form only",
+        ),
+        (
+            dict(method="singlestep", algorithm_type="sde-dpmsolver"),
+            "only 'sde-dpmsolver\\+\\+' runs singlestep",
+        ),
         (dict(denoise_to_zero=True, final_sigmas_type="zero"), "denoise_to_zero needs"),
         (dict(dynamic_thresholding_ratio=1.5, thresholding=True), "dynamic_thresholding_ratio"),
         (dict(sample_max_value=0.0, thresholding=True), "sample_max_value must be > 0"),

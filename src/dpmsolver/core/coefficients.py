@@ -45,6 +45,7 @@ __all__ = [
     "sde_multistep_update",
     "sde_noise_multistep_update",
     "sde_singlestep_rules",
+    "sde_singlestep_update",
     "sde_stage_lambda",
     "singlestep_tableau",
     "unic_correction",
@@ -286,6 +287,27 @@ def sde_singlestep_rules(
     fac = 1.0 / (2.0 * r)
     last = _to_level(s, d, [(phi(1, z), (1.0 - fac) * e[0] + fac * e[1])])
     return [stage_rule, Linear(last.cx, last.cm, t.alpha * up)]
+
+
+def sde_singlestep_update(levels: list[Level]) -> Linear:
+    """SDE-DPM-Solver++ singlestep of order k = len(levels) - 1 (1 or 2; data form, the
+    midpoint form), as diffusers' DPMSolverSinglestepScheduler takes it: from the step's
+    start s with the outputs at s (and at the stage s_1), `levels` = [s, (s_1,) t], to t:
+        x_t = (sigma_t/sigma_s) e^{-h} x + A m_s + (A / 2) (m_1 - m_s) / r
+              + sigma_t sqrt(1 - e^{-2h}) z
+    with h = lambda_t - lambda_s, A = alpha_t (1 - e^{-2h}), r = (lambda_{s_1} - lambda_s) / h.
+    One model call per stage."""
+    *pts, t = levels
+    s = pts[0]
+    h = t.lambda_ - s.lambda_
+    one_minus = -math.expm1(-2.0 * h)  # 1 - e^{-2h}
+    a_coef = t.alpha * one_minus
+    cx = (t.sigma / s.sigma) * math.exp(-h)
+    noise = t.sigma * math.sqrt(one_minus)
+    if len(pts) == 1:
+        return Linear(cx, (a_coef,), noise)
+    slope = 0.5 * a_coef * h / (pts[1].lambda_ - s.lambda_)
+    return Linear(cx, (a_coef - slope, slope), noise)
 
 
 def sde_stage_lambda(s: Level, t: Level, r: float, eta: float, ancestral: bool) -> float:

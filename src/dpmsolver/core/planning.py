@@ -18,6 +18,7 @@ from ..checks import check_float
 from .coefficients import (
     Linear,
     jump_to_zero,
+    sde_singlestep_update,
     unic_correction,
 )
 from .grids import check_grid_range, sigmas_to_times, singlestep_orders, time_grid
@@ -92,9 +93,13 @@ def with_restarts(plan: Plan, schedule: NoiseSchedule, options: SolverOptions) -
             for j, level in enumerate(levels):
                 call = calls[k]
                 if j > 0:
-                    rule = singlestep_stage(
-                        schedule, form, options.solver_type, "logSNR", level.t, ends[j].t, 1
-                    )[1][0]
+                    rule = (
+                        sde_singlestep_update([level, ends[j]])
+                        if options.eta > 0
+                        else singlestep_stage(
+                            schedule, form, options.solver_type, "logSNR", level.t, ends[j].t, 1
+                        )[1][0]
+                    )
                     redo = dataclasses.replace(call, rule=rule, stage=0)
                     calls[k] = dataclasses.replace(call, restart=redo)
                 k += 1
@@ -214,6 +219,7 @@ def call_plan(
     orders: list[int] | None = None,
     inner: str | None = None,
     denoise_to_zero: bool = False,
+    span_orders: list[int] | None = None,
 ) -> Plan:
     """The plan of a run whose steps end at the times `grid`, as a face places them.
 
@@ -221,7 +227,8 @@ def call_plan(
     interval, its intermediate points spaced by `inner` (default logSNR); otherwise each
     step of order k spans k intervals of `grid`, the grid's points inside it its
     intermediate calls (as diffusers' DPMSolverSinglestepScheduler uses its timesteps),
-    orders as `singlestep_orders` mixes them (order 1 first from pure noise).
+    of the orders `span_orders` (default: as `singlestep_orders` mixes them), a first step
+    from pure noise split into first-order steps.
 
     Args:
         end: what follows the last step (`PlanEnd`); a run ending with 'jump' or 'hold'
@@ -233,6 +240,7 @@ def call_plan(
             become first-order steps).
         uncorrected: multistep steps (0-based) that do not get the corrector.
         denoise_to_zero: after a 'stop' end, one more call whose output jumps to sigma = 0.
+        span_orders: singlestep steps that span several intervals: their orders.
 
     Each call carries its first-order restart (`with_restarts`): a run may begin at any
     call (img2img). Plans are cached with `make_plan`'s, keyed by all the arguments.
@@ -248,13 +256,14 @@ def call_plan(
         None if orders is None else tuple(orders),
         inner,
         denoise_to_zero,
+        None if span_orders is None else tuple(span_orders),
     )
     return _cached(
         schedule,
         key,
         lambda: _call_plan(
             schedule, options, list(grid), end, count_end, final_first_order,
-            uncorrected, orders, inner, denoise_to_zero,
+            uncorrected, orders, inner, denoise_to_zero, span_orders,
         ),
     )  # fmt: skip
 
@@ -270,6 +279,7 @@ def _call_plan(
     orders: list[int] | None,
     inner: str | None,
     denoise_to_zero: bool,
+    span_orders: list[int] | None,
 ) -> Plan:
     if options.method == "multistep":
         plan = _multistep_calls(
@@ -278,7 +288,7 @@ def _call_plan(
     elif orders is not None:
         plan = singlestep_plan(schedule, options, grid, orders, inner or "logSNR")
     else:
-        plan = _grouped_calls(schedule, options, grid, final_first_order)
+        plan = _grouped_calls(schedule, options, grid, final_first_order, span_orders)
     plan = with_restarts(plan, schedule, options)
     last, form = plan.levels[-1], options.form
     number = len(plan.calls)
@@ -314,13 +324,23 @@ def _multistep_calls(
 
 
 def _grouped_calls(
-    schedule: NoiseSchedule, options: SolverOptions, grid: list[float], final_first_order: bool
+    schedule: NoiseSchedule,
+    options: SolverOptions,
+    grid: list[float],
+    final_first_order: bool,
+    span_orders: list[int] | None,
 ) -> Plan:
     steps = len(grid) - 1
-    orders = singlestep_orders(steps, options.order) if steps else []
-    if steps and schedule.levels([grid[0]])[0].alpha == 0.0 and orders[0] > 1:
-        # From pure noise the first step is of order 1 (its stages would lie at -inf).
-        orders = [1, *(singlestep_orders(steps - 1, options.order) if steps > 1 else [])]
+    pure_noise = bool(steps) and schedule.levels([grid[0]])[0].alpha == 0.0
+    if span_orders is not None:
+        orders = list(span_orders)
+        if pure_noise and orders and orders[0] > 1:
+            # From pure noise the first step is of order 1 (its stages would lie at -inf).
+            orders = [*([1] * orders[0]), *orders[1:]]
+    else:
+        orders = singlestep_orders(steps, options.order) if steps else []
+        if pure_noise and orders[0] > 1:
+            orders = [1, *(singlestep_orders(steps - 1, options.order) if steps > 1 else [])]
     if final_first_order and orders and orders[-1] > 1:
         orders = [*orders[:-1], *([1] * orders[-1])]
     return grouped_singlestep_plan(schedule, options, grid, orders)

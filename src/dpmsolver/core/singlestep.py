@@ -16,6 +16,7 @@ from .coefficients import (
     Linear,
     SolverType,
     sde_singlestep_rules,
+    sde_singlestep_update,
     sde_stage_lambda,
     singlestep_tableau,
 )
@@ -145,26 +146,30 @@ def grouped_singlestep_plan(
 ) -> Plan:
     """Singlestep steps of the given orders over `grid`: step i spans orders[i] intervals,
     the grid's points inside it are its intermediate calls (as diffusers'
-    DPMSolverSinglestepScheduler uses its timesteps)."""
+    DPMSolverSinglestepScheduler uses its timesteps). With eta > 0 each stage takes
+    SDE-DPM-Solver++'s rule of its order from the step's start (`sde_singlestep_update`)."""
     levels = schedule.levels(grid)
     bounds = bounds_of(orders)
     stages = []
     for i, k in enumerate(orders):
-        lam = [lv.lambda_ for lv in levels[bounds[i] : bounds[i + 1] + 1]]
-        r = [(lj - lam[0]) / (lam[-1] - lam[0]) for lj in lam[1:-1]]
-        stages.append(
-            singlestep_stage(
-                schedule,
-                options.form,
-                options.solver_type,
-                "logSNR",
-                grid[bounds[i]],
-                grid[bounds[i + 1]],
-                k,
-                r,
-            )
-        )
+        inside = levels[bounds[i] : bounds[i + 1] + 1]
+        if options.eta > 0:
+            rules = [sde_singlestep_update([*inside[: j + 1], inside[j + 1]]) for j in range(k)]
+        else:
+            # Each call's rule is the singlestep update of its order from the step's start
+            # to the next grid point, as DPMSolverSinglestepScheduler takes it.
+            rules = [_update(options, inside[: j + 1], inside[j + 1]) for j in range(k)]
+        stages.append((inside[:k], rules))
     return _stepped([levels[b] for b in bounds], stages)
+
+
+def _update(options: SolverOptions, points: list[Level], t: Level) -> Linear:
+    """The singlestep update of order len(points) from points[0] to t, with the outputs at
+    `points` (the stages at their own lambdas): the last rule of its tableau."""
+    s = points[0]
+    h = t.lambda_ - s.lambda_
+    r = [(p.lambda_ - s.lambda_) / h for p in points[1:]]
+    return singlestep_tableau(options.form, options.solver_type, s, points[1:], t, r)[-1]
 
 
 def _stepped(outer: list[Level], stages: list[tuple[list[Level], list[Linear]]]) -> Plan:

@@ -31,7 +31,7 @@ from ..core import (
 from .config import Setup
 from .spacing import flow_calls, last_timestep, sigma_calls, timestep_calls
 
-__all__ = ["Planned", "flow_grid", "plan_calls", "vp_plan"]
+__all__ = ["Planned", "flow_grid", "plan_calls", "singlestep_call_orders", "steps_of", "vp_plan"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,14 @@ def plan_calls(
     corrects the step before it). Singlestep `orders` / `inner`: one step per interval of
     our grid."""
     end: PlanEnd = "jump" if to_zero else "hold" if identity_end else "stop"
+    span = None
+    if setup.options.method == "singlestep" and orders is None:
+        # diffusers' grid: the orders DPMSolverSinglestepScheduler gives its calls; a last
+        # call that only ends the run (the jump, or a step of length 0) takes no step here.
+        options = setup.options
+        calls = len(grid) - 1 if end == "stop" else len(grid)
+        per_call = singlestep_call_orders(calls, options.order, options.lower_order_final, to_zero)
+        span = steps_of(per_call if end == "stop" else per_call[:-1])
     plan = call_plan(
         setup.schedule,
         setup.options,
@@ -73,8 +81,38 @@ def plan_calls(
         orders=orders,
         inner=inner,
         denoise_to_zero=setup.denoise_to_zero,
+        span_orders=span,
     )
     return Planned(plan, plan.levels[-1], to_zero or setup.denoise_to_zero)
+
+
+def singlestep_call_orders(n: int, order: int, lower_final: bool, final_zero: bool) -> list[int]:
+    """DPMSolverSinglestepScheduler's order for each of n calls (its `get_order_list`): the
+    calls of a step of order k are numbered 1..k. With lower_order_final (which it forces
+    when n is not a multiple of the order, or the run ends at sigma = 0) the last calls
+    take lower orders; ending at sigma = 0, the last call is of order 1."""
+    lower = lower_final or n % order != 0 or final_zero
+    block = list(range(1, order + 1))
+    if not lower or order == 1:
+        per_call = block * (n // order)
+    elif n % order == 0:
+        per_call = block * (n // order - 1) + ([1, 1] if order == 2 else [1, 2, 1])
+    else:
+        per_call = block * (n // order) + block[: n % order]
+    if final_zero and per_call:
+        per_call[-1] = 1
+    return per_call
+
+
+def steps_of(per_call: list[int]) -> list[int]:
+    """The step orders of per-call orders: a step begins at each call of order 1."""
+    orders: list[int] = []
+    for k in per_call:
+        if k == 1 or not orders:
+            orders.append(1)
+        else:
+            orders[-1] = k
+    return orders
 
 
 def flow_grid(

@@ -373,25 +373,38 @@ def _solver(k: dict[str, Any], flow_default: bool) -> tuple[SolverOptions, bool,
         else bool(k["euler_at_final"]),
     )
     lower_final = k["lower_order_final"]
-    if method == "singlestep" and lower_final:
-        raise ValueError(
-            "lower_order_final=True applies to method='multistep'; singlestep runs mix "
-            "their orders as the authors' code does"
-        )
+    order = check_int("solver_order", k["solver_order"], 1, 3)
+    if eta > 0 and method == "singlestep":
+        if algorithm != "dpmsolver++":
+            raise ValueError(
+                f"algorithm_type={algorithm_type!r} with method='singlestep': only "
+                "'sde-dpmsolver++' runs singlestep (as in DPMSolverSinglestepScheduler)"
+            )
+        if order > 2:
+            raise ValueError(
+                f"algorithm_type={algorithm_type!r} with method='singlestep' takes "
+                f"solver_order 1 or 2; got {order}"
+            )
+        if SOLVER_TYPES[solver_type][0] != "dpmsolver":
+            raise ValueError(
+                f"algorithm_type={algorithm_type!r} with method='singlestep' combines its "
+                f"stage in the midpoint form only; got solver_type={solver_type!r} (use "
+                "'midpoint')"
+            )
     options = SolverOptions.of(
         algorithm=algorithm,
-        order=check_int("solver_order", k["solver_order"], 1, 3),
+        order=order,
         method=method,
         solver_type=SOLVER_TYPES[solver_type][0],
-        lower_order_final=True if lower_final is None else lower_final,
+        # Unsaid, as in diffusers: on for multistep (below 15 steps), off for singlestep
+        # (where diffusers forces it on unless the calls fill whole steps and end above 0).
+        lower_order_final=method == "multistep" if lower_final is None else lower_final,
         corrector=corrector or "off",
         corrector_variant=variant or "bh2",
         eta=eta,
     )
     if disable and options.corrector == "off":
         raise ValueError("disable_corrector lists steps of a corrector that is off")
-    if options.eta > 0 and method != "multistep":
-        raise ValueError(f"algorithm_type={algorithm_type!r} needs method='multistep'")
     return options, final_first, disable
 
 
