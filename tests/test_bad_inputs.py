@@ -1810,7 +1810,7 @@ CASES: list[tuple[str, Callable[[], Any], type[BaseException], str]] = [
         "dif timestep_type",
         scheduler(timestep_type="continuous"),
         ValueError,
-        "timestep_type='continuous' cannot be honoured",
+        "timestep_type='continuous' (the network gets EDM's c_noise = log(sigma) / 4) applies",
     ),
     (
         "dif interpolation_type",

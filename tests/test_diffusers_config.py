@@ -18,6 +18,7 @@ import diffusers
 from diffusers import (
     DPMSolverMultistepScheduler,
     DPMSolverSinglestepScheduler,
+    EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
     UniPCMultistepScheduler,
 )
@@ -202,6 +203,7 @@ VARIATIONS: list[tuple[str, Any, dict[str, Any]]] = [
     ("invert_sigmas", True, FLOW),
     ("stochastic_sampling", True, FLOW),
     ("timestep_type", "continuous", VP),
+    ("timestep_type", "continuous", dict(VP, prediction_type="v_prediction")),
     ("interpolation_type", "log_linear", VP),
     ("tuned_solver", tuned_record(VP), VP),
 ]
@@ -473,6 +475,33 @@ def test_a_saved_multistep_config_runs_singlestep(tmp_path: Path) -> None:
     theirs = DPMSolverSinglestepScheduler.from_config(config, solver_order=3)
     assert ours.config.lower_order_final is True
     torch.testing.assert_close(run(ours, 9), run(theirs, 9), rtol=2e-5, atol=2e-6)
+
+
+def test_continuous_timesteps_are_eulers_c_noise() -> None:
+    """timestep_type='continuous' with v-prediction (EDM-style configs): the network gets
+    c_noise = log(sigma) / 4 at each call, as EulerDiscreteScheduler gives it; step(),
+    add_noise and a pipeline loop take those timesteps, and the run is the discrete one's
+    (the same levels, only the network's time input differs)."""
+    config = dict(VP, prediction_type="v_prediction", timestep_spacing="linspace")
+    euler = EulerDiscreteScheduler(**config, timestep_type="continuous")
+    ours = DPMSolverScheduler.from_config(euler.config, final_sigmas_type="zero")
+    plain = DPMSolverScheduler(**config, final_sigmas_type="zero")
+    for s in (euler, ours, plain):
+        s.set_timesteps(8)
+    # Both start at training step 999 (ours places the later calls as DPM-Solver does).
+    assert float(ours.timesteps[0]) == pytest.approx(float(euler.timesteps[0]), rel=1e-5)
+    torch.testing.assert_close(ours.timesteps, 0.25 * ours.sigmas[:-1].log(), rtol=1e-12, atol=0)
+    assert torch.equal(run(ours, 8), run(plain, 8))
+    x0 = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    noise = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    t = ours.timesteps[2:3]
+    torch.testing.assert_close(
+        ours.add_noise(x0, noise, t), plain.add_noise(x0, noise, plain.timesteps[2:3])
+    )
+    with pytest.raises(ValueError, match="custom timesteps cannot be given"):
+        ours.set_timesteps(timesteps=[900, 500, 100])
+    with pytest.raises(ValueError, match="timesteps must lie in"):
+        ours.add_noise(x0, noise, torch.tensor([5.0]))
 
 
 def test_singlestep_config_places_its_calls_as_diffusers() -> None:

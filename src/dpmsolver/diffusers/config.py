@@ -180,6 +180,9 @@ class Setup:
     clip: float | None  # clip_sample_range when clip_sample
     split_variance: bool  # outputs of twice the channels carry a learned variance
     disable_corrector: tuple[int, ...]
+    # timestep_type='continuous': the network's timestep is EDM's c_noise = log(sigma) / 4
+    # of sigma = sigma_t / alpha_t (v-prediction configs, as EulerDiscreteScheduler).
+    continuous: bool = False
 
 
 def training_betas(
@@ -232,6 +235,13 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
             k[name] = check_bool(name, k[name])
     n = _refuse_unhonoured(k)
     prediction_type, flow, use_flow = _prediction(k)
+    continuous = k["timestep_type"] == "continuous"
+    if continuous and (prediction_type != "v_prediction" or flow):
+        raise ValueError(
+            "timestep_type='continuous' (the network gets EDM's c_noise = log(sigma) / 4) "
+            "applies to VP configs with prediction_type='v_prediction', as in "
+            f"EulerDiscreteScheduler; got prediction_type={prediction_type!r}"
+        )
     spacing = _grid(k, flow, use_flow)
     options, final_first, disable = _solver(k, spacing.flow_default)
     to_zero, denoise = _end(k, flow)
@@ -252,6 +262,7 @@ def read_config(keys: Mapping[str, Any]) -> Setup:
         clip=clip,
         split_variance=split,
         disable_corrector=tuple(disable),
+        continuous=continuous,
     )
 
 
@@ -262,13 +273,13 @@ def _refuse_unhonoured(k: dict[str, Any]) -> int:
     check_choice("beta_schedule", k["beta_schedule"], BETA_SCHEDULES)
     check_float("beta_start", k["beta_start"])
     check_float("beta_end", k["beta_end"])
-    for name in ("timestep_type", "interpolation_type"):
-        allowed = ("discrete",) if name == "timestep_type" else ("linear",)
-        if k[name] not in allowed:
-            raise ValueError(
-                f"{name}={k[name]!r} cannot be honoured: this scheduler evaluates the network "
-                f"at the training timesteps of its schedule; allowed: {allowed[0]!r}"
-            )
+    check_choice("timestep_type", k["timestep_type"], ("discrete", "continuous"))
+    if k["interpolation_type"] != "linear":
+        raise ValueError(
+            f"interpolation_type={k['interpolation_type']!r} cannot be honoured: this "
+            "scheduler evaluates the network at the training timesteps of its schedule; "
+            "allowed: 'linear'"
+        )
     for name in ("invert_sigmas", "stochastic_sampling"):
         if check_bool(name, k[name]):
             raise ValueError(

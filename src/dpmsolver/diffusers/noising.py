@@ -49,8 +49,8 @@ def add_noise(setup: Setup, original_samples: Tensor, noise: Tensor, timesteps: 
     t = _times_of(setup, steps.double().reshape(-1))
     ends = torch.stack([t.min(), t.max()]).tolist() if t.numel() else []
     if not all(math.isfinite(v) and ns.contains(v) for v in ends):
-        lo, hi = float(ns.model_time(ns.t_min)), float(ns.model_time(ns.t_max))
-        given = [_timestep_of(setup, v) for v in ends]
+        lo, hi = (_timestep_of(setup, v) for v in (ns.t_min, ns.t_max))
+        given = [float(steps.min()), float(steps.max())]  # the error path: one read
         raise ValueError(
             f"add_noise: timesteps must lie in [{lo:.6g}, {hi:.6g}] (the network's time "
             f"inputs); got {given[0]:.6g} to {given[1]:.6g}"
@@ -81,10 +81,22 @@ def scale_noise(
 
 
 def _times_of(setup: Setup, timesteps: Tensor) -> Tensor:
+    """The schedule's times of the network's time inputs: N sigma (flow), the training
+    step t N - 1 (VP), or c_noise = -lambda / 4 (timestep_type='continuous')."""
     n = float(setup.betas.numel())
+    if setup.continuous:
+        ns = setup.schedule
+        lam = -4.0 * timesteps
+        lo, hi = (
+            float(v) for v in ns.lambda_(torch.tensor([ns.t_max, ns.t_min], dtype=torch.float64))
+        )
+        inside = (lam >= lo) & (lam <= hi)  # elsewhere NaN: reported as out of range
+        return torch.where(inside, ns.inverse_lambda(lam.clamp(lo, hi)), torch.nan)
     return timesteps / n if setup.flow else (timesteps + 1.0) / n
 
 
 def _timestep_of(setup: Setup, t: float) -> float:
     n = float(setup.betas.numel())
+    if setup.continuous:
+        return -0.25 * float(setup.schedule.lambda_(torch.tensor(t, dtype=torch.float64)))
     return t * n if setup.flow else t * n - 1.0

@@ -333,6 +333,11 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             self._plan_tuned(num_inference_steps, timesteps, sigmas)
             self._expose(device)
             return
+        if timesteps is not None and setup.continuous:
+            raise ValueError(
+                "custom timesteps cannot be given with timestep_type='continuous' (as in "
+                "EulerDiscreteScheduler); give sigmas or num_inference_steps"
+            )
         given = [v is not None for v in (timesteps, sigmas)]
         if sum(given) > 1 or (num_inference_steps is None and not any(given)):
             raise ValueError("give one of num_inference_steps, timesteps or sigmas")
@@ -414,10 +419,13 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             device = check_device("device", device)
         ns = self.noise_schedule
         calls = self._calls()
-        model_times = [
-            float(ns.model_time(c.level.t)) if c.level.model_t is None else c.level.model_t
-            for c in calls
-        ]
+        if self._setup.continuous:  # EDM's c_noise = log(sigma) / 4 = -lambda / 4
+            model_times = [-0.25 * c.level.lambda_ for c in calls]
+        else:
+            model_times = [
+                float(ns.model_time(c.level.t)) if c.level.model_t is None else c.level.model_t
+                for c in calls
+            ]
         on_mps = torch.device(device).type == "mps" if device is not None else False
         self.timesteps = torch.tensor(
             model_times, dtype=torch.float32 if on_mps else torch.float64, device=device
