@@ -379,3 +379,100 @@ def flow_sigma_grid(shift: float, n: int) -> np.ndarray:
     )
     reference.set_timesteps(n)
     return reference.sigmas[:-1].double().numpy()
+
+
+# -- no host read per step -------------------------------------------------------------------
+
+# The tensor functions that read a value back to the host (on a GPU: a synchronisation).
+HOST_READS = {
+    "item",
+    "tolist",
+    "numpy",
+    "cpu",
+    "nonzero",
+    "equal",
+    "allclose",
+    "__bool__",
+    "__float__",
+    "__int__",
+    "__index__",
+    "__repr__",
+    "__format__",
+}
+
+
+class HostReads(torch.overrides.TorchFunctionMode):
+    """Records every tensor function that reads a value back to the host."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        name = getattr(func, "__name__", "")
+        if name in HOST_READS:
+            self.reads.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_read_check_sees_reads() -> None:
+    x = torch.ones(3)
+    with HostReads() as spy:
+        bool(x.sum() > 0)
+        x.tolist()
+        torch.add(x, 1)
+    assert spy.reads == ["__bool__", "tolist"]
+
+
+@pytest.mark.parametrize("name", ["sd15-txt2img", "sd15-img2img", "flux-txt2img", "wan-t2v"])
+def test_no_host_read_after_the_first_step(lab: Lab, name: str) -> None:
+    """diffusers #9485 / #14589 (a device read per step: 79 stalls in 20 steps): as the
+    pipeline calls them, set_timesteps gets host values only (numbers, numpy sigmas: it
+    plans on the host, in float64), step() reads nothing after its first call (which may
+    read a timestep that is not one of `timesteps`, once), and the last step reads once:
+    the run's NaN report, one flag per step."""
+    from dpmsolver.diffusers import DPMSolverScheduler
+
+    case, tiny = CASES[name], lab.tiny(name)
+    ours = DPMSolverScheduler.from_config(tiny.scheduler.config)
+    reads: list[list[str]] = []
+    plain_step, plain_set = ours.step, ours.set_timesteps
+
+    def set_timesteps(*args: Any, **kwargs: Any) -> None:
+        given = [*args, *kwargs.values()]
+        assert not any(isinstance(v, torch.Tensor) for v in given), given
+        plain_set(*args, **kwargs)
+
+    def step(*args: Any, **kwargs: Any) -> Any:
+        with HostReads() as spy:
+            out = plain_step(*args, **kwargs)
+        reads.append(spy.reads)
+        return out
+
+    ours.set_timesteps = set_timesteps  # type: ignore[method-assign]
+    ours.step = step  # type: ignore[method-assign]
+    generate(tiny, ours, case.output_type)
+    assert len(reads) > 2
+    assert all(not r for r in reads[1:-1]), reads
+    # The NaN flags: one copy to the host (the one device read), then checked there.
+    assert reads[-1] == ["cpu", "__bool__"], reads[-1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_a_pipeline_loop_does_not_synchronise_on_cuda(lab: Lab) -> None:
+    """Under torch.cuda.set_sync_debug_mode('error'), a tiny SD 1.5 pipeline's denoising
+    loop with our scheduler runs (the scheduler skips its NaN report there)."""
+    from dpmsolver.diffusers import DPMSolverScheduler
+
+    tiny = lab.tiny("sd15-txt2img")
+    pipe = tiny.make(DPMSolverScheduler.from_config(tiny.scheduler.config)).to("cuda")
+    kwargs = {k: v.to("cuda") if isinstance(v, torch.Tensor) else v for k, v in tiny.kwargs.items()}
+    generator = torch.Generator("cuda").manual_seed(0)
+    pipe(**kwargs, num_inference_steps=4, output_type="latent", generator=generator)  # warm-up
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = pipe(**kwargs, num_inference_steps=STEPS, output_type="latent", generator=generator)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.images.device.type == "cuda"
