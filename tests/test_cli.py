@@ -204,14 +204,15 @@ def test_examples_run(example: Path) -> None:
     assert re.search(r"^samples: \(16, ", proc.stdout, re.MULTILINE), proc.stdout
 
 
-def test_sample_the_trained_network(tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["digits-net", "digits-flow"])
+def test_sample_the_trained_network(tmp_path: Path, model: str) -> None:
     out = tmp_path / "net.png"
     proc = run(
         "-m",
         "dpmsolver",
         "sample",
         "--model",
-        "digits-net",
+        model,
         "--n",
         "4",
         "--nrow",
@@ -222,7 +223,7 @@ def test_sample_the_trained_network(tmp_path: Path) -> None:
         str(out),
     )
     assert proc.returncode == 0, proc.stderr
-    assert "digits-net" in proc.stdout and "5 model calls" in proc.stdout
+    assert model in proc.stdout and "5 model calls" in proc.stdout
     assert read_png(out).shape == (8 * 4, (4 * 8 + 3) * 4)
 
 
@@ -311,3 +312,13 @@ def test_adaptive_sample_chooses_its_own_steps(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert read_png(out).shape[0] > 0
+
+
+def test_bench_a_flow_model(tmp_path: Path) -> None:
+    proc = run(
+        "-m", "dpmsolver", "bench", "--model", "digits-exact-flow", "--steps", "4,8",
+        "--n", "4", "--reference-nfe", "120", "--solvers", "ddim,dpm++2m",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "dpm++2m" in proc.stdout and (tmp_path / "bench.csv").exists()
