@@ -12,11 +12,13 @@
     outputs    a model output in the plan's form (eps / x0), learned variances split off
     noising    add_noise and scale_noise (img2img, inpainting)
     tuned      a tuned solver as the scheduler's settings
+    pipeline_tuning  `tune_pipeline`: a solver tuned on a pipeline's own denoiser
 
 diffusers is an optional dependency (`pip install dpmsolver[diffusers]`), imported only
 by this package.
 """
 
+from .pipeline_tuning import PipelineModel, tune_pipeline
 from .scheduler import DPMSolverScheduler
 
-__all__ = ["DPMSolverScheduler"]
+__all__ = ["DPMSolverScheduler", "PipelineModel", "tune_pipeline"]

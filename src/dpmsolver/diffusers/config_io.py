@@ -63,8 +63,9 @@ RESOLVED_KEYS = (
 )
 
 
-# The config keys from_tuned keeps: the training schedule and what the network predicts;
-# every other key (grid, solver) comes from the tuned solver.
+# The config keys from_tuned keeps: the training schedule, what the network predicts and
+# whether it is a flow-matching model; every other key (grid, solver) comes from the tuned
+# solver.
 TUNED_KEEPS = (
     "num_train_timesteps",
     "beta_start",
@@ -81,6 +82,16 @@ TUNED_KEEPS = (
     "variance_type",
     "steps_offset",
     "set_alpha_to_one",
+    # What makes a config flow matching (the tuned grid holds the shift it was tuned at).
+    "use_flow_sigmas",
+    "flow_shift",
+    "shift",
+    "use_dynamic_shifting",
+    "base_shift",
+    "max_shift",
+    "base_image_seq_len",
+    "max_image_seq_len",
+    "time_shift_type",
 )
 
 

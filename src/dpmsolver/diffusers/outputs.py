@@ -34,16 +34,17 @@ def model_mean(out: Tensor, sample: Tensor, i: int, setup: Setup, variance_type:
     return out
 
 
-def to_form(out: Tensor, x: Tensor, level: Level, setup: Setup) -> Tensor:
-    """eps_pred or x0_pred (the algorithm's form), with thresholding / clip_sample
-    applied to x0_pred as diffusers does (in the noise form eps is recomputed)."""
+def to_form(out: Tensor, x: Tensor, level: Level, setup: Setup, form: str | None = None) -> Tensor:
+    """eps_pred or x0_pred (`form`, default the algorithm's), with thresholding /
+    clip_sample applied to x0_pred as diffusers does (in the noise form eps is
+    recomputed)."""
     x0 = to_data(out, x, level.alpha, level.sigma, setup.prediction)
     corrected = setup.threshold is not None or setup.clip is not None
     if setup.threshold is not None:
         x0 = setup.threshold(x0)
     elif setup.clip is not None:
         x0 = x0.clamp(-setup.clip, setup.clip)
-    if setup.options.form == "data":
+    if (form or setup.options.form) == "data":
         return x0
     if not corrected and setup.prediction == "noise":
         return out

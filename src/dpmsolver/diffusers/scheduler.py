@@ -162,30 +162,7 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         keys.pop("self")
         keys.pop("__class__", None)
         keys.pop("tuned_solver")
-        setup = read_config(keys)
-        # A tuned solver (from_tuned): its grid, solver options and coefficients.
-        self._tuned: SolverOptions | None = None
-        if tuned_solver is not None:
-            self._tuned = tuned_options(tuned_solver, keys, setup, _defaults())
-            setup = Setup(
-                **{
-                    **setup.__dict__,
-                    "options": self._tuned,
-                    "denoise_to_zero": self._tuned.denoise_to_zero,
-                }
-            )
-        else:
-            resolved = resolved_keys(setup.options, setup.prediction)
-            if setup.flow and not setup.spacing.name:
-                # The scheduler places its own flow sigmas: FluxPipeline then passes none
-                # (its linspace sigmas would replace the grid), as for diffusers' own
-                # schedulers with use_flow_sigmas.
-                resolved["use_flow_sigmas"] = True
-            self.register_to_config(**resolved)
-            defaults = self.config.get("_use_default_values")
-            if defaults is not None:  # our keys, as used, count as given (one order)
-                kept = sorted(k for k in defaults if k not in resolved)
-                self.register_to_config(_use_default_values=kept)
+        setup = self._configure(read_config(keys), keys, tuned_solver)
         self._setup: Setup = setup
         self.noise_schedule = setup.schedule
         self._total = int(setup.betas.numel())  # N: trained_betas may set it
@@ -207,6 +184,37 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         self._step_index: int | None = None
         self._begin_index: int | None = None
 
+    def _configure(
+        self, setup: Setup, keys: dict[str, Any], tuned_solver: dict[str, Any] | None
+    ) -> Setup:
+        """The run's setup: the config's, or a tuned solver's grid, options and coefficients
+        (`from_tuned`); the keys the config saves as used registered."""
+        self._tuned: SolverOptions | None = None
+        if tuned_solver is not None:
+            self._tuned = tuned_options(tuned_solver, keys, setup, _defaults())
+            setup = Setup(
+                **{
+                    **setup.__dict__,
+                    "options": self._tuned,
+                    "denoise_to_zero": self._tuned.denoise_to_zero,
+                }
+            )
+            if setup.flow:  # the tuned grid is the run's: FluxPipeline passes no sigmas
+                self.register_to_config(use_flow_sigmas=True)
+            return setup
+        resolved = resolved_keys(setup.options, setup.prediction)
+        if setup.flow and not setup.spacing.name:
+            # The scheduler places its own flow sigmas: FluxPipeline then passes none (its
+            # linspace sigmas would replace the grid), as for diffusers' own schedulers
+            # with use_flow_sigmas.
+            resolved["use_flow_sigmas"] = True
+        self.register_to_config(**resolved)
+        defaults = self.config.get("_use_default_values")
+        if defaults is not None:  # our keys, as used, count as given (one order)
+            kept = sorted(k for k in defaults if k not in resolved)
+            self.register_to_config(_use_default_values=kept)
+        return setup
+
     @classmethod
     def from_tuned(cls, tuned: Any, config: Any = None, **kwargs: Any) -> DPMSolverScheduler:
         """A scheduler that runs a tuned solver (`dpmsolver.optimize_solver`) on a
@@ -222,8 +230,10 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         the pipeline must start from its initial noise drawn after `set_timesteps` (as
         diffusers' text-to-image pipelines do), not from a noised image at the first
         timestep (img2img at strength 1); a run that begins later in the grid
-        (`set_begin_index`) starts without it. VP configs only; the schedule must be the
-        one the solver was tuned on (checked).
+        (`set_begin_index`) starts without it. VP and flow-matching configs; the schedule
+        must be the one the solver was tuned on (checked: its noise levels at the tuned
+        times). A flow config's `mu` is not read: the tuned grid holds the shift it was
+        tuned at.
         """
         record = tuned if isinstance(tuned, dict) else getattr(tuned, "__dict__", None)
         if not isinstance(record, dict) or "times" not in record:
@@ -329,6 +339,18 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
         dynamic shifting ignores it, as FlowMatchEulerDiscreteScheduler does.
         """
         setup = self._setup
+        if mu is not None:
+            if not setup.flow:
+                raise ValueError(
+                    "mu (the dynamic shift of Flux-like pipelines) applies to flow-matching "
+                    "configs; this config is VP"
+                )
+            check_float("mu", mu)
+            if not setup.spacing.dynamic or self._tuned is not None:
+                # As FlowMatchEulerDiscreteScheduler: a config without dynamic shifting
+                # keeps its static shift (FluxPipeline always passes mu); a tuned grid
+                # holds the shift it was tuned at.
+                mu = None
         if self._tuned is not None:
             self._plan_tuned(num_inference_steps, timesteps, sigmas)
             self._expose(device)
@@ -351,17 +373,6 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
                 )
         if num_inference_steps is not None:
             check_steps_count(num_inference_steps)
-        if mu is not None:
-            if not setup.flow:
-                raise ValueError(
-                    "mu (the dynamic shift of Flux-like pipelines) applies to flow-matching "
-                    "configs; this config is VP"
-                )
-            check_float("mu", mu)
-            if not setup.spacing.dynamic:
-                # As FlowMatchEulerDiscreteScheduler: a config without dynamic shifting
-                # keeps its static shift, and FluxPipeline always passes mu.
-                mu = None
         if setup.flow:
             grid = flow_grid(setup, num_inference_steps, timesteps, sigmas, mu)
             self._set_plan(plan_calls(setup, grid, True, count_jump=True))

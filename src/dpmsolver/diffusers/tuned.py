@@ -23,9 +23,8 @@ def tuned_options(
     record: dict[str, Any], keys: dict[str, Any], setup: Setup, defaults: dict[str, Any]
 ) -> SolverOptions:
     """The solver options of a tuned solver's JSON record, checked against the config: no
-    grid or solver key besides it, a VP schedule, and the schedule it was tuned on."""
-    if setup.flow:
-        raise ValueError("tuned_solver needs a VP config (a flow-matching config was given)")
+    grid or solver key besides it, and the schedule it was tuned on (VP or flow: its noise
+    levels must be the config schedule's at its times)."""
     said = sorted(k for k, v in keys.items() if k not in TUNED_KEEPS and v != defaults.get(k, v))
     if said:
         raise ValueError(

@@ -25,7 +25,8 @@ def reference(
 
 
 class Counted:
-    """A model that counts its calls in `calls[0]` (a list, so a caller can reset it)."""
+    """A model that counts its calls in `calls[0]` and its evaluations (calls times the
+    batch) in `calls[1]` (a list, so a caller can reset it)."""
 
     def __init__(self, model: DiffusionModel, calls: list[int]) -> None:
         self.model = model
@@ -37,10 +38,12 @@ class Counted:
 
     def __call__(self, x: Tensor, level: Level, target: Target) -> Tensor:
         self.calls[0] += 1
+        self.calls[1] += int(x.shape[0]) if x.dim() else 1
         return self.model(x, level, target)
 
 
 def counting(model: DiffusionModel) -> tuple[Any, list[int]]:
-    """The model wrapped to count its calls in the returned one-element list."""
-    calls = [0]
+    """The model wrapped to count its calls and evaluations in the returned list
+    ([calls, evaluations])."""
+    calls = [0, 0]
     return Counted(model, calls), calls

@@ -120,8 +120,9 @@ def pilot_reference(
     """The fine reference trajectory of `pilots` starting states x_T = sigma_T N(0, I)
     (from `seed`, one sample of `shape`, default the model's sample shape), or of the given
     `x_T`, at `candidates` + 1 karras-spaced times from t_start to t_end (default the
-    schedule's ends). Costs 3 * candidates * substeps + candidates model calls, each on the
-    whole pilot batch. `seed` is recorded as the reference's (None for a given x_T)."""
+    schedule's ends; quadratic in t from pure noise). Costs 3 * candidates * substeps +
+    candidates model calls, each on the whole pilot batch. `seed` is recorded as the
+    reference's (None for a given x_T)."""
     model = check_model(model)
     check_int("candidates", candidates, 2)
     check_int("substeps", substeps, 1)
@@ -142,7 +143,10 @@ def pilot_reference(
     else:
         drawn_from = None  # the caller's states: no seed made them
     counted, calls = counting(model)
-    cand = time_grid(schedule, "karras", t_s, t_e, candidates)
+    # Karras spacing is in lambda: from pure noise (alpha = 0, a flow schedule at t = 1)
+    # the candidates are quadratic in t instead, dense at low noise as Karras' are.
+    pure_noise = schedule.levels([t_s])[0].alpha == 0.0
+    cand = time_grid(schedule, "time_quadratic" if pure_noise else "karras", t_s, t_e, candidates)
     fine = _refine(schedule, cand, substeps)
     states = [x_T]
 
@@ -167,10 +171,13 @@ def pilot_reference(
 
 
 def _refine(schedule: NoiseSchedule, grid: Tensor, substeps: int) -> list[float]:
-    """`grid` with each interval split into `substeps` parts uniform in lambda."""
+    """`grid` with each interval split into `substeps` parts uniform in lambda (in t for
+    an interval from pure noise, where lambda = -inf)."""
     lam = schedule.lambda_(grid)
     w = torch.linspace(0.0, 1.0, substeps + 1, dtype=torch.float64)[:-1]
     inner = (lam[:-1, None] + w[None, :] * (lam[1:] - lam[:-1])[:, None]).reshape(-1)
     fine = schedule.inverse_lambda(inner)
+    if not bool(torch.isfinite(lam[0])):
+        fine[:substeps] = grid[0] + w * (grid[1] - grid[0])
     fine[::substeps] = grid[:-1]
     return [*fine.tolist(), float(grid[-1])]

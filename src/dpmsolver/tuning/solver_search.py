@@ -94,6 +94,8 @@ def optimize_solver(
     x_T: Tensor | None = None,
     pilots: int = 64,
     seed: int = 0,
+    candidates: int = 64,
+    substeps: int = 4,
     reference: PilotReference | None = None,
     families: Sequence[str] | None = None,
     finalists: int = 2,
@@ -116,6 +118,9 @@ def optimize_solver(
         pilots: the number of pilot states sigma_T N(0, I) drawn from `seed`.
         seed: the seed that draws them; the result is a deterministic function of the
             pilots.
+        candidates, substeps: the pilot reference's candidate times and DPM-Solver-3 steps
+            per candidate interval (`pilot_reference`; it costs 3 * candidates * substeps +
+            candidates calls); not with `reference`.
         reference: a `pilot_reference(model, ...)` shared between calls (budgets,
             settings), so its model calls are paid once; computed here if None.
         families: preset names to search (default `SEARCHED_FAMILIES`).
@@ -149,10 +154,10 @@ def optimize_solver(
     check_bool("tune_coefficients", tune_coefficients)
     given = _check_search(held_out, regularization, name, reference, options)
     t_start = model.schedule.t_max if reference is None else reference.times[0]
-    candidates = _families(families, given, options, nfe, model.schedule, t_start)
-    reserve = _reserve(candidates, nfe, finalists, max_calls)
+    searched = _families(families, given, options, nfe, model.schedule, t_start)
+    reserve = _reserve(searched, nfe, finalists, max_calls)
     shared = reference is not None
-    reference = _reference_for(model, reference, shape, x_T, pilots, seed)
+    reference = _reference_for(model, reference, shape, x_T, pilots, seed, candidates, substeps)
     n = reference.pilots
     if n < 2:
         raise ValueError(f"optimize_solver needs at least 2 pilots (some are held out); got {n}")
@@ -161,7 +166,7 @@ def optimize_solver(
     # and score, the result's pilot and held-out scores) are kept out of what the
     # iterations may spend, so that max_calls bounds the whole search.
     search = PilotSearch(model, reference, n - held, max_calls - reserve)
-    screened = _screen(search, candidates, reference, nfe)
+    screened = _screen(search, searched, reference, nfe)
     finals = [c for c in screened if math.isfinite(c.error)][:finalists]
     if not finals:
         raise ValueError("every searched setting gave a non-finite error on the pilots")
@@ -348,11 +353,21 @@ def _reference_for(
     x_T: Tensor | None,
     pilots: int,
     seed: int,
+    candidates: int,
+    substeps: int,
 ) -> PilotReference:
     """The caller's shared reference (checked against the model, with no pilot arguments
     beside it), or a new one from the pilot arguments."""
     if reference is None:
-        return pilot_reference(model, shape=shape, x_T=x_T, pilots=pilots, seed=seed)
+        return pilot_reference(
+            model,
+            shape=shape,
+            x_T=x_T,
+            pilots=pilots,
+            seed=seed,
+            candidates=candidates,
+            substeps=substeps,
+        )
     given_pilots = [
         name_
         for name_, value, default in (
@@ -360,6 +375,8 @@ def _reference_for(
             ("x_T", x_T, None),
             ("pilots", pilots, 64),
             ("seed", seed, 0),
+            ("candidates", candidates, 64),
+            ("substeps", substeps, 4),
         )
         if value is not default and value != default
     ]
@@ -505,9 +522,14 @@ def _proposals(
 ) -> dict[str, list[float]]:
     """The GITS dynamic-programme grid of `steps` steps on the reference's candidate times
     (a first-order step's error from reference state i to j, the cheapest path) and the
-    standard grids."""
+    standard grids that can start where the pilots do."""
     t_s, t_e = reference.times[0], reference.times[-1]
-    out = {g: time_grid(schedule, g, t_s, t_e, steps).tolist() for g in STANDARD_GRIDS}
+    out = {}
+    for g in STANDARD_GRIDS:
+        try:
+            out[g] = time_grid(schedule, g, t_s, t_e, steps).tolist()
+        except ValueError:
+            continue  # a grid spaced in lambda cannot start at pure noise (lambda = -inf)
     if steps < len(reference.times):
         out["dp"] = reference.dp_grid(steps)
     return out
