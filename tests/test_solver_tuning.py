@@ -197,7 +197,14 @@ def test_optimize_solver_result_accounting_and_determinism() -> None:
     found = dpm.optimize_solver(
         counted, 5, reference=ref, families=["dpm++2m+c+afs"], iterations=2, name="exact"
     )
-    assert found.model_calls == {"reference": ref.model_calls, "search": calls[0]}
+    # Evaluations: each call times its batch (12 tuning or 4 held-out pilots); the shared
+    # reference's are not this call's.
+    assert found.model_calls == {
+        "reference": ref.model_calls,
+        "search": calls[0],
+        "evaluations": calls[1],
+    }
+    assert 4 * calls[0] <= calls[1] <= 12 * calls[0]
     assert found.details["reference_shared"] is True
     assert found == tuned()  # deterministic given the pilots
     assert (found.pilots, found.held_out, found.seed, found.model) == (12, 4, 0, "exact")
@@ -228,10 +235,12 @@ def test_optimize_solver_result_accounting_and_determinism() -> None:
     )
     assert grid_only.coefficients is None and found.coefficients is not None
     # Without a shared reference it is computed (and counted) here.
-    calls[0] = 0
+    calls[0] = calls[1] = 0
     alone = dpm.optimize_solver(counted, 3, pilots=8, families=["dpm++2m"], iterations=1)
     assert alone.details["reference_shared"] is False
-    assert sum(alone.model_calls.values()) == calls[0]
+    spent = alone.model_calls
+    assert spent["reference"] + spent["search"] == calls[0]
+    assert spent["evaluations"] == calls[1]  # the reference's on all 8 pilots included
 
 
 @pytest.mark.parametrize("family", ["dpm++2m+c+afs", "ipndm3+afs", "dpm++3m"])
@@ -409,6 +418,7 @@ def faces(found: dpm.TunedSolver, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """The tuned solver run by every face on the exact model from x (x_T of the VP model),
     each result in the VP model's scaling."""
     from dpmsolver.core import sigmas_to_times
+    from dpmsolver.diffusers import DPMSolverScheduler
     from dpmsolver.k_diffusion import sample_tuned, tuned_sigmas
 
     model = exact()
@@ -435,7 +445,6 @@ def faces(found: dpm.TunedSolver, x: torch.Tensor) -> dict[str, torch.Tensor]:
     # The state at t_end is x / alpha there; a final denoising gives x0_pred, in no frame.
     out["k_diffusion"] = k if found.solver().denoise_to_zero else k * last.alpha
     diffusers = pytest.importorskip("diffusers")
-    from dpmsolver.diffusers import DPMSolverScheduler
 
     # A pipeline's DPM-Solver config of this schedule (its grid keys are replaced).
     config = diffusers.DPMSolverMultistepScheduler(
@@ -519,8 +528,8 @@ def test_faces_refuse_what_they_cannot_honour() -> None:
         DPMSolverScheduler(**config, timestep_spacing="leading", tuned_solver=record)
     with pytest.raises(ValueError, match="tuned on another schedule"):
         DPMSolverScheduler.from_tuned(found, dict(config, beta_end=0.012))
-    with pytest.raises(ValueError, match="needs a VP config"):
-        DPMSolverScheduler(shift=3.0, tuned_solver=record)
+    with pytest.raises(ValueError, match="tuned on another schedule"):
+        DPMSolverScheduler(shift=3.0, tuned_solver=record)  # a VP solver on a flow config
     sch = DPMSolverScheduler.from_tuned(found, dict(config, timestep_spacing="leading"))
     with pytest.raises(ValueError, match="takes 5 model calls"):
         sch.set_timesteps(6)
@@ -665,3 +674,80 @@ def test_pilot_reference_between_given_times() -> None:
     assert float(ref.x_start.std()) == pytest.approx(float(s.sigma(0.8)), rel=0.2)
     with pytest.raises(ValueError, match="t_start"):
         dpm.pilot_reference(exact(), pilots=2, t_start=2.0)
+
+
+# -- a choice that never loses, several budgets, flow models -------------------------------
+
+
+def held_out_error(solver: dpm.TunedSolver | SolverOptions) -> float:
+    """RMS error of a solver on small_reference()'s held-out pilots (the last 4)."""
+    ref = small_reference()
+    options = solver.solver() if isinstance(solver, dpm.TunedSolver) else solver
+    return measure.rms(dpm.sample(exact(), ref.x_start[12:], options), ref.end[12:])
+
+
+def test_the_result_never_loses_to_the_best_untuned_setting_screened() -> None:
+    found = dpm.optimize_solver(
+        exact(), 5, reference=small_reference(), families=["dpm++2m", "ipndm3"], iterations=1
+    )
+    screened = [row for row in found.details["screened"] if row["grid"] != "dp"]
+    best = min(screened, key=lambda row: row["pilot_error"])
+    untuned = SolverOptions.of(
+        SOLVERS[best["setting"]].options,
+        timesteps=tuple(dpm.time_grid(exact().schedule, best["grid"], 1.0, 1e-3, 5).tolist()),
+    )
+    assert found.held_out_error == pytest.approx(held_out_error(found), rel=1e-9)
+    assert found.held_out_error <= held_out_error(untuned) * (1 + 1e-9)
+
+
+def test_budgets_tuned_together_are_monotone() -> None:
+    found = dpm.optimize_solvers(
+        exact(), [4, 3, 5], reference=small_reference(), families=["dpm++2m"], iterations=1
+    )
+    assert list(found) == [3, 4, 5]
+    errors = [found[b].held_out_error for b in (3, 4, 5)]
+    assert errors == sorted(errors, reverse=True)
+    assert all(found[b].nfe <= b for b in found)
+    with pytest.raises(TypeError, match="budgets must be a non-empty list"):
+        dpm.optimize_solvers(exact(), 4)
+    with pytest.raises(TypeError, match=r"smaller\[0\] must be a TunedSolver"):
+        dpm.optimize_solver(exact(), 4, reference=small_reference(), smaller=[3])
+
+
+def test_a_flow_model_from_pure_noise_is_tuned_and_run_by_every_face() -> None:
+    """optimize_solver on a flow model that starts at pure noise (FlowSchedule(t_max=1)):
+    the grids spaced in lambda are skipped, the rest tuned; the result runs natively, in
+    the diffusers face (from a FlowMatch config) and in the k-diffusion face (flow
+    sigmas), with the same output."""
+    from dpmsolver.diffusers import DPMSolverScheduler
+    from dpmsolver.k_diffusion import sample_tuned, tuned_sigmas
+
+    schedule = dpm.FlowSchedule(shift=1.0, t_min=1e-3, t_max=1.0, time_scale=1000.0)
+    model = load("digits-exact-flow", schedule=schedule)
+    found = dpm.optimize_solver(
+        model, 4, pilots=8, candidates=16, substeps=1, families=["dpm++2m+c"], iterations=1
+    )
+    assert found.times[0] == 1.0 and found.sigmas[0] == math.inf
+    grids = {row["grid"] for row in found.details["screened"]}
+    assert "karras" not in grids and "logSNR" not in grids and "time_uniform" in grids
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    native = dpm.sample(model, x, solver=found)
+    scheduler = DPMSolverScheduler.from_tuned(
+        found, dict(shift=1.0, prediction_type="flow_prediction")
+    )
+    scheduler.set_timesteps(found.nfe, mu=0.7)  # a tuned grid holds its shift: mu is not read
+    assert scheduler.config.use_flow_sigmas is True
+    y = x.clone()
+    for t in scheduler.timesteps:
+        s = float(t) / 1000
+        x0 = model.mixture.posterior_mean(y, 1.0 - s, s)
+        y = scheduler.step((y - (1.0 - s) * x0) / s - x0, t, y).prev_sample
+    torch.testing.assert_close(y, native, rtol=1e-9, atol=1e-9)
+
+    def denoiser(z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        s = float(sigma[0])
+        return model.mixture.posterior_mean(z, 1.0 - s, s)
+
+    sigmas = tuned_sigmas(found, "flow")
+    k = sample_tuned(denoiser, x, sigmas, solver=found, model_sampling="flow", disable=True)
+    torch.testing.assert_close(k, native, rtol=1e-9, atol=1e-9)

@@ -50,7 +50,7 @@ from .noise.brownian import BrownianTreeNoiseSampler, PerSampleNoise
 from .tools.generation import GenerateResult, generate
 from .tuning.grid_search import optimize_time_grid
 from .tuning.pilots import PilotReference, pilot_reference
-from .tuning.solver_search import optimize_solver
+from .tuning.solver_search import optimize_solver, optimize_solvers
 from .tuning.values import TunedGrid, TunedSolver
 
 __version__ = "0.1.0"
@@ -89,6 +89,7 @@ __all__ = [
     "interpolate_grid",
     "model_wrapper",
     "optimize_solver",
+    "optimize_solvers",
     "optimize_time_grid",
     "pilot_reference",
     "sample",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor
@@ -28,8 +29,14 @@ class Counted:
     """A model that counts its calls in `calls[0]` and its evaluations (calls times the
     batch) in `calls[1]` (a list, so a caller can reset it)."""
 
-    def __init__(self, model: DiffusionModel, calls: list[int]) -> None:
+    def __init__(
+        self,
+        model: DiffusionModel,
+        calls: list[int],
+        on_call: Callable[[], object] | None = None,
+    ) -> None:
         self.model = model
+        self.on_call = on_call
         self.schedule = model.schedule
         self.calls = calls
         shape = getattr(model, "sample_shape", None)
@@ -39,11 +46,15 @@ class Counted:
     def __call__(self, x: Tensor, level: Level, target: Target) -> Tensor:
         self.calls[0] += 1
         self.calls[1] += int(x.shape[0]) if x.dim() else 1
+        if self.on_call is not None:
+            self.on_call()
         return self.model(x, level, target)
 
 
-def counting(model: DiffusionModel) -> tuple[Any, list[int]]:
+def counting(
+    model: DiffusionModel, on_call: Callable[[], object] | None = None
+) -> tuple[Any, list[int]]:
     """The model wrapped to count its calls and evaluations in the returned list
-    ([calls, evaluations])."""
+    ([calls, evaluations]), calling `on_call()` at each call (a progress bar's update)."""
     calls = [0, 0]
-    return Counted(model, calls), calls
+    return Counted(model, calls, on_call), calls

@@ -13,7 +13,7 @@ names of the core's modules).
 
 from .grid_search import optimize_time_grid
 from .pilots import PilotReference, pilot_reference
-from .solver_search import optimize_solver
+from .solver_search import optimize_solver, optimize_solvers
 from .values import TunedGrid, TunedSolver
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "TunedGrid",
     "TunedSolver",
     "optimize_solver",
+    "optimize_solvers",
     "optimize_time_grid",
     "pilot_reference",
 ]

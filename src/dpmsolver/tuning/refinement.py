@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -49,8 +50,9 @@ class PilotSearch:
         reference: PilotReference,
         n_tune: int,
         max_calls: int,
+        on_call: Callable[[], object] | None = None,
     ) -> None:
-        self.model, self.calls = counting(model)
+        self.model, self.calls = counting(model, on_call)
         self.max_calls = max_calls
         self.schedule: NoiseSchedule = model.schedule
         self.x = reference.x_start[:n_tune]

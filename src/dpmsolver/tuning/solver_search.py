@@ -49,11 +49,12 @@ from ..core import (
 from ..core.options import MULTISTEP3, VARIANTS
 from ..core.plan import AFS_MAX_SNR
 from ..tools.presets import SOLVERS
+from ..tools.progress import Progress
 from .pilots import PilotReference, pilot_reference
 from .refinement import PilotSearch
 from .values import TunedSolver
 
-__all__ = ["SEARCHED_FAMILIES", "optimize_solver"]
+__all__ = ["SEARCHED_FAMILIES", "optimize_solver", "optimize_solvers"]
 
 # The predictor families searched by default (preset names, see `presets.SOLVERS`).
 SEARCHED_FAMILIES = (
@@ -105,6 +106,8 @@ def optimize_solver(
     tune_coefficients: bool = True,
     max_calls: int = 3500,
     name: str | None = None,
+    smaller: Sequence[TunedSolver] = (),
+    progress: bool = False,
     **options: Any,
 ) -> TunedSolver:
     """The best multistep sampler found for `model` with `nfe` model calls.
@@ -135,6 +138,9 @@ def optimize_solver(
             the result is refused before any call (the message gives the least), and no
             Levenberg-Marquardt iteration starts that could overrun it.
         name: the model's name for the provenance (default its class name).
+        smaller: tuned solvers of smaller budgets of this model (`optimize_solvers`): the
+            result is never worse than they are on the held-out pilots (one may be kept).
+        progress: a progress bar over the model calls, with a time estimate (tqdm).
         **options: solver options that narrow the search: those that make a family
             (algorithm, order, method, corrector, analytic_first_step) keep only the
             families that agree with them (none agreeing: the options themselves are the
@@ -142,7 +148,10 @@ def optimize_solver(
             ...) apply to every family searched. denoise_to_zero cannot be tuned for.
 
     Returns:
-        A `TunedSolver`; run it with `sample(model, x, solver=tuned)` or any face.
+        A `TunedSolver`; run it with `sample(model, x, solver=tuned)` or any face. Its
+        `model_calls` count the calls ('reference', 'search') and the model evaluations,
+        calls times the pilots each call is on ('evaluations', the reference's included
+        when it was computed here): what the tuning costs on a real network.
     """
     model = check_model(model)
     nfe = check_int("nfe", nfe, 2)
@@ -153,9 +162,10 @@ def optimize_solver(
     held_out = check_float("held_out", held_out)
     check_bool("tune_coefficients", tune_coefficients)
     given = _check_search(held_out, regularization, name, reference, options)
+    smaller = _check_smaller(smaller, model)
     t_start = model.schedule.t_max if reference is None else reference.times[0]
     searched = _families(families, given, options, nfe, model.schedule, t_start)
-    reserve = _reserve(searched, nfe, finalists, max_calls)
+    reserve = _reserve(searched, nfe, finalists, max_calls, len(smaller))
     shared = reference is not None
     reference = _reference_for(model, reference, shape, x_T, pilots, seed, candidates, substeps)
     n = reference.pilots
@@ -165,22 +175,47 @@ def optimize_solver(
     # The runs outside the Levenberg-Marquardt iterations (each finalist's starting runs
     # and score, the result's pilot and held-out scores) are kept out of what the
     # iterations may spend, so that max_calls bounds the whole search.
-    search = PilotSearch(model, reference, n - held, max_calls - reserve)
+    bar = Progress(max_calls, not progress, desc=f"tuning {nfe} calls", unit="call")
+    search = PilotSearch(model, reference, n - held, max_calls - reserve, on_call=bar.update)
+    try:
+        screened, best, kept = _search(
+            search, searched, reference, nfe, finalists, iterations, regularization,
+            tune_coefficients, smaller,
+        )  # fmt: skip
+        return _record(
+            model, name, reference, shared, search, screened[: 4 * finalists], best, kept
+        )
+    finally:
+        bar.close()
+
+
+def _search(
+    search: PilotSearch,
+    searched: list[tuple[str, SolverOptions]],
+    reference: PilotReference,
+    nfe: int,
+    finalists: int,
+    iterations: int,
+    regularization: float,
+    tune_coefficients: bool,
+    smaller: list[TunedSolver],
+) -> tuple[list[_Screened], _Refined, _Kept]:
+    """Steps 1-4: screening, refinement of the finalists, the held-out choice (among the
+    refined result, the best untuned setting screened and the smaller budgets')."""
     screened = _screen(search, searched, reference, nfe)
     finals = [c for c in screened if math.isfinite(c.error)][:finalists]
     if not finals:
         raise ValueError("every searched setting gave a non-finite error on the pilots")
     best = _refine(search, finals, iterations, regularization, tune_coefficients)
-    kept = _held_out_choice(search, best)
-    return _record(
-        model, name, nfe, reference, shared, search, screened[: 4 * finalists], best, kept
-    )
+    untuned = [c for c in screened if c.grid != "dp" and math.isfinite(c.error)][:1]
+    others = [(f"{c.label}, {c.grid} (untuned)", c.options, nfe) for c in untuned]
+    others += [(f"{s.setting} (tuned for nfe={s.nfe})", s.solver(), s.nfe) for s in smaller]
+    return screened, best, _held_out_choice(search, best, others)
 
 
 def _record(
     model: DiffusionModel,
     name: str | None,
-    nfe: int,
     reference: PilotReference,
     shared: bool,
     search: PilotSearch,
@@ -196,19 +231,24 @@ def _record(
     return TunedSolver(
         times=list(final.timesteps or ()),
         sigmas=[lv.sigma / lv.alpha if lv.alpha > 0 else math.inf for lv in levels],
-        nfe=nfe,
+        nfe=kept.nfe,
         options={
             k: v for k, v in final.changed().items() if k not in ("timesteps", "coefficients")
         },
         coefficients=None
         if final.coefficients is None
         else [list(row) for row in final.coefficients],
-        setting=best.label,
+        setting=kept.label,
         model=name or type(model).__name__,
         pilots=len(search.x),
         held_out=len(search.hold_x),
         seed=reference.seed,
-        model_calls={"reference": reference.model_calls, "search": search.calls[0]},
+        model_calls={
+            "reference": reference.model_calls,
+            "search": search.calls[0],
+            "evaluations": (0 if shared else reference.model_calls * reference.pilots)
+            + search.calls[1],
+        },
         pilot_error=pilot_error,
         held_out_error=kept.error,
         analytic_held_out_error=kept.analytic_error,
@@ -226,13 +266,17 @@ def _record(
 
 
 def _reserve(
-    candidates: list[tuple[str, SolverOptions]], nfe: int, finalists: int, max_calls: int
+    candidates: list[tuple[str, SolverOptions]],
+    nfe: int,
+    finalists: int,
+    max_calls: int,
+    smaller: int = 0,
 ) -> int:
     """The calls kept for the runs outside the Levenberg-Marquardt iterations. The families
     and the search's least cost are known before any model call: a budget below it is
     refused before the reference is paid for."""
     grids = len(STANDARD_GRIDS) + 1
-    reserve = _fixed_runs(min(finalists, len(candidates) * grids)) * nfe
+    reserve = (_fixed_runs(min(finalists, len(candidates) * grids)) + 1 + smaller) * nfe
     floor = len(candidates) * grids * nfe + reserve
     if max_calls < floor:
         raise ValueError(
@@ -306,6 +350,56 @@ def _refine(
         )
     results.sort(key=lambda r: (r.error, r.label))
     return results[0]
+
+
+def optimize_solvers(
+    model: DiffusionModel,
+    budgets: Sequence[int],
+    *,
+    reference: PilotReference | None = None,
+    shape: Sequence[int] | None = None,
+    pilots: int = 64,
+    seed: int = 0,
+    candidates: int = 64,
+    substeps: int = 4,
+    **options: Any,
+) -> dict[int, TunedSolver]:
+    """`optimize_solver` for several budgets of one model, together: one pilot reference
+    for all (its calls paid once), and each budget's result never worse on the held-out
+    pilots than the smaller budgets' (`smaller`), so the errors are monotone in the budget.
+    Returns {budget: TunedSolver}; a budget may keep a smaller budget's solver (its `nfe`
+    says how many calls it takes). `**options` are `optimize_solver`'s."""
+    if isinstance(budgets, int) or not isinstance(budgets, Sequence) or not budgets:
+        raise TypeError(f"budgets must be a non-empty list of call counts; got {budgets!r}")
+    ordered = sorted({check_int("budgets", b, 2) for b in budgets})
+    if reference is None:
+        reference = pilot_reference(
+            check_model(model),
+            shape=shape,
+            pilots=pilots,
+            seed=seed,
+            candidates=candidates,
+            substeps=substeps,
+        )
+    found: dict[int, TunedSolver] = {}
+    for nfe in ordered:
+        found[nfe] = optimize_solver(
+            model, nfe, reference=reference, smaller=list(found.values()), **options
+        )
+    return found
+
+
+def _check_smaller(smaller: object, model: DiffusionModel) -> list[TunedSolver]:
+    """`smaller` as a list of TunedSolver, each tuned on this model's schedule."""
+    if isinstance(smaller, TunedSolver) or not isinstance(smaller, Sequence):
+        raise TypeError(
+            f"smaller must be a list of TunedSolver (smaller budgets); got {type(smaller).__name__}"
+        )
+    for i, solver in enumerate(smaller):
+        if not isinstance(solver, TunedSolver):
+            raise TypeError(f"smaller[{i}] must be a TunedSolver; got {type(solver).__name__}")
+        solver.check_schedule(model.schedule, "the model's schedule")
+    return list(smaller)
 
 
 def _check_search(
@@ -401,12 +495,19 @@ class _Kept:
     fallback: str | None
     start_error: float
     grid_only_error: float
+    label: str
+    nfe: int
 
 
-def _held_out_choice(search: PilotSearch, best: _Refined) -> _Kept:
+def _held_out_choice(
+    search: PilotSearch, best: _Refined, others: list[tuple[str, SolverOptions, int]]
+) -> _Kept:
     """Step 4: the refined grid must beat the grid it started from on the held-out pilots, and the
     coefficients both analytic grids (the kept one, and their own with analytic rules);
-    a refinement that does not is dropped, with the reason."""
+    a refinement that does not is dropped, with the reason. Then the simpler candidates
+    the search had in hand (`others`: the best untuned setting screened, the tuned
+    solvers of smaller budgets) replace the result where they beat it there: the result
+    is never worse than they are on the held-out pilots."""
     start, grid_only, tuned, grid_name = best.start, best.grid_only, best.tuned, best.grid
     hold = search.held_out
     e_start, e_grid = hold(start), hold(grid_only)
@@ -433,7 +534,15 @@ def _held_out_choice(search: PilotSearch, best: _Refined) -> _Kept:
             fallback = note if fallback is None else f"{fallback}; {note}"
             if e_same < e_kept:
                 final, e_final, e_analytic = same, e_same, e_same
-    return _Kept(final, e_final, e_analytic, fallback, e_start, e_grid)
+    label, nfe = best.label, int(final.model_calls() or 0)
+    for other_label, options, other_nfe in others:
+        e_other = hold(options)
+        if e_other < e_final:
+            note = f"kept {other_label}: held-out error {e_other:.4g} < {e_final:.4g}"
+            fallback = note if fallback is None else f"{fallback}; {note}"
+            final, e_final, label, nfe = options, e_other, other_label, other_nfe
+            e_analytic = e_other if options.coefficients is None else e_analytic
+    return _Kept(final, e_final, e_analytic, fallback, e_start, e_grid, label, nfe)
 
 
 def _fixed_runs(finalists: int) -> int:
