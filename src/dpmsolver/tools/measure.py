@@ -5,16 +5,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ..core import DiffusionModel, Level, SolverOptions, Target, sample
 
-__all__ = ["Counted", "counting", "reference", "rms"]
+__all__ = ["Counted", "counting", "frechet_distance", "reference", "rms"]
 
 
 def rms(a: Tensor, b: Tensor) -> float:
     """RMS of a - b over every element, in float64."""
     return float((a - b).double().pow(2).mean().sqrt())
+
+
+def frechet_distance(a: Tensor, b: Tensor) -> float:
+    """The Frechet distance between Gaussians fitted to two sample sets (rows are samples,
+    flattened; what FID computes on features): |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a^1/2
+    S_b S_a^1/2)^1/2), in float64."""
+    xa, xb = (t.reshape(t.shape[0], -1).double() for t in (a, b))
+    mu_a, mu_b = xa.mean(0), xb.mean(0)
+    s_a, s_b = torch.cov(xa.T), torch.cov(xb.T)
+    vals, vecs = torch.linalg.eigh(s_a)
+    root_a = (vecs * vals.clamp_min(0).sqrt()) @ vecs.T
+    cross = torch.linalg.eigvalsh(root_a @ s_b @ root_a).clamp_min(0).sqrt().sum()
+    return float((mu_a - mu_b).pow(2).sum() + s_a.trace() + s_b.trace() - 2 * cross)
 
 
 def reference(

@@ -1,5 +1,5 @@
-"""The budget benchmark: per model-call budget, the tuned solver against the best untuned
-setting, each scored on held-out noises against a fine reference.
+"""The budget benchmark: per model-call budget, the tuned solver against the untuned
+settings a user could pick, each scored on held-out noises against a fine reference.
 
     from dpmsolver.tuning import budget
     result = budget.budget(model, [4, 5, 6, 8, 10])
@@ -7,11 +7,16 @@ setting, each scored on held-out noises against a fine reference.
 
 The untuned settings are every preset of `BUDGET_SEARCH` on every grid of `BUDGET_GRIDS`
 (the standard ones, and published ones mapped onto the model's noise range:
-`untuned_grid`); `dpmsolver bench --budget` and `benchmarks/low_budget.py` print it.
+`untuned_grid`). The comparators: the best of them chosen on the tuning pilots (what a
+user could choose), the best fixed published setting (`PUBLISHED_SETTINGS`), and the best
+chosen on the held-out noises themselves (a choice no user can make). At 4-6 calls the
+Frechet distance of the samples to the converged sampler's is printed beside its noise
+floor. `dpmsolver bench --budget` and `benchmarks/low_budget.py` print it.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +29,7 @@ from ..core import (
     SKIP_TYPES,
     DiffusionModel,
     NoiseSchedule,
+    SolverOptions,
     align_your_steps,
     gits_sigmas,
     sample,
@@ -31,16 +37,18 @@ from ..core import (
     time_grid,
 )
 from ..noise import start_noise
-from ..tools.measure import reference, rms
+from ..tools.measure import frechet_distance, reference, rms
 from ..tools.presets import SOLVERS
-from .pilots import pilot_reference
-from .solver_search import SEARCHED_FAMILIES, optimize_solver
+from .pilots import PilotReference, pilot_reference
+from .solver_search import SEARCHED_FAMILIES, optimize_solver, optimize_solvers
 from .values import TunedSolver
 
 __all__ = [
     "BUDGET_GRIDS",
     "BUDGET_SEARCH",
+    "FRECHET_BUDGETS",
     "PUBLISHED_GRIDS",
+    "PUBLISHED_SETTINGS",
     "BudgetResult",
     "BudgetRow",
     "budget",
@@ -53,6 +61,21 @@ BUDGET_SEARCH = (*SEARCHED_FAMILIES, "dpm++2m+c-taylor", "dpm++3m+c-taylor")
 # onto the model's noise range, see `untuned_grid`).
 # (logSNR is k-diffusion's exponential grid.)
 BUDGET_GRIDS = ("logSNR", "time_uniform", "time_quadratic", "karras", "beta", "ays", "gits")
+# The fixed settings people publish and pick from lists (preset, grid): DPM-Solver++ 2M / 3M
+# and DEIS / iPNDM on Karras sigmas, UniPC (2M with the UniC corrector) on the logSNR
+# (exponential) grid, iPNDM on GITS' grid, DPM-Solver++ 2M on Align Your Steps'.
+PUBLISHED_SETTINGS = {
+    "DPM-Solver++ 2M, karras": ("dpm++2m", "karras"),
+    "DPM-Solver++ 3M, karras": ("dpm++3m", "karras"),
+    "UniPC, logSNR": ("dpm++2m+c", "logSNR"),
+    "iPNDM, karras": ("ipndm4", "karras"),
+    "DEIS, karras": ("deis3", "karras"),
+    "iPNDM, GITS": ("ipndm3", "gits"),
+    "DPM-Solver++ 2M, AYS": ("dpm++2m", "ays"),
+}
+# Budgets at which the Frechet distance resolves differences (above, every good sampler
+# is within its noise floor).
+FRECHET_BUDGETS = (4, 5, 6)
 PUBLISHED_GRIDS: dict[str, Callable[[int], list[float]]] = {
     "ays": lambda steps: align_your_steps("sd15", steps),
     "gits": lambda steps: gits_sigmas(steps),
@@ -77,6 +100,14 @@ class BudgetRow:
     tuning_error: float = float("nan")  # the tuned solver's error on its tuning pilots
     model_calls: int = 0  # search calls spent tuning this budget (the reference apart)
     fallback: str | None = None
+    chosen: str = ""  # the best untuned setting chosen on the tuning pilots
+    chosen_error: float = float("nan")
+    published: str = ""  # the best fixed published setting (on the held-out noises)
+    published_error: float = float("nan")
+    evaluations: int = 0  # model evaluations of the tuning, a share of the reference's too
+    frechet: float = float("nan")  # the tuned solver's, at FRECHET_BUDGETS
+    frechet_chosen: float = float("nan")  # the chosen untuned setting's
+    frechet_floor: float = float("nan")  # the converged sampler against itself
 
     @property
     def ratio(self) -> float:
@@ -85,6 +116,15 @@ class BudgetRow:
     @property
     def grid_only_ratio(self) -> float:
         return self.grid_only_error / self.baseline_error
+
+    @property
+    def chosen_ratio(self) -> float:
+        """The tuned error over that of the untuned setting chosen on the tuning pilots."""
+        return self.rms_error / self.chosen_error
+
+    @property
+    def published_ratio(self) -> float:
+        return self.rms_error / self.published_error
 
 
 @dataclass
@@ -97,44 +137,70 @@ class BudgetResult:
     untuned: dict[int, list[tuple[float, str]]]  # nfe -> (error, setting and grid), sorted
     solvers: dict[int, TunedSolver] = field(default_factory=dict)  # nfe -> the tuned solver
 
+    @property
+    def monotone(self) -> bool:
+        """Whether the tuned error never rises with the budget (on the held-out noises)."""
+        errors = [r.rms_error for r in sorted(self.rows, key=lambda r: r.nfe)]
+        return all(b <= a for a, b in itertools.pairwise(errors))
+
     def table(self) -> str:
         lines = [
             "Best setting per model-call budget (tuned on pilots; RMS error on held-out "
             "noises against the reference)",
-            f"{'NFE':>4s}  {'tuned':16s}{'error':>10s}{'analytic':>10s}{'grid-only':>10s}  "
-            f"{'best untuned':30s}{'error':>10s}{'tuned/':>8s}{'grid/':>8s}{'calls':>7s}",
+            f"{'NFE':>4s}  {'tuned':22s}{'error':>10s}{'analytic':>10s}{'grid-only':>10s}"
+            f"{'/chosen':>9s}{'/published':>11s}{'/best':>7s}{'evals':>8s}"
+            f"{'FD':>9s}{'FD chosen':>10s}{'FD floor':>10s}",
         ]
         for r in self.rows:
             lines.append(
-                f"{r.nfe:4d}  {r.setting:16s}{r.rms_error:10.2e}{r.analytic_error:10.2e}"
-                f"{_e(r.grid_only_error)}  {r.baseline:30s}{r.baseline_error:10.2e}"
-                f"{r.ratio:8.2f}{_f(r.grid_only_ratio)}{r.model_calls:7d}"
+                f"{r.nfe:4d}  {r.setting[:22]:22s}{r.rms_error:10.2e}{r.analytic_error:10.2e}"
+                f"{_e(r.grid_only_error)}{r.chosen_ratio:9.2f}{r.published_ratio:11.2f}"
+                f"{r.ratio:7.2f}{r.evaluations:8d}{_e(r.frechet, 9)}{_e(r.frechet_chosen)}"
+                f"{_e(r.frechet_floor)}"
+            )
+        lines.append("comparators (error on the held-out noises):")
+        for r in self.rows:
+            lines.append(
+                f"{r.nfe:4d}  chosen on the pilots: {r.chosen} {r.chosen_error:.2e}; published: "
+                f"{r.published} {r.published_error:.2e}; best on the held-out noises: "
+                f"{r.baseline} {r.baseline_error:.2e}"
             )
         settings = len(next(iter(self.untuned.values()), []))
         lines.append(
             f"(analytic: the tuned grid with the analytic rules; grid-only: "
-            f"optimize_solver(tune_coefficients=False); best untuned: the best of {settings} "
-            f"settings x grids, chosen on the held-out noises themselves; tuned/, grid/: "
-            f"ratios to it; calls: search calls per budget, plus {self.reference_calls} for "
-            f"the shared reference, {self.model_calls + self.reference_calls} in all)"
+            f"optimize_solver(tune_coefficients=False); /chosen: ratio to the best of "
+            f"{settings} untuned settings x grids chosen on the tuning pilots; /published: to "
+            f"the best of {len(PUBLISHED_SETTINGS)} fixed published settings; /best: to the "
+            "best untuned chosen on the held-out noises themselves; evals: model evaluations "
+            "(calls x pilots) of the tuning, with its share of the shared reference's; FD: "
+            "Frechet distance to the converged sampler's samples, beside its floor (the "
+            f"converged sampler against itself); monotone in the budget: "
+            f"{'yes' if self.monotone else 'no'})"
         )
         return "\n".join(lines)
 
     def to_json(self, path: str | Path) -> None:
         data = {
             "rows": [
-                {**asdict(r), "ratio": r.ratio, "grid_only_ratio": r.grid_only_ratio}
+                {
+                    **asdict(r),
+                    "ratio": r.ratio,
+                    "grid_only_ratio": r.grid_only_ratio,
+                    "chosen_ratio": r.chosen_ratio,
+                    "published_ratio": r.published_ratio,
+                }
                 for r in self.rows
             ],
             "reference_calls": self.reference_calls,
             "model_calls": self.model_calls,
+            "monotone": self.monotone,
             "untuned": {str(k): v for k, v in self.untuned.items()},
         }
         Path(path).write_text(json.dumps(data, indent=1))
 
 
-def _e(value: float) -> str:
-    return f"{value:10.2e}" if math.isfinite(value) else f"{'-':>10s}"
+def _e(value: float, width: int = 10) -> str:
+    return f"{value:{width}.2e}" if math.isfinite(value) else f"{'-':>{width}s}"
 
 
 def _f(value: float) -> str:
@@ -167,7 +233,7 @@ def budget(
     n: int = 64,
     seed: int = 1,
     tune_seed: int = 0,
-    pilots: int = 64,
+    pilots: int = 16,
     settings: Sequence[str] = BUDGET_SEARCH,
     grids: Sequence[str] = BUDGET_GRIDS,
     reference_nfe: int = 3000,
@@ -176,15 +242,18 @@ def budget(
     grid_only: bool = True,
     max_calls: int = 3500,
 ) -> BudgetResult:
-    """For each budget, a tuned solver against the best untuned setting.
+    """For each budget, a tuned solver against the untuned settings a user could pick.
 
-    The tuned solver is `tuned[nfe]` if given (e.g. the shipped ones), else
-    `optimize_solver(model, nfe)` on `pilots` noises from `tune_seed`, all budgets sharing
-    one pilot reference; with `grid_only`, `optimize_solver(..., tune_coefficients=False)`
-    too. Untuned: every setting of `settings` on every grid of `grids` (see
-    `untuned_grid`), the best chosen on the held-out noises themselves (a choice in its
-    favour). Everything is scored on `n` held-out noises from `seed` against a
-    `reference_nfe`-call reference.
+    The tuned solvers are `tuned[nfe]` if given (e.g. the shipped ones), else
+    `optimize_solvers(model, budgets)` on `pilots` noises from `tune_seed` (one pilot
+    reference for all budgets, each never worse than the smaller ones on the held-out
+    pilots); with `grid_only`, `optimize_solver(..., tune_coefficients=False)` too.
+    Untuned: every setting of `settings` on every grid of `grids` (see `untuned_grid`);
+    the comparators are the best of them chosen on the tuning pilots, the best fixed
+    published setting (`PUBLISHED_SETTINGS`) and the best chosen on the held-out noises.
+    Everything is scored on `n` held-out noises from `seed` against a `reference_nfe`-call
+    reference; at `FRECHET_BUDGETS` the Frechet distance of the samples from the first half
+    of the noises to the reference samples from the second half.
     """
     for name in settings:
         if name not in SOLVERS:
@@ -197,60 +266,149 @@ def budget(
         check_int("budgets", b, 2)
     test_x = start_noise(model, n, seed, shape)
     test_ref = reference(model, test_x, reference_nfe)
-    schedule = model.schedule
     pilots_ref = None
     if tuned is None or any(b not in tuned for b in budgets) or grid_only:
         pilots_ref = pilot_reference(model, shape=shape, pilots=pilots, seed=tune_seed)
-    rows: list[BudgetRow] = []
-    untuned: dict[int, list[tuple[float, str]]] = {}
-    solvers: dict[int, TunedSolver] = {}
+    solvers = dict(tuned or {})
     spent = 0
+    if any(b not in solvers for b in budgets):
+        found = optimize_solvers(model, budgets, reference=pilots_ref, max_calls=max_calls)
+        spent += sum(found[b].model_calls["search"] for b in budgets if b not in solvers)
+        solvers = {b: solvers.get(b, found[b]) for b in budgets}
+    scorer = _Scorer(model, test_x, test_ref, pilots_ref)
+    rows, untuned = [], {}
+    ref_evals = 0 if pilots_ref is None else pilots_ref.model_calls * pilots_ref.pilots
     for nfe in budgets:
-        scores = []
-        for name in settings:
-            opts = SOLVERS[name].options
-            steps = opts.steps_for_calls(nfe)
-            if opts.order > steps or opts.method != "multistep":
-                continue
-            for g in grids:
-                try:
-                    out = sample(model, test_x, opts, timesteps=untuned_grid(schedule, g, steps))
-                except ValueError:
-                    continue  # e.g. the analytic first step from too low a noise level
-                err = rms(out, test_ref)
-                scores.append((err if math.isfinite(err) else math.inf, f"{name}, {g}"))
-        scores.sort()
-        untuned[nfe] = scores
-        base_err, base_name = scores[0]
-        if tuned is not None and nfe in tuned:
-            solver = tuned[nfe]
-        else:
-            solver = optimize_solver(model, nfe, reference=pilots_ref, max_calls=max_calls)
-            spent += solver.model_calls["search"]
-        solvers[nfe] = solver
+        untuned[nfe] = scorer.untuned(settings, grids, nfe)
         grid_err = math.nan
-        if grid_only:
+        if grid_only and pilots_ref is not None:
             plain = optimize_solver(
                 model, nfe, reference=pilots_ref, max_calls=max_calls, tune_coefficients=False
             )
             spent += plain.model_calls["search"]
-            grid_err = rms(sample(model, test_x, solver=plain), test_ref)
-        rows.append(
-            BudgetRow(
-                nfe,
-                solver.setting,
-                rms(sample(model, test_x, solver=solver), test_ref),
-                rms(sample(model, test_x, solver.analytic()), test_ref),
-                grid_err,
-                base_name,
-                base_err,
-                solver.times,
-                solver.options,
-                solver.coefficients,
-                solver.pilot_error,
-                solver.model_calls["search"],
-                solver.fallback,
-            )
-        )
+            grid_err = scorer.error(plain.solver())
+        solver = solvers[nfe]
+        evals = solver.model_calls.get("evaluations", 0) + ref_evals // len(budgets)
+        rows.append(scorer.row(nfe, solver, untuned[nfe], grid_err, evals))
     ref_calls = 0 if pilots_ref is None else pilots_ref.model_calls
     return BudgetResult(rows, ref_calls, spent, untuned, solvers)
+
+
+class _Scorer:
+    """The held-out noises and their reference, the tuning pilots and theirs: errors of
+    settings on each, and a budget's row."""
+
+    def __init__(
+        self, model: DiffusionModel, test_x: Any, test_ref: Any, pilots_ref: PilotReference | None
+    ) -> None:
+        self.model, self.x, self.ref = model, test_x, test_ref
+        self.pilots_ref = pilots_ref
+        self.schedule: NoiseSchedule = model.schedule
+
+    def error(self, options: SolverOptions) -> float:
+        err = rms(sample(self.model, self.x, options), self.ref)
+        return err if math.isfinite(err) else math.inf
+
+    def on_pilots(self, options: SolverOptions) -> float:
+        ref = self.pilots_ref
+        if ref is None:
+            return math.inf
+        held = max(1, int(ref.pilots * 0.25))
+        x, end = ref.x_start[: ref.pilots - held], ref.end[: ref.pilots - held]
+        err = rms(sample(self.model, x, options), end)
+        return err if math.isfinite(err) else math.inf
+
+    def setting(self, name: str, grid: str, nfe: int) -> SolverOptions | None:
+        opts = SOLVERS[name].options
+        steps = opts.steps_for_calls(nfe)
+        if opts.order > steps or opts.method != "multistep":
+            return None
+        try:
+            times = untuned_grid(self.schedule, grid, steps)
+            return SolverOptions.of(opts, timesteps=tuple(times))
+        except ValueError:
+            return None  # e.g. a grid spaced in lambda from pure noise
+
+    def untuned(
+        self, settings: Sequence[str], grids: Sequence[str], nfe: int
+    ) -> list[tuple[float, str]]:
+        scores = []
+        for name in settings:
+            for g in grids:
+                options = self.setting(name, g, nfe)
+                if options is None:
+                    continue
+                try:
+                    scores.append((self.error(options), f"{name}, {g}"))
+                except ValueError:
+                    continue  # e.g. the analytic first step from too low a noise level
+        return sorted(scores)
+
+    def best_of(
+        self, names: Sequence[tuple[str, str, str]], nfe: int, score: Any
+    ) -> tuple[float, str, SolverOptions | None]:
+        best: tuple[float, str, SolverOptions | None] = (math.inf, "-", None)
+        for label, name, g in names:
+            options = self.setting(name, g, nfe)
+            if options is None:
+                continue
+            try:
+                err = score(options)
+            except ValueError:
+                continue
+            if err < best[0]:
+                best = (err, label, options)
+        return best
+
+    def frechet(self, options: SolverOptions) -> tuple[float, float]:
+        """(FD of the samples from the first half of the noises to the reference samples of
+        the second half, the floor: the reference's first half against its second)."""
+        half = self.x.shape[0] // 2
+        out = sample(self.model, self.x[:half], options)
+        return (
+            frechet_distance(out, self.ref[half:]),
+            frechet_distance(self.ref[:half], self.ref[half:]),
+        )
+
+    def row(
+        self,
+        nfe: int,
+        solver: TunedSolver,
+        untuned: list[tuple[float, str]],
+        grid_err: float,
+        evals: int,
+    ) -> BudgetRow:
+        base_err, base_name = untuned[0] if untuned else (math.inf, "-")
+        names = [(f"{s}, {g}", s, g) for _, label in untuned for s, g in [label.split(", ")]]
+        _, chosen, chosen_opts = self.best_of(names, nfe, self.on_pilots)
+        chosen_err = math.inf if chosen_opts is None else self.error(chosen_opts)
+        fixed = [(label, s, g) for label, (s, g) in PUBLISHED_SETTINGS.items()]
+        published_err, published, _ = self.best_of(fixed, nfe, self.error)
+        fd = fd_chosen = floor = math.nan
+        if nfe in FRECHET_BUDGETS:
+            fd, floor = self.frechet(solver.solver())
+            if chosen_opts is not None:
+                fd_chosen, _ = self.frechet(chosen_opts)
+        return BudgetRow(
+            nfe,
+            solver.setting,
+            self.error(solver.solver()),
+            self.error(solver.analytic()),
+            grid_err,
+            base_name,
+            base_err,
+            solver.times,
+            solver.options,
+            solver.coefficients,
+            solver.pilot_error,
+            solver.model_calls["search"],
+            solver.fallback,
+            chosen,
+            chosen_err,
+            published,
+            published_err,
+            evals,
+            fd,
+            fd_chosen,
+            floor,
+        )
