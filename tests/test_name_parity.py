@@ -123,6 +123,32 @@ def deis_pair() -> tuple[Tensor, Tensor]:
     return K.sample_deis(ve_model, x, sigmas, disable=True), reference_deis(ve_model, x, sigmas)
 
 
+def dpm_fast() -> tuple[Tensor, Tensor]:
+    """DPM-Solver-fast: 10 calls from 14.6 to 0.03, ours and k-diffusion's."""
+    x = start(scale=14.6)
+    ours = K.sample_dpm_fast(ve_model, x, 0.03, 14.6, 10, disable=True)
+    return ours, KD.sample_dpm_fast(ve_model, x, 0.03, 14.6, 10, disable=True)
+
+
+def comfy_kl_optimal(n: int, sigma_min: float, sigma_max: float) -> Tensor:
+    """ComfyUI's kl_optimal_scheduler (comfy/samplers.py), re-derived: n sigmas uniform in
+    arctan(sigma) from sigma_max to sigma_min, then 0."""
+    t = torch.linspace(0, 1, n, dtype=torch.float64)
+    lo, hi = torch.tensor([sigma_min, sigma_max], dtype=torch.float64).atan()
+    return torch.cat([torch.tan((1 - t) * hi + t * lo), torch.zeros(1, dtype=torch.float64)])
+
+
+def kl_optimal() -> tuple[Tensor, Tensor]:
+    """The kl_optimal grid (as ComfyUI's KSampler computes it for 12 steps: 12 sigmas
+    and 0) and DPM-Solver++ 2M on it."""
+    import dpmsolver as dpm
+
+    schedule = dpm.VESchedule(0.03, 14.6)
+    times = dpm.time_grid(schedule, "kl_optimal", 14.6, 0.03, 11)
+    ours = torch.cat([times, torch.zeros(1, dtype=torch.float64)])
+    return ours, comfy_kl_optimal(12, 0.03, 14.6)
+
+
 ROWS: dict[str, tuple[Callable[[], tuple[Tensor, Tensor]], float]] = {
     "DPM++ 2M Karras": (kd("sample_dpmpp_2m", "karras", noise=False), 1e-6),
     "DPM++ 2M SDE Karras": (kd("sample_dpmpp_2m_sde", "karras"), 1e-6),
@@ -156,6 +182,8 @@ ROWS: dict[str, tuple[Callable[[], tuple[Tensor, Tensor]], float]] = {
     ),
     "DPM_Solver(...).sample(x, method='multistep')": (authors, 1e-7),
     "DEIS": (deis_pair, 1e-10),
+    "DPM fast": (dpm_fast, 1e-5),
+    "kl_optimal": (kl_optimal, 1e-12),
 }
 
 

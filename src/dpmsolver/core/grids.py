@@ -12,6 +12,8 @@ t_start and t_end.
     beta:           sigma = sigma_t / alpha_t at the quantiles of a Beta(0.6, 0.6)
                     distribution between the ends (Lee et al., "Beta Sampling is All You
                     Need", 2024): denser at both ends (`beta_sigmas`)
+    kl_optimal:     uniform in arctan(sigma), sigma = sigma_t / alpha_t (Sabour et al.,
+                    "Align Your Steps", 2024; ComfyUI's kl_optimal)
 
 Each grid is one entry of `GRIDS` (a new grid is one entry). Published grids (`published`:
 Align Your Steps, GITS) and tuned ones (`dpmsolver.optimize_time_grid`) are given to the
@@ -47,7 +49,9 @@ __all__ = [
     "time_grid",
 ]
 
-SkipType = Literal["logSNR", "time_uniform", "time_quadratic", "karras", "exponential", "beta"]
+SkipType = Literal[
+    "logSNR", "time_uniform", "time_quadratic", "karras", "exponential", "beta", "kl_optimal"
+]
 SKIP_TYPES: tuple[str, ...] = get_args(SkipType)
 KARRAS_RHO = 7.0
 # The most steps a published grid is resampled to (the samplers plan at most that many).
@@ -82,6 +86,14 @@ def _karras(start: float, end: float, n: int) -> Tensor:
     return -torch.log((inv[0] + ramp * (inv[1] - inv[0])) ** KARRAS_RHO)
 
 
+def _kl_optimal(start: float, end: float, n: int) -> Tensor:
+    """lambdas whose sigma = e^{-lambda} is uniform in arctan(sigma) (the KL-optimal
+    schedule of Sabour et al., 2024, ComfyUI's kl_optimal)."""
+    ends = [math.atan(math.exp(-v)) for v in (start, end)]
+    ramp = torch.linspace(0, 1, n, dtype=torch.float64)
+    return -torch.log(torch.tan(ends[0] + ramp * (ends[1] - ends[0])))
+
+
 def _beta(start: float, end: float, n: int) -> Tensor:
     """lambdas whose sigma = e^{-lambda} lies at Beta(0.6, 0.6) quantiles (`beta_sigmas`)."""
     ends = [math.exp(-v) for v in (start, end)]
@@ -96,6 +108,7 @@ GRIDS: dict[str, Spacing] = {
     "karras": Spacing("lambda", _karras),
     "exponential": Spacing("lambda", _uniform),  # logSNR under k-diffusion's name
     "beta": Spacing("lambda", _beta),
+    "kl_optimal": Spacing("lambda", _kl_optimal),
 }
 
 

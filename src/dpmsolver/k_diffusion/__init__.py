@@ -32,6 +32,7 @@ from .run import sample_dpm_solver
 from .samplers import (
     sample_deis,
     sample_dpm_adaptive,
+    sample_dpm_fast,
     sample_dpmpp_2m,
     sample_dpmpp_2m_cfg_pp,
     sample_dpmpp_2m_sde,
@@ -56,6 +57,7 @@ __all__ = [
     "get_sigmas_logsnr",
     "sample_deis",
     "sample_dpm_adaptive",
+    "sample_dpm_fast",
     "sample_dpm_solver",
     "sample_dpmpp_2m",
     "sample_dpmpp_2m_cfg_pp",

@@ -19,6 +19,7 @@ from .run import KNoiseSampler, sample_dpm_solver
 __all__ = [
     "sample_deis",
     "sample_dpm_adaptive",
+    "sample_dpm_fast",
     "sample_dpmpp_2m",
     "sample_dpmpp_2m_cfg_pp",
     "sample_dpmpp_2m_sde",
@@ -409,6 +410,70 @@ def sample_euler_cfg_pp(
         model_sampling=model_sampling,
         cfg_pp=True,
     )
+
+
+def sample_dpm_fast(
+    model: Callable[..., Tensor],
+    x: Tensor,
+    sigma_min: float,
+    sigma_max: float,
+    n: int,
+    extra_args: dict[str, Any] | None = None,
+    callback: KCallback | None = None,
+    disable: bool | None = None,
+    eta: float = 0.0,
+    s_noise: float = 1.0,
+    noise_sampler: Any = None,
+    model_sampling: str | None = None,
+) -> Tensor:
+    """DPM-Solver-fast (the authors' 'fast' method, k-diffusion's and ComfyUI's dpm_fast,
+    A1111's "DPM fast"): `n` model calls from sigma_max to sigma_min (no final step to 0)
+    in singlestep steps of order 3 (then 2 and 1 to use exactly n calls), uniform in
+    log sigma, DPM-Solver's noise form. The ODE only: eta must be 0.
+    """
+    check_float("sigma_min", sigma_min, positive=True)
+    check_float("sigma_max", sigma_max, positive=True)
+    if not sigma_min < sigma_max:
+        raise ValueError(f"need sigma_min < sigma_max; got {sigma_min!r} and {sigma_max!r}")
+    n = check_int("n", n, 1)
+    if check_float("eta", eta) != 0.0 or noise_sampler is not None:
+        raise ValueError(
+            f"sample_dpm_fast runs the ODE only: eta must be 0 and noise_sampler None (got "
+            f"eta={eta!r}); for an SDE use sample_dpmpp_sde or sample_dpmpp_3m_sde"
+        )
+    check_float("s_noise", s_noise)
+    check_callback(callback)
+    schedule = schedule_for(sampling(model, model_sampling), sigma_min, sigma_max)
+    progress = Progress(n, disable)
+    denoiser = KDenoiser(model, schedule, extra_kwargs(extra_args), {}, None, progress)
+
+    def on_step(step: int, t: float, x_t: Tensor) -> None:
+        progress.update()
+        if step > 0 and callback is not None and denoiser.last is not None:
+            sigma = x_t.new_tensor(t)
+            callback(
+                {
+                    "x": x_t,
+                    "i": step - 1,
+                    "sigma": sigma,
+                    "sigma_hat": sigma,
+                    "denoised": denoiser.last[1],
+                }
+            )
+
+    try:
+        options = SolverOptions.of(
+            order=3,
+            steps=n,
+            method="singlestep",
+            algorithm="dpmsolver",
+            skip_type="logSNR",
+            t_start=sigma_max,
+            t_end=sigma_min,
+        )
+        return sample(denoiser, x, options, callback=on_step)
+    finally:
+        progress.close()
 
 
 def sample_dpm_adaptive(
