@@ -45,6 +45,7 @@ SOLVER_DEFAULTS: dict[str, Any] = dict(
     ancestral=False,
     s_noise=1.0,
     cfg_pp=False,
+    analytic_first_step=False,
 )
 
 
@@ -70,6 +71,7 @@ def sample_dpm_solver(
     s_noise: float = 1.0,
     cfg_pp: bool = False,
     solver: Any = None,
+    analytic_first_step: bool = False,
 ) -> Tensor:
     """DPM-Solver(++) of any order and method on a k-diffusion sigma grid.
 
@@ -83,6 +85,8 @@ def sample_dpm_solver(
     `noise_sampler(sigma, sigma_next)` (default: standard normal per step, from a generator
     seeded with extra_args['seed'] when given, as ComfyUI passes it, else torch's global
     one). `cfg_pp` runs the multistep CFG++ rules (see `sample_dpmpp_2m_cfg_pp`).
+    `analytic_first_step` takes the first multistep step without a model call (x0_pred = 0
+    near pure noise), one call fewer.
     `solver`: a tuned solver (`dpmsolver.optimize_solver`; see `sample_tuned`) instead of
     the solver arguments, which must keep their defaults.
     """
@@ -98,9 +102,11 @@ def sample_dpm_solver(
     to_zero = values[-1] == 0.0
     grid = values[:-1] if to_zero else values
     kind = sampling(model, model_sampling)
-    if kind == "flow" and grid[0] >= 1.0 and len(grid) > 1 and check_float("eta", eta) > 0:
+    no_pure_noise = check_float("eta", eta) > 0 or algorithm in ("ipndm", "deis", "dpmsolver")
+    if kind == "flow" and grid[0] >= 1.0 and len(grid) > 1 and no_pure_noise:
         # An SDE step from pure noise spans an infinite lambda interval and would forget x
-        # for any eta > 0; ComfyUI starts its SDE samplers at sigma = 1 - 1e-4 instead.
+        # for any eta > 0, and iPNDM, DEIS and the noise form cannot start there (x / alpha);
+        # ComfyUI starts its SDE samplers at sigma = 1 - 1e-4: so do these.
         grid = [FLOW_SDE_START, *grid[1:]]
     index = {s: i for i, s in enumerate(grid)}
     progress = Progress(len(grid), disable)
@@ -129,6 +135,7 @@ def sample_dpm_solver(
             eta=eta,
             ancestral=ancestral,
             cfg_pp=cfg_pp,
+            analytic_first_step=analytic_first_step,
         )
         if solver is not None:
             given = dict(args, noise_sampler=noise_sampler, s_noise=s_noise)

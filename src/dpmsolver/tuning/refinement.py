@@ -106,8 +106,9 @@ class PilotSearch:
         return PilotRun(state.x, before)
 
     def residual(self, run: PilotRun) -> Tensor:
-        """The end-point residuals of every tuning pilot, flattened."""
-        return (run.end - self.target).reshape(-1)
+        """The end-point residuals of every tuning pilot, flattened, in float64 on the host
+        (the least-squares step is solved there, whatever the pilots' dtype and device)."""
+        return (run.end - self.target).reshape(-1).to("cpu", torch.float64)
 
     # -- Levenberg-Marquardt ------------------------------------------------------------
 

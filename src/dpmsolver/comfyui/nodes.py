@@ -1,0 +1,223 @@
+"""The node pack's nodes (ComfyUI's classic node API): a DPM-Solver SAMPLER, a SIGMAS node
+for our grids, and a node that tunes a sampler for the loaded model."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from ..core import SolverOptions
+from ..k_diffusion import tuned_sigmas
+from ..tuning import TunedSolver
+from .samplers import GRIDS, grid_sigmas, is_flow, sampler_function
+from .surface import comfy
+from .tune import MAX_EVALUATIONS, cache_path, max_calls_for, tune_in_sampler
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+
+CATEGORY = "sampling/custom_sampling"
+
+
+class DPMSolverSampler:
+    """A SAMPLER running DPM-Solver(++) with the options users tune."""
+
+    DESCRIPTION = (
+        "DPM-Solver(++), iPNDM or DEIS with the UniC corrector, the analytic first step, "
+        "SDE noise (eta) or CFG++: one model call per sigma. Works on VP models (SD 1.5, "
+        "SDXL) and flow models (SD3, Flux, Wan), detected from the model."
+    )
+    RETURN_TYPES = ("SAMPLER",)
+    FUNCTION = "get_sampler"
+    CATEGORY = f"{CATEGORY}/samplers"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "algorithm": (["dpmsolver++", "dpmsolver", "ipndm", "deis"],),
+                "order": ("INT", {"default": 2, "min": 1, "max": 4}),
+                "method": (["multistep", "singlestep"],),
+                "corrector": (["off", "all", "low_noise"],),
+                "analytic_first_step": ("BOOLEAN", {"default": False}),
+                "eta": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+                "cfg_pp": ("BOOLEAN", {"default": False}),
+            }
+        }
+
+    def get_sampler(self, **options: Any) -> tuple[Any]:
+        SolverOptions.of(**options)  # every option checked now, with its allowed values
+        return (comfy().samplers.KSAMPLER(sampler_function(options)),)
+
+
+class DPMSolverSigmas:
+    """SIGMAS of our grids for the model (logSNR, time-uniform, time-quadratic)."""
+
+    DESCRIPTION = (
+        "Our time grids as SIGMAS: logSNR (uniform in log sigma), time-uniform and "
+        "time-quadratic in the model's own time (flow models: the unshifted flow time)."
+    )
+    RETURN_TYPES = ("SIGMAS",)
+    FUNCTION = "get_sigmas"
+    CATEGORY = f"{CATEGORY}/schedulers"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "model": ("MODEL",),
+                "grid": (list(GRIDS.values()),),
+                "steps": ("INT", {"default": 10, "min": 1, "max": 1000}),
+            }
+        }
+
+    def get_sigmas(self, model: Any, grid: str, steps: int) -> tuple[torch.Tensor]:
+        return (grid_sigmas(model.get_model_object("model_sampling"), grid, steps),)
+
+
+class DPMSolverTuneSampler:
+    """A sampler tuned for the loaded model, its conditioning, guidance, size and step
+    count (`optimize_solver`), as SAMPLER + SIGMAS for SamplerCustom; cached."""
+
+    DESCRIPTION = (
+        "Tunes a DPM-Solver sampler for this model, conditioning, cfg, latent size and "
+        f"number of model calls. Costs at most {MAX_EVALUATIONS} model evaluations (one "
+        "latent through the model with guidance each) the first time; the result is cached "
+        "on disk and later runs cost nothing. Outputs the SAMPLER and SIGMAS to use in "
+        "SamplerCustom with the same model, conditioning and cfg."
+    )
+    RETURN_TYPES = ("SAMPLER", "SIGMAS")
+    FUNCTION = "tune"
+    CATEGORY = f"{CATEGORY}/samplers"
+
+    @classmethod
+    def INPUT_TYPES(cls) -> dict[str, Any]:
+        return {
+            "required": {
+                "model": ("MODEL",),
+                "positive": ("CONDITIONING",),
+                "negative": ("CONDITIONING",),
+                "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 100.0, "step": 0.1}),
+                "latent_image": ("LATENT",),
+                "steps": ("INT", {"default": 8, "min": 2, "max": 50}),
+                "pilots": ("INT", {"default": 16, "min": 4, "max": 64}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**32 - 1}),
+            }
+        }
+
+    def tune(
+        self,
+        model: Any,
+        positive: Any,
+        negative: Any,
+        cfg: float,
+        latent_image: dict[str, Any],
+        steps: int,
+        pilots: int,
+        seed: int,
+    ) -> tuple[Any, torch.Tensor]:
+        ms = model.get_model_object("model_sampling")
+        latent = latent_image["samples"]
+        path = cache_path(
+            dict(
+                model=model_identity(model),
+                positive=positive,
+                negative=negative,
+                cfg=cfg,
+                shape=list(latent.shape[1:]),
+                steps=steps,
+                pilots=pilots,
+                seed=seed,
+            )
+        )
+        if path.exists():
+            tuned = TunedSolver.from_json(path)
+        else:
+            tuned = run_tuning(model, positive, negative, cfg, latent, steps, pilots, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Written whole, then renamed: a second ComfyUI never reads half a file.
+            temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            temporary.write_text(tuned.to_json())
+            os.replace(temporary, path)
+        kind = "flow" if is_flow(ms) else "ve"
+        sampler = comfy().samplers.KSAMPLER(sampler_function(dict(solver=tuned)))
+        return sampler, tuned_sigmas(tuned, kind).float()
+
+
+def run_tuning(
+    model: Any,
+    positive: Any,
+    negative: Any,
+    cfg: float,
+    latent: torch.Tensor,
+    steps: int,
+    pilots: int,
+    seed: int,
+) -> TunedSolver:
+    """`optimize_solver` on the model as ComfyUI samples it: a CFGGuider runs a sampler
+    whose function tunes on its batch of `pilots` noised latents (ComfyUI loads the model,
+    prepares the conditioning and applies the guidance as for any sampling)."""
+    samplers = comfy().samplers
+    ms = model.get_model_object("model_sampling")
+    guider = samplers.CFGGuider(model)
+    guider.set_conds(positive, negative)
+    guider.set_cfg(cfg)
+    shape = (pilots, *latent.shape[1:])
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    sigmas = torch.tensor([float(ms.sigma_max), float(ms.sigma_min), 0.0])
+    found: list[TunedSolver] = []
+    bar = _progress_bar()
+    sampler = samplers.KSAMPLER(
+        tune_in_sampler,
+        extra_options=dict(
+            nfe=steps, found=found, progress=bar, max_calls=max_calls_for(pilots), seed=seed
+        ),
+    )
+    guider.sample(noise, torch.zeros(shape), sampler, sigmas, seed=seed, disable_pbar=True)
+    return found[0]
+
+
+def model_identity(model: Any) -> dict[str, Any]:
+    """What identifies a ComfyUI model for the cache: its class, weights' names and shapes,
+    patches (LoRA) and model sampling (a ModelSampling* node changes it)."""
+    base = model.model
+    ms = model.get_model_object("model_sampling")
+    state = base.state_dict()
+    return dict(
+        model=type(base).__name__,
+        weights=[[k, list(v.shape)] for k, v in sorted(state.items())[:4096]],
+        patches=str(getattr(model, "patches_uuid", "")) if getattr(model, "patches", None) else "",
+        sampling=[c.__name__ for c in type(ms).__mro__[:4]],
+        range=[float(ms.sigma_min), float(ms.sigma_max)],
+        shift=float(getattr(ms, "shift", 0.0)),
+    )
+
+
+def _progress_bar() -> Any:
+    """ComfyUI's progress bar as a (done, total) callback, if ComfyUI has one."""
+    try:
+        import comfy.utils
+
+        bars: list[Any] = []
+
+        def update(done: int, total: int) -> None:
+            if not bars:
+                bars.append(comfy.utils.ProgressBar(total))
+            bars[0].update_absolute(done, total)
+
+        return update
+    except ImportError:
+        return None
+
+
+NODE_CLASS_MAPPINGS = {
+    "DPMSolverSampler": DPMSolverSampler,
+    "DPMSolverSigmas": DPMSolverSigmas,
+    "DPMSolverTuneSampler": DPMSolverTuneSampler,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "DPMSolverSampler": "DPM-Solver",
+    "DPMSolverSigmas": "DPM-Solver Sigmas",
+    "DPMSolverTuneSampler": "DPM-Solver Tune Sampler",
+}

@@ -1,0 +1,346 @@
+"""dpmsolver.comfyui through ComfyUI's own machinery.
+
+With COMFYUI_DIR naming a ComfyUI checkout, the tests import its real comfy.samplers
+(torchvision, which ComfyUI imports for models these tests do not use, is stubbed when its
+wheel cannot load; ComfyUI runs with --cpu); otherwise they run against
+tests/comfy_standin, a stand-in of only the surface the node pack uses. The mode is in
+every test id: [real-comfyui] or [stand-in].
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.machinery
+import os
+import sys
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any, ClassVar
+from unittest import mock
+
+import pytest
+import torch
+
+import dpmsolver as dpm
+from dpmsolver.models import load_digits_gmm
+
+COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
+MODE = "real-comfyui" if COMFYUI_DIR else "stand-in"
+STANDIN = Path(__file__).resolve().parent / "comfy_standin"
+
+
+def _stub(name: str) -> None:
+    module = mock.MagicMock(name=name)
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+    module.__path__ = []
+    sys.modules[name] = module
+
+
+@pytest.fixture(scope="module", params=[MODE])
+def comfy(request: pytest.FixtureRequest) -> SimpleNamespace:
+    """ComfyUI's modules (real or the stand-in), with the original lists copied before
+    dpmsolver.comfyui registers ours."""
+    root = COMFYUI_DIR or str(STANDIN)
+    sys.path.insert(0, root)
+    if COMFYUI_DIR:
+        for name in ("torchvision", "torchvision.transforms"):
+            try:
+                importlib.import_module(name)
+            except Exception:  # a CUDA wheel on a CPU torch: only imported by ComfyUI
+                _stub(name)
+        from comfy.cli_args import args
+
+        args.cpu = True
+    samplers = importlib.import_module("comfy.samplers")
+    before = SimpleNamespace(
+        samplers=list(samplers.SAMPLER_NAMES),
+        schedulers=list(samplers.SCHEDULER_HANDLERS),
+    )
+    pack = importlib.import_module("dpmsolver.comfyui")
+    return SimpleNamespace(
+        samplers=samplers,
+        k_sampling=importlib.import_module("comfy.k_diffusion.sampling"),
+        model_sampling=importlib.import_module("comfy.model_sampling"),
+        pack=pack,
+        before=before,
+        real=bool(COMFYUI_DIR),
+    )
+
+
+def test_importing_the_pack_registers_ours_and_keeps_comfyuis(comfy: SimpleNamespace) -> None:
+    samplers, pack = comfy.samplers, comfy.pack
+    names = list(samplers.SAMPLER_NAMES)
+    assert names[: len(comfy.before.samplers)] == comfy.before.samplers
+    assert [n for n in names if n not in comfy.before.samplers] == list(pack.SAMPLERS)
+    assert set(comfy.before.schedulers) < set(samplers.SCHEDULER_HANDLERS)
+    assert set(pack.GRIDS) <= set(samplers.SCHEDULER_HANDLERS)
+    for name in pack.SAMPLERS:
+        assert callable(getattr(comfy.k_sampling, f"sample_{name}"))
+    pack.register()  # again: nothing twice
+    assert list(samplers.SAMPLER_NAMES) == names
+    if comfy.real:  # the KSampler node's inputs are these lists (the same objects)
+        ksampler = samplers.KSampler
+        assert ksampler.SAMPLERS is samplers.SAMPLER_NAMES
+        assert set(pack.SAMPLERS) <= set(ksampler.SAMPLERS)
+        assert set(pack.GRIDS) <= set(ksampler.SCHEDULERS)
+
+
+# -- a model as ComfyUI's samplers see it ------------------------------------------------------
+
+
+class Guider:
+    """What KSAMPLER.sample gets as model_wrap (ComfyUI's CFGGuider): called with
+    (x, sigma, model_options, seed), returns the denoised prediction of the exact digits
+    mixture; `.inner_model.model_sampling` is the model's sampling. Counts its calls."""
+
+    def __init__(self, model_sampling: Any, flow: bool) -> None:
+        self.inner_model = SimpleNamespace(model_sampling=model_sampling)
+        self.flow, self.calls = flow, 0
+        self.gmm = load_digits_gmm()
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
+        self.calls += 1
+        s = sigma.double().reshape(-1)[0]
+        if self.flow:
+            alpha, scale = 1.0 - s, 1.0
+        else:  # VE scaling x = x0 + sigma eps
+            alpha, scale = 1.0 / (1 + s * s) ** 0.5, (1 + s * s) ** 0.5
+        out = self.gmm.posterior_mean(
+            x.double() / scale, max(float(alpha), 1e-12), float(s) / scale
+        )
+        return out.to(x.dtype)
+
+
+def model_samplings(comfy: SimpleNamespace) -> dict[str, Any]:
+    ms = comfy.model_sampling
+    if comfy.real:
+
+        class VP(ms.ModelSamplingDiscrete, ms.EPS):
+            pass
+
+        class Flow(ms.ModelSamplingDiscreteFlow, ms.CONST):
+            pass
+
+        flow = Flow()
+        flow.set_parameters(shift=3.0)
+        return {"vp": VP(), "flow": flow}
+    return {"vp": ms.ModelSamplingDiscrete(), "flow": ms.ModelSamplingDiscreteFlow(3.0)}
+
+
+def noise(batch: int = 4) -> torch.Tensor:
+    return torch.randn(batch, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("kind", ["vp", "flow"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "dpmsolver_2m",
+        "dpmsolver_3m",
+        "dpmsolver_2m_unic",
+        "dpmsolver_3m_unic",
+        "dpmsolver_ipndm",
+        "dpmsolver_3m_sde",
+    ],
+)
+def test_each_sampler_runs_through_ksampler_as_the_k_diffusion_face(
+    comfy: SimpleNamespace, name: str, kind: str
+) -> None:
+    """KSampler's path (ksampler(name).sample, ComfyUI's noise scaling around the sampler
+    function) with the promised calls, equal to dpmsolver.k_diffusion's run of the same
+    options on the same scaled noise (1e-6)."""
+    from dpmsolver.k_diffusion import sample_dpm_solver
+
+    ms = model_samplings(comfy)[kind]
+    sigmas = comfy.samplers.calculate_sigmas(ms, "dpmsolver_time_uniform", 8)
+    guider = Guider(ms, kind == "flow")
+    x = noise()
+    latent = torch.zeros_like(x)
+    extra = {"seed": 3, "model_options": {}}
+    out = comfy.samplers.ksampler(name).sample(guider, sigmas, dict(extra), None, x, latent)
+    assert guider.calls == len(sigmas) - 1  # one call per sigma (the last is the denoised)
+    reference = Guider(ms, kind == "flow")
+    max_denoise = True
+    start = ms.noise_scaling(sigmas[0], x, latent, max_denoise)
+    model_k = SimpleNamespace(inner_model=reference)
+    wrapped = lambda z, s, **kw: reference(z, s, **kw)  # noqa: E731
+    wrapped.inner_model = reference  # type: ignore[attr-defined]
+    options = comfy.pack.SAMPLERS[name]
+    expected = sample_dpm_solver(wrapped, start, sigmas, dict(extra), disable=True, **options)
+    expected = ms.inverse_noise_scaling(sigmas[-1], expected)
+    del model_k
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_the_2m_sampler_is_comfyuis_dpmpp_2m(comfy: SimpleNamespace) -> None:
+    """dpmsolver_2m and ComfyUI's own dpmpp_2m on karras sigmas of a VP model: the same
+    method, once ours keeps its order to the end as dpmpp_2m does (lower_order_final=False;
+    only in the real ComfyUI, which has the sampler)."""
+    if not comfy.real:
+        pytest.skip("the stand-in has no ComfyUI sampler to compare with")
+    ms = model_samplings(comfy)["vp"]
+    sigmas = comfy.samplers.calculate_sigmas(ms, "karras", 10)
+    x, latent = noise(), torch.zeros(4, 1, 8, 8)
+    ours = comfy.samplers.ksampler("dpmsolver_2m", {"lower_order_final": False})
+    theirs = comfy.samplers.ksampler("dpmpp_2m")
+    runs = [s.sample(Guider(ms, False), sigmas, {}, None, x, latent) for s in (ours, theirs)]
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "grid", ["dpmsolver_logsnr", "dpmsolver_time_uniform", "dpmsolver_time_quadratic"]
+)
+def test_our_grids_are_comfyui_schedulers(comfy: SimpleNamespace, grid: str) -> None:
+    """calculate_sigmas with our scheduler names: steps sigmas, descending, then 0;
+    VP models: our grid on the discrete schedule of the model's table, as sigma / alpha;
+    flow models: from pure noise (time grids) through the model's shift."""
+    skip = comfy.pack.GRIDS[grid]
+    for kind, ms in model_samplings(comfy).items():
+        sigmas = comfy.samplers.calculate_sigmas(ms, grid, 10)
+        assert sigmas.shape == (11,) and float(sigmas[-1]) == 0.0
+        assert bool((sigmas[:-1].diff() < 0).all())
+        if kind == "vp":
+            table = ms.sigmas.double()
+            schedule = dpm.VPSchedule.discrete(alphas_cumprod=1 / (1 + table**2))
+            times = dpm.time_grid(schedule, skip, 1.0, schedule.t_min, 9)
+            want = [lv.sigma / lv.alpha for lv in schedule.levels(times)]
+            torch.testing.assert_close(
+                sigmas[:-1].double(), torch.tensor(want, dtype=torch.float64), rtol=1e-6, atol=0
+            )
+        elif skip != "logSNR":
+            assert float(sigmas[0]) == 1.0
+            assert float(sigmas[-2]) == pytest.approx(float(ms.sigma_min), rel=1e-5)
+
+
+def test_the_sampler_node_and_the_sigmas_node(comfy: SimpleNamespace) -> None:
+    nodes = comfy.pack.NODE_CLASS_MAPPINGS
+    (sampler,) = nodes["DPMSolverSampler"]().get_sampler(
+        algorithm="dpmsolver++", order=3, method="multistep", corrector="all",
+        analytic_first_step=True, eta=0.0, cfg_pp=False,
+    )  # fmt: skip
+    ms = model_samplings(comfy)["vp"]
+    model = SimpleNamespace(get_model_object=lambda name: ms)
+    (sigmas,) = nodes["DPMSolverSigmas"]().get_sigmas(model, "logSNR", 6)
+    assert sigmas.shape == (7,)
+    guider = Guider(ms, False)
+    sampler.sample(guider, sigmas, {}, None, noise(), torch.zeros(4, 1, 8, 8))
+    assert guider.calls == 6 - 1  # 6 calls, one fewer with the analytic first step
+    with pytest.raises(ValueError, match="order"):
+        nodes["DPMSolverSampler"]().get_sampler(
+            algorithm="dpmsolver++", order=4, method="multistep", corrector="off",
+            analytic_first_step=False, eta=0.0, cfg_pp=False,
+        )  # fmt: skip
+
+
+def test_a_missing_comfyui_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dpmsolver.comfyui import surface
+
+    monkeypatch.setattr(surface, "_FOUND", [])
+    monkeypatch.setitem(sys.modules, "comfy.samplers", None)  # as if absent
+    with pytest.raises(ImportError, match=r"dpmsolver\.comfyui runs inside ComfyUI"):
+        surface.comfy()
+    old = ModuleType("comfy.samplers")  # a ComfyUI without the scheduler registry
+    monkeypatch.setitem(sys.modules, "comfy.samplers", old)
+    with pytest.raises(ImportError, match="SCHEDULER_HANDLERS"):
+        surface.comfy()
+
+
+# -- the tune node -----------------------------------------------------------------------------
+
+
+def test_tuning_inside_a_sampler_call(comfy: SimpleNamespace) -> None:
+    """The tune node's core: a KSAMPLER whose function tunes on its batch (the pilots,
+    noised by ComfyUI) instead of sampling; the result runs through KSAMPLER with its own
+    sigmas in `nfe` calls and equals the k-diffusion face's run of the tuned solver."""
+    from dpmsolver.comfyui.samplers import sampler_function
+    from dpmsolver.comfyui.tune import tune_in_sampler
+    from dpmsolver.k_diffusion import sample_tuned, tuned_sigmas
+
+    for kind, ms in model_samplings(comfy).items():
+        found: list[dpm.TunedSolver] = []
+        tuner = comfy.samplers.KSAMPLER(
+            tune_in_sampler,
+            extra_options=dict(nfe=4, found=found, families=["dpm++2m"], iterations=1),
+        )
+        sigmas = torch.tensor([float(ms.sigma_max), float(ms.sigma_min), 0.0])
+        pilots = noise(8)
+        tuner.sample(Guider(ms, kind == "flow"), sigmas, {}, None, pilots, torch.zeros_like(pilots))
+        (tuned,) = found
+        assert tuned.pilots + tuned.held_out == 8 and tuned.model_calls["evaluations"] > 0
+        grid = tuned_sigmas(tuned, "flow" if kind == "flow" else "ve").float()
+        run = comfy.samplers.KSAMPLER(sampler_function(dict(solver=tuned)))
+        guider = Guider(ms, kind == "flow")
+        x, latent = noise(), torch.zeros(4, 1, 8, 8)
+        out = run.sample(guider, grid, {}, None, x, latent)
+        assert guider.calls == tuned.nfe == 4
+        start = ms.noise_scaling(grid[0], x, latent, True)
+        reference = Guider(ms, kind == "flow")
+        wrapped = functools.partial(reference.__call__)
+        wrapped.inner_model = reference  # type: ignore[attr-defined]
+        expected = ms.inverse_noise_scaling(
+            grid[-1], sample_tuned(wrapped, start, grid, solver=tuned, disable=True)
+        )
+        torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_the_cache_key_follows_what_the_tuning_depends_on(tmp_path: Path) -> None:
+    from dpmsolver.comfyui.tune import cache_path, max_calls_for
+
+    parts = dict(model={"w": [[1, 2]]}, positive=[[torch.ones(2, 3), {}]], cfg=7.0, steps=8)
+    path = cache_path(parts, tmp_path)
+    assert path.parent == tmp_path and path == cache_path(dict(parts), tmp_path)
+    for change in (dict(cfg=7.5), dict(steps=9), dict(positive=[[2 * torch.ones(2, 3), {}]])):
+        assert cache_path({**parts, **change}, tmp_path) != path
+    # A tuning on 16 pilots stays within 50000 evaluations.
+    assert (3 * 64 * 4 + 64) * 16 + max_calls_for(16) * 12 <= 50_000
+
+
+def test_the_tune_node_in_comfyui(comfy: SimpleNamespace, tmp_path: Path, monkeypatch: Any) -> None:
+    """The node on a tiny model in ComfyUI's own ModelPatcher and CFGGuider: its SAMPLER +
+    SIGMAS take `steps` model calls through SamplerCustom's path to a finite sample; a second
+    tuning reads the cache (no model call)."""
+    if not comfy.real:
+        pytest.skip("needs ComfyUI's CFGGuider and ModelPatcher (the stand-in has neither)")
+    # `as` names: a plain `import comfy.x` would rebind `comfy`, the fixture.
+    import comfy.latent_formats as latent_formats
+    import comfy.model_base as model_base
+    import comfy.model_patcher as model_patcher
+    import comfy.samplers as comfy_samplers
+    import comfy.supported_models_base as supported_models_base
+
+    calls: list[int] = []
+
+    class TinyUNet(torch.nn.Module):
+        def __init__(self, **_: Any) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(4, 4, 1)
+            self.dtype = torch.float32
+
+        def forward(self, x: torch.Tensor, timesteps: torch.Tensor, **_: Any) -> torch.Tensor:
+            calls.append(1)
+            return 0.1 * x + 0.01 * self.conv(x)
+
+    class Config(supported_models_base.BASE):
+        unet_config: ClassVar[dict[str, Any]] = {}
+        latent_format = latent_formats.SD15
+
+    base = model_base.BaseModel(Config({}), unet_model=TinyUNet)
+    cpu = torch.device("cpu")
+    model = model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+    cond = [[torch.zeros(1, 77, 768), {}]]
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    monkeypatch.setenv("DPMSOLVER_COMFYUI_CACHE", str(tmp_path))
+    node = comfy.pack.NODE_CLASS_MAPPINGS["DPMSolverTuneSampler"]()
+    _, sigmas = node.tune(model, cond, cond, 3.0, latent, 4, 8, 0)
+    assert len(list(tmp_path.glob("tuned-*.json"))) == 1 and calls
+    calls.clear()
+    again, sigmas_again = node.tune(model, cond, cond, 3.0, latent, 4, 8, 0)
+    assert not calls and torch.equal(sigmas, sigmas_again)  # read from the cache
+    guider = comfy_samplers.CFGGuider(model)
+    guider.set_conds(cond, cond)
+    guider.set_cfg(3.0)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    out = guider.sample(x, latent["samples"], again, sigmas, seed=1, disable_pbar=True)
+    assert len(calls) == 4  # one UNet call per step: ComfyUI batches cond and uncond
+    assert bool(torch.isfinite(out).all())
