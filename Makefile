@@ -65,9 +65,6 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/inversion.py > docs/benchmarks/inversion.txt
 	$(BIN)/python benchmarks/low_budget.py --plot docs/images/low_budget.png \
 		> docs/benchmarks/low_budget.txt
-	{ $(BIN)/python benchmarks/low_budget.py --models digits-exact --budgets 8,10 --pilots 512; \
-	  $(BIN)/python benchmarks/low_budget.py --models digits-net --budgets 4,6 --pilots 256; } \
-		> docs/benchmarks/low_budget_pilots.txt
 	$(BIN)/python benchmarks/coefficient_ceiling.py > docs/benchmarks/coefficient_ceiling.txt
 	$(BIN)/python benchmarks/overhead.py --compile --rounds 45 > docs/benchmarks/overhead.txt
 	$(BIN)/python benchmarks/sde.py > docs/benchmarks/sde.txt

@@ -45,6 +45,10 @@ QUICK = {
         ["--n", "128", "--steps", "5", "--strong-steps", "10,20", "--reference-steps", "100"],
         "Strong convergence on one Brownian path",
     ),
+    "comfyui_samplers.py": (
+        ["--steps", "5", "--n", "8", "--pilots", "4", "--no-tune"],
+        "best of ComfyUI",
+    ),
     "overhead.py": (["--shapes", "1,4,8,8", "--rounds", "1"], "dpmsolver 2M (++, x0 model)"),
     "overhead_vs_rev.py": (
         ["--rev", "HEAD", "--repeats", "1", "--rounds", "1", "--shapes", "1,4,8,8"],
@@ -75,6 +79,12 @@ def test_benchmark_runs_quickly(script: str) -> None:
             [sys.executable, str(ROOT / "benchmarks" / script)], capture_output=True, text=True
         )
         assert done.returncode == 2 and "--diffusers PATH is required" in done.stderr
+        return
+    if script == "comfyui_samplers.py" and not os.environ.get("COMFYUI_DIR"):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / script)], capture_output=True, text=True
+        )
+        assert done.returncode == 2 and "set COMFYUI_DIR to a ComfyUI checkout" in done.stderr
         return
     run_quick(script, args, expected)
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.machinery
+import importlib.util
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -142,6 +145,8 @@ def noise(batch: int = 4) -> torch.Tensor:
         "dpmsolver_3m_unic",
         "dpmsolver_ipndm",
         "dpmsolver_3m_sde",
+        "dpmsolver_3m_unic_afs",
+        "dpmsolver_ipndm_afs",
     ],
 )
 def test_each_sampler_runs_through_ksampler_as_the_k_diffusion_face(
@@ -159,7 +164,9 @@ def test_each_sampler_runs_through_ksampler_as_the_k_diffusion_face(
     latent = torch.zeros_like(x)
     extra = {"seed": 3, "model_options": {}}
     out = comfy.samplers.ksampler(name).sample(guider, sigmas, dict(extra), None, x, latent)
-    assert guider.calls == len(sigmas) - 1  # one call per sigma (the last is the denoised)
+    # One call per sigma (the last is the denoised), none at the first with the analytic
+    # first step.
+    assert guider.calls == len(sigmas) - 1 - name.endswith("_afs")
     reference = Guider(ms, kind == "flow")
     max_denoise = True
     start = ms.noise_scaling(sigmas[0], x, latent, max_denoise)
@@ -217,7 +224,7 @@ def test_the_sampler_node_and_the_sigmas_node(comfy: SimpleNamespace) -> None:
     nodes = comfy.pack.NODE_CLASS_MAPPINGS
     (sampler,) = nodes["DPMSolverSampler"]().get_sampler(
         algorithm="dpmsolver++", order=3, method="multistep", corrector="all",
-        analytic_first_step=True, eta=0.0, cfg_pp=False,
+        analytic_first_step=True, eta=0.0, s_noise=1.0, cfg_pp=False,
     )  # fmt: skip
     ms = model_samplings(comfy)["vp"]
     model = SimpleNamespace(get_model_object=lambda name: ms)
@@ -229,8 +236,22 @@ def test_the_sampler_node_and_the_sigmas_node(comfy: SimpleNamespace) -> None:
     with pytest.raises(ValueError, match="order"):
         nodes["DPMSolverSampler"]().get_sampler(
             algorithm="dpmsolver++", order=4, method="multistep", corrector="off",
-            analytic_first_step=False, eta=0.0, cfg_pp=False,
+            analytic_first_step=False, eta=0.0, s_noise=1.0, cfg_pp=False,
         )  # fmt: skip
+    # s_noise scales the SDE's noise: at 0 the seed no longer matters.
+    runs = {}
+    for s_noise in (0.0, 1.0):
+        (sde,) = nodes["DPMSolverSampler"]().get_sampler(
+            algorithm="dpmsolver++", order=2, method="multistep", corrector="off",
+            analytic_first_step=False, eta=1.0, s_noise=s_noise, cfg_pp=False,
+        )  # fmt: skip
+        for seed in (1, 2):
+            latent = torch.zeros(4, 1, 8, 8)
+            runs[s_noise, seed] = sde.sample(
+                Guider(ms, False), sigmas, {"seed": seed}, None, noise(), latent
+            )
+    assert torch.equal(runs[0.0, 1], runs[0.0, 2])
+    assert not torch.equal(runs[1.0, 1], runs[1.0, 2])
 
 
 def test_a_missing_comfyui_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -344,3 +365,101 @@ def test_the_tune_node_in_comfyui(comfy: SimpleNamespace, tmp_path: Path, monkey
     out = guider.sample(x, latent["samples"], again, sigmas, seed=1, disable_pbar=True)
     assert len(calls) == 4  # one UNet call per step: ComfyUI batches cond and uncond
     assert bool(torch.isfinite(out).all())
+
+
+# -- install ----------------------------------------------------------------------------------
+
+
+def _load_node_folder(folder: Path) -> ModuleType:
+    """Import a custom_nodes folder as ComfyUI's load_custom_node does."""
+    spec = importlib.util.spec_from_file_location(f"custom_{folder.name}", folder / "__init__.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_install_writes_a_node_folder_comfyui_loads(
+    comfy: SimpleNamespace, tmp_path: Path, capsys: Any
+) -> None:
+    """`dpmsolver comfyui install PATH` writes custom_nodes/dpmsolver, whose import gives
+    the pack's mappings; running it again rewrites only its own file."""
+    from dpmsolver.cli import main
+
+    (tmp_path / "custom_nodes").mkdir()
+    assert main(["comfyui", "install", str(tmp_path)]) == 0
+    assert "restart ComfyUI" in capsys.readouterr().out
+    folder = tmp_path / "custom_nodes" / "dpmsolver"
+    module = _load_node_folder(folder)
+    assert module.NODE_CLASS_MAPPINGS is comfy.pack.NODE_CLASS_MAPPINGS
+    assert module.NODE_DISPLAY_NAME_MAPPINGS is comfy.pack.NODE_DISPLAY_NAME_MAPPINGS
+    text = (folder / "__init__.py").read_text()
+    assert main(["comfyui", "install", str(tmp_path)]) == 0
+    assert (folder / "__init__.py").read_text() == text
+    assert sorted(p.name for p in folder.iterdir()) == ["__init__.py"]  # no temporary left
+
+
+def test_install_refuses_what_is_not_its_own(tmp_path: Path, capsys: Any) -> None:
+    from dpmsolver.cli import main
+
+    assert main(["comfyui", "install", str(tmp_path)]) == 2
+    assert "not a ComfyUI folder (it has no custom_nodes/)" in capsys.readouterr().err
+    folder = tmp_path / "custom_nodes" / "dpmsolver"
+    folder.mkdir(parents=True)
+    (folder / "nodes.py").write_text("mine\n")
+    assert main(["comfyui", "install", str(tmp_path)]) == 2
+    assert "holds files this command did not write (nodes.py)" in capsys.readouterr().err
+    (folder / "nodes.py").unlink()
+    (folder / "__init__.py").write_text("# my own pack\n")
+    assert main(["comfyui", "install", str(tmp_path)]) == 2
+    assert (folder / "__init__.py").read_text() == "# my own pack\n"  # untouched
+    assert main(["comfyui", "install", str(tmp_path / "missing")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_the_node_folder_says_how_to_install_dpmsolver(tmp_path: Path) -> None:
+    """Where ComfyUI's Python lacks dpmsolver, the folder's import fails with one message
+    naming the pip command (ComfyUI reports it and starts without the pack)."""
+    from dpmsolver.tools.comfyui_install import install_node_folder
+
+    (tmp_path / "custom_nodes").mkdir()
+    target = install_node_folder(tmp_path)
+    # -I -S: a Python that sees neither PYTHONPATH nor site-packages, so no dpmsolver.
+    run = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", f"import runpy; runpy.run_path({str(target)!r})"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 1
+    last = run.stderr.strip().splitlines()[-1]
+    assert last == (
+        "ImportError: the dpmsolver node pack needs dpmsolver in ComfyUI's Python: "
+        f"{sys.executable} -m pip install dpmsolver"
+    )
+
+
+def test_the_example_workflow_uses_our_nodes_as_they_are(comfy: SimpleNamespace) -> None:
+    """examples/comfyui_workflow.json (saved from ComfyUI's frontend, the docs' screenshot):
+    our nodes' widget values are, in order, valid values of their inputs, and its KSampler
+    picks a registered sampler and scheduler."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "comfyui_workflow.json"
+    workflow = json.loads(path.read_text())
+    mappings = comfy.pack.NODE_CLASS_MAPPINGS
+    ours = [n for n in workflow["nodes"] if n["type"] in mappings]
+    assert sorted(n["type"] for n in ours) == sorted(mappings)
+    for node in ours:
+        required = mappings[node["type"]].INPUT_TYPES()["required"]
+        widgets = [(k, v) for k, v in required.items() if v[0] in ("INT", "FLOAT", "BOOLEAN")
+                   or isinstance(v[0], list)]  # fmt: skip
+        assert len(node["widgets_values"]) == len(widgets), node["type"]
+        for (name, spec), value in zip(widgets, node["widgets_values"], strict=True):
+            if isinstance(spec[0], list):
+                assert value in spec[0], (node["type"], name)
+            elif spec[0] == "BOOLEAN":
+                assert isinstance(value, bool), (node["type"], name)
+            else:
+                assert spec[1]["min"] <= value <= spec[1]["max"], (node["type"], name)
+    (ksampler,) = [n for n in workflow["nodes"] if n["type"] == "KSampler"]
+    sampler, scheduler = ksampler["widgets_values"][4:6]
+    assert sampler in comfy.pack.SAMPLERS and sampler in comfy.samplers.SAMPLER_NAMES
+    assert scheduler in comfy.pack.GRIDS and scheduler in comfy.samplers.SCHEDULER_HANDLERS

@@ -331,8 +331,18 @@ def test_flow_face_errors() -> None:
         K.sample_dpmpp_2m(
             flow_denoiser(), flow_start(), torch.tensor([5.0, 1.0, 0.0]), model_sampling="flow"
         )
-    with pytest.raises(ValueError, match="cannot start at alpha_t = 0"):
-        K.sample_ipndm(flow_denoiser(), flow_start(), flow_sigmas(6), model_sampling="flow")
+    # iPNDM cannot start at alpha_t = 0: from sigma = 1 it starts at 1 - 1e-4, as ComfyUI's
+    # SDE samplers do, with the same calls.
+    seen: list[float] = []
+    model = flow_denoiser()
+
+    def recording(x: Tensor, sigma: Tensor) -> Tensor:
+        seen.append(float(sigma[0]))
+        return model(x, sigma)
+
+    out = K.sample_ipndm(recording, flow_start(), flow_sigmas(6), model_sampling="flow")
+    assert seen[0] == pytest.approx(1.0 - 1e-4, abs=1e-9) and len(seen) == 6
+    assert bool(torch.isfinite(out).all())
 
 
 # -- DPM-Solver++(2M) SDE -------------------------------------------------------------------

@@ -577,19 +577,21 @@ def test_diffusers_from_tuned_survives_save_and_load(tmp_path) -> None:
 # -- shipped tuned solvers -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["digits-exact", "digits-net"])
+@pytest.mark.parametrize("name", ["digits-exact", "digits-net", "digits-flow", "digits-exact-flow"])
 def test_shipped_tuned_solvers(name: str) -> None:
     model = load(name)
     total = 0
     for nfe in TUNED_NFE:
         found = tuned_solver(name, nfe)
-        assert found.nfe == nfe and found.model == name and found.pilots + found.held_out == 64
-        assert sum(found.model_calls.values()) <= 5000
+        # A budget's solver may be a smaller budget's (better on the held-out pilots).
+        assert found.nfe <= nfe and found.model == name and found.pilots + found.held_out == 16
+        assert found.model_calls["reference"] + found.model_calls["search"] <= 5000
+        assert found.model_calls["evaluations"] <= 50_000
         assert found.held_out_error <= found.analytic_held_out_error
         total += found.model_calls["search"]
         counted, calls = measure.counting(model)
         out = dpm.sample(counted, noise.start_noise(model, 2, 0), solver=found)
-        assert calls[0] == nfe and torch.isfinite(out).all()
+        assert calls[0] == found.nfe and torch.isfinite(out).all()
     assert total + found.model_calls["reference"] <= 12000  # budgets 4-10, one reference
     with pytest.raises(ValueError, match="no tuned solver"):
         tuned_solver(name, 7)

@@ -174,9 +174,33 @@ def parser() -> argparse.ArgumentParser:
         prog="dpmsolver", description="DPM-Solver and DPM-Solver++ samplers for diffusion models."
     )
     sub = top.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for add in (_sample_command, _bench_command, _generate_command, _compare_command):
+    for add in (
+        _sample_command,
+        _bench_command,
+        _generate_command,
+        _compare_command,
+        _comfyui_command,
+    ):
         add(sub)
     return top
+
+
+def _comfyui_command(sub: Any) -> None:
+    c = sub.add_parser(
+        "comfyui",
+        help="install dpmsolver's nodes and samplers into ComfyUI",
+        description="Set up dpmsolver inside ComfyUI (dpmsolver must be installed into "
+        "ComfyUI's own Python).",
+    )
+    actions = c.add_subparsers(dest="action", required=True, parser_class=Parser)
+    i = actions.add_parser(
+        "install",
+        help="write custom_nodes/dpmsolver into a ComfyUI folder",
+        description="Write custom_nodes/dpmsolver/__init__.py into the ComfyUI folder PATH: "
+        "ComfyUI then loads dpmsolver.comfyui at start (restart it). Running it again "
+        "updates the file; a custom_nodes/dpmsolver holding anything else is refused.",
+    )
+    i.add_argument("path", metavar="PATH", type=_path, help="ComfyUI's folder (holds main.py)")
 
 
 def _sample_command(sub: Any) -> None:

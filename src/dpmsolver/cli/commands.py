@@ -1,6 +1,6 @@
 """The commands: `sample` (a PNG grid of a built-in model's samples), `bench` (error
 against the exact ODE solution), `generate` (resumable shards) and `compare` (one
-labelled picture of several solvers)."""
+labelled picture of several solvers), and `comfyui install` (our node folder in ComfyUI)."""
 
 from __future__ import annotations
 
@@ -220,5 +220,20 @@ def run_compare(args: argparse.Namespace) -> int:
     print(
         f"rows: {', '.join(args.solvers)}, reference; columns: samples {samples} of seed "
         f"{args.seed} at each of {', '.join(map(str, args.steps))} steps; labelled -> {args.out}"
+    )
+    return 0
+
+
+def run_comfyui(args: argparse.Namespace) -> int:
+    from ..tools.comfyui_install import install_node_folder
+
+    try:
+        target = install_node_folder(args.path)
+    except (ValueError, OSError) as err:
+        print(f"dpmsolver: error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {target}; restart ComfyUI (its Python needs dpmsolver installed: "
+        f"pip install dpmsolver into the Python that runs ComfyUI)"
     )
     return 0

@@ -6,6 +6,7 @@ dpmsolver bench   --model digits-exact --budget --out bench/       # best settin
 dpmsolver compare --steps 5,10,20 --solvers ddim,dpm++2m,dpm++3m --out compare.png  # labelled
 dpmsolver generate --model digits-net --num 10000 --out gen/ --merge  # resumable shards
 torchrun --nproc-per-node 4 -m dpmsolver generate --num-samples 10000 ...  # 4 ranks
+dpmsolver comfyui install /path/to/ComfyUI   # our nodes and samplers in ComfyUI
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from collections.abc import Sequence
 import torch
 
 from .arguments import argument_problem, device_problem, parser
-from .commands import run_bench, run_compare, run_generate, run_sample
+from .commands import run_bench, run_comfyui, run_compare, run_generate, run_sample
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `dpmsolver` console script."""
     args = parser().parse_args(argv)
+    if args.command == "comfyui":
+        return run_comfyui(args)
     if args.threads < 1:
         print("dpmsolver: error: --threads must be >= 1", file=sys.stderr)
         return 2

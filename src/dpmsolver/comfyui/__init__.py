@@ -5,7 +5,8 @@
 
 Importing this module (ComfyUI does, from custom_nodes/) adds our samplers to the KSampler
 list (`dpmsolver_2m`, `dpmsolver_3m`, `dpmsolver_2m_unic`, `dpmsolver_3m_unic`,
-`dpmsolver_ipndm`, `dpmsolver_3m_sde`) and our grids to its scheduler list
+`dpmsolver_ipndm`, `dpmsolver_3m_sde`, and with the analytic first step
+`dpmsolver_3m_unic_afs`, `dpmsolver_ipndm_afs`) and our grids to its scheduler list
 (`dpmsolver_logsnr`, `dpmsolver_time_uniform`, `dpmsolver_time_quadratic`), and gives the
 nodes of `NODE_CLASS_MAPPINGS`: DPM-Solver (a SAMPLER), DPM-Solver Sigmas and DPM-Solver
 Tune Sampler (SAMPLER + SIGMAS tuned for the loaded model). ComfyUI's own entries are not

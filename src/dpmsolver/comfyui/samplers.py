@@ -22,7 +22,8 @@ from ..k_diffusion import sample_dpm_solver
 __all__ = ["GRIDS", "SAMPLERS", "grid_sigmas", "is_flow", "sampler_function"]
 
 # Our samplers by ComfyUI name (each cannot clash with ComfyUI's own: a dpmsolver_ prefix),
-# and the options of `sample_dpm_solver` each runs. One model call per sigma.
+# and the options of `sample_dpm_solver` each runs. One model call per sigma (the _afs
+# ones: none at the first).
 SAMPLERS: dict[str, dict[str, Any]] = {
     "dpmsolver_2m": dict(order=2),
     "dpmsolver_3m": dict(order=3),
@@ -30,6 +31,9 @@ SAMPLERS: dict[str, dict[str, Any]] = {
     "dpmsolver_3m_unic": dict(order=3, corrector="all"),
     "dpmsolver_ipndm": dict(order=4, algorithm="ipndm"),
     "dpmsolver_3m_sde": dict(order=3, eta=1.0),
+    # The analytic first step: no call at the first sigma (one call fewer than sigmas).
+    "dpmsolver_3m_unic_afs": dict(order=3, corrector="all", analytic_first_step=True),
+    "dpmsolver_ipndm_afs": dict(order=4, algorithm="ipndm", analytic_first_step=True),
 }
 # Our grids by ComfyUI scheduler name -> our skip_type.
 GRIDS = {

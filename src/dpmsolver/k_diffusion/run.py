@@ -102,12 +102,7 @@ def sample_dpm_solver(
     to_zero = values[-1] == 0.0
     grid = values[:-1] if to_zero else values
     kind = sampling(model, model_sampling)
-    no_pure_noise = check_float("eta", eta) > 0 or algorithm in ("ipndm", "deis", "dpmsolver")
-    if kind == "flow" and grid[0] >= 1.0 and len(grid) > 1 and no_pure_noise:
-        # An SDE step from pure noise spans an infinite lambda interval and would forget x
-        # for any eta > 0, and iPNDM, DEIS and the noise form cannot start there (x / alpha);
-        # ComfyUI starts its SDE samplers at sigma = 1 - 1e-4: so do these.
-        grid = [FLOW_SDE_START, *grid[1:]]
+    grid = _flow_start(grid, kind, check_float("eta", eta), algorithm)
     index = {s: i for i, s in enumerate(grid)}
     progress = Progress(len(grid), disable)
     # The schedule's range only sets defaults: the grid is given.
@@ -152,6 +147,17 @@ def sample_dpm_solver(
         return sample(denoiser, x, options, noise_sampler=noise)
     finally:
         progress.close()
+
+
+def _flow_start(grid: list[float], kind: str, eta: float, algorithm: str) -> list[float]:
+    """The grid, starting at sigma = 1 - 1e-4 instead of 1 on a flow model where the run
+    cannot start from pure noise: an SDE step from there spans an infinite lambda interval
+    and would forget x for any eta > 0, and iPNDM, DEIS and the noise form divide by
+    alpha = 0. ComfyUI starts its SDE samplers there too."""
+    cannot = eta > 0 or algorithm in ("ipndm", "deis", "dpmsolver")
+    if kind == "flow" and grid[0] >= 1.0 and len(grid) > 1 and cannot:
+        return [FLOW_SDE_START, *grid[1:]]
+    return grid
 
 
 def _noise(
