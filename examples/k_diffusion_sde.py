@@ -7,7 +7,7 @@ sigmas in (0, 1]). It runs:
   shows that sample 0 does not change when the batch does;
 - "DPM++ SDE" and "DPM++ 2S a" on the flow model;
 - "DPM++ 2M CFG++" through a k-diffusion-style CFG wrapper (a class-conditional model).
-Needs torchsde (`pip install dpmsolver[sde]`) for the Brownian trees.
+Needs torchsde (`pip install "dpmsolver[sde]"`) for the Brownian trees.
 """
 
 import torch

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from fit_digits_gmm import fit as fit_mixture  # the tool beside this one (run from tools/)
 
+from dpmsolver.extras import needs_extra
 from dpmsolver.models.conditional import ClassConditionalMixture
 from dpmsolver.models.gmm import GaussianMixture
 from dpmsolver.tools.png import image_grid, write_png
@@ -38,7 +39,8 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src/dpmsolver/models/digits
 
 def load_digits_data() -> tuple[np.ndarray, np.ndarray]:
     """Digits as float64 ``(1797, 64)`` in [-1, 1] and their labels ``(1797,)`` int64."""
-    from sklearn.datasets import load_digits  # dev-only dependency
+    with needs_extra("fit", "tools/fit_digits_classes.py"):
+        from sklearn.datasets import load_digits
 
     digits = load_digits()
     return digits.data.astype(np.float64) / 8.0 - 1.0, digits.target.astype(np.int64)

@@ -1,6 +1,6 @@
 """Fit the shipped digits GMM (``src/dpmsolver/models/digits_gmm.npz``).
 
-Run once by a developer (needs the dev extra, scikit-learn)::
+Run once by a developer (needs the fit extra, scikit-learn)::
 
     PYTHONPATH=src python tools/fit_digits_gmm.py [--png /tmp/digits_gmm_samples.png]
 
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dpmsolver.extras import needs_extra
 from dpmsolver.models.gmm import GaussianMixture
 from dpmsolver.tools.png import image_grid, write_png
 
@@ -34,7 +35,8 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src/dpmsolver/models/digits
 
 def load_pixels() -> np.ndarray:
     """Digits as float64 ``(1797, 64)`` in [-1, 1]."""
-    from sklearn.datasets import load_digits  # dev-only dependency
+    with needs_extra("fit", "tools/fit_digits_gmm.py"):
+        from sklearn.datasets import load_digits
 
     return load_digits().data.astype(np.float64) / 8.0 - 1.0
 
@@ -43,7 +45,8 @@ def fit(
     data: np.ndarray, components: int, rank: int, floor: float, reg_covar: float
 ) -> tuple[GaussianMixture, float]:
     """Fit and compress; returns the model and sklearn's mean train log-likelihood."""
-    from sklearn.mixture import GaussianMixture as SkGaussianMixture  # dev-only dependency
+    with needs_extra("fit", "tools/fit_digits_gmm.py"):
+        from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
     sk = SkGaussianMixture(
         n_components=components,

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dpmsolver.extras import needs_extra
 from dpmsolver.models.digits_net import DigitsNet
 
 MODELS = Path(__file__).resolve().parents[1] / "src/dpmsolver/models"
@@ -45,7 +46,8 @@ FLOW_TIME_SCALE = 1000.0  # the flow net's time input is 1000 s
 
 def load_images() -> Tensor:
     """Digits as float32 (1797, 1, 8, 8) in [-1, 1]."""
-    from sklearn.datasets import load_digits  # dev-only dependency
+    with needs_extra("fit", "tools/train_digits_net.py"):
+        from sklearn.datasets import load_digits
 
     data = load_digits().data.astype(np.float32) / 8.0 - 1.0
     return torch.from_numpy(data).reshape(-1, 1, 8, 8)

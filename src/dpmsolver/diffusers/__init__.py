@@ -14,11 +14,14 @@
     tuned      a tuned solver as the scheduler's settings
     pipeline_tuning  `tune_pipeline`: a solver tuned on a pipeline's own denoiser
 
-diffusers is an optional dependency (`pip install dpmsolver[diffusers]`), imported only
-by this package.
+diffusers is an optional dependency (`pip install "dpmsolver[diffusers]"`), imported only
+by this package; without it, importing the package is one `MissingExtraError` saying so.
 """
 
-from .pipeline_tuning import PipelineModel, tune_pipeline
-from .scheduler import DPMSolverScheduler
+from ..extras import needs_extra
+
+with needs_extra("diffusers", "dpmsolver.diffusers"):
+    from .pipeline_tuning import PipelineModel, tune_pipeline
+    from .scheduler import DPMSolverScheduler
 
 __all__ = ["DPMSolverScheduler", "PipelineModel", "tune_pipeline"]

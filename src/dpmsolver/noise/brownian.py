@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ..checks import check_bool, check_float, check_int
 from ..core import LinkedNoise
+from ..extras import needs_extra
 
 __all__ = ["BrownianTreeNoiseSampler", "PerSampleNoise"]
 
@@ -88,7 +89,7 @@ class BrownianTreeNoiseSampler:
         cpu: build the trees on the CPU (the noise is moved to x's device); their noise
             then does not depend on the device.
 
-    Needs torchsde (`pip install dpmsolver[sde]`). Queries are independent of their order
+    Needs torchsde (`pip install "dpmsolver[sde]"`). Queries are independent of their order
     and of the other queries (torchsde's BrownianTree keeps its bisection halfway).
     """
 
@@ -101,12 +102,8 @@ class BrownianTreeNoiseSampler:
         transform: Callable[[Tensor], Tensor | float] | None = None,
         cpu: bool = True,
     ) -> None:
-        try:
+        with needs_extra("sde", "BrownianTreeNoiseSampler"):
             import torchsde
-        except ImportError as error:  # optional extra
-            raise ImportError(
-                "BrownianTreeNoiseSampler needs torchsde: pip install 'dpmsolver[sde]'"
-            ) from error
         _check_x(x)
         cpu = check_bool("cpu", cpu)
         if transform is not None and not callable(transform):

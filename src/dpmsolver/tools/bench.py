@@ -30,6 +30,7 @@ from ..core import (
     DiscreteVPSchedule,
     sample,
 )
+from ..extras import needs_extra
 from ..noise.start import start_noise
 from .measure import counting, reference, rms
 from .presets import RECOMMENDED, SOLVERS
@@ -130,7 +131,8 @@ class BenchResult:
 
     def plot(self, path: str | Path) -> None:
         """Error against model calls, log-log, one line per solver (needs matplotlib)."""
-        import matplotlib
+        with needs_extra("plot", "BenchResult.plot"):
+            import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
