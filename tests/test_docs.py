@@ -9,7 +9,9 @@ The API reference must list every public name of the three public modules.
 
 from __future__ import annotations
 
+import ast
 import importlib
+import inspect
 import re
 import shlex
 from pathlib import Path
@@ -130,6 +132,74 @@ def test_api_reference_lists_nothing_else() -> None:
     public = {f"{m}.{n}" for m in PUBLIC_MODULES for n in importlib.import_module(m).__all__}
     listed = set(re.findall(r"^::: ([\w.]+)", api_pages_text(), re.M))
     assert listed <= public, sorted(listed - public)
+
+
+# Google-style sections whose entries are `name: text` (or `name (type): text`); the API
+# reference makes a table row of each, so an entry must name exactly one thing.
+NAMED_SECTIONS = {
+    "Args", "Arguments", "Parameters", "Params", "Keyword Args", "Keyword Arguments",
+    "Other Parameters", "Attributes", "Raises", "Exceptions", "Warns", "Warnings",
+}  # fmt: skip
+ENTRY_NAME = re.compile(r"\*{0,2}[A-Za-z_][\w.]*")
+
+
+def section_entries(docstring: str) -> list[tuple[str, str]]:
+    """(section, entry's name) of each entry of the named sections of a docstring: the
+    section's lines at its first line's indent, up to the first `:` (a type dropped)."""
+    lines = inspect.cleandoc(docstring).splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        title = line.strip()
+        if not title.endswith(":") or title[:-1] not in NAMED_SECTIONS:
+            continue
+        indent, item = len(line) - len(line.lstrip()), None
+        for entry in lines[i + 1 :]:
+            if not entry.strip():
+                continue
+            depth = len(entry) - len(entry.lstrip())
+            if depth <= indent:
+                break
+            item = depth if item is None else item
+            if depth == item:
+                name = re.sub(r"\s*\(.*\)$", "", entry.strip().split(":")[0])
+                found.append((title[:-1], name))
+    return found
+
+
+def test_section_entries_reads_google_style() -> None:
+    doc = """Summary.
+
+    Args:
+        model, schedule: two at once.
+        x (Tensor): one,
+            continued: not an entry.
+
+    Returns:
+        not: an entry.
+    """
+    assert section_entries(doc) == [("Args", "model, schedule"), ("Args", "x")]
+
+
+def docstrings() -> list[tuple[str, str]]:
+    """(where, docstring) of every module, class and function of the package."""
+    found = []
+    for path in sorted((ROOT / "src" / "dpmsolver").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                doc = ast.get_docstring(node, clean=False)
+                if doc:
+                    where = f"{path.relative_to(ROOT)}:{getattr(node, 'name', '<module>')}"
+                    found.append((where, doc))
+    return found
+
+
+def test_docstring_entries_name_one_thing() -> None:
+    # `model, schedule: ...` renders as a row named "model," (mkdocstrings' Google parser);
+    # each argument or attribute gets its own line.
+    entries = [(where, *e) for where, doc in docstrings() for e in section_entries(doc)]
+    assert len(entries) >= 100  # the parser finds the sections
+    bad = [e for e in entries if not ENTRY_NAME.fullmatch(e[2])]
+    assert not bad, bad
 
 
 README = ROOT / "README.md"

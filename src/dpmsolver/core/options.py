@@ -78,8 +78,9 @@ class SolverOptions:
             form; see `deis_update`).
         skip_type: time grid: 'time_uniform', 'logSNR', 'time_quadratic', 'karras',
             'exponential' or 'beta' (see `grids`).
-        t_start, t_end: start and end times; default schedule.t_max and schedule.t_min.
-            t_start < t_end runs the ODE from data to noise (inversion).
+        t_start: the start time; default schedule.t_max. t_start < t_end runs the ODE
+            from data to noise (inversion).
+        t_end: the end time; default schedule.t_min.
         timesteps: a user-given grid of times (strictly monotone, inside the schedule's
             range) used instead of steps / skip_type / t_start / t_end. Multistep takes one
             step per interval; singlestep methods one step of order `order` per interval,
@@ -96,7 +97,8 @@ class SolverOptions:
             docs/benchmarks.md, "Where we differ from the reference").
         denoise_to_zero: finish with x = x0_pred(x, t_end) (one more model call).
         solver_type: 'dpmsolver' or 'taylor' form of the second/third-order corrections.
-        atol, rtol: tolerances of the adaptive method.
+        atol: the absolute tolerance of the adaptive method.
+        rtol: the relative tolerance of the adaptive method.
         multistep3: the third-order multistep rule (method 'multistep', order 3, the
             DPM-Solver algorithms): 'damped' (the authors': the second difference at half
             its Taylor weight; global order 2) or 'exact' (global order 3). Which is more

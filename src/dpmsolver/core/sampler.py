@@ -102,7 +102,8 @@ class Sampler:
     captured in a CUDA graph.
 
     Attributes:
-        model, schedule: the model and its noise schedule.
+        model: the model the run calls.
+        schedule: the model's noise schedule.
         options: the `SolverOptions` of the run.
         plan: its levels and update rules (`t_start`, `t_end` resolved).
     """

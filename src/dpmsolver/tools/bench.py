@@ -171,7 +171,9 @@ def run(
         steps: step counts (model calls for the fixed-step solvers).
         solvers: names from `SOLVERS`; with `baselines`, diffusers' DPMSolverMultistep and
             UniPC schedulers join for discrete VP schedules when diffusers is installed.
-        n, seed, x_T: the starting noise (x_T overrides n and seed).
+        n: the number of starting states drawn from `seed` (unused when `x_T` is given).
+        seed: the seed that draws them.
+        x_T: the starting states, instead of drawing them (overrides n and seed).
         reference_nfe: model calls of the reference solve.
     """
     for name in solvers:

@@ -121,9 +121,10 @@ def optimize_solver(
         pilots: the number of pilot states sigma_T N(0, I) drawn from `seed`.
         seed: the seed that draws them; the result is a deterministic function of the
             pilots.
-        candidates, substeps: the pilot reference's candidate times and DPM-Solver-3 steps
-            per candidate interval (`pilot_reference`; it costs 3 * candidates * substeps +
-            candidates calls); not with `reference`.
+        candidates: the pilot reference's candidate times (`pilot_reference`; it costs
+            3 * candidates * substeps + candidates calls); not with `reference`.
+        substeps: the pilot reference's DPM-Solver-3 steps per candidate interval; not
+            with `reference`.
         reference: a `pilot_reference(model, ...)` shared between calls (budgets,
             settings), so its model calls are paid once; computed here if None.
         families: preset names to search (default `SEARCHED_FAMILIES`).
