@@ -123,8 +123,7 @@ def optimize_solver(
             pilots.
         candidates: the pilot reference's candidate times (`pilot_reference`; it costs
             3 * candidates * substeps + candidates calls); not with `reference`.
-        substeps: the pilot reference's DPM-Solver-3 steps per candidate interval; not
-            with `reference`.
+        substeps: its DPM-Solver-3 steps per candidate interval; not with `reference`.
         reference: a `pilot_reference(model, ...)` shared between calls (budgets,
             settings), so its model calls are paid once; computed here if None.
         families: preset names to search (default `SEARCHED_FAMILIES`).
