@@ -2,9 +2,11 @@
 
 A block is either an include of an example (`--8<-- "examples/NAME.py"` or, for a part of
 one, `--8<-- "examples/NAME.py:SECTION"`, which the site renders from the file, and which
-`tests/test_cli.py` runs), or code that this test runs. A page's blocks run in order in one
-namespace, as a reader types them into one session, in a temporary working folder.
-The API reference must list every public name of the three public modules.
+`tests/test_cli.py` runs), or code that this test runs, in a temporary working folder.
+Each README block runs alone, in a fresh namespace, as a reader copies one of them; a site
+page's blocks run in order in one namespace, as its note says, as a reader types them into
+one session. The API reference must list every public name of the three public
+modules, and each entry of a docstring's Args / Attributes names one thing.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from dpmsolver import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-PAGES = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+README = ROOT / "README.md"
+PAGES = [README, *sorted(DOCS.rglob("*.md"))]
 FENCE = re.compile(
     r"^(?P<indent> *)```(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```", re.M | re.S
 )
@@ -89,9 +92,11 @@ def test_python_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
         return
     monkeypatch.chdir(tmp_path)
     threads = torch.get_num_threads()
-    namespace: dict[str, object] = {"__name__": "__docs__"}
+    namespace: dict[str, object] = {}
     try:
         for i, code in enumerate(code_blocks):
+            if page == README or not namespace:  # a README block stands alone
+                namespace = {"__name__": "__docs__"}
             try:
                 exec(compile(code, f"{page_id(page)}[{i}]", "exec"), namespace)
             except Exception as error:
@@ -202,7 +207,6 @@ def test_docstring_entries_name_one_thing() -> None:
     assert not bad, bad
 
 
-README = ROOT / "README.md"
 LINK = re.compile(r"\]\((?P<target>[^)#\s]+)(?:#[^)]*)?\)")
 
 
