@@ -12,6 +12,11 @@ import numpy as np
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
+# The docs show the import and the swap below as one block.
+# --8<-- [start:import]
+from dpmsolver.diffusers import DPMSolverScheduler
+
+# --8<-- [end:import]
 torch.set_num_threads(1)
 torch.manual_seed(0)
 unet = UNet2DModel(  # a stand-in for a trained UNet: 8x8 RGB, random weights
@@ -29,9 +34,8 @@ pipe.set_progress_bar_config(disable=True)
 ddpm_config = pipe.scheduler.config
 
 # --8<-- [start:swap]
-from dpmsolver.diffusers import DPMSolverScheduler  # noqa: E402
-
-pipe.scheduler = DPMSolverScheduler.from_config(pipe.scheduler.config, timestep_spacing="linspace")
+config = pipe.scheduler.config
+pipe.scheduler = DPMSolverScheduler.from_config(config, timestep_spacing="linspace")
 images = pipe(
     batch_size=16,
     num_inference_steps=10,

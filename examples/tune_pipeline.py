@@ -16,6 +16,11 @@ from diffusers import (
     StableDiffusion3Pipeline,
 )
 
+# The docs show the import and the tuning below as one block.
+# --8<-- [start:import]
+from dpmsolver.diffusers import DPMSolverScheduler, tune_pipeline
+
+# --8<-- [end:import]
 torch.set_num_threads(1)
 torch.manual_seed(0)
 transformer = SD3Transformer2DModel(  # a stand-in for SD3's transformer, random weights
@@ -60,8 +65,6 @@ prompt = dict(  # what the text encoders would give for a prompt and the empty o
 )
 
 # --8<-- [start:tune]
-from dpmsolver.diffusers import DPMSolverScheduler, tune_pipeline  # noqa: E402
-
 tuned = tune_pipeline(
     pipe,
     6,  # model calls

@@ -5,8 +5,9 @@ one, `--8<-- "examples/NAME.py:SECTION"`, which the site renders from the file, 
 `tests/test_cli.py` runs), or code that this test runs, in a temporary working folder.
 Each README block runs alone, in a fresh namespace, as a reader copies one of them; a site
 page's blocks run in order in one namespace, as its note says, as a reader types them into
-one session. The API reference must list every public name of the three public
-modules, and each entry of a docstring's Args / Attributes names one thing.
+one session. An included example shows none of its lint comments. The API reference must
+list every public name of the three public modules, and each entry of a docstring's
+Args / Attributes names one thing.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import importlib
 import inspect
 import re
 import shlex
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -115,6 +117,47 @@ def test_includes_are_rendered_from_examples() -> None:
                 seen.add(m["path"])
     assert seen, "no page includes an example"
     assert all((ROOT / p).exists() for p in seen)
+
+
+def rendered(include: re.Match[str]) -> str:
+    """The code the site shows for an include: the example's section between its
+    markers, dedented (`dedent_subsections`), or the whole file without the markers."""
+    text = (ROOT / include["path"]).read_text()
+    if include["section"]:
+        start = f"# --8<-- [start:{include['section']}]"
+        end = f"# --8<-- [end:{include['section']}]"
+        section = text[text.index(start) + len(start) : text.index(end)]
+        return textwrap.dedent(section.partition("\n")[2]).rstrip()
+    marker = re.compile(r"^\s*# --8<-- \[(start|end):[\w-]+\]\n", re.M)
+    return marker.sub("", text)
+
+
+def shown_code() -> list[tuple[str, str]]:
+    """(where, code) of every fenced block of the pages as the site shows it: an include
+    block as the example code it renders, any other block (any language) as written."""
+    found = []
+    for page in PAGES:
+        for i, (lang, code) in enumerate(blocks(page)):
+            matches = includes(code) if lang in ("python", "py", "python3", "pycon") else None
+            if matches is None:
+                found.append((f"{page_id(page)} block {i}", code))
+            for m in matches or []:
+                found.append((f"{page_id(page)}: {m[0]}", rendered(m)))
+    return found
+
+
+LINT_COMMENT = re.compile(r"#\s*(noqa|type:\s*ignore|fmt:|pragma)|--8<--")
+
+
+def test_included_examples_show_no_lint_comments() -> None:
+    # The site shows what the reader would type; a lint directive (noqa for E402, say) is
+    # the example file's business (a section that needs one starts at the wrong line).
+    includes_shown = [(w, code) for w, code in shown_code() if "--8<--" in w]
+    assert len(includes_shown) >= 4
+    for where, code in includes_shown:
+        assert code.strip(), f"{where} renders nothing"
+        shown = LINT_COMMENT.search(code)
+        assert shown is None, f"{where} shows {shown[0]!r}"
 
 
 def api_pages_text() -> str:
