@@ -5,9 +5,9 @@ one, `--8<-- "examples/NAME.py:SECTION"`, which the site renders from the file, 
 `tests/test_cli.py` runs), or code that this test runs, in a temporary working folder.
 Each README block runs alone, in a fresh namespace, as a reader copies one of them; a site
 page's blocks run in order in one namespace, as its note says, as a reader types them into
-one session. An included example shows none of its lint comments. The API reference must
-list every public name of the three public modules, and each entry of a docstring's
-Args / Attributes names one thing.
+one session. Code lines fit the page (`CODE_WIDTH`), and an included example shows none of
+its lint comments. The API reference must list every public name of the three public
+modules, and each entry of a docstring's Args / Attributes names one thing.
 """
 
 from __future__ import annotations
@@ -146,7 +146,20 @@ def shown_code() -> list[tuple[str, str]]:
     return found
 
 
+CODE_WIDTH = 88  # the characters a code block of the site shows without scrolling
 LINT_COMMENT = re.compile(r"#\s*(noqa|type:\s*ignore|fmt:|pragma)|--8<--")
+
+
+def test_code_lines_fit_the_page() -> None:
+    shown = shown_code()
+    assert len(shown) >= 50 and any("--8<--" in where for where, _ in shown)
+    long = [
+        f"{where}: {len(line)} chars: {line.strip()}"
+        for where, code in shown
+        for line in code.splitlines()
+        if len(line) > CODE_WIDTH
+    ]
+    assert not long, "\n".join(long)
 
 
 def test_included_examples_show_no_lint_comments() -> None:
