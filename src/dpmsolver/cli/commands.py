@@ -155,7 +155,10 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-_TILE_SCALE, _TILE_PADDING = 4, 1  # compare's image_grid: 4x upscaling, 1-pixel gaps
+# compare's image_grid: 8x upscaling (an 8x8 digit is 64 pixels), 1-pixel gaps; labels
+# drawn 4x, or 2x where only that fits.
+_TILE_SCALE, _TILE_PADDING = 8, 1
+_LABEL_SCALES = (4, 2)
 
 
 def compare_picture(
@@ -163,14 +166,14 @@ def compare_picture(
 ) -> np.ndarray:
     """The compare grid framed with its labels: the solvers (and `reference`) left of the
     rows; above the columns each step count and, per column, the sample's index in the
-    noise of --seed. Labels are drawn 2x unless they only fit 1x, each header in its
+    noise of --seed. Labels are drawn 4x unless they only fit 2x, each header in its
     longest form that fits: `5 steps`, `5 st` or `5` over a step count's columns, `#3` or
     `3` over a tile (a label no wider than its tile keeps neighbours apart)."""
     from .labels import fit_label, label_grid, text_width
 
     gap = _TILE_PADDING * _TILE_SCALE
     run = args.n * (cell[1] + gap) - gap  # the width of one step count's --n tiles
-    for scale in (2, 1):
+    for scale in _LABEL_SCALES:
         last = fit_label([f"#{args.n - 1}", f"{args.n - 1}"], cell[1], scale)
         columns = [f"{'#' if last[0] == '#' else ''}{i}" for i in range(args.n)]
         steps = [fit_label([f"{s} steps", f"{s} st", f"{s}"], run, scale) for s in args.steps]
@@ -212,8 +215,7 @@ def run_compare(args: argparse.Namespace) -> int:
                 sample(model, x_T, options, steps=steps, skip_type=skip_type).float().cpu()
             )
     ref = reference(model, x_T.double(), skip_type=skip_type).float().cpu()
-    blank = torch.full_like(ref, float("nan"))  # drawn mid-grey, like the gaps
-    cells += [ref] + [blank] * (len(args.steps) - 1)
+    cells += [ref] * len(args.steps)  # under every step count, to compare column by column
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_image(args.out, picture(torch.cat(cells)))
     samples = "#0" if args.n == 1 else f"#0-#{args.n - 1}"
