@@ -16,7 +16,8 @@ import pytest
 from dpmsolver.cli import labels, main
 from dpmsolver.cli.commands import compare_picture
 from dpmsolver.cli.labels import label_grid
-from dpmsolver.tools.png import read_png
+from dpmsolver.models import tuned_solver
+from dpmsolver.tools.png import read_png, read_png_text
 from dpmsolver.tools.presets import SOLVERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +41,29 @@ def test_sample_writes_a_grid_png(tmp_path: Path) -> None:
     # 3 rows x 4 columns of 8x8 tiles, 1-pixel borders, upscaled 4x.
     assert image.shape == ((3 * 8 + 2) * 4, (4 * 8 + 3) * 4)
     assert image.dtype == np.uint8 and image.min() < 40 and image.max() > 215
+
+
+@pytest.mark.parametrize(
+    ("extra", "solver"),
+    [
+        ([], "dpmsolver++ multistep order 2, logSNR grid"),
+        (["--order", "3", "--skip-type", "time_uniform"], "dpmsolver++ multistep order 3, "
+         "time_uniform grid"),
+        (["--tuned"], "tuned {algorithm} multistep order {order}, given grid"),
+    ],
+)  # fmt: skip
+def test_sample_png_says_what_was_sampled(tmp_path: Path, extra: list[str], solver: str) -> None:
+    """The PNG's tEXt chunks name the model, the solver, the model calls and the seed."""
+    shipped = tuned_solver("digits-exact", 5).solver()  # the tuned run's algorithm and order
+    solver = solver.format(algorithm=shipped.algorithm, order=shipped.order)
+    out = tmp_path / "grid.png"
+    args = ["sample", "--n", "4", "--steps", "5", "--seed", "7", "--quiet", "--out", str(out)]
+    assert main([*args, *extra]) == 0
+    assert read_png_text(out) == {
+        "Title": "4 samples of digits-exact",
+        "Description": f"model digits-exact, solver {solver}, 5 model calls, seed 7",
+        "Software": "dpmsolver sample",
+    }
 
 
 def test_sample_is_reproducible_by_seed(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..core import sample
+from ..core import SolverOptions, sample
 from ..noise.start import sample_shape, start_noise
 from ..tools.measure import counting, reference
 from ..tools.presets import SOLVERS
@@ -52,19 +52,36 @@ def run_sample(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     seconds = time.perf_counter() - start
+    solver = f"{options.algorithm} {options.method} order {options.order}" + (
+        f" SDE eta={options.eta:g}{' ancestral' if options.ancestral else ''}"
+        if options.eta
+        else ""
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_image(args.out, image_grid(x0.float().cpu(), nrow=args.nrow))
+    write_image(
+        args.out,
+        image_grid(x0.float().cpu(), nrow=args.nrow),
+        text=sample_caption(args, options, solver, calls[0]),
+    )
     print(
-        f"{args.model}: {options.algorithm} {options.method} order {options.order}"
-        + (
-            f" SDE eta={options.eta:g}{' ancestral' if options.ancestral else ''}"
-            if options.eta
-            else ""
-        )
-        + f", {args.n} samples, "
+        f"{args.model}: {solver}, {args.n} samples, "
         f"{calls[0]} model calls in {seconds:.2f} s -> {args.out}"
     )
     return 0
+
+
+def sample_caption(
+    args: argparse.Namespace, options: SolverOptions, solver: str, calls: int
+) -> dict[str, str]:
+    """What `sample` drew, for the PNG's tEXt chunks: the model, the solver and its grid,
+    the model calls and the seed."""
+    grid = "given grid" if options.has_grid else f"{options.skip_type} grid"
+    return {
+        "Title": f"{args.n} samples of {args.model}",
+        "Description": f"model {args.model}, solver {'tuned ' if args.tuned else ''}{solver}, "
+        f"{grid}, {calls} model calls, seed {args.seed}",
+        "Software": "dpmsolver sample",
+    }
 
 
 def run_bench(args: argparse.Namespace) -> int:
