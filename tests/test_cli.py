@@ -8,12 +8,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 
-from dpmsolver.cli import labels, main
+from dpmsolver.cli import commands, labels, main
 from dpmsolver.cli.commands import compare_picture
 from dpmsolver.cli.labels import label_grid
 from dpmsolver.models import tuned_solver
@@ -64,6 +64,48 @@ def test_sample_png_says_what_was_sampled(tmp_path: Path, extra: list[str], solv
         "Description": f"model digits-exact, solver {solver}, 5 model calls, seed 7",
         "Software": "dpmsolver sample",
     }
+
+
+class RecordedBar:
+    """Stands in for tools.progress.Progress: keeps each bar's total and its updates."""
+
+    made: ClassVar[list[RecordedBar]] = []
+
+    def __init__(self, total: int | None, disable: bool | None = None, **kwargs: Any) -> None:
+        self.total, self.done, self.closed = total, 0, False
+        RecordedBar.made.append(self)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(
+    ("extra", "calls"),
+    [
+        (["--tuned", "--steps", "4"], 4),  # the shipped 4-call solver: analytic first step
+        (["--tuned", "--steps", "6"], 6),
+        (["--analytic-first-step", "--steps", "5"], 5),  # 6 steps, 5 calls
+        (["--method", "singlestep", "--order", "3", "--steps", "7"], 7),  # 3 steps, 7 calls
+    ],
+)
+def test_sample_progress_bar_counts_the_model_calls(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    calls: int,
+) -> None:
+    """The bar's total is the model calls the run makes, and it fills to it exactly."""
+    assert tuned_solver("digits-exact", 4).solver().analytic_first_step
+    monkeypatch.setattr(commands, "Progress", RecordedBar)
+    RecordedBar.made = []
+    assert main(["sample", "--n", "4", "--out", str(tmp_path / "s.png"), *extra]) == 0
+    assert f", {calls} model calls in" in capsys.readouterr().out
+    (bar,) = RecordedBar.made
+    assert (bar.total, bar.done, bar.closed) == (calls, calls, True)
 
 
 def test_sample_is_reproducible_by_seed(tmp_path: Path) -> None:

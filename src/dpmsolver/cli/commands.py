@@ -38,11 +38,15 @@ def run_sample(args: argparse.Namespace) -> int:
     check_batch_memory(args.n, sample_shape(model), dtype, torch.device(args.device), "--n")
     x_T = start_noise(model, args.n, args.seed).to(args.device, dtype)
     options = solver_options(args)
-    bar = Progress(options.num_steps(), args.quiet, desc="sampling", unit="step", leave=False)
+    # The bar counts model calls: --steps says calls, and steps differ from them (an
+    # analytic first step makes none, a singlestep step several).
+    bar = Progress(options.model_calls(), args.quiet, desc="sampling", unit="call", leave=False)
+    shown = 0
 
     def advance(step: int, t: float, x: torch.Tensor) -> None:
-        if step > 0:
-            bar.update()
+        nonlocal shown
+        bar.update(calls[0] - shown)
+        shown = calls[0]
 
     start = time.perf_counter()
     try:
