@@ -55,6 +55,7 @@ DIFFUSERS ?=
 TORCHSDE ?=
 bench: $(BIN)/.installed
 	mkdir -p docs/benchmarks docs/images
+	$(BIN)/dpmsolver sample --steps 10 --n 64 --out docs/digits_grid.png
 	$(BIN)/dpmsolver bench --model digits-exact --out docs/bench-digits-exact
 	$(BIN)/dpmsolver bench --model digits-net --out docs/bench-digits-net
 	$(BIN)/python benchmarks/accuracy.py --plot docs/images/accuracy.png \

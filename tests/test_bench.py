@@ -62,3 +62,26 @@ def test_diffusers_baselines_join_for_discrete_schedules() -> None:
 def test_unknown_solver() -> None:
     with pytest.raises(ValueError, match="solvers: unknown 'rk4'"):
         bench.run(load("digits-exact"), solvers=["rk4"])
+
+
+def test_plot_ticks_the_calls_as_plain_integers() -> None:
+    """The calls axis is ticked at the calls run, labelled 4, 5, ... 50 (a log axis left
+    alone labels them 5x10^0 and adds minor labels)."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    calls = [4, 5, 6, 8, 10, 15, 20, 25, 50]
+    rows = [
+        bench.Row(name, nfe, nfe, rms_error=scale / nfe**2, max_error=1.0, seconds=0.0)
+        for name, scale in (("ddim", 1.0), ("dpm++2m", 0.1))
+        for nfe in calls
+    ]
+    fig = bench.BenchResult(rows, 60, 0.0, "logSNR").figure()
+    try:
+        (ax,) = fig.axes
+        fig.canvas.draw()
+        assert list(ax.get_xticks()) == calls
+        assert [t.get_text() for t in ax.get_xticklabels()] == [str(c) for c in calls]
+        assert [t.get_text() for t in ax.get_xticklabels(minor=True)] == []
+    finally:
+        plt.close(fig)

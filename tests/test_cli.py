@@ -8,15 +8,16 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 
-from dpmsolver.cli import labels, main
+from dpmsolver.cli import commands, labels, main
 from dpmsolver.cli.commands import compare_picture
 from dpmsolver.cli.labels import label_grid
-from dpmsolver.tools.png import read_png
+from dpmsolver.models import tuned_solver
+from dpmsolver.tools.png import read_png, read_png_text
 from dpmsolver.tools.presets import SOLVERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +41,71 @@ def test_sample_writes_a_grid_png(tmp_path: Path) -> None:
     # 3 rows x 4 columns of 8x8 tiles, 1-pixel borders, upscaled 4x.
     assert image.shape == ((3 * 8 + 2) * 4, (4 * 8 + 3) * 4)
     assert image.dtype == np.uint8 and image.min() < 40 and image.max() > 215
+
+
+@pytest.mark.parametrize(
+    ("extra", "solver"),
+    [
+        ([], "dpmsolver++ multistep order 2, logSNR grid"),
+        (["--order", "3", "--skip-type", "time_uniform"], "dpmsolver++ multistep order 3, "
+         "time_uniform grid"),
+        (["--tuned"], "tuned {algorithm} multistep order {order}, given grid"),
+    ],
+)  # fmt: skip
+def test_sample_png_says_what_was_sampled(tmp_path: Path, extra: list[str], solver: str) -> None:
+    """The PNG's tEXt chunks name the model, the solver, the model calls and the seed."""
+    shipped = tuned_solver("digits-exact", 5).solver()  # the tuned run's algorithm and order
+    solver = solver.format(algorithm=shipped.algorithm, order=shipped.order)
+    out = tmp_path / "grid.png"
+    args = ["sample", "--n", "4", "--steps", "5", "--seed", "7", "--quiet", "--out", str(out)]
+    assert main([*args, *extra]) == 0
+    assert read_png_text(out) == {
+        "Title": "4 samples of digits-exact",
+        "Description": f"model digits-exact, solver {solver}, 5 model calls, seed 7",
+        "Software": "dpmsolver sample",
+    }
+
+
+class RecordedBar:
+    """Stands in for tools.progress.Progress: keeps each bar's total and its updates."""
+
+    made: ClassVar[list[RecordedBar]] = []
+
+    def __init__(self, total: int | None, disable: bool | None = None, **kwargs: Any) -> None:
+        self.total, self.done, self.closed = total, 0, False
+        RecordedBar.made.append(self)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(
+    ("extra", "calls"),
+    [
+        (["--tuned", "--steps", "4"], 4),  # the shipped 4-call solver: analytic first step
+        (["--tuned", "--steps", "6"], 6),
+        (["--analytic-first-step", "--steps", "5"], 5),  # 6 steps, 5 calls
+        (["--method", "singlestep", "--order", "3", "--steps", "7"], 7),  # 3 steps, 7 calls
+    ],
+)
+def test_sample_progress_bar_counts_the_model_calls(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    calls: int,
+) -> None:
+    """The bar's total is the model calls the run makes, and it fills to it exactly."""
+    assert tuned_solver("digits-exact", 4).solver().analytic_first_step
+    monkeypatch.setattr(commands, "Progress", RecordedBar)
+    RecordedBar.made = []
+    assert main(["sample", "--n", "4", "--out", str(tmp_path / "s.png"), *extra]) == 0
+    assert f", {calls} model calls in" in capsys.readouterr().out
+    (bar,) = RecordedBar.made
+    assert (bar.total, bar.done, bar.closed) == (calls, calls, True)
 
 
 def test_sample_is_reproducible_by_seed(tmp_path: Path) -> None:
@@ -115,9 +181,10 @@ def test_compare_writes_one_labelled_png_with_a_row_per_solver(
     assert "columns: samples #0-#1 of seed 0 at each of 5, 10 steps" in capsys.readouterr().out
     image, grid = read_png(out), grids[-1]
     # The unlabelled grid: 2 solvers + the reference by 2 samples x 2 step counts, 8x8 tiles
-    # with 1-pixel gaps, upscaled 4x; labels drawn 2x with PAD * 2 pixels around them.
-    assert grid.shape == ((3 * 8 + 2) * 4, (4 * 8 + 3) * 4)
-    scale, pad, line = 2, labels.PAD * 2, labels.text_height(2)
+    # with 1-pixel gaps, upscaled 8x (64-pixel tiles 8 apart, a row every 72 pixels);
+    # labels drawn 4x with PAD * 4 pixels around them.
+    assert grid.shape == ((3 * 8 + 2) * 8, (4 * 8 + 3) * 8)
+    scale, pad, line = 4, labels.PAD * 4, labels.text_height(4)
     margin = pad + labels.text_width("reference", scale) + pad  # the widest left label
     header = pad + line + pad + line + 2 * pad  # step counts, then sample indices
     assert image.shape == (header + grid.shape[0], margin + grid.shape[1])
@@ -125,43 +192,70 @@ def test_compare_writes_one_labelled_png_with_a_row_per_solver(
     # Row labels, as labels.py draws them, black on white at the left of each row.
     expected = np.full((header + grid.shape[0], margin), 255, dtype=np.uint8)
     for row, name in enumerate(["ddim", "dpm++2m", "reference"]):
-        top = header + row * 36 + (32 - line) // 2
+        top = header + row * 72 + (64 - line) // 2
         labels.draw_text(expected, name, top, pad, scale=scale)
     labels.draw_text(expected, "seed 0", pad + line + 2 * pad, pad, scale=scale)
     assert np.array_equal(image[:, :margin], expected)
-    top_left = image[header + (32 - line) // 2 :, pad:][:line, : labels.text_width("ddim", 2)]
-    assert np.array_equal(top_left == 0, labels.render_text("ddim", 2))
+    top_left = image[header + (64 - line) // 2 :, pad:][:line, : labels.text_width("ddim", 4)]
+    assert np.array_equal(top_left == 0, labels.render_text("ddim", 4))
     # Over the columns: `5 st` / `10 st` (`5 steps` is too wide for 2 columns), then #0, #1.
-    assert labels.text_width("5 steps", 2) > 2 * 32 + 4
+    assert labels.text_width("5 steps", 4) > 2 * 64 + 8
     heads = image[pad : pad + line, margin:]
-    assert np.array_equal(heads[:, :68] == 0, _centred(labels.render_text("5 st", 2), 68))
-    assert np.array_equal(heads[:, 72:140] == 0, _centred(labels.render_text("10 st", 2), 68))
+    assert np.array_equal(heads[:, :136] == 0, _centred(labels.render_text("5 st", 4), 136))
+    assert np.array_equal(heads[:, 144:280] == 0, _centred(labels.render_text("10 st", 4), 136))
     indices = image[pad + line + 2 * pad :, margin:][:line]
     for col, text in enumerate(["#0", "#1", "#0", "#1"]):
-        cell = indices[:, col * 36 : col * 36 + 32] == 0
-        assert np.array_equal(cell, _centred(labels.render_text(text, 2), 32))
-    # The reference row's cell at 10 steps stays blank: all the gaps' mid-grey.
-    assert (image[header + 2 * 36 :, margin + 72 :] == 128).all()
+        cell = indices[:, col * 72 : col * 72 + 64] == 0
+        assert np.array_equal(cell, _centred(labels.render_text(text, 4), 64))
+    # The reference row holds the reference samples #0, #1 under each step count alike.
+    reference_row = grid[2 * 72 :]
+    tiles = [reference_row[:, col * 72 : col * 72 + 64] for col in range(4)]
+    assert np.array_equal(tiles[0], tiles[2]) and np.array_equal(tiles[1], tiles[3])
+    assert not np.array_equal(tiles[0], tiles[1])
+
+
+def test_compare_default_picture_shows_digits_at_8x_and_a_full_reference_row(
+    tmp_path: Path,
+) -> None:
+    """The default compare (3 solvers and the reference, 4 samples at 5, 10 and 20 steps):
+    64-pixel tiles, 4x the pixels of the 542x184 picture of 4x tiles and 2x labels, and
+    every reference cell a digit (not the gaps' blank grey)."""
+    out = tmp_path / "compare.png"
+    assert main(["compare", "--out", str(out)]) == 0
+    image = read_png(out)
+    rows, columns, cell, gap, scale = 4, 3 * 4, 64, 8, 4
+    pad, line = labels.PAD * scale, labels.text_height(scale)
+    margin = pad + labels.text_width("reference", scale) + pad
+    header = pad + line + pad + line + 2 * pad
+    height = header + rows * cell + (rows - 1) * gap
+    width = margin + columns * cell + (columns - 1) * gap
+    assert (height, width) == (368, 1084) and image.shape == (height, width)
+    assert height * width >= 4 * 184 * 542
+    reference_row = image[header + 3 * (cell + gap) :, margin:]
+    tiles = [reference_row[:, c * (cell + gap) : c * (cell + gap) + cell] for c in range(12)]
+    for c, tile in enumerate(tiles):
+        assert tile.min() < 40 and tile.max() > 215, f"reference cell {c} is blank"
+        assert np.array_equal(tile, tiles[c % 4])  # sample c % 4 under each step count
 
 
 @pytest.mark.parametrize(
     ("n", "steps", "columns", "heads", "scale"),
     [
-        (4, [5, 20], ["#0", "#1", "#2", "#3"], ["5 steps", "20 steps"], 2),
-        (12, [5], [str(i) for i in range(12)], ["5 steps"], 2),  # `#10` is wider than a tile
-        (1, [5, 1000], ["#0"], ["5 st", "1000"], 1),  # `1000` is 46 pixels at 2x
+        (4, [5, 20], ["#0", "#1", "#2", "#3"], ["5 steps", "20 steps"], 4),
+        (12, [5], [str(i) for i in range(12)], ["5 steps"], 4),  # `#10` is wider than a tile
+        (1, [5, 1000], ["#0"], ["5 st", "1000"], 2),  # `1000` is 92 pixels at 4x
     ],
 )
 def test_compare_headers_take_the_longest_form_that_fits(
     n: int, steps: list[int], columns: list[str], heads: list[str], scale: int
 ) -> None:
     args = argparse.Namespace(n=n, steps=steps, solvers=["ddim"], seed=3)
-    grid = np.zeros((2 * 32 + 4, n * len(steps) * 36 - 4), dtype=np.uint8)
+    grid = np.zeros((2 * 64 + 8, n * len(steps) * 72 - 8), dtype=np.uint8)
     expected = label_grid(
-        grid, ["ddim", "reference"], columns * len(steps), cell=(32, 32), gap=4,
+        grid, ["ddim", "reference"], columns * len(steps), cell=(64, 64), gap=8,
         group_labels=heads, corner="seed 3", scale=scale,
     )  # fmt: skip
-    assert np.array_equal(compare_picture(grid, args, (32, 32)), expected)
+    assert np.array_equal(compare_picture(grid, args, (64, 64)), expected)
 
 
 def _centred(mask: np.ndarray, width: int) -> np.ndarray:

@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from dpmsolver import cli
+from dpmsolver.tools.png import read_png
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -289,6 +290,41 @@ def test_readme_quick_start_is_the_two_make_commands() -> None:
     makefile = (ROOT / "Makefile").read_text()
     for target in ("sample", "test", "docs"):
         assert re.search(rf"^{target}:", makefile, re.M), target
+
+
+def make_recipe(target: str) -> list[str]:
+    """The command lines of a Makefile target's recipe."""
+    makefile = (ROOT / "Makefile").read_text()
+    match = re.search(rf"^{target}:[^\n]*\n(?P<recipe>(?:\t[^\n]*\n)*)", makefile, re.M)
+    assert match, f"the Makefile has no target {target!r}"
+    return [line.strip() for line in match["recipe"].splitlines()]
+
+
+def test_docs_digit_grid_is_what_make_sample_draws(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The home page's picture, captioned `make sample`, is what `make sample` draws now,
+    pixel for pixel, and `make bench` redraws it with the same command."""
+    index = (DOCS / "index.md").read_text()
+    assert "(digits_grid.png)" in index and "`make sample`" in index
+    sample = [shlex.split(c)[1:] for c in make_recipe("sample") if "dpmsolver sample" in c]
+    redraw = [shlex.split(c)[1:] for c in make_recipe("bench") if "dpmsolver sample" in c]
+    assert len(sample) == 1 and len(redraw) == 1
+    args, docs_args = sample[0], redraw[0]
+    out = docs_args.index("--out")
+    assert docs_args[out + 1] == "docs/digits_grid.png"
+    same = args[: args.index("--out")] + args[args.index("--out") + 2 :]
+    assert docs_args[:out] + docs_args[out + 2 :] == same
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    try:
+        assert cli.main([*docs_args[:out], "--quiet", "--out", "drawn.png"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    drawn, committed = read_png(tmp_path / "drawn.png"), read_png(DOCS / "digits_grid.png")
+    assert drawn.shape == committed.shape
+    differ = int((drawn != committed).sum())
+    assert differ == 0, f"{differ} pixels differ: run make bench (or its line) to redraw it"
 
 
 def test_readme_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ import torch
 import dpmsolver as dpm
 from dpmsolver.models import load
 from dpmsolver.noise import start_states
-from dpmsolver.tools.generation import MANIFEST, MERGED, merge_shards, sample_seed
+from dpmsolver.tools.generation import MANIFEST, MERGED, job, merge_shards, sample_seed
 
 FAST = dict(steps=5, order=2)  # solver options of the in-process tests
 
@@ -355,13 +356,55 @@ def test_cli_errors_are_one_line(tmp_path) -> None:
 
 
 def test_a_finished_jobs_rerun_calls_no_model(tmp_path) -> None:
-    """Nothing is left to do: the one-sample shape check is skipped too (documented), and
-    the bar starts at the samples already made (its rate counts this run's only)."""
+    """Nothing is left to do: the one-sample shape check is skipped too (documented)."""
     model = load("digits-exact")
     dpm.generate(model, 8, tmp_path, model_name="m", batch=4, steps=4, progress=False)
     before = model.calls
     result = dpm.generate(model, 8, tmp_path, model_name="m", batch=4, steps=4, progress=False)
     assert result.generated == {} and model.calls == before
+
+
+def test_a_finished_jobs_rerun_says_so_and_shows_no_rate(tmp_path) -> None:
+    """A rerun with every shard done says the job is already complete, with no progress
+    bar and no rate (a bar of the kept samples over this run's milliseconds showed
+    millions of samples per second)."""
+    args = [*CLI[:4], "--steps", "4", "--num", "8", "--batch", "4", "--out", str(tmp_path)]
+    first, again = (subprocess.run(args, capture_output=True, text=True, env=ENV) for _ in "12")
+    assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
+    assert "already complete" not in first.stderr
+    if importlib.util.find_spec("tqdm"):  # (the bar is optional)
+        assert "8/8" in first.stderr and "sample/s" in first.stderr  # the first run's bar
+    assert again.stderr == (
+        f"dpmsolver generate: already complete: all 8 samples (2 shards) are in {tmp_path}; "
+        "nothing to generate\n"
+    )
+    assert "(0 made, 2 kept by this process)" in again.stdout
+
+
+def test_a_resumed_jobs_bar_counts_only_this_runs_samples(tmp_path, monkeypatch) -> None:
+    """Resuming with one shard of 4 samples left: the bar runs 0 to 4 (its rate is this
+    run's), not 6 to 10 over this run's time."""
+    run(tmp_path)
+    (tmp_path / "shard-000001.npz").unlink()
+    bars = []
+
+    class Recorded:
+        def __init__(self, total, disable=None, **kwargs) -> None:
+            self.total, self.disable, self.kwargs, self.done = total, disable, kwargs, 0
+            bars.append(self)
+
+        def update(self, n: int = 1) -> None:
+            self.done += n
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(job, "Progress", Recorded)
+    result = dpm.generate("digits-exact", 10, tmp_path, batch=4, progress=True, **FAST)
+    assert result.generated == {1: "partial"}
+    (bar,) = bars
+    assert (bar.total, bar.done, bar.disable) == (4, 4, False)
+    assert bar.kwargs.get("initial", 0) == 0
 
 
 def test_a_damaged_merged_file_is_merged_again_on_a_rerun(tmp_path, capsys) -> None:

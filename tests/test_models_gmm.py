@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from dpmsolver.models import GaussianMixture, load_digits_gmm
-from dpmsolver.tools.png import image_grid, read_png, write_png
+from dpmsolver.tools.png import image_grid, read_png, read_png_text, write_png
 
 F64 = torch.float64
 LEVELS = [(1.0, 0.1), (0.8, 0.6), (0.1, 1.0), (0.999, 1e-3), (0.3, 3.0), (1e-3, 0.9999)]
@@ -295,6 +296,34 @@ def test_read_png_all_filter_types(tmp_path: Path) -> None:
     path = tmp_path / "f.png"
     path.write_bytes(_filtered_png(image, [0, 1, 2, 3, 4, 4, 3, 2, 1, 0]))
     np.testing.assert_array_equal(read_png(path), image)
+
+
+def test_png_text_chunks_round_trip(tmp_path: Path) -> None:
+    image = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    text = {"Title": "16 samples of digits-exact", "Description": "seed 0, 10 calls (\u00e9)"}
+    write_png(tmp_path / "t.png", image, text)
+    assert read_png_text(tmp_path / "t.png") == text
+    np.testing.assert_array_equal(read_png(tmp_path / "t.png"), image)
+    write_png(tmp_path / "plain.png", image)
+    assert read_png_text(tmp_path / "plain.png") == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ({"": "x"}, "text key '': a PNG keyword has 1 to 79 characters"),
+        ({"k" * 80: "x"}, "a PNG keyword has 1 to 79 characters"),
+        ({" Title": "x"}, "no leading or trailing spaces"),
+        ({"Title": "a\0b"}, "no NUL"),
+        ({"Title": "\u2192"}, "is not Latin-1"),
+    ],
+)
+def test_png_text_refuses_what_a_text_chunk_cannot_hold(
+    tmp_path: Path, text: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        write_png(tmp_path / "bad.png", np.zeros((2, 2), dtype=np.uint8), text)
+    assert not (tmp_path / "bad.png").exists()
 
 
 # ---------------------------------------------------------------- input validation

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..core import sample
+from ..core import SolverOptions, sample
 from ..noise.start import sample_shape, start_noise
 from ..tools.measure import counting, reference
 from ..tools.presets import SOLVERS
@@ -38,11 +38,15 @@ def run_sample(args: argparse.Namespace) -> int:
     check_batch_memory(args.n, sample_shape(model), dtype, torch.device(args.device), "--n")
     x_T = start_noise(model, args.n, args.seed).to(args.device, dtype)
     options = solver_options(args)
-    bar = Progress(options.num_steps(), args.quiet, desc="sampling", unit="step", leave=False)
+    # The bar counts model calls: --steps says calls, and steps differ from them (an
+    # analytic first step makes none, a singlestep step several).
+    bar = Progress(options.model_calls(), args.quiet, desc="sampling", unit="call", leave=False)
+    shown = 0
 
     def advance(step: int, t: float, x: torch.Tensor) -> None:
-        if step > 0:
-            bar.update()
+        nonlocal shown
+        bar.update(calls[0] - shown)
+        shown = calls[0]
 
     start = time.perf_counter()
     try:
@@ -52,19 +56,36 @@ def run_sample(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     seconds = time.perf_counter() - start
+    solver = f"{options.algorithm} {options.method} order {options.order}" + (
+        f" SDE eta={options.eta:g}{' ancestral' if options.ancestral else ''}"
+        if options.eta
+        else ""
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_image(args.out, image_grid(x0.float().cpu(), nrow=args.nrow))
+    write_image(
+        args.out,
+        image_grid(x0.float().cpu(), nrow=args.nrow),
+        text=sample_caption(args, options, solver, calls[0]),
+    )
     print(
-        f"{args.model}: {options.algorithm} {options.method} order {options.order}"
-        + (
-            f" SDE eta={options.eta:g}{' ancestral' if options.ancestral else ''}"
-            if options.eta
-            else ""
-        )
-        + f", {args.n} samples, "
+        f"{args.model}: {solver}, {args.n} samples, "
         f"{calls[0]} model calls in {seconds:.2f} s -> {args.out}"
     )
     return 0
+
+
+def sample_caption(
+    args: argparse.Namespace, options: SolverOptions, solver: str, calls: int
+) -> dict[str, str]:
+    """What `sample` drew, for the PNG's tEXt chunks: the model, the solver and its grid,
+    the model calls and the seed."""
+    grid = "given grid" if options.has_grid else f"{options.skip_type} grid"
+    return {
+        "Title": f"{args.n} samples of {args.model}",
+        "Description": f"model {args.model}, solver {'tuned ' if args.tuned else ''}{solver}, "
+        f"{grid}, {calls} model calls, seed {args.seed}",
+        "Software": "dpmsolver sample",
+    }
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -155,7 +176,10 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-_TILE_SCALE, _TILE_PADDING = 4, 1  # compare's image_grid: 4x upscaling, 1-pixel gaps
+# compare's image_grid: 8x upscaling (an 8x8 digit is 64 pixels), 1-pixel gaps; labels
+# drawn 4x, or 2x where only that fits.
+_TILE_SCALE, _TILE_PADDING = 8, 1
+_LABEL_SCALES = (4, 2)
 
 
 def compare_picture(
@@ -163,14 +187,14 @@ def compare_picture(
 ) -> np.ndarray:
     """The compare grid framed with its labels: the solvers (and `reference`) left of the
     rows; above the columns each step count and, per column, the sample's index in the
-    noise of --seed. Labels are drawn 2x unless they only fit 1x, each header in its
+    noise of --seed. Labels are drawn 4x unless they only fit 2x, each header in its
     longest form that fits: `5 steps`, `5 st` or `5` over a step count's columns, `#3` or
     `3` over a tile (a label no wider than its tile keeps neighbours apart)."""
     from .labels import fit_label, label_grid, text_width
 
     gap = _TILE_PADDING * _TILE_SCALE
     run = args.n * (cell[1] + gap) - gap  # the width of one step count's --n tiles
-    for scale in (2, 1):
+    for scale in _LABEL_SCALES:
         last = fit_label([f"#{args.n - 1}", f"{args.n - 1}"], cell[1], scale)
         columns = [f"{'#' if last[0] == '#' else ''}{i}" for i in range(args.n)]
         steps = [fit_label([f"{s} steps", f"{s} st", f"{s}"], run, scale) for s in args.steps]
@@ -212,8 +236,7 @@ def run_compare(args: argparse.Namespace) -> int:
                 sample(model, x_T, options, steps=steps, skip_type=skip_type).float().cpu()
             )
     ref = reference(model, x_T.double(), skip_type=skip_type).float().cpu()
-    blank = torch.full_like(ref, float("nan"))  # drawn mid-grey, like the gaps
-    cells += [ref] + [blank] * (len(args.steps) - 1)
+    cells += [ref] * len(args.steps)  # under every step count, to compare column by column
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_image(args.out, picture(torch.cat(cells)))
     samples = "#0" if args.n == 1 else f"#0-#{args.n - 1}"

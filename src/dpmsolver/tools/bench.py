@@ -129,24 +129,37 @@ class BenchResult:
         }
         Path(path).write_text(json.dumps(data, indent=1))
 
-    def plot(self, path: str | Path) -> None:
-        """Error against model calls, log-log, one line per solver (needs matplotlib)."""
+    def figure(self) -> Any:
+        """The matplotlib Figure of `plot`: error against model calls, log-log, one line
+        per solver; the calls axis ticked at the calls run, as plain integers (a log axis
+        would label them 5x10^0). Needs matplotlib (the plot extra)."""
         with needs_extra("plot", "BenchResult.plot"):
             import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import NullLocator
 
         fig, ax = plt.subplots(figsize=(6, 4.2))
         for name in dict.fromkeys(r.solver for r in self.rows):
             pts = sorted((r.nfe, r.rms_error) for r in self.rows if r.solver == name)
             ax.loglog([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        calls = sorted({r.nfe for r in self.rows})
+        ax.set_xticks(calls, [str(c) for c in calls])
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("model calls (NFE)")
         ax.set_ylabel("RMS error vs reference ODE solution")
         ax.set_title(str(self.extra.get("model", "")))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
+        return fig
+
+    def plot(self, path: str | Path) -> None:
+        """Write `figure` to `path` (needs matplotlib)."""
+        fig = self.figure()  # (selects the Agg backend before pyplot is imported here)
+        import matplotlib.pyplot as plt
+
         fig.savefig(path, dpi=120)
         plt.close(fig)
 

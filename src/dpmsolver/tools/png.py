@@ -5,11 +5,20 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
-__all__ = ["image_grid", "image_problem", "read_png", "to_uint8", "write_image", "write_png"]
+__all__ = [
+    "image_grid",
+    "image_problem",
+    "read_png",
+    "read_png_text",
+    "to_uint8",
+    "write_image",
+    "write_png",
+]
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOR_CHANNELS = {0: 1, 2: 3}  # PNG colour type -> channels (grey, RGB), 8-bit only
@@ -21,8 +30,30 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
 
 
-def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
-    """Write a uint8 image, ``(H, W)`` grayscale or ``(H, W, 3)`` RGB, as an 8-bit PNG."""
+def _text_chunk(key: str, value: str) -> bytes:
+    """A tEXt chunk: a Latin-1 keyword of 1 to 79 characters, a NUL, a Latin-1 value."""
+    if not isinstance(key, str) or not isinstance(value, str):
+        raise TypeError(f"text must map str to str; got {key!r}: {value!r}")
+    try:
+        keyword, text = key.encode("latin-1"), value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"text {key!r}: {value!r} is not Latin-1, which PNG's tEXt chunks hold"
+        ) from None
+    if not 1 <= len(keyword) <= 79 or key != key.strip() or b"\0" in keyword + text:
+        raise ValueError(
+            f"text key {key!r}: a PNG keyword has 1 to 79 characters, no leading or trailing "
+            f"spaces and no NUL (nor has its value)"
+        )
+    return _chunk(b"tEXt", keyword + b"\0" + text)
+
+
+def write_png(
+    path: str | os.PathLike[str], image: np.ndarray, text: Mapping[str, str] | None = None
+) -> None:
+    """Write a uint8 image, ``(H, W)`` grayscale or ``(H, W, 3)`` RGB, as an 8-bit PNG;
+    ``text`` (e.g. ``{"Title": ..., "Description": ...}``) is stored as tEXt chunks, which
+    `read_png_text` and image viewers' "properties" read back."""
     if not isinstance(image, np.ndarray):
         raise TypeError(f"image must be a numpy array, got {type(image).__name__}")
     if image.dtype != np.uint8:
@@ -43,6 +74,7 @@ def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
     data = (
         _SIGNATURE
         + _chunk(b"IHDR", header)
+        + b"".join(_text_chunk(k, v) for k, v in (text or {}).items())
         + _chunk(b"IDAT", zlib.compress(raw, 9))
         + _chunk(b"IEND", b"")
     )
@@ -76,14 +108,17 @@ def image_problem(path: str | os.PathLike[str]) -> str:
     return f"ends in {suffix!r}: without Pillow (pip install pillow) only .png is written"
 
 
-def write_image(path: str | os.PathLike[str], image: np.ndarray) -> None:
-    """Write a uint8 image in the format its suffix names: PNG by `write_png`, anything
-    else through Pillow (ValueError where `image_problem` says it cannot be written)."""
+def write_image(
+    path: str | os.PathLike[str], image: np.ndarray, text: Mapping[str, str] | None = None
+) -> None:
+    """Write a uint8 image in the format its suffix names: PNG by `write_png` (with
+    ``text`` as its tEXt chunks), anything else through Pillow, without ``text``
+    (ValueError where `image_problem` says it cannot be written)."""
     problem = image_problem(path)
     if problem:
         raise ValueError(f"{os.fspath(path)} {problem}")
     if os.path.splitext(os.fspath(path))[1].lower() == ".png":
-        write_png(path, image)
+        write_png(path, image, text)
         return
     from PIL import Image
 
@@ -132,15 +167,13 @@ def _unfilter(raw: bytes, height: int, stride: int, bpp: int) -> np.ndarray:
     return out
 
 
-def read_png(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decode an 8-bit, non-interlaced grayscale or RGB PNG to ``(H, W)`` / ``(H, W, 3)`` uint8."""
+def _chunks(path: str | os.PathLike[str]) -> Iterator[tuple[bytes, bytes]]:
+    """The (kind, payload) of each chunk of the PNG file at `path`, up to IEND, CRCs checked."""
     with open(path, "rb") as fh:
         data = fh.read()
     if not data.startswith(_SIGNATURE):
         raise ValueError(f"path {os.fspath(path)!r} is not a PNG file (bad signature)")
     pos = len(_SIGNATURE)
-    header: tuple[Any, ...] | None = None
-    idat = bytearray()
     while pos + 8 <= len(data):
         (length,) = struct.unpack(">I", data[pos : pos + 4])
         kind = data[pos + 4 : pos + 8]
@@ -149,12 +182,30 @@ def read_png(path: str | os.PathLike[str]) -> np.ndarray:
         if zlib.crc32(kind + payload) & 0xFFFFFFFF != crc:
             raise ValueError(f"PNG chunk {kind!r} has a bad CRC")
         pos += 12 + length
+        if kind == b"IEND":
+            return
+        yield kind, payload
+
+
+def read_png_text(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The tEXt chunks of a PNG file as ``{keyword: text}`` (Latin-1), in file order."""
+    texts = {}
+    for kind, payload in _chunks(path):
+        if kind == b"tEXt":
+            key, _, value = payload.partition(b"\0")
+            texts[key.decode("latin-1")] = value.decode("latin-1")
+    return texts
+
+
+def read_png(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode an 8-bit, non-interlaced grayscale or RGB PNG to ``(H, W)`` / ``(H, W, 3)`` uint8."""
+    header: tuple[Any, ...] | None = None
+    idat = bytearray()
+    for kind, payload in _chunks(path):
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", payload)
         elif kind == b"IDAT":
             idat += payload
-        elif kind == b"IEND":
-            break
     if header is None:
         raise ValueError("PNG has no IHDR chunk")
     width, height, depth, color_type, _, _, interlace = header

@@ -295,11 +295,18 @@ def _sample_shards(
     todo = group.gather_dict(todo_here)
     order = sorted(todo)
     sigma_T = float(model.schedule.sigma(torch.tensor(sampler.plan.t_start, dtype=torch.float64)))
-    # The bar starts at the samples already made, so its rate counts this run's only.
-    made = num - sum(span(k)[1] - span(k)[0] for k in order)
-    bar = Progress(
-        num, not progress or group.rank != 0, desc="generating", unit="sample", initial=made
-    )
+    # The bar counts this run's samples only, so that its rate is this run's (a bar started
+    # at the samples already made would divide them by this run's time too).
+    todo_samples = sum(span(k)[1] - span(k)[0] for k in order)
+    shown = progress and group.rank == 0
+    if shown and not order:
+        print(
+            f"dpmsolver generate: already complete: all {num} samples ({n_shards} shards) are "
+            f"in {out}; nothing to generate",
+            file=sys.stderr,
+        )
+    kept = f" ({num - todo_samples} of {num} already made)" if todo_samples < num else ""
+    bar = Progress(todo_samples, not (shown and order), desc=f"generating{kept}", unit="sample")
     try:
         for first in range(0, len(order), group.world):  # one round: a shard per rank
             done, failed = 0, None
