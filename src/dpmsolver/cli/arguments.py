@@ -201,20 +201,22 @@ def solver_options(args: argparse.Namespace) -> SolverOptions:
             raise ValueError(f"--tuned sets the solver and its grid; drop {', '.join(given)}")
         return tuned_solver(args.model, 10 if args.steps is None else args.steps).solver()
     named: Resolved = args.solver or Resolved("dpm++2m", None)
-    given = {
+    changes: dict[str, Any] = {
         key: getattr(args, key)
         for key in ("order", "method", "algorithm", "corrector", "eta")
         if getattr(args, key) is not None
     }
-    given.update({key: True for key in ("analytic_first_step", "ancestral") if getattr(args, key)})
+    flags = ("analytic_first_step", "ancestral")
+    changes.update({key: True for key in flags if getattr(args, key)})
     base = SOLVERS[named.name].options
-    if given.get("order") == 4 and given.get("algorithm", base.algorithm) != "ipndm":
+    algorithm = changes.get("algorithm", base.algorithm)
+    if changes.get("order") == 4 and algorithm != "ipndm":
         raise ValueError(
             f"--order 4: only iPNDM has a fourth order (--solver ipndm4, or --algorithm "
-            f"ipndm); {given.get('algorithm', base.algorithm)} takes orders 1 to 3"
+            f"ipndm); {algorithm} takes orders 1 to 3"
         )
     grid = args.skip_type or named.skip_type or "logSNR"
-    options = SolverOptions.of(base, skip_type=grid, **given)
+    options = SolverOptions.of(base, skip_type=grid, **changes)
     if options.method == "adaptive":
         if args.steps is not None:
             raise ValueError(
