@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps "$(KDIFFUSION)"
 	touch $@
 
-.PHONY: install sample test lint pytest bench docs
+.PHONY: install sample test test-fast lint pytest bench docs
 install: $(BIN)/.installed
 
 sample: $(BIN)/.installed
@@ -29,10 +29,22 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check src tests tools examples benchmarks
 	$(BIN)/mypy
 
+# The fast subset (about a minute): the core's API, options, grids, rules and convergence
+# orders, one test file per face (official, diffusers, k-diffusion, ComfyUI with its
+# stand-in), the command line's vocabulary and basics, and the layering rules.
+FAST_TESTS = tests/test_native_api.py tests/test_options.py tests/test_grids.py \
+	tests/test_coefficients.py tests/test_kernel.py tests/test_convergence.py \
+	tests/test_compat_api.py tests/test_diffusers.py tests/test_k_diffusion.py \
+	tests/test_comfyui.py tests/test_vocabulary.py tests/test_layers.py
+
+test-fast: $(BIN)/.installed
+	$(BIN)/python -m pytest -q $(FAST_TESTS)
+
 pytest: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
-test: lint pytest
+# The fast subset first, so that a broken core fails in a minute, then everything.
+test: lint test-fast pytest
 
 # The documentation site: docs/ -> site/ with MkDocs (strict: a broken link, a missing page
 # or an unresolved API reference fails), then tools/check_site.py checks that every public

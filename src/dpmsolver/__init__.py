@@ -52,8 +52,9 @@ from .tuning.grid_search import optimize_time_grid
 from .tuning.pilots import PilotReference, pilot_reference
 from .tuning.solver_search import optimize_solver, optimize_solvers
 from .tuning.values import TunedGrid, TunedSolver
+from .version import VERSION
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 __all__ = [
     "ALIGN_YOUR_STEPS",

@@ -12,7 +12,8 @@ import torch
 
 from ..core import ALGORITHMS, CORRECTORS, METHODS, SKIP_TYPES, SolverOptions
 from ..models import MODELS
-from ..tools.presets import SOLVERS
+from ..tools.presets import SOLVERS, Resolved, preset_name, resolve
+from ..version import VERSION
 
 if TYPE_CHECKING:
     pass
@@ -25,8 +26,30 @@ DTYPES = {
 }
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default, where its text does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default is None
+            or default is False  # a flag: off unless given
+            or default == argparse.SUPPRESS
+            or not action.option_strings
+        ):
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, list) else "%(default)s"
+        return f"{text} (default: {shown})".strip()
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit status 2)."""
+    """argparse with one-line errors (exit status 2) and the defaults in the help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -52,13 +75,22 @@ def _int_list(text: str) -> list[int]:
 
 
 def _names(text: str) -> list[str]:
+    """Comma-separated solver names, each in any vocabulary (`presets.resolve`)."""
     names = [v.strip() for v in text.split(",") if v.strip()]
-    unknown = [n for n in names if n not in SOLVERS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown solver {', '.join(unknown) or text!r}; choose from {', '.join(SOLVERS)}"
-        )
-    return names
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated solver names, got {text!r}")
+    try:
+        return [preset_name(n, "solver") for n in names]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _solver(text: str) -> Resolved:
+    """One solver name in any vocabulary, with the grid an A1111 suffix gives."""
+    try:
+        return resolve(text.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -66,7 +98,8 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--model",
         default="digits-exact",
         choices=MODELS,
-        help="built-in model: the exact digits mixture or the trained digits network",
+        help="built-in model: the digits mixture, exact or a trained network, on a VP "
+        "schedule or as rectified flow",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the starting noise")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
@@ -84,25 +117,43 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _solver_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--algorithm", "--solver", default=None, choices=ALGORITHMS, help="default dpmsolver++"
+        "--solver",
+        type=_solver,
+        default=None,
+        metavar="NAME",
+        help=f"a solver by any of its names, case-insensitive: ours ({', '.join(SOLVERS)}), "
+        "ComfyUI's (dpmpp_2m, dpmpp_3m_sde, ipndm, deis, ...), A1111's ('DPM++ 2M Karras': "
+        "the grid too) or diffusers' scheduler class; the options below change it "
+        "(default: dpm++2m)",
     )
-    p.add_argument("--method", default=None, choices=METHODS, help="default multistep")
+    p.add_argument(
+        "--algorithm",
+        default=None,
+        choices=ALGORITHMS,
+        help="the predictor (default: the solver's, dpmsolver++)",
+    )
+    p.add_argument(
+        "--method", default=None, choices=METHODS, help="(default: the solver's, multistep)"
+    )
     p.add_argument(
         "--order",
         type=int,
         default=None,
         choices=[1, 2, 3, 4],
-        help="default 2; 4: --algorithm ipndm only",
+        help="(default: the solver's, 2); 4: iPNDM only (--solver ipndm4)",
     )
     p.add_argument(
-        "--corrector", default=None, choices=CORRECTORS, help="UniC corrector (default off)"
+        "--corrector",
+        default=None,
+        choices=CORRECTORS,
+        help="UniC corrector (default: the solver's, off)",
     )
     p.add_argument(
         "--eta",
         type=float,
-        default=0.0,
+        default=None,
         help="SDE noise >= 0 (0: the ODE; 1 with multistep: DPM++ 2M/3M SDE, with "
-        "singlestep: DPM++ SDE)",
+        "singlestep: DPM++ SDE) (default: the solver's, 0)",
     )
     p.add_argument(
         "--ancestral",
@@ -130,6 +181,8 @@ def _solver_args(p: argparse.ArgumentParser) -> None:
 
 def solver_options(args: argparse.Namespace) -> SolverOptions:
     """The solver options from the solver arguments; --steps counts model calls."""
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be >= 1 (model calls); got {args.steps}")
     if args.tuned:  # the shipped multistep setting replaces the solver options
         from ..models import tuned_solver
 
@@ -141,22 +194,29 @@ def solver_options(args: argparse.Namespace) -> SolverOptions:
             raise ValueError("--tuned sets an ODE solver; drop --eta / --ancestral")
         given = [
             f"--{name.replace('_', '-')}"
-            for name in ("algorithm", "method", "order", "corrector", "skip_type")
+            for name in ("solver", "algorithm", "method", "order", "corrector", "skip_type")
             if getattr(args, name) is not None
         ]
         if given:
             raise ValueError(f"--tuned sets the solver and its grid; drop {', '.join(given)}")
         return tuned_solver(args.model, 10 if args.steps is None else args.steps).solver()
-    options = SolverOptions.of(
-        order=2 if args.order is None else args.order,
-        method=args.method or "multistep",
-        algorithm=args.algorithm or "dpmsolver++",
-        skip_type=args.skip_type or "logSNR",
-        corrector=args.corrector or "off",
-        analytic_first_step=args.analytic_first_step,
-        eta=args.eta,
-        ancestral=args.ancestral,
-    )
+    named: Resolved = args.solver or Resolved("dpm++2m", None)
+    changes: dict[str, Any] = {
+        key: getattr(args, key)
+        for key in ("order", "method", "algorithm", "corrector", "eta")
+        if getattr(args, key) is not None
+    }
+    flags = ("analytic_first_step", "ancestral")
+    changes.update({key: True for key in flags if getattr(args, key)})
+    base = SOLVERS[named.name].options
+    algorithm = changes.get("algorithm", base.algorithm)
+    if changes.get("order") == 4 and algorithm != "ipndm":
+        raise ValueError(
+            f"--order 4: only iPNDM has a fourth order (--solver ipndm4, or --algorithm "
+            f"ipndm); {algorithm} takes orders 1 to 3"
+        )
+    grid = args.skip_type or named.skip_type or "logSNR"
+    options = SolverOptions.of(base, skip_type=grid, **changes)
     if options.method == "adaptive":
         if args.steps is not None:
             raise ValueError(
@@ -173,6 +233,7 @@ def parser() -> argparse.ArgumentParser:
     top = Parser(
         prog="dpmsolver", description="DPM-Solver and DPM-Solver++ samplers for diffusion models."
     )
+    top.add_argument("--version", action="version", version=f"dpmsolver {VERSION}")
     sub = top.add_subparsers(dest="command", required=True, parser_class=Parser)
     for add in (
         _sample_command,
@@ -303,12 +364,25 @@ def _compare_command(sub: Any) -> None:
         "above the columns.",
     )
     _common(c)
-    c.add_argument("--steps", type=_int_list, default=[5, 10, 20])
-    c.add_argument("--solvers", type=_names, default=["ddim", "dpm++2m", "dpm++3m"])
+    c.add_argument(
+        "--steps",
+        type=_int_list,
+        default=[5, 10, 20],
+        help="comma-separated model-call counts, one column group each",
+    )
+    c.add_argument(
+        "--solvers",
+        type=_names,
+        default=["ddim", "dpm++2m", "dpm++3m"],
+        help="comma-separated solver names, one row each (any name --solver takes, without a "
+        "grid: the grid is --skip-type)",
+    )
     c.add_argument(
         "--n", type=int, default=4, help="samples (noises of --seed) per step count (default 4)"
     )
-    c.add_argument("--out", type=_path, default=Path("out/compare.png"))
+    c.add_argument(
+        "--out", type=_path, default=Path("out/compare.png"), help="the PNG file to write"
+    )
 
 
 MAX_SEED = 2**63 - 1  # torch's generators take 64-bit seeds; +1 is used for tuning seeds

@@ -22,6 +22,10 @@ from .commands import run_bench, run_comfyui, run_compare, run_generate, run_sam
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `dpmsolver` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:  # a bare `dpmsolver`: what it does and its subcommands
+        parser().print_help()
+        return 0
     args = parser().parse_args(argv)
     if args.command == "comfyui":
         return run_comfyui(args)

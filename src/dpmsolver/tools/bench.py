@@ -33,7 +33,7 @@ from ..core import (
 from ..extras import needs_extra
 from ..noise.start import start_noise
 from .measure import counting, reference, rms
-from .presets import RECOMMENDED, SOLVERS
+from .presets import RECOMMENDED, SOLVERS, preset_name
 
 __all__ = ["BenchResult", "Row", "run"]
 
@@ -182,16 +182,15 @@ def run(
     Args:
         model: the model to sample (its `.schedule` sets the time range).
         steps: step counts (model calls for the fixed-step solvers).
-        solvers: names from `SOLVERS`; with `baselines`, diffusers' DPMSolverMultistep and
-            UniPC schedulers join for discrete VP schedules when diffusers is installed.
+        solvers: preset names (any name `presets.resolve` takes); with `baselines`,
+            diffusers' DPMSolverMultistep and UniPC schedulers join for discrete VP
+            schedules when diffusers is installed.
         n: the number of starting states drawn from `seed` (unused when `x_T` is given).
         seed: the seed that draws them.
         x_T: the starting states, instead of drawing them (overrides n and seed).
         reference_nfe: model calls of the reference solve.
     """
-    for name in solvers:
-        if name not in SOLVERS:
-            raise ValueError(f"solvers: unknown {name!r}; choose from {', '.join(SOLVERS)}")
+    solvers = [preset_name(name, "solvers") for name in solvers]
     for s in steps:
         check_int("steps", s, 1)
     check_int("reference_nfe", reference_nfe, 6)

@@ -1,17 +1,21 @@
-"""Named solver settings: the names the CLI, the bench and the budget search take.
+"""Named solver settings: the one vocabulary of the CLI, the bench and the tuners.
 
 Each preset is a description and a `SolverOptions` value; the run's step count and grid
 are applied on top (`SolverOptions.of(preset.options, steps=..., skip_type=...)`).
+`resolve` also takes the names users already know for the same settings: ComfyUI's
+(`dpmpp_2m`), A1111's ("DPM++ 2M Karras", the grid suffix included), diffusers' class names
+where one maps to one preset, and the algorithm names of the `--solver` flag of old.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..core import SolverOptions
 
-__all__ = ["RECOMMENDED", "SOLVERS", "Preset"]
+__all__ = ["RECOMMENDED", "SOLVERS", "Preset", "Resolved", "preset_name", "resolve"]
 
 
 @dataclass(frozen=True)
@@ -72,4 +76,117 @@ SOLVERS.update(
         if name in ("dpm++2m", "dpm++3m", "dpm++2m+c", "dpm++3m+c", "ipndm3", "ipndm4", "deis3")
     }
 )
+# The SDE samplers under their k-diffusion names (one model call per step; noise eta = 1).
+SOLVERS.update(
+    {
+        "dpm++2m-sde": _preset("DPM-Solver++(2M) SDE", order=2, eta=1.0),
+        "dpm++3m-sde": _preset("DPM-Solver++(3M) SDE", order=3, eta=1.0),
+        "dpm++sde": _preset(
+            "DPM-Solver++ SDE (singlestep 2)", order=2, method="singlestep", eta=1.0
+        ),
+        "dpm++2s-a": _preset(
+            "DPM-Solver++(2S) ancestral",
+            order=2,
+            method="singlestep",
+            eta=1.0,
+            ancestral=True,
+        ),
+    }
+)
 RECOMMENDED = "dpm++3m"
+
+# Other names of presets, written as users know them (matched as `_key` normalizes).
+ALIASES: dict[str, str] = {
+    # ComfyUI's sampler list (dpmpp_* normalizes to dpm++*, so dpmpp_2m needs no entry)
+    "ipndm": "ipndm4",  # ComfyUI's ipndm: order 4
+    "deis": "deis3",  # ComfyUI's deis: tab mode, max_order 3
+    "dpm_fast": "dpm3s",  # k-diffusion's and ComfyUI's DPM-Solver-fast, A1111's "DPM fast"
+    "dpmpp_2s_ancestral": "dpm++2s-a",
+    # diffusers' schedulers whose defaults are one preset
+    "DDIMScheduler": "ddim",
+    "DPMSolverMultistepScheduler": "dpm++2m",
+    "UniPCMultistepScheduler": "dpm++2m+c",  # bh2, order 2, x0 form: 2M + UniC
+    # the algorithm names `dpmsolver sample --solver` took before it took presets
+    "dpmsolver++": "dpm++2m",
+    "dpmsolver": "dpm2m",
+}
+# Names users know that are not presets, and where they are.
+ELSEWHERE: dict[str, str] = {
+    "DPM++ 2M SDE Heun": "the Heun SDE step: dpmsolver.k_diffusion.sample_dpmpp_2m_sde_heun",
+    "DPM++ 2M CFG++": "needs a guided model: dpm.sample(..., cfg_pp=True) or "
+    "dpmsolver.k_diffusion.sample_dpmpp_2m_cfg_pp",
+    "dpm_adaptive": "DPM-Solver-12/23 to a tolerance: --method adaptive",
+    "uni_pc": "ComfyUI's UniPC runs order 3 with its own update; the closest preset is dpm++3m+c",
+    "dpmpp_2m_cfg_pp": "needs a guided model: dpm.sample(..., cfg_pp=True) or "
+    "dpmsolver.k_diffusion.sample_dpmpp_2m_cfg_pp",
+    **{
+        grid: f"a grid, not a solver: --skip-type {grid} (skip_type={grid!r} in Python)"
+        for grid in ("karras", "exponential", "kl_optimal", "beta", "logSNR", "time_uniform")
+    },
+}
+# Grid suffixes of A1111's names ("DPM++ 2M Karras").
+GRID_SUFFIXES = {"karras": "karras", "exponential": "exponential"}
+
+
+class Resolved(NamedTuple):
+    """A name resolved: the preset's own name, and the grid its suffix gave (or None)."""
+
+    name: str
+    skip_type: str | None
+
+
+def _key(name: str) -> str:
+    """A name as compared: case, spaces, '_' and '-' ignored, ComfyUI's 'dpmpp' = 'dpm++'."""
+    key = "".join(c for c in name.lower() if c not in " _-")
+    return "dpm++" + key[5:] if key.startswith("dpmpp") else key
+
+
+def _table() -> dict[str, str]:
+    table = {_key(n): n for n in SOLVERS}
+    table.update({_key(alias): name for alias, name in ALIASES.items()})
+    return table
+
+
+def resolve(name: str, what: str = "solver") -> Resolved:
+    """The preset that `name` names, in any of the vocabularies above (case-insensitive),
+    with the grid of an A1111 suffix ('Karras', 'Exponential'). ValueError naming `what`,
+    the value, where a known non-preset name lives, and the closest names."""
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a solver name (str); got {type(name).__name__}")
+    table = _table()
+    key, grid = _key(name), None
+    for suffix, skip_type in GRID_SUFFIXES.items():
+        if key.endswith(suffix) and key[: -len(suffix)] in table:
+            key, grid = key[: -len(suffix)], skip_type
+    if key in table:
+        return Resolved(table[key], grid)
+    for known, where in ELSEWHERE.items():
+        if _key(known) == key or any(_key(known) + s == key for s in GRID_SUFFIXES):
+            raise ValueError(f"{what} {name!r} is not a preset here; {where}")
+    close = [table[c] for c in difflib.get_close_matches(key, list(table), n=3, cutoff=0.6)]
+    hint = ""
+    if close:
+        names = ", ".join(map(repr, close[:-1])) + " or " * (len(close) > 1) + repr(close[-1])
+        hint = f" (did you mean {names}?)"
+    raise ValueError(
+        f"unknown {what} {name!r}{hint}; choose from {', '.join(SOLVERS)}, or the ComfyUI, "
+        "A1111 and diffusers names of the same settings"
+    )
+
+
+def preset_name(name: str, what: str, ode: bool = False) -> str:
+    """The preset `name` names (see `resolve`), for a list whose grid is set elsewhere: a
+    grid suffix is refused, and with `ode` an SDE preset too (tuning and the budget search
+    compare against the ODE's solution)."""
+    found = resolve(name, what)
+    if found.skip_type is not None:
+        raise ValueError(
+            f"{what}: {name!r} names a grid ({found.skip_type}) as well; give the solver "
+            f"{found.name!r} here and the grid where the grid is set"
+        )
+    if ode and SOLVERS[found.name].options.eta > 0:
+        raise ValueError(
+            f"{what}: {name!r} is an SDE sampler ({found.name}); only ODE solvers can be "
+            "tuned or compared with the ODE's solution here"
+        )
+    return found.name

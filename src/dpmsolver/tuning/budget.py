@@ -38,7 +38,7 @@ from ..core import (
 )
 from ..noise import start_noise
 from ..tools.measure import frechet_distance, reference, rms
-from ..tools.presets import SOLVERS
+from ..tools.presets import SOLVERS, preset_name
 from .pilots import PilotReference, pilot_reference
 from .solver_search import SEARCHED_FAMILIES, optimize_solver, optimize_solvers
 from .values import TunedSolver
@@ -255,9 +255,7 @@ def budget(
     reference; at `FRECHET_BUDGETS` the Frechet distance of the samples from the first half
     of the noises to the reference samples from the second half.
     """
-    for name in settings:
-        if name not in SOLVERS:
-            raise ValueError(f"settings: unknown {name!r}; choose from {', '.join(SOLVERS)}")
+    settings = [preset_name(name, "settings", ode=True) for name in settings]
     for g in grids:
         if g not in (*SKIP_TYPES, *PUBLISHED_GRIDS):
             allowed = ", ".join((*SKIP_TYPES, *PUBLISHED_GRIDS))

@@ -48,7 +48,7 @@ from ..core import (
 )
 from ..core.options import MULTISTEP3, VARIANTS
 from ..core.plan import AFS_MAX_SNR
-from ..tools.presets import SOLVERS
+from ..tools.presets import SOLVERS, preset_name
 from ..tools.progress import Progress
 from .pilots import PilotReference, pilot_reference
 from .refinement import PilotSearch
@@ -571,9 +571,7 @@ def _families(
     chosen = SEARCHED_FAMILIES if names is None else tuple(names)
     if not chosen:
         raise ValueError("families is empty; give preset names to search, or None for the default")
-    for label in chosen:
-        if label not in SOLVERS:
-            raise ValueError(f"families: unknown {label!r}; choose from {', '.join(SOLVERS)}")
+    chosen = tuple(preset_name(label, "families", ode=True) for label in chosen)
     found: list[tuple[str, SolverOptions]] = []
     for label in chosen:
         opts = SOLVERS[label].options

@@ -1,0 +1,3 @@
+"""The package version (pyproject.toml's, checked by a test)."""
+
+VERSION = "0.1.0"
