@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from dpmsolver import DiffusionModel, Level, TunedSolver, pilot_reference, sample
-from dpmsolver.models import MODELS, load
+from dpmsolver.models import load
 from dpmsolver.noise import start_noise
 from dpmsolver.tools.measure import reference, rms
 from dpmsolver.tools.presets import SOLVERS
@@ -141,7 +141,7 @@ def fit_shifts(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--models", default=",".join(HELD_OUT))
     parser.add_argument("--budgets", default="4,5,6,8,10")
     parser.add_argument("--settings", default=",".join(budget.BUDGET_SEARCH))
     parser.add_argument("--reference-nfe", type=int, default=3000)
