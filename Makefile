@@ -87,3 +87,5 @@ bench: $(BIN)/.installed
 	if [ -n "$(DIFFUSERS)" ]; then $(BIN)/python benchmarks/diffusers_suite.py \
 		--diffusers "$(DIFFUSERS)" $(if $(TORCHSDE),--extra-path "$(TORCHSDE)") \
 		> docs/benchmarks/diffusers_suite.txt; fi
+	if [ -n "$(COMFYUI_DIR)" ]; then COMFYUI_DIR="$(COMFYUI_DIR)" $(BIN)/python \
+		benchmarks/comfyui_samplers.py > docs/benchmarks/comfyui_samplers.txt; fi
