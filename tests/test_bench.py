@@ -60,7 +60,7 @@ def test_diffusers_baselines_join_for_discrete_schedules() -> None:
 
 
 def test_unknown_solver() -> None:
-    with pytest.raises(ValueError, match="solvers: unknown 'rk4'"):
+    with pytest.raises(ValueError, match="solvers: unknown solver 'rk4'"):
         bench.run(load("digits-exact"), solvers=["rk4"])
 
 

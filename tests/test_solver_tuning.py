@@ -329,7 +329,7 @@ def test_max_calls_is_a_hard_bound() -> None:
         (dict(nfe=1), ValueError, "nfe"),
         (dict(nfe=4, steps=4), ValueError, "steps is set by optimize_solver"),
         (dict(nfe=4, coefficients=()), ValueError, "coefficients is set by optimize_solver"),
-        (dict(nfe=4, families=["nope"]), ValueError, "families: unknown 'nope'"),
+        (dict(nfe=4, families=["nope"]), ValueError, "families: unknown solver 'nope'"),
         (dict(nfe=4, eta=1.0), ValueError, "multistep ODE solvers"),
         (dict(nfe=4, regularization=-1.0), ValueError, "regularization must be >= 0"),
         (dict(nfe=4, finalists=0), ValueError, "finalists"),

@@ -160,16 +160,17 @@ def resolve(name: str, what: str = "solver") -> Resolved:
             key, grid = key[: -len(suffix)], skip_type
     if key in table:
         return Resolved(table[key], grid)
+    prefix = "" if what == "solver" else f"{what}: "  # the argument, where it is one
     for known, where in ELSEWHERE.items():
         if _key(known) == key or any(_key(known) + s == key for s in GRID_SUFFIXES):
-            raise ValueError(f"{what} {name!r} is not a preset here; {where}")
+            raise ValueError(f"{prefix}solver {name!r} is not a preset here; {where}")
     close = [table[c] for c in difflib.get_close_matches(key, list(table), n=3, cutoff=0.6)]
     hint = ""
     if close:
         names = ", ".join(map(repr, close[:-1])) + " or " * (len(close) > 1) + repr(close[-1])
         hint = f" (did you mean {names}?)"
     raise ValueError(
-        f"unknown {what} {name!r}{hint}; choose from {', '.join(SOLVERS)}, or the ComfyUI, "
+        f"{prefix}unknown solver {name!r}{hint}; choose from {', '.join(SOLVERS)}, or the ComfyUI, "
         "A1111 and diffusers names of the same settings"
     )
 
