@@ -447,20 +447,7 @@ def sample_dpm_fast(
     progress = Progress(n, disable)
     denoiser = KDenoiser(model, schedule, extra_kwargs(extra_args), {}, None, progress)
 
-    def on_step(step: int, t: float, x_t: Tensor) -> None:
-        progress.update()
-        if step > 0 and callback is not None and denoiser.last is not None:
-            sigma = x_t.new_tensor(t)
-            callback(
-                {
-                    "x": x_t,
-                    "i": step - 1,
-                    "sigma": sigma,
-                    "sigma_hat": sigma,
-                    "denoised": denoiser.last[1],
-                }
-            )
-
+    on_step = _step_callback(callback, denoiser, progress)
     try:
         options = SolverOptions.of(
             order=3,
@@ -504,19 +491,7 @@ def sample_dpm_adaptive(
     progress = Progress(0, disable)
     denoiser = KDenoiser(model, schedule, extra_kwargs(extra_args), {}, None, progress)
 
-    def on_step(step: int, t: float, x_t: Tensor) -> None:
-        if step > 0 and callback is not None and denoiser.last is not None:
-            sigma = x_t.new_tensor(t)
-            callback(
-                {
-                    "x": x_t,
-                    "i": step - 1,
-                    "sigma": sigma,
-                    "sigma_hat": sigma,
-                    "denoised": denoiser.last[1],
-                }
-            )
-
+    on_step = _step_callback(callback, denoiser, None)
     try:
         options = SolverOptions.of(
             order=order,
@@ -560,3 +535,28 @@ def sample_tuned(
         model_sampling=model_sampling,
         solver=solver,
     )
+
+
+def _step_callback(
+    callback: KCallback | None, denoiser: KDenoiser, progress: Progress | None
+) -> Callable[[int, float, Tensor], None]:
+    """The core's step hook for a sampler that plans its own steps (dpm_fast, adaptive):
+    k-diffusion's callback dict after each step, with the step's last denoised prediction,
+    and the progress bar advanced per step."""
+
+    def on_step(step: int, t: float, x_t: Tensor) -> None:
+        if progress is not None:
+            progress.update()
+        if step > 0 and callback is not None and denoiser.last is not None:
+            sigma = x_t.new_tensor(t)
+            callback(
+                {
+                    "x": x_t,
+                    "i": step - 1,
+                    "sigma": sigma,
+                    "sigma_hat": sigma,
+                    "denoised": denoiser.last[1],
+                }
+            )
+
+    return on_step
