@@ -15,6 +15,7 @@ from ..core import SolverOptions, sample
 from ..tools.progress import Progress
 from .denoiser import KCallback, KDenoiser, check_callback, extra_kwargs, sampling, schedule_for
 from .run import KNoiseSampler, sample_dpm_solver
+from .sigmas import check_sigma_range
 
 __all__ = [
     "sample_deis",
@@ -431,10 +432,7 @@ def sample_dpm_fast(
     in singlestep steps of order 3 (then 2 and 1 to use exactly n calls), uniform in
     log sigma, DPM-Solver's noise form. The ODE only: eta must be 0.
     """
-    check_float("sigma_min", sigma_min, positive=True)
-    check_float("sigma_max", sigma_max, positive=True)
-    if not sigma_min < sigma_max:
-        raise ValueError(f"need sigma_min < sigma_max; got {sigma_min!r} and {sigma_max!r}")
+    check_sigma_range(sigma_min, sigma_max)
     n = check_int("n", n, 1)
     if check_float("eta", eta) != 0.0 or noise_sampler is not None:
         raise ValueError(
@@ -442,25 +440,11 @@ def sample_dpm_fast(
             f"eta={eta!r}); for an SDE use sample_dpmpp_sde or sample_dpmpp_3m_sde"
         )
     check_float("s_noise", s_noise)
-    check_callback(callback)
-    schedule = schedule_for(sampling(model, model_sampling), sigma_min, sigma_max)
-    progress = Progress(n, disable)
-    denoiser = KDenoiser(model, schedule, extra_kwargs(extra_args), {}, None, progress)
-
-    on_step = _step_callback(callback, denoiser, progress)
-    try:
-        options = SolverOptions.of(
-            order=3,
-            steps=n,
-            method="singlestep",
-            algorithm="dpmsolver",
-            skip_type="logSNR",
-            t_start=sigma_max,
-            t_end=sigma_min,
-        )
-        return sample(denoiser, x, options, callback=on_step)
-    finally:
-        progress.close()
+    options = dict(order=3, steps=n, method="singlestep", algorithm="dpmsolver")
+    return _range_run(
+        model, x, sigma_min, sigma_max, extra_args, callback, disable, model_sampling,
+        Progress(n, disable), dict(options, skip_type="logSNR"),
+    )  # fmt: skip
 
 
 def sample_dpm_adaptive(
@@ -482,29 +466,54 @@ def sample_dpm_adaptive(
     The callback gets one dict per accepted step: the new x and sigma, and the most recent
     denoised prediction (from the step's last model call).
     """
-    check_float("sigma_min", sigma_min, positive=True)
-    check_float("sigma_max", sigma_max, positive=True)
-    if not sigma_min < sigma_max:
-        raise ValueError(f"need sigma_min < sigma_max; got {sigma_min!r} and {sigma_max!r}")
+    check_sigma_range(sigma_min, sigma_max)
+    options = dict(order=order, method="adaptive", algorithm=algorithm, atol=atol, rtol=rtol)
+    return _range_run(
+        model, x, sigma_min, sigma_max, extra_args, callback, disable, model_sampling,
+        None, options,
+    )  # fmt: skip
+
+
+def _range_run(
+    model: Callable[..., Tensor],
+    x: Tensor,
+    sigma_min: float,
+    sigma_max: float,
+    extra_args: dict[str, Any] | None,
+    callback: KCallback | None,
+    disable: bool | None,
+    model_sampling: str | None,
+    progress: Progress | None,
+    options: dict[str, Any],
+) -> Tensor:
+    """A run of the samplers that plan their own steps over a sigma range (dpm_fast,
+    adaptive): k-diffusion's callback dict after each step, with its last denoised
+    prediction; `progress` (if any) advanced per step."""
     check_callback(callback)
     schedule = schedule_for(sampling(model, model_sampling), sigma_min, sigma_max)
-    progress = Progress(0, disable)
-    denoiser = KDenoiser(model, schedule, extra_kwargs(extra_args), {}, None, progress)
+    bar = progress if progress is not None else Progress(0, disable)
+    denoiser = KDenoiser(model, schedule, extra_kwargs(extra_args), {}, None, bar)
 
-    on_step = _step_callback(callback, denoiser, None)
+    def on_step(step: int, t: float, x_t: Tensor) -> None:
+        if progress is not None:
+            progress.update()
+        if step > 0 and callback is not None and denoiser.last is not None:
+            sigma = x_t.new_tensor(t)
+            callback(
+                {
+                    "x": x_t,
+                    "i": step - 1,
+                    "sigma": sigma,
+                    "sigma_hat": sigma,
+                    "denoised": denoiser.last[1],
+                }
+            )
+
     try:
-        options = SolverOptions.of(
-            order=order,
-            method="adaptive",
-            algorithm=algorithm,
-            t_start=sigma_max,
-            t_end=sigma_min,
-            atol=atol,
-            rtol=rtol,
-        )
-        return sample(denoiser, x, options, callback=on_step)
+        run = SolverOptions.of(t_start=sigma_max, t_end=sigma_min, **options)
+        return sample(denoiser, x, run, callback=on_step)
     finally:
-        progress.close()
+        bar.close()
 
 
 def sample_tuned(
@@ -535,28 +544,3 @@ def sample_tuned(
         model_sampling=model_sampling,
         solver=solver,
     )
-
-
-def _step_callback(
-    callback: KCallback | None, denoiser: KDenoiser, progress: Progress | None
-) -> Callable[[int, float, Tensor], None]:
-    """The core's step hook for a sampler that plans its own steps (dpm_fast, adaptive):
-    k-diffusion's callback dict after each step, with the step's last denoised prediction,
-    and the progress bar advanced per step."""
-
-    def on_step(step: int, t: float, x_t: Tensor) -> None:
-        if progress is not None:
-            progress.update()
-        if step > 0 and callback is not None and denoiser.last is not None:
-            sigma = x_t.new_tensor(t)
-            callback(
-                {
-                    "x": x_t,
-                    "i": step - 1,
-                    "sigma": sigma,
-                    "sigma_hat": sigma,
-                    "denoised": denoiser.last[1],
-                }
-            )
-
-    return on_step

@@ -18,12 +18,17 @@ def _append_zero(sigmas: Tensor) -> Tensor:
     return torch.cat([sigmas, sigmas.new_zeros(1)])
 
 
-def _check_range(n: int, sigma_min: float, sigma_max: float) -> None:
-    check_int("n", n, 1)
+def check_sigma_range(sigma_min: float, sigma_max: float) -> None:
+    """Both positive floats, sigma_min < sigma_max (the samplers that take a range use it)."""
     check_float("sigma_min", sigma_min, positive=True)
     check_float("sigma_max", sigma_max, positive=True)
     if not sigma_min < sigma_max:
         raise ValueError(f"need sigma_min < sigma_max; got {sigma_min!r} and {sigma_max!r}")
+
+
+def _check_range(n: int, sigma_min: float, sigma_max: float) -> None:
+    check_int("n", n, 1)
+    check_sigma_range(sigma_min, sigma_max)
 
 
 def get_sigmas_karras(
