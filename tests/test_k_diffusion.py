@@ -443,3 +443,64 @@ def test_the_tuned_bridge_knows_sample_dpm_solvers_defaults() -> None:
 
     params = inspect.signature(K.sample_dpm_solver).parameters
     assert {k: params[k].default for k in SOLVER_DEFAULTS} == SOLVER_DEFAULTS
+
+
+# -- the range samplers (dpm_fast, adaptive) -------------------------------------------------
+
+
+def test_range_samplers_start_a_flow_range_from_pure_noise_just_below_it() -> None:
+    """From sigma_max = 1 on a flow model (alpha = 0, where neither the noise form nor an
+    adaptive step can start) dpm_fast and dpm_adaptive start at 1 - 1e-4, as the other
+    samplers do, with dpm_fast's n calls."""
+    for run in (
+        lambda m: K.sample_dpm_fast(m, flow_start(), 0.02, 1.0, 10, model_sampling="flow"),
+        lambda m: K.sample_dpm_adaptive(m, flow_start(), 0.02, 1.0, model_sampling="flow"),
+    ):
+        seen: list[float] = []
+        model = flow_denoiser()
+
+        def recording(
+            x: Tensor, sigma: Tensor, model: Any = model, seen: list[float] = seen
+        ) -> Tensor:
+            seen.append(float(sigma[0]))
+            return model(x, sigma)
+
+        out = run(recording)
+        assert seen[0] == pytest.approx(1.0 - 1e-4, abs=1e-9) and max(seen) < 1.0
+        assert bool(torch.isfinite(out).all())
+    fast = K.sample_dpm_fast(flow_denoiser(), flow_start(), 0.02, 1.0, 10, model_sampling="flow")
+    assert fast.shape == flow_start().shape
+
+
+def test_dpm_fast_refuses_every_sde_argument_by_name() -> None:
+    for given, name in (
+        (dict(eta=0.5), "eta=0.5"),
+        (dict(s_noise=3.0), "s_noise=3.0"),
+        (dict(noise_sampler=lambda s, t: s), "noise_sampler=<function"),
+    ):
+        with pytest.raises(ValueError, match=rf"runs the ODE only.*\(got {name}"):
+            K.sample_dpm_fast(denoiser(), start(), 0.03, 14.6, 10, **given)
+
+
+def test_dpm_fast_progress_bar_ends_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bar counts dpm_fast's steps (of up to 3 calls each) and reaches its total."""
+    import dpmsolver.k_diffusion.samplers as named
+
+    bars: list[Any] = []
+
+    class Bar:
+        def __init__(self, total: int | None, disable: bool | None = None) -> None:
+            self.total, self.done = total, 0
+            bars.append(self)
+
+        def update(self, n: int = 1) -> None:
+            self.done += n
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(named, "Progress", Bar)
+    calls: list[int] = []
+    K.sample_dpm_fast(denoiser(calls), start(), 0.03, 14.6, 10)
+    assert len(calls) == 10 and len(bars) == 1
+    assert bars[0].total == 4 and bars[0].done == 4  # 4 steps for the 10 calls

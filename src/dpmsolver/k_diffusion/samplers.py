@@ -13,7 +13,15 @@ from torch import Tensor
 from ..checks import check_choice, check_float, check_int
 from ..core import SolverOptions, sample
 from ..tools.progress import Progress
-from .denoiser import KCallback, KDenoiser, check_callback, extra_kwargs, sampling, schedule_for
+from .denoiser import (
+    FLOW_SDE_START,
+    KCallback,
+    KDenoiser,
+    check_callback,
+    extra_kwargs,
+    sampling,
+    schedule_for,
+)
 from .run import KNoiseSampler, sample_dpm_solver
 from .sigmas import check_sigma_range
 
@@ -434,16 +442,27 @@ def sample_dpm_fast(
     """
     check_sigma_range(sigma_min, sigma_max)
     n = check_int("n", n, 1)
-    if check_float("eta", eta) != 0.0 or noise_sampler is not None:
-        raise ValueError(
-            f"sample_dpm_fast runs the ODE only: eta must be 0 and noise_sampler None (got "
-            f"eta={eta!r}); for an SDE use sample_dpmpp_sde or sample_dpmpp_3m_sde"
+    sde = [
+        f"{name}={value!r}"
+        for name, value, ode in (
+            ("eta", check_float("eta", eta), 0.0),
+            ("s_noise", check_float("s_noise", s_noise), 1.0),
+            ("noise_sampler", noise_sampler, None),
         )
-    check_float("s_noise", s_noise)
+        if value != ode
+    ]
+    if sde:
+        raise ValueError(
+            f"sample_dpm_fast runs the ODE only: eta must be 0, s_noise 1 and noise_sampler "
+            f"None (got {', '.join(sde)}); for an SDE use sample_dpmpp_sde or "
+            "sample_dpmpp_3m_sde"
+        )
     options = dict(order=3, steps=n, method="singlestep", algorithm="dpmsolver")
+    # The bar counts steps (each of up to 3 calls), as the step callback does.
+    steps = SolverOptions.of(**options).num_steps()
     return _range_run(
         model, x, sigma_min, sigma_max, extra_args, callback, disable, model_sampling,
-        Progress(n, disable), dict(options, skip_type="logSNR"),
+        Progress(steps, disable), dict(options, skip_type="logSNR"),
     )  # fmt: skip
 
 
@@ -488,14 +507,20 @@ def _range_run(
 ) -> Tensor:
     """A run of the samplers that plan their own steps over a sigma range (dpm_fast,
     adaptive): k-diffusion's callback dict after each step, with its last denoised
-    prediction; `progress` (if any) advanced per step."""
+    prediction; `progress` (if any) advanced per step. On a flow model a range from
+    sigma = 1 starts at 1 - 1e-4, as the other samplers' grids do."""
     check_callback(callback)
-    schedule = schedule_for(sampling(model, model_sampling), sigma_min, sigma_max)
+    kind = sampling(model, model_sampling)
+    if kind == "flow" and sigma_max >= 1.0:
+        # Pure noise (alpha = 0) is where neither the noise form nor a singlestep or
+        # adaptive step can start; start where ComfyUI starts its SDE samplers.
+        sigma_max = FLOW_SDE_START
+    schedule = schedule_for(kind, sigma_min, sigma_max)
     bar = progress if progress is not None else Progress(0, disable)
     denoiser = KDenoiser(model, schedule, extra_kwargs(extra_args), {}, None, bar)
 
     def on_step(step: int, t: float, x_t: Tensor) -> None:
-        if progress is not None:
+        if progress is not None and step > 0:
             progress.update()
         if step > 0 and callback is not None and denoiser.last is not None:
             sigma = x_t.new_tensor(t)
