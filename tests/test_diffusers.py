@@ -396,3 +396,37 @@ def test_step_does_not_synchronise_on_cuda() -> None:
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert x.device.type == "cuda"
+
+
+@pytest.mark.parametrize("n", [8, 11])
+def test_final_step_first_order_on_our_singlestep_grid(n: int) -> None:
+    """method='singlestep' on our grid (one step per interval): final_step_first_order
+    makes the last step's calls first-order steps through the same points, as it does on
+    diffusers' grid; it was ignored there. The calls and their times do not change."""
+    import dpmsolver as dpm
+    from dpmsolver.core import call_plan
+    from dpmsolver.core.singlestep import singlestep_stage
+
+    def run(**kw: object) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+        s = DPMSolverScheduler(method="singlestep", solver_order=3, **kw)
+        s.set_timesteps(n)
+        x, seen = torch.ones(1, 1, 4, 4), []
+        for t in s.timesteps:
+            seen.append(float(t))
+            x = s.step(0.1 * x + 0.01 * x**2, t, x).prev_sample
+        return x, s.timesteps, seen
+
+    first, times, seen = run(final_step_first_order=True)
+    plain, plain_times, plain_seen = run()
+    assert torch.equal(times, plain_times) and seen == plain_seen and len(seen) == n
+    assert not torch.allclose(first, plain)
+    # The core's plan: the last step's points become first-order steps.
+    schedule = dpm.VPSchedule.discrete(betas=torch.linspace(1e-4, 2e-2, 1000))
+    options = dpm.SolverOptions.of(order=2, method="singlestep")
+    grid = [1.0, 0.5, 0.1]
+    split = call_plan(schedule, options, grid, orders=[2, 2], final_first_order=True)
+    stage = singlestep_stage(schedule, "data", "dpmsolver", "logSNR", 0.5, 0.1, 2)
+    middle = stage[0][1].t
+    same = call_plan(schedule, options, [1.0, 0.5, middle, 0.1], orders=[2, 1, 1])
+    assert [c.level.t for c in split.calls] == [c.level.t for c in same.calls]
+    assert split.rules == same.rules

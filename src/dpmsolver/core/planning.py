@@ -286,6 +286,16 @@ def _call_plan(
             schedule, options, grid, end, count_end, final_first_order, uncorrected
         )
     elif orders is not None:
+        if final_first_order and orders and orders[-1] > 1:
+            # The last step's k calls become k first-order steps through its own
+            # intermediate points: the same calls, each a first-order update.
+            k = orders[-1]
+            points, _ = singlestep_stage(
+                schedule, options.form, options.solver_type, inner or "logSNR",
+                grid[-2], grid[-1], k,
+            )  # fmt: skip
+            grid = [*grid[:-1], *(lv.t for lv in points[1:]), grid[-1]]
+            orders = [*orders[:-1], *([1] * k)]
         plan = singlestep_plan(schedule, options, grid, orders, inner or "logSNR")
     else:
         plan = _grouped_calls(schedule, options, grid, final_first_order, span_orders)
