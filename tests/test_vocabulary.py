@@ -105,9 +105,11 @@ def test_python_presets_take_the_same_names() -> None:
 
     model = load("digits-exact")
     result = bench(
-        model, [4], solvers=["DPM++ 2M", "dpmpp_3m_sde"], n=2, reference_nfe=20, baselines=False
+        model, [4], solvers=["DPM++ 2M", "dpmpp_3m"], n=2, reference_nfe=20, baselines=False
     )
-    assert [row.solver for row in result.rows] == ["dpm++2m", "dpm++3m-sde"]
+    assert [row.solver for row in result.rows] == ["dpm++2m", "dpm++3m"]
+    with pytest.raises(ValueError, match=r"solvers: 'dpmpp_3m_sde' is an SDE sampler"):
+        bench(model, [4], solvers=["dpmpp_3m_sde"], n=2, reference_nfe=20)
     with pytest.raises(ValueError, match=r"families: 'dpmpp_2m_sde' is an SDE sampler"):
         dpm.optimize_solver(model, 4, families=["dpmpp_2m_sde"], pilots=2)
     with pytest.raises(ValueError, match=r"families: 'DPM\+\+ 2M Karras' names a grid"):
@@ -225,3 +227,35 @@ def test_the_pinned_default_sampler_is_the_named_one(tmp_path: Path) -> None:
 
     options = solver_options(args)
     assert (options.algorithm, options.order, options.skip_type) == ("dpmsolver++", 2, "logSNR")
+
+
+def test_compare_and_bench_take_ode_solvers_only(tmp_path: Path, capsys: Any) -> None:
+    """Their runs draw no seeded SDE noise and are compared with the ODE's solution."""
+    for argv in (["compare", "--solvers", "dpmpp_2m_sde"], ["bench", "--solvers", "dpm++sde"]):
+        with pytest.raises(SystemExit) as stop:
+            main([*argv, "--out", str(tmp_path / "x.png")])
+        assert stop.value.code == 2 and "is an SDE sampler" in capsys.readouterr().err
+
+
+def test_compare_steps_are_model_calls(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    """An analytic-first-step solver gets one step more, so each column makes the calls
+    its header says."""
+    import dpmsolver.cli.commands as commands
+
+    calls: list[int] = []
+    real = commands.sample
+
+    def counted(model: Any, x: Any, options: Any, **kw: Any) -> Any:
+        calls.append(dpm.SolverOptions.of(options, **kw).model_calls())
+        return real(model, x, options, **kw)
+
+    monkeypatch.setattr(commands, "sample", counted)
+    argv = ["compare", "--solvers", "dpm++2m+afs,ddim", "--steps", "4,6", "--n", "1"]
+    assert main([*argv, "--out", str(tmp_path / "c.png")]) == 0
+    assert calls == [4, 6, 4, 6]
+
+
+def test_bench_budget_refuses_what_it_would_ignore(tmp_path: Path, capsys: Any) -> None:
+    code = main(["bench", "--budget", "--steps", "5", "--dtype", "float64", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "bench --budget chooses its own" in err and "drop --steps, --dtype" in err

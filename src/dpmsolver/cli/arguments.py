@@ -80,7 +80,9 @@ def _names(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError(f"expected comma-separated solver names, got {text!r}")
     try:
-        return [preset_name(n, "solver") for n in names]
+        # ODE solvers only: these runs draw no seeded SDE noise and are compared with the
+        # ODE's solution.
+        return [preset_name(n, "solver", ode=True) for n in names]
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 

@@ -21,7 +21,7 @@ from ..tools.progress import Progress
 if TYPE_CHECKING:
     import numpy as np
 
-from .arguments import DTYPES, solver_options
+from .arguments import DTYPES, parser, solver_options
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -92,6 +92,19 @@ def run_bench(args: argparse.Namespace) -> int:
     from ..models import load
     from ..tools import bench
 
+    if args.budget:
+        # The budget search sets its own steps, settings, grids and dtype.
+        defaults = parser().parse_args(["bench"])
+        ignored = [
+            "--" + key.replace("_", "-")
+            for key in ("steps", "solvers", "skip_type", "dtype", "no_baselines")
+            if getattr(args, key) != getattr(defaults, key)
+        ]
+        if ignored:
+            raise ValueError(
+                f"bench --budget chooses its own settings, grids and step counts "
+                f"(--budgets); drop {', '.join(ignored)}"
+            )
     model = load(args.model, device=args.device)
     start = time.perf_counter()
     if args.budget:
@@ -230,8 +243,9 @@ def run_compare(args: argparse.Namespace) -> int:
     picture(torch.zeros(((len(args.solvers) + 1) * columns, *x_T.shape[1:])))
     cells = []
     for name in args.solvers:
-        for steps in args.steps:
+        for calls in args.steps:  # model calls: one step more with an analytic first step
             options = SOLVERS[name].options
+            steps = options.steps_for_calls(calls)
             cells.append(
                 sample(model, x_T, options, steps=steps, skip_type=skip_type).float().cpu()
             )

@@ -457,7 +457,7 @@ def sample_dpm_fast(
             f"None (got {', '.join(sde)}); for an SDE use sample_dpmpp_sde or "
             "sample_dpmpp_3m_sde"
         )
-    options = dict(order=3, steps=n, method="singlestep", algorithm="dpmsolver")
+    options: dict[str, Any] = dict(order=3, steps=n, method="singlestep", algorithm="dpmsolver")
     # The bar counts steps (each of up to 3 calls), as the step callback does.
     steps = SolverOptions.of(**options).num_steps()
     return _range_run(

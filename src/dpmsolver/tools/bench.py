@@ -182,7 +182,7 @@ def run(
     Args:
         model: the model to sample (its `.schedule` sets the time range).
         steps: step counts (model calls for the fixed-step solvers).
-        solvers: preset names (any name `presets.resolve` takes); with `baselines`,
+        solvers: ODE preset names (any name `presets.resolve` takes); with `baselines`,
             diffusers' DPMSolverMultistep and UniPC schedulers join for discrete VP
             schedules when diffusers is installed.
         n: the number of starting states drawn from `seed` (unused when `x_T` is given).
@@ -190,7 +190,7 @@ def run(
         x_T: the starting states, instead of drawing them (overrides n and seed).
         reference_nfe: model calls of the reference solve.
     """
-    solvers = [preset_name(name, "solvers") for name in solvers]
+    solvers = [preset_name(name, "solvers", ode=True) for name in solvers]
     for s in steps:
         check_int("steps", s, 1)
     check_int("reference_nfe", reference_nfe, 6)
