@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 import torch
+from low_budget import HELD_OUT
 from torch import Tensor
 
 from dpmsolver import DiffusionModel, Level, TunedSolver, pilot_reference, sample
@@ -42,7 +43,8 @@ from dpmsolver.tools.measure import reference, rms
 from dpmsolver.tools.presets import SOLVERS
 from dpmsolver.tuning import budget
 
-HELD_OUT = {"digits-exact": 1024, "digits-net": 256}
+# The models whose tuned solvers this study extends (any of HELD_OUT's with --models).
+MODELS = ("digits-exact", "digits-net")
 
 
 class Recorded:
@@ -141,7 +143,7 @@ def fit_shifts(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(HELD_OUT))
+    parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--budgets", default="4,5,6,8,10")
     parser.add_argument("--settings", default=",".join(budget.BUDGET_SEARCH))
     parser.add_argument("--reference-nfe", type=int, default=3000)

@@ -704,8 +704,8 @@ def test_flow_default_halves_the_best_diffusers_error_on_sd3(
     exact_flow: tuple[Any, torch.Tensor, torch.Tensor], n: int
 ) -> None:
     """From SD3's config as it is, on the exact flow model: at most half the error of the
-    best of diffusers' flow schedulers (measured 0.36 at 10 steps, 0.14 at 20, with 16
-    noises in benchmarks/diffusers_schedulers.py)."""
+    best of diffusers' flow schedulers (the measured ratios are in
+    docs/benchmarks/diffusers_schedulers.txt)."""
     velocity, x_T, truth = exact_flow
 
     def error(scheduler: Any) -> float:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomllib
 
 import dpmsolver as dpm
 from dpmsolver.cli import main
@@ -172,6 +171,7 @@ def test_steps_0_names_the_flag(tmp_path: Path, capsys: Any) -> None:
 
 
 def test_version_and_a_bare_command(capsys: Any) -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert dpm.__version__ == version
     with pytest.raises(SystemExit) as stop:

@@ -8,12 +8,12 @@ Native API::
     x0 = dpm.sample(model, x_T, steps=20)        # DPM-Solver++(2M)
 
 Layout: `dpmsolver.core` holds the schedules, model adapter, grids, update rules, options,
-plans and loops; the faces (`compat`, `diffusers`, `k_diffusion`, `cli`) and the tools
-(`tuning`, `bench`, `generation`, `models`) sit above it (see docs/ARCHITECTURE.md).
+plans and loops; the faces (`compat`, `diffusers`, `k_diffusion`, `comfyui`, `cli`) and
+the tools (`tuning`, `tools`, `noise`, `models`) sit above it (see docs/ARCHITECTURE.md).
 
 Drop-in replacement for the authors' single file::
 
-    from . import NoiseScheduleVP, model_wrapper, DPM_Solver
+    from dpmsolver import NoiseScheduleVP, model_wrapper, DPM_Solver
 """
 
 from .compat import DPM_Solver, NoiseScheduleVP, model_wrapper
