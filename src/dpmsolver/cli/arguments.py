@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import torch
 
@@ -14,9 +14,6 @@ from ..core import ALGORITHMS, CORRECTORS, METHODS, SKIP_TYPES, SolverOptions
 from ..models import MODELS
 from ..tools.presets import SOLVERS, Resolved, preset_name, resolve
 from ..version import VERSION
-
-if TYPE_CHECKING:
-    pass
 
 DTYPES = {
     "float32": torch.float32,

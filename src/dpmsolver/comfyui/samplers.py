@@ -16,8 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..checks import check_int
 from ..core import VPSchedule, time_grid
 from ..k_diffusion import sample_dpm_solver
+from ..k_diffusion.denoiser import FLOW_SDE_START, is_flow
 
 __all__ = ["GRIDS", "SAMPLERS", "grid_sigmas", "is_flow", "sampler_function"]
 
@@ -41,9 +43,9 @@ GRIDS = {
     "dpmsolver_time_uniform": "time_uniform",
     "dpmsolver_time_quadratic": "time_quadratic",
 }
-# Where a logSNR grid of a flow model starts (lambda is -inf at sigma = 1), as ComfyUI
-# starts its SDE samplers on flow models.
-FLOW_LOGSNR_START = 1.0 - 1e-4
+# Where a logSNR grid of a flow model starts (lambda is -inf at sigma = 1): where the
+# k-diffusion face starts the samplers that cannot start at pure noise.
+FLOW_LOGSNR_START = FLOW_SDE_START
 
 
 def sampler_function(options: dict[str, Any]) -> Callable[..., Tensor]:
@@ -66,11 +68,6 @@ def sampler_function(options: dict[str, Any]) -> Callable[..., Tensor]:
     return sample
 
 
-def is_flow(model_sampling: Any) -> bool:
-    """Whether ComfyUI's model sampling is flow matching (its CONST class)."""
-    return "CONST" in {c.__name__ for c in type(model_sampling).__mro__}
-
-
 def grid_sigmas(model_sampling: Any, grid: str, steps: int) -> Tensor:
     """`steps` sigmas of our grid `grid` (a skip_type) for ComfyUI's model sampling, then
     0 (float32 on the CPU, as ComfyUI's schedulers give them: `steps` calls, the last one's
@@ -81,8 +78,7 @@ def grid_sigmas(model_sampling: Any, grid: str, steps: int) -> Tensor:
     the unshifted flow time u from pure noise (u = 1, or just below it for logSNR) to the
     model's smallest level, each u mapped through the model's own shift
     (`percent_to_sigma(1 - u)`)."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1; got {steps}")
+    check_int("steps", steps, 1)
     if is_flow(model_sampling):
         values = _flow_sigmas(model_sampling, grid, steps)
     else:

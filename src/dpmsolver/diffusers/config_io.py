@@ -18,7 +18,6 @@ from .config import PREDICTION_TYPES
 
 __all__ = [
     "CLASS_KEYS",
-    "RESOLVED_KEYS",
     "SYNONYMS",
     "TUNED_KEEPS",
     "config_for",
@@ -51,18 +50,6 @@ CLASS_KEYS: dict[str, dict[str, Any]] = {
     "FlowMatchEulerDiscreteScheduler": {"shift": 1.0},
     "FlowMatchHeunDiscreteScheduler": {"shift": 1.0},
 }
-# Our own keys, saved with the value in use so that a round trip through another class
-# (which keeps them as hidden keys) comes back to the same run.
-RESOLVED_KEYS = (
-    "prediction_type",
-    "algorithm_type",
-    "solver_type",
-    "method",
-    "corrector",
-    "corrector_variant",
-)
-
-
 # The config keys from_tuned keeps: the training schedule, what the network predicts and
 # whether it is a flow-matching model; every other key (grid, solver) comes from the tuned
 # solver.
@@ -132,7 +119,8 @@ def config_for(
 
 
 def resolved_keys(options: SolverOptions, prediction: str) -> dict[str, Any]:
-    """Our keys as used (`RESOLVED_KEYS`), under diffusers' names where it has them: a
+    """Our own keys with the values in use (prediction, algorithm and solver type, method,
+    corrector and its variant), under diffusers' names where it has them: a
     round trip through another class, which keeps them as hidden keys, comes back to the
     same run."""
     form = {"dpmsolver": "midpoint", "taylor": "heun"}[options.solver_type]

@@ -22,6 +22,7 @@ __all__ = [
     "KDenoiser",
     "check_callback",
     "extra_kwargs",
+    "is_flow",
     "sampling",
     "schedule_for",
 ]
@@ -151,9 +152,13 @@ def sampling(model: Any, model_sampling: str | None) -> str:
     for holder in (getattr(inner, "inner_model", None), inner):
         found = getattr(holder, "model_sampling", None)
         if found is not None:
-            names = {c.__name__ for c in type(found).__mro__}
-            return "flow" if "CONST" in names else "ve"
+            return "flow" if is_flow(found) else "ve"
     return "ve"
+
+
+def is_flow(model_sampling: Any) -> bool:
+    """Whether ComfyUI's model sampling is flow matching (its CONST class)."""
+    return "CONST" in {c.__name__ for c in type(model_sampling).__mro__}
 
 
 def schedule_for(sampling: str, sigma_min: float, sigma_max: float) -> NoiseSchedule:

@@ -203,10 +203,6 @@ def _e(value: float, width: int = 10) -> str:
     return f"{value:{width}.2e}" if math.isfinite(value) else f"{'-':>{width}s}"
 
 
-def _f(value: float) -> str:
-    return f"{value:8.2f}" if math.isfinite(value) else f"{'-':>8s}"
-
-
 def untuned_grid(schedule: NoiseSchedule, grid: str, steps: int) -> list[float]:
     """The times of an untuned grid of `steps` steps from t_max to t_min: a standard
     `skip_type`, or a published one ('ays': Align Your Steps for SD 1.5, 'gits': GITS at
