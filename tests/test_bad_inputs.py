@@ -2091,6 +2091,15 @@ def test_two_runs_of_one_job_into_one_folder(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="is busy"):
         dpm.generate("digits-exact", 64, out, **SLOW)
     assert lock.exists()
+    # An empty lock is one being written by a run that has just created it: busy; only an
+    # old one is taken to be torn by a crash, and taken over.
+    lock.write_text("")
+    with pytest.raises(ValueError, match="is busy: another generate is taking its lock"):
+        dpm.generate("digits-exact", 64, out, **SLOW)
+    old = time.time() - 60
+    os.utime(lock, (old, old))
+    assert dpm.generate("digits-exact", 64, out, **SLOW).generated == {}
+    assert not lock.exists()
 
 
 def halving(x: torch.Tensor, *args: Any) -> torch.Tensor:

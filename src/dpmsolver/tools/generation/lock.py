@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
+
+# A lock file that cannot be read is one being written (by a process that created it a
+# moment ago) or one torn by a crash: only older than this is it taken to be torn.
+TORN_AFTER_S = 10.0
 
 
 class Lock:
@@ -27,6 +32,11 @@ class Lock:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
                 holder = self._holder()
+                if holder is None and self._age() < TORN_AFTER_S:
+                    raise ValueError(
+                        f"{self.path.parent} is busy: another generate is taking its lock "
+                        f"{self.path} now; try again once it has finished"
+                    ) from None
                 if holder is not None and _alive(holder):
                     raise ValueError(
                         f"{self.path.parent} is busy: another generate (pid {holder.get('pid')} "
@@ -47,6 +57,13 @@ class Lock:
         except (OSError, ValueError):
             return None  # torn by a crash while being written: stale
         return data if isinstance(data, dict) else None
+
+    def _age(self) -> float:
+        """Seconds since the lock file was written (inf if it is gone)."""
+        try:
+            return time.time() - self.path.stat().st_mtime
+        except OSError:
+            return float("inf")
 
     def release(self) -> None:
         if self.held:
