@@ -26,6 +26,7 @@ from .grids import (
     SKIP_TYPES,
     check_grid,
     check_noise_levels,
+    resolve_times,
     sigmas_to_times,
     singlestep_orders,
     time_grid,
@@ -46,7 +47,7 @@ from .model import (
 )
 from .options import ALGORITHMS, CORRECTORS, DPM_ALGORITHMS, MAX_STEPS, METHODS, SolverOptions
 from .plan import Plan
-from .planning import PlanEnd, call_plan, make_plan, resolve_times
+from .planning import PlanEnd, call_plan, make_plan
 from .published import ALIGN_YOUR_STEPS, align_your_steps, gits_sigmas, interpolate_grid
 from .sampler import Sampler, sample
 from .schedules import (

@@ -44,6 +44,7 @@ __all__ = [
     "check_grid",
     "check_grid_range",
     "check_noise_levels",
+    "resolve_times",
     "sigmas_to_times",
     "singlestep_orders",
     "time_grid",
@@ -112,6 +113,22 @@ GRIDS: dict[str, Spacing] = {
 }
 
 
+def resolve_times(
+    schedule: NoiseSchedule, t_start: float | None, t_end: float | None
+) -> tuple[float, float]:
+    """(t_start, t_end) with the schedule's defaults, checked against its time range."""
+    t_s = schedule.t_max if t_start is None else check_float("t_start", t_start)
+    t_e = schedule.t_min if t_end is None else check_float("t_end", t_end)
+    for name, value in (("t_start", t_s), ("t_end", t_e)):
+        if not schedule.contains(value):
+            raise ValueError(
+                f"{name}={value!r} is outside the schedule's time range {schedule.time_range()}"
+            )
+    if t_s == t_e:
+        raise ValueError(f"t_start and t_end must differ; both are {t_s!r}")
+    return t_s, t_e
+
+
 def time_grid(
     schedule: NoiseSchedule, skip_type: str, t_start: float, t_end: float, steps: int
 ) -> Tensor:
@@ -125,14 +142,9 @@ def time_grid(
         raise TypeError(f"schedule must be a NoiseSchedule; got {type(schedule).__name__}")
     check_choice("skip_type", skip_type, SKIP_TYPES)
     steps = check_int("steps", steps, 1)
-    t_start, t_end = check_float("t_start", t_start), check_float("t_end", t_end)
-    for name, value in (("t_start", t_start), ("t_end", t_end)):
-        if not schedule.contains(value):
-            raise ValueError(
-                f"{name}={value!r} is outside the schedule's time range {schedule.time_range()}"
-            )
-    if t_start == t_end:
-        raise ValueError(f"t_start and t_end must differ; both are {t_start!r}")
+    t_start, t_end = resolve_times(
+        schedule, check_float("t_start", t_start), check_float("t_end", t_end)
+    )
     spacing = GRIDS[skip_type]
     if spacing.space == "lambda":
         lam = schedule.lambda_(torch.tensor([t_start, t_end], dtype=torch.float64)).tolist()

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..checks import check_bool, check_choice, check_float, check_int
 from .coefficients import Multistep3, SolverType, Variant
-from .grids import SKIP_TYPES, SkipType, check_grid, singlestep_orders
+from .grids import MAX_GRID_STEPS, SKIP_TYPES, SkipType, check_grid, singlestep_orders
 
 __all__ = [
     "ALGORITHMS",
@@ -52,7 +52,7 @@ VARIANTS: tuple[str, ...] = get_args(Variant)
 Grid = Sequence[float] | Tensor | None
 # The most steps a fixed-step run plans (planning takes ~10 us and ~1 kB per step on the
 # host before the first model call); the adaptive method has no such bound.
-MAX_STEPS = 100_000
+MAX_STEPS = MAX_GRID_STEPS
 
 
 @dataclass(frozen=True)

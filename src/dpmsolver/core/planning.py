@@ -14,14 +14,19 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ..checks import check_float
 from .coefficients import (
     Linear,
     jump_to_zero,
     sde_singlestep_update,
     unic_correction,
 )
-from .grids import check_grid_range, sigmas_to_times, singlestep_orders, time_grid
+from .grids import (
+    check_grid_range,
+    resolve_times,
+    sigmas_to_times,
+    singlestep_orders,
+    time_grid,
+)
 from .multistep import multistep_orders, multistep_plan, multistep_rule
 from .options import SolverOptions
 from .plan import AFS_MAX_SNR, COPY, Plan, end_call, with_end
@@ -39,28 +44,11 @@ __all__ = [
     "adaptive_end",
     "call_plan",
     "make_plan",
-    "resolve_times",
 ]
 
 
 # Plans kept per schedule; planning costs as much as a 20-step loop on a small latent.
 PLANS_PER_SCHEDULE = 32
-
-
-def resolve_times(
-    schedule: NoiseSchedule, t_start: float | None, t_end: float | None
-) -> tuple[float, float]:
-    """(t_start, t_end) with the schedule's defaults, checked against its time range."""
-    t_s = schedule.t_max if t_start is None else check_float("t_start", t_start)
-    t_e = schedule.t_min if t_end is None else check_float("t_end", t_end)
-    for name, value in (("t_start", t_s), ("t_end", t_e)):
-        if not schedule.contains(value):
-            raise ValueError(
-                f"{name}={value!r} is outside the schedule's time range {schedule.time_range()}"
-            )
-    if t_s == t_e:
-        raise ValueError(f"t_start and t_end must differ; both are {t_s!r}")
-    return t_s, t_e
 
 
 def resolve_grid(schedule: NoiseSchedule, options: SolverOptions) -> Tensor | None:

@@ -10,7 +10,8 @@ Three stages, all on a few pilot trajectories drawn from a seed:
    reference state at i to the reference state at j (free: the model output at i is
    known). The cheapest path with exactly `steps` steps is one proposal (steps = nfe, or
    nfe + 1 with `analytic_first_step=True`, whose first step costs no call).
-2. The proposal and the standard grids (logSNR, time-uniform, time-quadratic, karras) are
+2. The proposal and the standard grids (every skip type but exponential, the logSNR grid
+   under another name: logSNR, time-uniform, time-quadratic, karras, beta, kl_optimal) are
    scored by the solver's own end-point error on the pilots; the best one is kept. (Local
    costs ignore how a learned network's errors propagate, so the DP grid alone can lose
    to a standard grid on an imperfect network; this stage makes the result never worse
@@ -19,7 +20,7 @@ Three stages, all on a few pilot trajectories drawn from a seed:
    neighbouring gap (0.3, then 0.15, then 0.07), `sweeps` sweeps per fraction at most.
 
 Every model call is counted and reported (`TunedGrid.model_calls`); the total is at most
-3 * candidates * substeps + candidates (reference) + 5 * nfe (scoring)
+3 * candidates * substeps + candidates (reference) + 7 * nfe (scoring)
 + 3 * sweeps * 2 * (steps - 1) * nfe (descent).
 """
 
