@@ -16,6 +16,7 @@ flow times are the flow sigmas themselves (`FlowSchedule(shift=1, t_max=1)`).
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -158,6 +159,9 @@ def flow_calls(
     return sig.tolist()
 
 
+# The unshifted flow time: one value or an array of them.
+_U = TypeVar("_U", float, np.ndarray)
+
 _UNIT_FLOW = FlowSchedule(shift=1.0, t_max=1.0)
 # The flow default grid (`flow_default_calls`): its power and where it ends, chosen by a
 # sweep on the flow built-ins that is not kept; benchmarks/diffusers_schedulers.py prints
@@ -181,7 +185,7 @@ def flow_default_calls(total: int, shift: float, n: int) -> np.ndarray:
     return _shifted(u_end + (1.0 - u_end) * ramp**FLOW_POWER, shift)
 
 
-def _shifted(u: np.ndarray, shift: float) -> np.ndarray:
+def _shifted(u: _U, shift: float) -> _U:
     """The flow sigma of the unshifted time u: shift u / (1 + (shift - 1) u)."""
     return shift * u / (1.0 + (shift - 1.0) * u)
 
@@ -221,7 +225,7 @@ def flow_sigma_calls(total: int, shift: float, n: int) -> list[float]:
     """DPMSolverMultistep's use_flow_sigmas: u uniform from 1 - 1/N down to (1 - 1/N) / n,
     shifted: sigma = s u / (1 + (s - 1) u)."""
     u = 1.0 - np.linspace(1.0, 1.0 / total, n + 1)
-    sig = shift * u / (1.0 + (shift - 1.0) * u)
+    sig = _shifted(u, shift)
     return sig[::-1][:-1].tolist()
 
 
@@ -253,10 +257,10 @@ def flow_match_calls(
     else:
         top, low = 1.0, 1.0 / total
         if not spacing.dynamic:  # diffusers' sigma_min is the shifted smallest level
-            low = spacing.shift * low / (1.0 + (spacing.shift - 1.0) * low)
+            low = _shifted(low, spacing.shift)
         base = np.linspace(top, low, n)  # type: ignore[arg-type]
     shift = _flow_shift(spacing, mu)
-    sig = shift * base / (1.0 + (shift - 1.0) * base)
+    sig = _shifted(base, shift)
     if spacing.shift_terminal is not None:
         sig = _stretch(sig, spacing.shift_terminal)
     if spacing.name:

@@ -26,10 +26,7 @@ def tuned_sigmas(
     sigma, one model call more."""
     check_choice("model_sampling", model_sampling, MODEL_SAMPLINGS)
     final_zero, device = check_bool("final_zero", final_zero), check_device("device", device)
-    if not hasattr(solver, "sigmas") or not callable(getattr(solver, "solver", None)):
-        raise TypeError(
-            f"solver must be a TunedSolver (optimize_solver); got {type(solver).__name__}"
-        )
+    _check_tuned(solver)
     values = [float(v) for v in solver.sigmas]
     if model_sampling == "flow":
         values = [v / (1.0 + v) if math.isfinite(v) else 1.0 for v in values]
@@ -44,10 +41,7 @@ def tuned_options(
     """The tuned solver's options on the face's grid, which must be its sigmas; `changed`
     names the sampler's solver arguments given other than their defaults, which a tuned
     solver (setting them all) refuses."""
-    if not hasattr(solver, "sigmas") or not callable(getattr(solver, "solver", None)):
-        raise TypeError(
-            f"solver must be a TunedSolver (optimize_solver); got {type(solver).__name__}"
-        )
+    _check_tuned(solver)
     if changed:
         raise ValueError(
             f"solver (a tuned solver) sets the solver; {', '.join(changed)} must keep their "
@@ -66,3 +60,10 @@ def tuned_options(
     return SolverOptions.of(
         options, timesteps=tuple(grid), denoise_to_zero=to_zero or options.denoise_to_zero
     )
+
+
+def _check_tuned(solver: Any) -> None:
+    if not hasattr(solver, "sigmas") or not callable(getattr(solver, "solver", None)):
+        raise TypeError(
+            f"solver must be a TunedSolver (optimize_solver); got {type(solver).__name__}"
+        )
