@@ -168,15 +168,12 @@ def test_each_sampler_runs_through_ksampler_as_the_k_diffusion_face(
     # first step.
     assert guider.calls == len(sigmas) - 1 - name.endswith("_afs")
     reference = Guider(ms, kind == "flow")
-    max_denoise = True
-    start = ms.noise_scaling(sigmas[0], x, latent, max_denoise)
-    model_k = SimpleNamespace(inner_model=reference)
+    start = ms.noise_scaling(sigmas[0], x, latent, True)  # max_denoise: from the top sigma
     wrapped = lambda z, s, **kw: reference(z, s, **kw)  # noqa: E731
     wrapped.inner_model = reference  # type: ignore[attr-defined]
     options = comfy.pack.SAMPLERS[name]
     expected = sample_dpm_solver(wrapped, start, sigmas, dict(extra), disable=True, **options)
     expected = ms.inverse_noise_scaling(sigmas[-1], expected)
-    del model_k
     torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
 
 

@@ -31,13 +31,11 @@ def run_sample(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1; got {args.n}")
-    if args.steps is not None and args.steps < 1:
-        raise ValueError(f"--steps must be >= 1; got {args.steps}")
+    options = solver_options(args)  # before the model loads: its checks need none
     model, calls = counting(load(args.model, device=args.device))
     dtype = DTYPES[args.dtype]
     check_batch_memory(args.n, sample_shape(model), dtype, torch.device(args.device), "--n")
     x_T = start_noise(model, args.n, args.seed).to(args.device, dtype)
-    options = solver_options(args)
     # The bar counts model calls: --steps says calls, and steps differ from them (an
     # analytic first step makes none, a singlestep step several).
     bar = Progress(options.model_calls(), args.quiet, desc="sampling", unit="call", leave=False)

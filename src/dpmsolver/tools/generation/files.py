@@ -201,11 +201,11 @@ def merge_shards(out: str | os.PathLike[str], records: list[Any] | None = None) 
             member.write(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
         if expected != num:
             raise ValueError(f"the shards hold {expected} samples, not {num}")
-    digest = hashlib.sha256()
     with open(tmp, "rb+") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
         os.fsync(f.fileno())
+    digest = file_sha256(tmp)
+    if digest is None:
+        raise OSError(f"cannot read back {tmp} after writing it")
     os.replace(tmp, path)
     sync_folder(out)
-    return dict(file=MERGED, shape=list(shape), sha256=digest.hexdigest())
+    return dict(file=MERGED, shape=list(shape), sha256=digest)
