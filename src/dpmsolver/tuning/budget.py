@@ -16,6 +16,7 @@ floor. `dpmsolver bench --budget` and `benchmarks/low_budget.py` print it.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -341,28 +342,31 @@ class _Scorer:
     def best_of(
         self, names: Sequence[tuple[str, str, str]], nfe: int, score: Any
     ) -> tuple[float, str, SolverOptions | None]:
+        """The best of `names` ((label, setting, grid)) by `score(setting, grid, options)`."""
         best: tuple[float, str, SolverOptions | None] = (math.inf, "-", None)
         for label, name, g in names:
             options = self.setting(name, g, nfe)
             if options is None:
                 continue
             try:
-                err = score(options)
+                err = score(name, g, options)
             except ValueError:
                 continue
             if err < best[0]:
                 best = (err, label, options)
         return best
 
-    def frechet(self, options: SolverOptions) -> tuple[float, float]:
-        """(FD of the samples from the first half of the noises to the reference samples of
-        the second half, the floor: the reference's first half against its second)."""
+    def frechet(self, options: SolverOptions) -> float:
+        """The FD of the samples from the first half of the noises to the reference samples
+        of the second half."""
         half = self.x.shape[0] // 2
-        out = sample(self.model, self.x[:half], options)
-        return (
-            frechet_distance(out, self.ref[half:]),
-            frechet_distance(self.ref[:half], self.ref[half:]),
-        )
+        return frechet_distance(sample(self.model, self.x[:half], options), self.ref[half:])
+
+    @functools.cached_property
+    def frechet_floor(self) -> float:
+        """The reference's first half against its second: what `frechet` cannot go below."""
+        half = self.x.shape[0] // 2
+        return frechet_distance(self.ref[:half], self.ref[half:])
 
     def row(
         self,
@@ -373,16 +377,25 @@ class _Scorer:
         evals: int,
     ) -> BudgetRow:
         base_err, base_name = untuned[0] if untuned else (math.inf, "-")
-        names = [(f"{s}, {g}", s, g) for _, label in untuned for s, g in [label.split(", ")]]
-        _, chosen, chosen_opts = self.best_of(names, nfe, self.on_pilots)
-        chosen_err = math.inf if chosen_opts is None else self.error(chosen_opts)
+        # The held-out errors of the untuned settings, already measured, by (setting, grid).
+        held_out = {tuple(label.split(", ")): err for err, label in untuned}
+
+        def on_held_out(name: str, g: str, options: SolverOptions) -> float:
+            known = held_out.get((name, g))
+            return known if known is not None else self.error(options)
+
+        names = [(f"{s}, {g}", s, g) for s, g in held_out]
+        _, chosen, chosen_opts = self.best_of(
+            names, nfe, lambda name, g, options: self.on_pilots(options)
+        )
+        chosen_err = math.inf if chosen_opts is None else held_out[tuple(chosen.split(", "))]
         fixed = [(label, s, g) for label, (s, g) in PUBLISHED_SETTINGS.items()]
-        published_err, published, _ = self.best_of(fixed, nfe, self.error)
+        published_err, published, _ = self.best_of(fixed, nfe, on_held_out)
         fd = fd_chosen = floor = math.nan
         if nfe in FRECHET_BUDGETS:
-            fd, floor = self.frechet(solver.solver())
+            fd, floor = self.frechet(solver.solver()), self.frechet_floor
             if chosen_opts is not None:
-                fd_chosen, _ = self.frechet(chosen_opts)
+                fd_chosen = self.frechet(chosen_opts)
         return BudgetRow(
             nfe,
             solver.setting,
