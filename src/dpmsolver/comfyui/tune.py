@@ -20,6 +20,7 @@ from ..core import Level, Target
 from ..k_diffusion.denoiser import KDenoiser, extra_kwargs, sampling, schedule_for
 from ..tools.progress import Progress
 from ..tuning import TunedSolver, optimize_solver
+from ..tuning.solver_search import held_out_count
 
 __all__ = ["MAX_EVALUATIONS", "cache_path", "max_calls_for", "tune_in_sampler"]
 
@@ -35,7 +36,7 @@ def max_calls_for(pilots: int) -> int:
     MAX_EVALUATIONS: the reference's calls are on every pilot, the search's on the tuning
     three quarters."""
     reference = (3 * CANDIDATES * SUBSTEPS + CANDIDATES) * pilots
-    tuning = pilots - max(1, int(pilots * 0.25))
+    tuning = pilots - held_out_count(pilots)
     return max(0, (MAX_EVALUATIONS - reference) // tuning)
 
 

@@ -41,7 +41,7 @@ from ..noise import start_noise
 from ..tools.measure import frechet_distance, reference, rms
 from ..tools.presets import SOLVERS, preset_name
 from .pilots import PilotReference, pilot_reference
-from .solver_search import SEARCHED_FAMILIES, optimize_solver, optimize_solvers
+from .solver_search import SEARCHED_FAMILIES, held_out_count, optimize_solver, optimize_solvers
 from .values import TunedSolver
 
 __all__ = [
@@ -308,7 +308,7 @@ class _Scorer:
         ref = self.pilots_ref
         if ref is None:
             return math.inf
-        held = max(1, int(ref.pilots * 0.25))
+        held = held_out_count(ref.pilots)  # the pilots optimize_solver tunes on
         x, end = ref.x_start[: ref.pilots - held], ref.end[: ref.pilots - held]
         err = rms(sample(self.model, x, options), end)
         return err if math.isfinite(err) else math.inf

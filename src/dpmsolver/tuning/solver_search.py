@@ -54,7 +54,16 @@ from .pilots import PilotReference, pilot_reference
 from .refinement import PilotSearch
 from .values import TunedSolver
 
-__all__ = ["SEARCHED_FAMILIES", "optimize_solver", "optimize_solvers"]
+__all__ = ["HELD_OUT", "SEARCHED_FAMILIES", "held_out_count", "optimize_solver", "optimize_solvers"]
+
+# The share of the pilots held out of the search by default (at least one is).
+HELD_OUT = 0.25
+
+
+def held_out_count(pilots: int, held_out: float = HELD_OUT) -> int:
+    """How many of `pilots` pilots the search holds out."""
+    return max(1, int(pilots * held_out))
+
 
 # The predictor families searched by default (preset names, see `presets.SOLVERS`).
 SEARCHED_FAMILIES = (
@@ -102,7 +111,7 @@ def optimize_solver(
     finalists: int = 2,
     iterations: int = 4,
     regularization: float = 1e-3,
-    held_out: float = 0.25,
+    held_out: float = HELD_OUT,
     tune_coefficients: bool = True,
     max_calls: int = 3500,
     name: str | None = None,
@@ -171,7 +180,7 @@ def optimize_solver(
     n = reference.pilots
     if n < 2:
         raise ValueError(f"optimize_solver needs at least 2 pilots (some are held out); got {n}")
-    held = max(1, int(n * held_out))
+    held = held_out_count(n, held_out)
     # The runs outside the Levenberg-Marquardt iterations (each finalist's starting runs
     # and score, the result's pilot and held-out scores) are kept out of what the
     # iterations may spend, so that max_calls bounds the whole search.
