@@ -327,10 +327,17 @@ def test_docs_digit_grid_is_what_make_sample_draws(
     assert differ == 0, f"{differ} pixels differ: run make bench (or its line) to redraw it"
 
 
-def test_readme_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Every `.venv/bin/dpmsolver ...` line the README shows runs as written and writes
-    # its --out file (through the console script's entry point, in a scratch folder).
-    commands = [line for line in bash_lines(README) if line.startswith(".venv/bin/dpmsolver ")]
+@pytest.mark.parametrize(
+    ("page", "prefix"),
+    [(README, ".venv/bin/dpmsolver "), (DOCS / "getting-started.md", "dpmsolver ")],
+    ids=["README", "getting-started"],
+)
+def test_page_commands_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, page: Path, prefix: str
+) -> None:
+    # Every `dpmsolver ...` line the page shows runs as written and writes its --out file
+    # or folder (through the console script's entry point, in a scratch folder).
+    commands = [line for line in bash_lines(page) if line.startswith(prefix)]
     assert len(commands) >= 2
     monkeypatch.chdir(tmp_path)
     threads = torch.get_num_threads()
