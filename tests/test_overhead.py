@@ -110,6 +110,27 @@ def test_multistep_memory_does_not_grow_with_steps(order: int, bound: int, afs: 
     assert 0 <= peaks[1] - peaks[0] < 1024
 
 
+@pytest.mark.parametrize("order", [2, 3])
+def test_the_diffusers_face_holds_no_output_its_rules_no_longer_need(order: int) -> None:
+    """A pipeline's loop through the scheduler: beside its input, the sample, the
+    pipeline's eps, its x0, the `order - 1` outputs kept and the next sample (the
+    stepper frees an output no rule needs before it makes the next sample)."""
+    pytest.importorskip("diffusers")
+    from dpmsolver.diffusers import DPMSolverScheduler
+
+    scheduler = DPMSolverScheduler(solver_order=order, lower_order_final=False)
+    x = torch.randn(2, 4, 32, 32)
+
+    def loop() -> None:
+        scheduler.set_timesteps(12)
+        lat = x
+        for t in scheduler.timesteps:
+            lat = scheduler.step(0.5 * lat, t, lat).prev_sample
+
+    nbytes = x.numel() * x.element_size()
+    assert peak_live_bytes(loop) <= (order + 3) * nbytes + 4096
+
+
 def test_loop_with_a_checking_evaluator_equals_the_checked_call() -> None:
     sampler = dpm.Sampler(MODEL, steps=6, order=3)
     ev = dpm.core.Evaluator(MODEL, "data", True)

@@ -504,9 +504,12 @@ class DPMSolverScheduler(SchedulerMixin, ConfigMixin):  # type: ignore[misc]
             state = analytic_state(plan, sample, self._afs_scale)
         else:
             state = State(sample)  # the run begins here
-        self._state = None  # handed over: the stepper frees what no rule needs
+        # Handed over with no reference left here (as `run_plan` does): the stepper frees
+        # the outputs no rule needs before it makes the next sample.
+        self._state, box = None, [state]
+        del state
         self._state = take_step(
-            plan, state, plan.first + i, m, generator=generator, noise=variance_noise
+            plan, box.pop(), plan.first + i, m, generator=generator, noise=variance_noise
         )
         prev = self._state.x
         self._step_index = i + 1
