@@ -20,6 +20,8 @@ from dpmsolver.core import SolverOptions, make_plan, time_grid
 from dpmsolver.models import TUNED_NFE, load, tuned_solver
 from dpmsolver.tools import measure
 from dpmsolver.tools.presets import SOLVERS
+from dpmsolver.tuning.refinement import HELD_OUT_MEASURE
+from dpmsolver.tuning.solver_search import HELD_OUT_NOISES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -201,6 +203,7 @@ def test_optimize_solver_result_accounting_and_determinism() -> None:
     # reference's are not this call's.
     assert found.model_calls == {
         "reference": ref.model_calls,
+        "held_out_reference": 0,
         "search": calls[0],
         "evaluations": calls[1],
     }
@@ -239,8 +242,51 @@ def test_optimize_solver_result_accounting_and_determinism() -> None:
     alone = dpm.optimize_solver(counted, 3, pilots=8, families=["dpm++2m"], iterations=1)
     assert alone.details["reference_shared"] is False
     spent = alone.model_calls
-    assert spent["reference"] + spent["search"] == calls[0]
-    assert spent["evaluations"] == calls[1]  # the reference's on all 8 pilots included
+    assert spent["reference"] + spent["held_out_reference"] + spent["search"] == calls[0]
+    # the reference's on all 8 pilots and on the 32 extra held-out noises included
+    assert spent["evaluations"] == calls[1]
+    assert (alone.pilots, alone.held_out) == (6, 2 + HELD_OUT_NOISES)
+
+
+def test_extra_held_out_noises_decide_by_the_trimmed_measure() -> None:
+    """pilot_reference(held_out_noises=N) draws N more states after the pilots (which stay
+    as they were) and solves them to their end only; optimize_solver holds them out with
+    the held-out pilots and reports its choice's measure: the RMS error without the worst
+    tenth of the held-out states."""
+    model = exact()
+    plain = small_reference()
+    ref = dpm.pilot_reference(
+        model, pilots=16, seed=0, candidates=24, substeps=2, held_out_noises=12
+    )
+    assert torch.equal(ref.x_start, plain.x_start) and torch.equal(ref.end, plain.end)
+    assert ref.held_x is not None and ref.held_end is not None
+    assert torch.equal(ref.held_x, noise.start_noise(model, 28, 0)[16:])
+    # half the candidates (12 intervals of 2 third-order steps)
+    assert (ref.held_out_noises, ref.held_calls) == (12, 3 * 12 * 2)
+    assert ref.evaluations == 16 * ref.model_calls + 12 * ref.held_calls
+    assert measure.rms(ref.held_end, measure.reference(model, ref.held_x, 600)) < 2e-3
+    found = dpm.optimize_solver(model, 5, reference=ref, families=["ipndm3"], iterations=1)
+    assert (found.pilots, found.held_out) == (12, 4 + 12)
+    assert found.details["held_out_measure"] == HELD_OUT_MEASURE
+    x = torch.cat([ref.x_start[12:], ref.held_x])
+    target = torch.cat([ref.end[12:], ref.held_end])
+    out = dpm.sample(model, x, solver=found)
+    trimmed = measure.trimmed_rms(out, target, 0.1)  # the worst 1 of 16 left out
+    assert found.held_out_error == pytest.approx(trimmed, rel=1e-12)
+    assert trimmed < measure.rms(out, target)
+    with pytest.raises(ValueError, match="held_out_noises"):
+        dpm.optimize_solver(model, 5, reference=ref, held_out_noises=4)
+    with pytest.raises(ValueError, match="held_out_noises must be >= 0; got -1"):
+        dpm.pilot_reference(model, pilots=4, held_out_noises=-1)
+
+
+def test_trimmed_rms_leaves_out_the_worst_samples() -> None:
+    a = torch.zeros(20, 3, dtype=torch.float64)
+    b = torch.zeros(20, 3, dtype=torch.float64)
+    b[:, 0] = torch.arange(20.0)  # sample i has mean square i^2 / 3
+    kept = torch.arange(18.0, dtype=torch.float64).pow(2).mean() / 3  # int(0.1 * 20) = 2 left out
+    assert measure.trimmed_rms(a, b, 0.1) == pytest.approx(float(kept.sqrt()), rel=1e-15)
+    assert measure.trimmed_rms(a[:9], b[:9], 0.1) == pytest.approx(measure.rms(a[:9], b[:9]))
 
 
 @pytest.mark.parametrize("family", ["dpm++2m+c+afs", "ipndm3+afs", "dpm++3m"])

@@ -20,10 +20,11 @@ import dpmsolver as dpm
 from dpmsolver.diffusers import DPMSolverScheduler, PipelineModel, tune_pipeline
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-# A small search, enough to run every stage: a coarse reference, two families, one
-# Levenberg-Marquardt iteration.
+# A small search, enough to run every stage: a coarse reference, four extra held-out
+# noises, two families, one Levenberg-Marquardt iteration.
 SMALL = dict(
     pilots=8,
+    held_out_noises=4,
     families=["dpm++2m", "dpm++2m+c"],
     iterations=1,
     finalists=1,
@@ -79,14 +80,20 @@ def test_the_tuned_run_through_the_pipeline_is_the_native_run(tuned: Any, tmp_pa
 def test_the_tuning_is_recorded(tuned: Any) -> None:
     _, pipe, solver = tuned
     assert solver.model == type(pipe).__name__
-    assert solver.pilots + solver.held_out == 8
+    assert (solver.pilots, solver.held_out) == (6, 2 + 4)  # the extra noises are held out
+    assert solver.details["held_out_measure"].startswith("RMS end-point error without")
     flow = pipe.scheduler.config.get("shift") is not None
     assert (solver.sigmas[0] == math.inf) == flow  # flow pipelines start at pure noise
     # The reference: 3 calls per candidate interval and 1 per candidate; from pure noise
-    # its first step is of first order (1 call, not 3).
+    # its first step is of first order (1 call, not 3). The extra noises' end states: 3
+    # calls per interval of half as many candidates.
     calls = solver.model_calls
     assert calls["reference"] == 8 * 3 + 8 - (2 if flow else 0)
+    assert calls["held_out_reference"] == 4 * 3 - (2 if flow else 0)
     assert 0 < calls["search"] <= 400
+    # Every call on the pilots (8) or on the extra noises (4); the search's on 6 or 6.
+    searched = calls["evaluations"] - 8 * calls["reference"] - 4 * calls["held_out_reference"]
+    assert 6 * calls["search"] == searched
 
 
 def test_prompts_are_tiled_over_the_pilots() -> None:

@@ -94,6 +94,9 @@ def tune_in_sampler(
         pilots=pilots,
         candidates=CANDIDATES,
         substeps=SUBSTEPS,
+        # The batch ComfyUI noised is all the node's pilots: MAX_EVALUATIONS has no room
+        # for extra held-out noises beside them.
+        held_out_noises=0,
         **options,
     )
     found.append(tuned)

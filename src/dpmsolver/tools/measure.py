@@ -1,4 +1,5 @@
-"""Measuring solvers: the high-accuracy reference, the RMS error, counting model calls."""
+"""Measuring solvers: the high-accuracy reference, the RMS error (plain and trimmed),
+counting model calls."""
 
 from __future__ import annotations
 
@@ -10,12 +11,20 @@ from torch import Tensor
 
 from ..core import DiffusionModel, Level, SolverOptions, Target, sample
 
-__all__ = ["Counted", "counting", "frechet_distance", "reference", "rms"]
+__all__ = ["Counted", "counting", "frechet_distance", "reference", "rms", "trimmed_rms"]
 
 
 def rms(a: Tensor, b: Tensor) -> float:
     """RMS of a - b over every element, in float64."""
     return float((a - b).double().pow(2).mean().sqrt())
+
+
+def trimmed_rms(a: Tensor, b: Tensor, trim: float) -> float:
+    """RMS of a - b over the samples (the first dimension) without the worst int(trim * n)
+    of them (none of fewer than 1 / trim samples), in float64."""
+    per = (a - b).double().pow(2).reshape(a.shape[0], -1).mean(1)
+    kept = per.sort().values[: per.numel() - int(trim * per.numel())]
+    return float(kept.mean().sqrt())
 
 
 def frechet_distance(a: Tensor, b: Tensor) -> float:

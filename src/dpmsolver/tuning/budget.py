@@ -41,7 +41,13 @@ from ..noise import start_noise
 from ..tools.measure import frechet_distance, reference, rms
 from ..tools.presets import SOLVERS, preset_name
 from .pilots import PilotReference, pilot_reference
-from .solver_search import SEARCHED_FAMILIES, held_out_count, optimize_solver, optimize_solvers
+from .solver_search import (
+    HELD_OUT_NOISES,
+    SEARCHED_FAMILIES,
+    held_out_count,
+    optimize_solver,
+    optimize_solvers,
+)
 from .values import TunedSolver
 
 __all__ = [
@@ -263,7 +269,9 @@ def budget(
     test_ref = reference(model, test_x, reference_nfe)
     pilots_ref = None
     if tuned is None or any(b not in tuned for b in budgets) or grid_only:
-        pilots_ref = pilot_reference(model, shape=shape, pilots=pilots, seed=tune_seed)
+        pilots_ref = pilot_reference(
+            model, shape=shape, pilots=pilots, seed=tune_seed, held_out_noises=HELD_OUT_NOISES
+        )
     solvers = dict(tuned or {})
     spent = 0
     if any(b not in solvers for b in budgets):
@@ -272,7 +280,7 @@ def budget(
         solvers = {b: solvers.get(b, found[b]) for b in budgets}
     scorer = _Scorer(model, test_x, test_ref, pilots_ref)
     rows, untuned = [], {}
-    ref_evals = 0 if pilots_ref is None else pilots_ref.model_calls * pilots_ref.pilots
+    ref_evals = 0 if pilots_ref is None else pilots_ref.evaluations
     for nfe in budgets:
         untuned[nfe] = scorer.untuned(settings, grids, nfe)
         grid_err = math.nan

@@ -7,6 +7,11 @@ x0_pred at every candidate time and the end state. `optimize_time_grid` prices i
 coarse steps on those states; `optimize_solver` scores every setting against the end
 states. It is computed once per (model, pilots, seed) and passed as `reference=` to every
 budget and setting, so its model calls are paid once (`PilotReference.model_calls`).
+
+With `held_out_noises=N` it also draws N more states and solves each to its end only (the
+same fine solver on half the candidate times: no trajectory is kept), for the tuner's
+held-out choice: a choice on a few pilots is decided by whichever of them happens to pass
+near a boundary between modes, and these end states cost about half a pilot's.
 """
 
 from __future__ import annotations
@@ -51,6 +56,11 @@ class PilotReference:
     model_calls: int
     seed: int | None
     substeps: int
+    # The extra held-out states and their reference end states (None without them), and
+    # the model calls that solved them (each on the whole extra batch).
+    held_x: Tensor | None = None
+    held_end: Tensor | None = None
+    held_calls: int = 0
 
     @property
     def end(self) -> Tensor:
@@ -60,6 +70,16 @@ class PilotReference:
     @property
     def pilots(self) -> int:
         return int(self.x_start.shape[0])
+
+    @property
+    def held_out_noises(self) -> int:
+        """The extra held-out states (end states only), beside the pilots."""
+        return 0 if self.held_x is None else int(self.held_x.shape[0])
+
+    @property
+    def evaluations(self) -> int:
+        """The model evaluations the reference cost: calls times the states each was on."""
+        return self.model_calls * self.pilots + self.held_calls * self.held_out_noises
 
     @functools.cached_property
     def step_costs(self) -> np.ndarray:
@@ -116,16 +136,23 @@ def pilot_reference(
     substeps: int = 4,
     t_start: float | None = None,
     t_end: float | None = None,
+    held_out_noises: int = 0,
 ) -> PilotReference:
     """The fine reference trajectory of `pilots` starting states x_T = sigma_T N(0, I)
     (from `seed`, one sample of `shape`, default the model's sample shape), or of the given
     `x_T`, at `candidates` + 1 karras-spaced times from t_start to t_end (default the
     schedule's ends; quadratic in t from pure noise). Costs 3 * candidates * substeps +
     candidates model calls, each on the whole pilot batch. `seed` is recorded as the
-    reference's (None for a given x_T)."""
+    reference's (None for a given x_T).
+
+    `held_out_noises` more states x_T = sigma_T N(0, I) (drawn from `seed` after the
+    pilots, with the pilots' shape, also beside a given x_T) get their end state only, by
+    the same fine solver on candidates // 2 times: 3 * (candidates // 2) * substeps calls
+    on that batch (`held_x`, `held_end`, `held_calls`)."""
     model = check_model(model)
     check_int("candidates", candidates, 2)
     check_int("substeps", substeps, 1)
+    check_int("held_out_noises", held_out_noises, 0)
     schedule = model.schedule
     t_s, t_e = resolve_times(schedule, t_start, t_end)
     if x_T is None:
@@ -143,21 +170,28 @@ def pilot_reference(
     else:
         drawn_from = None  # the caller's states: no seed made them
     counted, calls = counting(model)
-    # Karras spacing is in lambda: from pure noise (alpha = 0, a flow schedule at t = 1)
-    # the candidates are quadratic in t instead, dense at low noise as Karras' are.
-    pure_noise = schedule.levels([t_s])[0].alpha == 0.0
-    cand = time_grid(schedule, "time_quadratic" if pure_noise else "karras", t_s, t_e, candidates)
-    fine = _refine(schedule, cand, substeps)
+    cand = _candidates(schedule, t_s, t_e, candidates)
     states = [x_T]
 
     def keep(step: int, t: float, x: Tensor) -> None:
         if step > 0 and step % substeps == 0:
             states.append(x)
 
-    fine_solver = SolverOptions.of(timesteps=tuple(fine), order=3, method="singlestep_fixed")
-    Sampler(counted, fine_solver, callback=keep)(x_T)
+    Sampler(counted, _fine_solver(schedule, cand, substeps), callback=keep)(x_T)
     levels = schedule.levels(cand)
     outputs = [counted(x, lvl, "data") for x, lvl in zip(states[:-1], levels[:-1], strict=True)]
+    held_x = held_end = None
+    held_calls = 0
+    if held_out_noises:
+        # Drawn after the pilots from one generator (the pilots are those of a run without
+        # extras), or from `seed` beside the caller's states, in their dtype.
+        first = 0 if drawn_from is None else x_T.shape[0]
+        drawn = start_noise(model, first + held_out_noises, seed, x_T.shape[1:], t=t_s)
+        held_x = drawn[first:].to(dtype=x_T.dtype, device=x_T.device)
+        counted, held = counting(model)
+        coarse = _candidates(schedule, t_s, t_e, max(2, candidates // 2))
+        held_end = Sampler(counted, _fine_solver(schedule, coarse, substeps))(held_x)
+        held_calls = held[0]
     return PilotReference(
         x_start=x_T,
         times=cand.tolist(),
@@ -167,7 +201,24 @@ def pilot_reference(
         model_calls=calls[0],
         seed=drawn_from,
         substeps=substeps,
+        held_x=held_x,
+        held_end=held_end,
+        held_calls=held_calls,
     )
+
+
+def _candidates(schedule: NoiseSchedule, t_s: float, t_e: float, candidates: int) -> Tensor:
+    """`candidates` + 1 times from t_s to t_e, karras-spaced. Karras spacing is in lambda:
+    from pure noise (alpha = 0, a flow schedule at t = 1) the candidates are quadratic in t
+    instead, dense at low noise as Karras' are."""
+    pure_noise = schedule.levels([t_s])[0].alpha == 0.0
+    return time_grid(schedule, "time_quadratic" if pure_noise else "karras", t_s, t_e, candidates)
+
+
+def _fine_solver(schedule: NoiseSchedule, cand: Tensor, substeps: int) -> SolverOptions:
+    """DPM-Solver-3 (singlestep) on the candidate times, each interval in `substeps` steps."""
+    fine = _refine(schedule, cand, substeps)
+    return SolverOptions.of(timesteps=tuple(fine), order=3, method="singlestep_fixed")
 
 
 def _refine(schedule: NoiseSchedule, grid: Tensor, substeps: int) -> list[float]:

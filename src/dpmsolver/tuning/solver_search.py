@@ -6,7 +6,9 @@
 
 All choices are made on pilot trajectories drawn from a seed, against their fine reference
 (`pilot_reference`, shared by every setting and budget). A quarter of the pilots is held
-out: it takes no part in the search and decides only the fallbacks.
+out, with `held_out_noises` more states solved to their end only: they take no part in the
+search and decide only the final choice, by `HELD_OUT_MEASURE` (the RMS error without the
+worst tenth of them: the errors are heavy-tailed).
 1. Predictor families (DPM-Solver++ 2M / 3M with and without the UniC corrector, iPNDM 3 /
    4, DEIS 3, each with and without the analytic first step; options the caller passes keep only
    the families that agree with them) are run on the GITS dynamic-programme grid (priced
@@ -41,23 +43,36 @@ from torch import Tensor
 from ..checks import check_bool, check_choice, check_float, check_int
 from ..core import (
     DiffusionModel,
-    NoiseSchedule,
     SolverOptions,
     check_model,
-    time_grid,
 )
-from ..core.options import MULTISTEP3, VARIANTS
-from ..core.plan import AFS_MAX_SNR
-from ..tools.presets import SOLVERS, preset_name
 from ..tools.progress import Progress
+from .families import (
+    PER_FAMILY,
+    SEARCHED_FAMILIES,
+    STANDARD_GRIDS,
+    proposals,
+    search_families,
+)
 from .pilots import PilotReference, pilot_reference
-from .refinement import PilotSearch
+from .refinement import HELD_OUT_MEASURE, PilotSearch
 from .values import TunedSolver
 
-__all__ = ["HELD_OUT", "SEARCHED_FAMILIES", "held_out_count", "optimize_solver", "optimize_solvers"]
+__all__ = [
+    "HELD_OUT",
+    "HELD_OUT_NOISES",
+    "SEARCHED_FAMILIES",
+    "held_out_count",
+    "optimize_solver",
+    "optimize_solvers",
+]
 
 # The share of the pilots held out of the search by default (at least one is).
 HELD_OUT = 0.25
+# The extra held-out states solved to their end only (`pilot_reference(held_out_noises=)`):
+# 4 held-out pilots of 16 decide between candidates at random where errors are
+# heavy-tailed; 32 more cost about 16 pilots' worth of calls, once for every budget.
+HELD_OUT_NOISES = 32
 
 
 def held_out_count(pilots: int, held_out: float = HELD_OUT) -> int:
@@ -65,34 +80,11 @@ def held_out_count(pilots: int, held_out: float = HELD_OUT) -> int:
     return max(1, int(pilots * held_out))
 
 
-# The predictor families searched by default (preset names, see `presets.SOLVERS`).
-SEARCHED_FAMILIES = (
-    "dpm++2m",
-    "dpm++3m",
-    "dpm++2m+c",
-    "dpm++3m+c",
-    "ipndm3",
-    "ipndm4",
-    "dpm++2m+afs",
-    "dpm++3m+afs",
-    "dpm++2m+c+afs",
-    "dpm++3m+c+afs",
-    "ipndm3+afs",
-    "ipndm4+afs",
-    "deis3",
-    "deis3+afs",
-)
-STANDARD_GRIDS = ("time_uniform", "time_quadratic", "logSNR", "karras")
-# The options that tell the families apart: a caller's value of one of them keeps only the
-# families that have it; its other options apply to every family.
-FAMILY_KEYS = ("algorithm", "order", "method", "corrector", "analytic_first_step")
 # Options the search sets itself.
 _SET_HERE = ("steps", "timesteps", "sigmas", "skip_type", "t_start", "t_end", "coefficients")
 # Options the search cannot tune for: the reference ends at t_end, not at a last denoising
 # call.
 _REFUSED = ("denoise_to_zero",)
-# Options that only some families have: applied to those, checked alone.
-_PER_FAMILY = {"corrector_variant": VARIANTS, "multistep3": MULTISTEP3}
 
 
 @torch.no_grad()
@@ -106,6 +98,7 @@ def optimize_solver(
     seed: int = 0,
     candidates: int = 64,
     substeps: int = 4,
+    held_out_noises: int = HELD_OUT_NOISES,
     reference: PilotReference | None = None,
     families: Sequence[str] | None = None,
     finalists: int = 2,
@@ -124,31 +117,30 @@ def optimize_solver(
     Args:
         model: any `DiffusionModel` (a `Denoiser` around a network, or a built-in model).
         nfe: the model-call budget of a run (>= 2).
-        shape: the pilots' sample shape, without the batch (default the model's sample
-            shape); not with `reference`, which holds its pilots.
+        shape: the pilots' sample shape (default the model's); not with `reference`.
         x_T: the pilots' starting states, instead of drawing them.
         pilots: the number of pilot states sigma_T N(0, I) drawn from `seed`.
-        seed: the seed that draws them; the result is a deterministic function of the
-            pilots.
+        seed: the seed that draws them (the result is a deterministic function of them).
         candidates: the pilot reference's candidate times (`pilot_reference`; it costs
             3 * candidates * substeps + candidates calls); not with `reference`.
         substeps: its DPM-Solver-3 steps per candidate interval; not with `reference`.
+        held_out_noises: more held-out states, solved to their end only (3 * (candidates
+            // 2) * substeps calls on them); not with `reference`.
         reference: a `pilot_reference(model, ...)` shared between calls (budgets,
             settings), so its model calls are paid once; computed here if None.
         families: preset names to search (default `SEARCHED_FAMILIES`).
         finalists: (family, grid) pairs refined after the first screening.
         iterations: Levenberg-Marquardt iterations per stage.
         regularization: the pull of the grid and the coefficients towards their start.
-        held_out: the fraction of the pilots held out of the search (at least one), on
-            which the fallbacks are decided.
+        held_out: the fraction of the pilots held out of the search (at least one); with
+            the extra held-out states they decide the final choice.
         tune_coefficients: False stops after the grid (the analytic rules).
-        max_calls: the search's model-call budget (each call on the tuning or held-out
-            pilots), a hard bound: a budget below the screening and the runs that score
-            the result is refused before any call (the message gives the least), and no
-            Levenberg-Marquardt iteration starts that could overrun it.
+        max_calls: the search's model-call budget, a hard bound: one below the screening
+            and the scoring runs is refused before any call (the message gives the least),
+            and no Levenberg-Marquardt iteration starts that could overrun it.
         name: the model's name for the provenance (default its class name).
-        smaller: tuned solvers of smaller budgets of this model (`optimize_solvers`): the
-            result is never worse than they are on the held-out pilots (one may be kept).
+        smaller: tuned solvers of smaller budgets of this model (`optimize_solvers`), to
+            keep if better on the held-out states.
         progress: a progress bar over the model calls, with a time estimate (tqdm).
         **options: solver options that narrow the search: those that make a family
             (algorithm, order, method, corrector, analytic_first_step) keep only the
@@ -157,10 +149,9 @@ def optimize_solver(
             ...) apply to every family searched. denoise_to_zero cannot be tuned for.
 
     Returns:
-        A `TunedSolver`; run it with `sample(model, x, solver=tuned)` or any face. Its
-        `model_calls` count the calls ('reference', 'search') and the model evaluations,
-        calls times the pilots each call is on ('evaluations', the reference's included
-        when it was computed here): what the tuning costs on a real network.
+        A `TunedSolver` (`sample(model, x, solver=tuned)` or any face). `model_calls`
+        counts the calls ('reference', 'held_out_reference', 'search') and 'evaluations',
+        calls times the states each is on (the reference's when computed here).
     """
     model = check_model(model)
     nfe = check_int("nfe", nfe, 2)
@@ -173,17 +164,17 @@ def optimize_solver(
     given = _check_search(held_out, regularization, name, reference, options)
     smaller = _check_smaller(smaller, model)
     t_start = model.schedule.t_max if reference is None else reference.times[0]
-    searched = _families(families, given, options, nfe, model.schedule, t_start)
+    searched = search_families(families, given, options, nfe, model.schedule, t_start)
     reserve = _reserve(searched, nfe, finalists, max_calls, len(smaller))
     shared = reference is not None
-    reference = _reference_for(model, reference, shape, x_T, pilots, seed, candidates, substeps)
-    n = reference.pilots
+    reference = _reference_for(
+        model, reference, shape, x_T, pilots, seed, candidates, substeps, held_out_noises
+    )
+    n, held = reference.pilots, held_out_count(reference.pilots, held_out)
     if n < 2:
         raise ValueError(f"optimize_solver needs at least 2 pilots (some are held out); got {n}")
-    held = held_out_count(n, held_out)
-    # The runs outside the Levenberg-Marquardt iterations (each finalist's starting runs
-    # and score, the result's pilot and held-out scores) are kept out of what the
-    # iterations may spend, so that max_calls bounds the whole search.
+    # The runs outside the Levenberg-Marquardt iterations (`_reserve`) are kept out of
+    # what the iterations may spend, so that max_calls bounds the whole search.
     bar = Progress(max_calls, not progress, desc=f"tuning {nfe} calls", unit="call")
     search = PilotSearch(model, reference, n - held, max_calls - reserve, on_call=bar.update)
     try:
@@ -254,9 +245,9 @@ def _record(
         seed=reference.seed,
         model_calls={
             "reference": reference.model_calls,
+            "held_out_reference": reference.held_calls,
             "search": search.calls[0],
-            "evaluations": (0 if shared else reference.model_calls * reference.pilots)
-            + search.calls[1],
+            "evaluations": (0 if shared else reference.evaluations) + search.calls[1],
         },
         pilot_error=pilot_error,
         held_out_error=kept.error,
@@ -264,6 +255,7 @@ def _record(
         fallback=kept.fallback,
         details=dict(
             reference_shared=shared,
+            held_out_measure=HELD_OUT_MEASURE,
             start_grid=best.grid,
             start_pilot_error=best.start_error,
             grid_only_pilot_error=grid_only_error,
@@ -332,7 +324,7 @@ def _screen(
     screened = []
     for label, opts in candidates:
         steps = opts.steps_for_calls(nfe)
-        for grid_name, times in _proposals(search.schedule, reference, steps).items():
+        for grid_name, times in proposals(search.schedule, reference, steps).items():
             on_grid = SolverOptions.of(opts, timesteps=tuple(times))
             screened.append(_Screened(search.error(on_grid), label, grid_name, on_grid))
     screened.sort(key=lambda c: (c.error, c.label, c.grid))
@@ -371,6 +363,7 @@ def optimize_solvers(
     seed: int = 0,
     candidates: int = 64,
     substeps: int = 4,
+    held_out_noises: int = HELD_OUT_NOISES,
     **options: Any,
 ) -> dict[int, TunedSolver]:
     """`optimize_solver` for several budgets of one model, together: one pilot reference
@@ -389,6 +382,7 @@ def optimize_solvers(
             seed=seed,
             candidates=candidates,
             substeps=substeps,
+            held_out_noises=held_out_noises,
         )
     found: dict[int, TunedSolver] = {}
     for nfe in ordered:
@@ -437,8 +431,8 @@ def _check_search(
         raise TypeError(f"name must be a str or None; got {type(name).__name__}")
     # Checked with the options' own messages; those only some families have (the
     # corrector's B(h), the third-order rule's form) are checked alone.
-    given = SolverOptions.of(**{k: v for k, v in options.items() if k not in _PER_FAMILY})
-    for key, allowed in _PER_FAMILY.items():
+    given = SolverOptions.of(**{k: v for k, v in options.items() if k not in PER_FAMILY})
+    for key, allowed in PER_FAMILY.items():
         if key in options:
             check_choice(key, options[key], allowed)
     if reference is not None and not isinstance(reference, PilotReference):
@@ -458,6 +452,7 @@ def _reference_for(
     seed: int,
     candidates: int,
     substeps: int,
+    held_out_noises: int,
 ) -> PilotReference:
     """The caller's shared reference (checked against the model, with no pilot arguments
     beside it), or a new one from the pilot arguments."""
@@ -470,6 +465,7 @@ def _reference_for(
             seed=seed,
             candidates=candidates,
             substeps=substeps,
+            held_out_noises=held_out_noises,
         )
     given_pilots = [
         name_
@@ -480,6 +476,7 @@ def _reference_for(
             ("seed", seed, 0),
             ("candidates", candidates, 64),
             ("substeps", substeps, 4),
+            ("held_out_noises", held_out_noises, HELD_OUT_NOISES),
         )
         if value is not default and value != default
     ]
@@ -511,12 +508,13 @@ class _Kept:
 def _held_out_choice(
     search: PilotSearch, best: _Refined, others: list[tuple[str, SolverOptions, int]]
 ) -> _Kept:
-    """Step 4: the refined grid must beat the grid it started from on the held-out pilots, and the
+    """Step 4, by `HELD_OUT_MEASURE` on the held-out states (the held-out pilots and the
+    extra held-out noises): the refined grid must beat the grid it started from, and the
     coefficients both analytic grids (the kept one, and their own with analytic rules);
     a refinement that does not is dropped, with the reason. Then the simpler candidates
     the search had in hand (`others`: the best untuned setting screened, the tuned
     solvers of smaller budgets) replace the result where they beat it there: the result
-    is never worse than they are on the held-out pilots."""
+    is never worse than they are on the held-out states."""
     start, grid_only, tuned, grid_name = best.start, best.grid_only, best.tuned, best.grid
     hold = search.held_out
     e_start, e_grid = hold(start), hold(grid_only)
@@ -560,92 +558,3 @@ def _fixed_runs(finalists: int) -> int:
     and its score; then the result's tuning and grid-only errors and the held-out errors of
     the start grid, the refined grid, the tuned solver and its analytic rules."""
     return 3 * finalists + 6
-
-
-def _families(
-    names: Sequence[str] | None,
-    given: SolverOptions,
-    options: dict[str, Any],
-    nfe: int,
-    schedule: NoiseSchedule,
-    t_start: float,
-) -> list[tuple[str, SolverOptions]]:
-    """(name, options) of the families to search that agree with the caller's options
-    and can run `nfe` calls from `t_start` (the pilots' start)."""
-    if isinstance(names, str) or not (names is None or isinstance(names, Sequence)):
-        raise TypeError(
-            f"families must be a list of preset names (e.g. ['dpm++3m', 'ipndm4']); got "
-            f"{type(names).__name__} {names!r}"
-        )
-    chosen = SEARCHED_FAMILIES if names is None else tuple(names)
-    if not chosen:
-        raise ValueError("families is empty; give preset names to search, or None for the default")
-    chosen = tuple(preset_name(label, "families", ode=True) for label in chosen)
-    found: list[tuple[str, SolverOptions]] = []
-    for label in chosen:
-        opts = SOLVERS[label].options
-        # What makes a family (its predictor, order, corrector, first step) must agree with
-        # the caller's options; the others (lower_order_final, corrector_variant, ...)
-        # apply on top of it.
-        if any(getattr(opts, key) != getattr(given, key) for key in options if key in FAMILY_KEYS):
-            continue
-        # Options that only some families have (the corrector's B(h), the third-order
-        # rule's form) apply to those that have them.
-        own = dict(options)
-        if opts.corrector == "off" and "corrector" not in options:
-            own.pop("corrector_variant", None)
-        third = opts.order == 3 and opts.algorithm in ("dpmsolver++", "dpmsolver")
-        if not third and "algorithm" not in options and "order" not in options:
-            own.pop("multistep3", None)
-        try:
-            merged = SolverOptions.of(opts, **own) if own else opts
-        except ValueError:
-            continue  # e.g. a corrector_variant on a family whose corrector is off is fine,
-            # but a combination the options refuse is not a family to search
-        if all(merged != other for _, other in found):
-            found.append((label, merged))
-    if not found and options:
-        found = [("given", given)]
-    for key, has in (
-        ("corrector_variant", lambda o: o.corrector != "off"),
-        ("multistep3", lambda o: o.order == 3 and o.algorithm in ("dpmsolver++", "dpmsolver")),
-    ):
-        if key in options and not any(has(o) for _, o in found):
-            raise ValueError(
-                f"{key}={options[key]!r} applies to families that have it; none of those "
-                f"searched ({', '.join(label for label, _ in found)}) does"
-            )
-    snr = math.exp(schedule.levels([t_start])[0].lambda_)
-    usable = []
-    for label, opts in found:
-        if opts.method != "multistep" or opts.eta != 0 or opts.cfg_pp:
-            raise ValueError(
-                "optimize_solver tunes multistep ODE solvers; got "
-                f"method={opts.method!r}, eta={opts.eta}, cfg_pp={opts.cfg_pp}"
-            )
-        if opts.steps_for_calls(nfe) < opts.order:
-            continue
-        if opts.analytic_first_step and snr > AFS_MAX_SNR:
-            continue
-        usable.append((label, opts))
-    if not usable:
-        raise ValueError(f"no searched family can run nfe={nfe} with options {options}")
-    return usable
-
-
-def _proposals(
-    schedule: NoiseSchedule, reference: PilotReference, steps: int
-) -> dict[str, list[float]]:
-    """The GITS dynamic-programme grid of `steps` steps on the reference's candidate times
-    (a first-order step's error from reference state i to j, the cheapest path) and the
-    standard grids that can start where the pilots do."""
-    t_s, t_e = reference.times[0], reference.times[-1]
-    out = {}
-    for g in STANDARD_GRIDS:
-        try:
-            out[g] = time_grid(schedule, g, t_s, t_e, steps).tolist()
-        except ValueError:
-            continue  # a grid spaced in lambda cannot start at pure noise (lambda = -inf)
-    if steps < len(reference.times):
-        out["dp"] = reference.dp_grid(steps)
-    return out

@@ -198,12 +198,14 @@ class TunedSolver(_JsonRecord):
     sigma_t / alpha_t, for the k-diffusion and diffusers faces), the base solver's
     `options` (those that differ from the defaults, by name; `setting` is its preset
     name), and `coefficients`: one row per step of `SolverOptions.coefficients`, or None
-    when the fitted coefficients did not beat the analytic rules on the held-out pilots
-    (`fallback` says so). Provenance: the model's name, the pilots (tuning and held-out
-    counts) and seed, the model calls spent (`model_calls`: 'reference' and 'search', each
-    call on a whole pilot batch), and the RMS errors against the reference end states:
-    `pilot_error` on the tuning pilots, `held_out_error` and `analytic_held_out_error` (the
-    same grid with the analytic rules) on the held-out pilots.
+    when the fitted coefficients did not beat the analytic rules on the held-out states
+    (`fallback` says so). Provenance: the model's name, the tuning pilots and the held-out
+    states (held-out pilots and extra held-out noises) counted, the seed, the model calls
+    spent (`model_calls`: 'reference' and 'search', each call on a whole pilot batch, and
+    'evaluations'), and the errors against the reference end states: `pilot_error` (RMS) on
+    the tuning pilots, `held_out_error` and `analytic_held_out_error` (the same grid with
+    the analytic rules) on the held-out states by the measure the choice used
+    (`details['held_out_measure']`).
     """
 
     times: list[float]
