@@ -4,8 +4,8 @@ The pipeline is diffusers' StableDiffusion3Pipeline around a tiny SD3 transforme
 with random weights, built from configs, with prompt embeddings in place of the text
 encoders, so nothing is downloaded (a real pipeline loads trained weights with
 `from_pretrained`; the tuning is then minutes to hours of GPU time, see the docs). The
-search is kept small here (8 pilots, two families, one refinement step) so that it runs in
-seconds on a CPU. Needs the `diffusers` extra.
+search is kept small here (8 pilots, 8 extra held-out noises, two families, one refinement
+step) so that it runs in seconds on a CPU. Needs the `diffusers` extra.
 """
 
 import torch
@@ -77,6 +77,7 @@ tuned = tune_pipeline(
     iterations=1,
     candidates=16,
     substeps=1,
+    held_out_noises=8,
 )
 pipe.scheduler = DPMSolverScheduler.from_tuned(tuned, pipe.scheduler.config)
 batch = {k: v.expand(16, *v.shape[1:]) for k, v in prompt.items()}  # 16 images

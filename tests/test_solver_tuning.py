@@ -274,6 +274,11 @@ def test_extra_held_out_noises_decide_by_the_trimmed_measure() -> None:
     trimmed = measure.trimmed_rms(out, target, 0.1)  # the worst 1 of 16 left out
     assert found.held_out_error == pytest.approx(trimmed, rel=1e-12)
     assert trimmed < measure.rms(out, target)
+    # Beside given states drawn from the seed, the extras are not those states again.
+    given = dpm.pilot_reference(
+        model, x_T=ref.x_start, seed=0, candidates=24, substeps=2, held_out_noises=12
+    )
+    assert given.held_x is not None and torch.equal(given.held_x, ref.held_x)
     with pytest.raises(ValueError, match="held_out_noises"):
         dpm.optimize_solver(model, 5, reference=ref, held_out_noises=4)
     with pytest.raises(ValueError, match="held_out_noises must be >= 0; got -1"):
@@ -629,8 +634,11 @@ def test_shipped_tuned_solvers(name: str) -> None:
     total = 0
     for nfe in TUNED_NFE:
         found = tuned_solver(name, nfe)
-        # A budget's solver may be a smaller budget's (better on the held-out pilots).
-        assert found.nfe <= nfe and found.model == name and found.pilots + found.held_out == 16
+        # A budget's solver may be a smaller budget's (better on the held-out states: 4
+        # pilots of 16 and the extra held-out noises).
+        assert found.nfe <= nfe and found.model == name
+        assert (found.pilots, found.held_out) == (12, 4 + HELD_OUT_NOISES)
+        assert found.details["held_out_measure"] == HELD_OUT_MEASURE
         assert found.model_calls["reference"] + found.model_calls["search"] <= 5000
         assert found.model_calls["evaluations"] <= 50_000
         assert found.held_out_error <= found.analytic_held_out_error

@@ -145,8 +145,8 @@ def pilot_reference(
     candidates model calls, each on the whole pilot batch. `seed` is recorded as the
     reference's (None for a given x_T).
 
-    `held_out_noises` more states x_T = sigma_T N(0, I) (drawn from `seed` after the
-    pilots, with the pilots' shape, also beside a given x_T) get their end state only, by
+    `held_out_noises` more states x_T = sigma_T N(0, I) (rows n.. of what `seed` draws,
+    n the pilots, also beside a given x_T) get their end state only, by
     the same fine solver on candidates // 2 times: 3 * (candidates // 2) * substeps calls
     on that batch (`held_x`, `held_end`, `held_calls`)."""
     model = check_model(model)
@@ -183,11 +183,11 @@ def pilot_reference(
     held_x = held_end = None
     held_calls = 0
     if held_out_noises:
-        # Drawn after the pilots from one generator (the pilots are those of a run without
-        # extras), or from `seed` beside the caller's states, in their dtype.
-        first = 0 if drawn_from is None else x_T.shape[0]
-        drawn = start_noise(model, first + held_out_noises, seed, x_T.shape[1:], t=t_s)
-        held_x = drawn[first:].to(dtype=x_T.dtype, device=x_T.device)
+        # Rows n.. of `seed`'s draw (n the pilots): the pilots stay those of a run without
+        # extras, and a caller's x_T drawn from the same seed is not drawn again.
+        n = x_T.shape[0]
+        drawn = start_noise(model, n + held_out_noises, seed, x_T.shape[1:], t=t_s)
+        held_x = drawn[n:].to(dtype=x_T.dtype, device=x_T.device)
         counted, held = counting(model)
         coarse = _candidates(schedule, t_s, t_e, max(2, candidates // 2))
         held_end = Sampler(counted, _fine_solver(schedule, coarse, substeps))(held_x)

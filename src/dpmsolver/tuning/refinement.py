@@ -1,5 +1,5 @@
-"""The tuner's pilots as a search space: end-point errors of a solver on the tuning and
-held-out pilots, runs re-done from any step through the core's stepper, and the
+"""The tuner's pilots as a search space: end-point errors of a solver on the tuning pilots
+and the held-out states, runs re-done from any step through the core's stepper, and the
 Levenberg-Marquardt refinement of a grid and its per-step coefficients.
 
 A solver's run on the pilots keeps, per model call, the stepper's state before the call
@@ -47,8 +47,8 @@ class PilotRun:
 
 
 class PilotSearch:
-    """The tuning pilots, the held-out pilots, their reference end states, and the model
-    with its calls counted."""
+    """The tuning pilots, the held-out states (held-out pilots and the reference's extra
+    held-out noises), their reference end states, and the model with its calls counted."""
 
     def __init__(
         self,

@@ -21,13 +21,14 @@ worst tenth of them: the errors are heavy-tailed).
    `SolverOptions.coefficients` (1 + k numbers for a rule of order k, 2 + k more for its
    corrector: a few per step), starting from the analytic rule and regularised towards
    it (the penalty `regularization * sum_q D_q v_q^2`, D the Gauss-Newton diagonal).
-4. The finalist with the lowest tuning error is kept. On the held-out pilots its refined
+4. The finalist with the lowest tuning error is kept. On the held-out states its refined
    grid must beat the grid it started from, and its coefficients the analytic rules (on
    that kept grid and on their own), else they are dropped (`TunedSolver.fallback` says
-   which and why): the result is never worse there than the analytic solver it started
-   from.
-Every model call is counted (each on the tuning or the held-out part of the pilot batch)
-and reported as reference and search calls.
+   which and why); then the best untuned setting screened and the smaller budgets'
+   solvers replace it where they do better there: the result is never worse there than
+   any of them.
+Every model call is counted (each on the tuning pilots or the held-out states) and
+reported as reference, held-out reference and search calls.
 """
 
 from __future__ import annotations
@@ -491,7 +492,7 @@ def _reference_for(
 
 @dataclass(frozen=True)
 class _Kept:
-    """What the held-out pilots kept: the solver, its held-out error and that of its
+    """What the held-out states kept: the solver, its held-out error and that of its
     analytic rules, why a refinement was dropped (None if none was), and the held-out
     errors of the grid the search started from and of the grid-only refinement."""
 
