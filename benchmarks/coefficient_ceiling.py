@@ -14,8 +14,8 @@ the same tuning pilots:
 - shifted evaluations: each model call is made at lambda + delta_k instead of at its
   grid point, with the nfe shifts delta_k fitted by Levenberg-Marquardt on the end-point
   error (finite differences, one full run per shift).
-Each is scored on held-out noises (1024 for the exact model, 256 for the network) against a
-3000-call reference, as in `low_budget.py`. It prints the errors, the ratios to the best
+Each is scored on 1024 held-out noises against a 3000-call reference, as in
+`low_budget.py`. It prints the errors, the ratios to the best
 untuned setting, and the target 0.5x. A second table splits the held-out error of the tuned
 solver and of the best untuned setting: the share of the squared error that the worst 1%
 of noises carry, and the RMS error over the other 99% (each setting's own worst 1% left
@@ -156,7 +156,7 @@ def main() -> None:
     for name in args.models.split(","):
         start = time.perf_counter()
         model = load(name)
-        n = args.n or HELD_OUT[name]
+        n = args.n or HELD_OUT
         result = budget.budget(
             model,
             budgets,
