@@ -113,6 +113,24 @@ def test_prompts_are_tiled_over_the_pilots() -> None:
     model(torch.randn(3, *model.sample_shape), level, "data")
     uncond, cond = seen[-1].chunk(2)
     assert torch.equal(cond, embeds[[0, 1, 0]]) and torch.equal(uncond, -embeds[[0, 1, 0]])
+    # With max_batch the pipeline is called on parts of the batch, the rows keeping their
+    # prompts, and the output is the whole batch's.
+    x = torch.randn(5, *model.sample_shape, generator=torch.Generator().manual_seed(1))
+    whole = model(x, level, "data")
+    parted = PipelineModel(
+        pipe,
+        dict(prompt_embeds=embeds, negative_prompt_embeds=-embeds, guidance_scale=2.0),
+        max_batch=2,
+    )
+    seen.clear()
+    before = parted.calls
+    got = parted(x, level, "data")  # float32: the kernels may differ with the batch size
+    assert torch.allclose(got, whole, atol=1e-5, rtol=0)
+    assert parted.calls - before == 3 and [len(s) for s in seen] == [4, 4, 2]
+    cond = torch.cat([s.chunk(2)[1] for s in seen])
+    assert torch.equal(cond, embeds[[0, 1, 0, 1, 0]])
+    with pytest.raises(ValueError, match="max_batch must be >= 1; got 0"):
+        PipelineModel(pipe, dict(prompt_embeds=embeds), max_batch=0)
     with pytest.raises(ValueError, match="must be a multiple of the 2 prompts"):
         tune_pipeline(pipe, 4, prompt_embeds=embeds, negative_prompt_embeds=-embeds, pilots=9)
 

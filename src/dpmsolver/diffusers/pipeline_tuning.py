@@ -88,10 +88,16 @@ class PipelineModel:
     `call` holds the pipeline's arguments (conditioning, guidance_scale, height, width,
     ...); the per-prompt tensors among them (`prompt_embeds`, `negative_prompt_embeds`,
     `pooled_prompt_embeds`, `negative_pooled_prompt_embeds`) and a list of prompts are
-    tiled over the batch: row j gets prompt j mod P. `calls` counts pipeline calls.
+    tiled over the batch: row j gets prompt j mod P. `max_batch` (None: no bound) splits
+    a larger batch into pipeline calls of at most that many latents, so that the held-out
+    batch of a tuning (the held-out pilots and the extra held-out noises) needs no more
+    memory than the pilots'. `calls` counts pipeline calls.
     """
 
-    def __init__(self, pipe: Any, call: Mapping[str, Any]) -> None:
+    def __init__(self, pipe: Any, call: Mapping[str, Any], max_batch: int | None = None) -> None:
+        if max_batch is not None:
+            check_int("max_batch", max_batch, 1)
+        self.max_batch = max_batch
         self.capture = _Capture.from_config(pipe.scheduler.config)
         self.capture.at(0.0)
         self.pipe = type(pipe)(**{**pipe.components, "scheduler": self.capture})
@@ -106,17 +112,24 @@ class PipelineModel:
         self.dtype = probe.dtype
 
     def __call__(self, x: Tensor, level: Level, target: Target) -> Tensor:
-        out = self._run(x.to(self.dtype), level, x.shape[0]).to(x.dtype)
+        size = x.shape[0] if self.max_batch is None else self.max_batch
+        parts = [
+            self._run(x[i : i + size].to(self.dtype), level, min(size, x.shape[0] - i), i)
+            for i in range(0, x.shape[0], size)
+        ]
+        out = (parts[0] if len(parts) == 1 else torch.cat(parts)).to(x.dtype)
         out = model_mean(out, x, 0, self.capture.setup, None)
         return to_form(out, x, level, self.capture.setup, target)
 
-    def _run(self, x: Tensor | None, level: Level, batch: int) -> Tensor:
+    def _run(self, x: Tensor | None, level: Level, batch: int, first: int = 0) -> Tensor:
         """One pipeline step at `level` from latents `x` (None: the pipeline's own noise,
-        for its latent shape); the model output it gives the scheduler."""
+        for its latent shape), rows `first`.. of the batch; the model output it gives the
+        scheduler."""
         self.calls += 1
         self.capture.at(self._timestep(level))
+        rows = range(first, first + batch)
         call = {
-            k: _tiled(v, batch, self.prompts) if k in _PER_PROMPT else v
+            k: _tiled(v, rows, self.prompts) if k in _PER_PROMPT else v
             for k, v in self.call.items()
         }
         for key in ("prompt", "negative_prompt"):
@@ -124,7 +137,7 @@ class PipelineModel:
             if isinstance(value, str):
                 call[key] = [value] * batch
             elif isinstance(value, list | tuple):
-                call[key] = [value[j % self.prompts] for j in range(batch)]
+                call[key] = [value[j % self.prompts] for j in rows]
         with torch.no_grad():
             self.pipe(**call, latents=x, num_inference_steps=1, output_type="latent")
         out = self.capture.output
@@ -161,11 +174,11 @@ def _prompt_count(call: Mapping[str, Any]) -> int:
     return next(iter(counts.values()), 1)
 
 
-def _tiled(value: Any, batch: int, prompts: int) -> Any:
-    """A per-prompt tensor over a batch: row j is prompt j mod P."""
+def _tiled(value: Any, rows: range, prompts: int) -> Any:
+    """A per-prompt tensor over the batch's `rows`: row j is prompt j mod P."""
     if not isinstance(value, Tensor):
         return value
-    index = torch.arange(batch, device=value.device) % prompts
+    index = torch.arange(rows.start, rows.stop, device=value.device) % prompts
     return value[index]
 
 
@@ -182,6 +195,7 @@ def tune_pipeline(
     width: int | None = None,
     pilots: int = 16,
     seed: int = 0,
+    max_batch: int | None = 16,
     call_kwargs: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> TunedSolver:
@@ -195,8 +209,10 @@ def tune_pipeline(
     resolution-dependent shift included. With P prompts, pilot j is conditioned on prompt
     j mod P, and the tuning pilots must be a multiple of P (with the default held-out
     quarter: pilots = 16 suits P = 1, 2, 3, 4, 6, 12). `pilots`, `seed` and `**options`
-    (families, max_evaluations, ...) are `optimize_solver`'s; the pilot noises are drawn in
-    the pipeline's latent shape. The pipeline itself is not changed.
+    (families, max_calls, held_out_noises, ...) are `optimize_solver`'s; the pilot noises
+    are drawn in the pipeline's latent shape. The pipeline is called on at most
+    `max_batch` latents at once (None: on the whole batch; see `PipelineModel`). The
+    pipeline itself is not changed.
     """
     check_int("num_inference_steps", num_inference_steps, 2)
     call = dict(call_kwargs or {})
@@ -219,7 +235,7 @@ def tune_pipeline(
         width=width,
     )
     call.update({k: v for k, v in given.items() if v is not None})
-    model = PipelineModel(pipe, call)
+    model = PipelineModel(pipe, call, max_batch)
     n = check_int("pilots", pilots, 2)
     held = max(1, int(n * options.get("held_out", 0.25)))
     if (n - held) % model.prompts:
