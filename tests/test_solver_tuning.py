@@ -292,6 +292,8 @@ def test_trimmed_rms_leaves_out_the_worst_samples() -> None:
     kept = torch.arange(18.0, dtype=torch.float64).pow(2).mean() / 3  # int(0.1 * 20) = 2 left out
     assert measure.trimmed_rms(a, b, 0.1) == pytest.approx(float(kept.sqrt()), rel=1e-15)
     assert measure.trimmed_rms(a[:9], b[:9], 0.1) == pytest.approx(measure.rms(a[:9], b[:9]))
+    with pytest.raises(ValueError, match=r"trim must be a fraction in \[0, 1\); got 1.0"):
+        measure.trimmed_rms(a, b, 1.0)
 
 
 @pytest.mark.parametrize("family", ["dpm++2m+c+afs", "ipndm3+afs", "dpm++3m"])

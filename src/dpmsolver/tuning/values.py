@@ -201,11 +201,11 @@ class TunedSolver(_JsonRecord):
     when the fitted coefficients did not beat the analytic rules on the held-out states
     (`fallback` says so). Provenance: the model's name, the tuning pilots and the held-out
     states (held-out pilots and extra held-out noises) counted, the seed, the model calls
-    spent (`model_calls`: 'reference' and 'search', each call on a whole pilot batch, and
-    'evaluations'), and the errors against the reference end states: `pilot_error` (RMS) on
-    the tuning pilots, `held_out_error` and `analytic_held_out_error` (the same grid with
-    the analytic rules) on the held-out states by the measure the choice used
-    (`details['held_out_measure']`).
+    spent (`model_calls`: 'reference', 'held_out_reference' and 'search', each call on a
+    whole batch, and 'evaluations'), and the errors against the reference end states:
+    `pilot_error` (RMS) on the tuning pilots, `held_out_error` and
+    `analytic_held_out_error` (the same grid with the analytic rules) on the held-out
+    states by the measure the choice used (`details['held_out_measure']`).
     """
 
     times: list[float]
