@@ -7,8 +7,9 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
@@ -66,22 +67,6 @@ def test_sample_png_says_what_was_sampled(tmp_path: Path, extra: list[str], solv
     }
 
 
-class RecordedBar:
-    """Stands in for tools.progress.Progress: keeps each bar's total and its updates."""
-
-    made: ClassVar[list[RecordedBar]] = []
-
-    def __init__(self, total: int | None, disable: bool | None = None, **kwargs: Any) -> None:
-        self.total, self.done, self.closed = total, 0, False
-        RecordedBar.made.append(self)
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-
-    def close(self) -> None:
-        self.closed = True
-
-
 @pytest.mark.parametrize(
     ("extra", "calls"),
     [
@@ -93,18 +78,17 @@ class RecordedBar:
 )
 def test_sample_progress_bar_counts_the_model_calls(
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    record_bars: Callable[[Any], list[Any]],
     capsys: pytest.CaptureFixture[str],
     extra: list[str],
     calls: int,
 ) -> None:
     """The bar's total is the model calls the run makes, and it fills to it exactly."""
     assert tuned_solver("digits-exact", 4).solver().analytic_first_step
-    monkeypatch.setattr(commands, "Progress", RecordedBar)
-    RecordedBar.made = []
+    bars = record_bars(commands)
     assert main(["sample", "--n", "4", "--out", str(tmp_path / "s.png"), *extra]) == 0
     assert f", {calls} model calls in" in capsys.readouterr().out
-    (bar,) = RecordedBar.made
+    (bar,) = bars
     assert (bar.total, bar.done, bar.closed) == (calls, calls, True)
 
 

@@ -381,25 +381,12 @@ def test_a_finished_jobs_rerun_says_so_and_shows_no_rate(tmp_path) -> None:
     assert "(0 made, 2 kept by this process)" in again.stdout
 
 
-def test_a_resumed_jobs_bar_counts_only_this_runs_samples(tmp_path, monkeypatch) -> None:
+def test_a_resumed_jobs_bar_counts_only_this_runs_samples(tmp_path, record_bars) -> None:
     """Resuming with one shard of 4 samples left: the bar runs 0 to 4 (its rate is this
     run's), not 6 to 10 over this run's time."""
     run(tmp_path)
     (tmp_path / "shard-000001.npz").unlink()
-    bars = []
-
-    class Recorded:
-        def __init__(self, total, disable=None, **kwargs) -> None:
-            self.total, self.disable, self.kwargs, self.done = total, disable, kwargs, 0
-            bars.append(self)
-
-        def update(self, n: int = 1) -> None:
-            self.done += n
-
-        def close(self) -> None:
-            pass
-
-    monkeypatch.setattr(job, "Progress", Recorded)
+    bars = record_bars(job)
     result = dpm.generate("digits-exact", 10, tmp_path, batch=4, progress=True, **FAST)
     assert result.generated == {1: "partial"}
     (bar,) = bars

@@ -482,24 +482,11 @@ def test_dpm_fast_refuses_every_sde_argument_by_name() -> None:
             K.sample_dpm_fast(denoiser(), start(), 0.03, 14.6, 10, **given)
 
 
-def test_dpm_fast_progress_bar_ends_full(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dpm_fast_progress_bar_ends_full(record_bars: Callable[[Any], list[Any]]) -> None:
     """The bar counts dpm_fast's steps (of up to 3 calls each) and reaches its total."""
     import dpmsolver.k_diffusion.samplers as named
 
-    bars: list[Any] = []
-
-    class Bar:
-        def __init__(self, total: int | None, disable: bool | None = None) -> None:
-            self.total, self.done = total, 0
-            bars.append(self)
-
-        def update(self, n: int = 1) -> None:
-            self.done += n
-
-        def close(self) -> None:
-            pass
-
-    monkeypatch.setattr(named, "Progress", Bar)
+    bars = record_bars(named)
     calls: list[int] = []
     K.sample_dpm_fast(denoiser(calls), start(), 0.03, 14.6, 10)
     assert len(calls) == 10 and len(bars) == 1
