@@ -133,6 +133,12 @@ def test_prompts_are_tiled_over_the_pilots() -> None:
         PipelineModel(pipe, dict(prompt_embeds=embeds), max_batch=0)
     with pytest.raises(ValueError, match="must be a multiple of the 2 prompts"):
         tune_pipeline(pipe, 4, prompt_embeds=embeds, negative_prompt_embeds=-embeds, pilots=9)
+    # The extra held-out noises are solved in a batch of their own and scored after the
+    # held-out pilots: with 3 prompts, 12 tuning pilots and 4 held-out ones would move
+    # their prompts.
+    three = torch.randn(3, 77, 32, generator=torch.Generator().manual_seed(2))
+    with pytest.raises(ValueError, match="12 tuning pilots and 4 held-out pilots must be a"):
+        tune_pipeline(pipe, 4, prompt_embeds=three, negative_prompt_embeds=-three, pilots=16)
 
 
 @pytest.mark.parametrize(

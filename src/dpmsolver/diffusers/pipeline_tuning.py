@@ -24,6 +24,7 @@ from torch import Tensor
 from ..checks import check_int
 from ..core import Level, NoiseSchedule, Target
 from ..tuning import TunedSolver, optimize_solver
+from ..tuning.solver_search import HELD_OUT, HELD_OUT_NOISES, held_out_count
 from .outputs import model_mean, to_form
 from .scheduler import DPMSolverScheduler
 
@@ -207,12 +208,12 @@ def tune_pipeline(
     embeddings; other pipeline arguments such as `pooled_prompt_embeds` in `call_kwargs`),
     `guidance_scale`, `height` and `width`: classifier-free guidance, Flux's packing and
     resolution-dependent shift included. With P prompts, pilot j is conditioned on prompt
-    j mod P, and the tuning pilots must be a multiple of P (with the default held-out
-    quarter: pilots = 16 suits P = 1, 2, 3, 4, 6, 12). `pilots`, `seed` and `**options`
-    (families, max_calls, held_out_noises, ...) are `optimize_solver`'s; the pilot noises
-    are drawn in the pipeline's latent shape. The pipeline is called on at most
-    `max_batch` latents at once (None: on the whole batch; see `PipelineModel`). The
-    pipeline itself is not changed.
+    j mod P, and the tuning pilots and (with extra held-out noises) the held-out pilots
+    must each be a multiple of P (at the defaults, pilots = 16 suits P = 1, 2, 4).
+    `pilots`, `seed` and `**options` (families, max_calls, held_out_noises, ...) are
+    `optimize_solver`'s; the pilot noises are drawn in the pipeline's latent shape. The
+    pipeline is called on at most `max_batch` latents at once (None: on the whole batch;
+    see `PipelineModel`). The pipeline itself is not changed.
     """
     check_int("num_inference_steps", num_inference_steps, 2)
     call = dict(call_kwargs or {})
@@ -237,11 +238,16 @@ def tune_pipeline(
     call.update({k: v for k, v in given.items() if v is not None})
     model = PipelineModel(pipe, call, max_batch)
     n = check_int("pilots", pilots, 2)
-    held = max(1, int(n * options.get("held_out", 0.25)))
-    if (n - held) % model.prompts:
+    held = held_out_count(n, options.get("held_out", HELD_OUT))
+    # The reference solves the pilots in one batch and the extra held-out noises in
+    # another; the search runs the tuning pilots alone and the held-out pilots before the
+    # extras. Each row keeps its prompt only if both parts are multiples of P.
+    extras = options.get("held_out_noises", HELD_OUT_NOISES)
+    if (n - held) % model.prompts or (extras and held % model.prompts):
+        parts = f"{n - held} tuning pilots" + (f" and {held} held-out pilots" if extras else "")
         raise ValueError(
-            f"pilots={n}: its {n - held} tuning pilots must be a multiple of the "
-            f"{model.prompts} prompts (pilot j is conditioned on prompt j mod P)"
+            f"pilots={n}: its {parts} must be a multiple of the {model.prompts} prompts "
+            "(pilot j is conditioned on prompt j mod P)"
         )
     name = options.pop("name", None) or type(pipe).__name__
     return optimize_solver(model, num_inference_steps, pilots=n, seed=seed, name=name, **options)
