@@ -281,6 +281,8 @@ def test_extra_held_out_noises_decide_by_the_trimmed_measure() -> None:
     assert given.held_x is not None and torch.equal(given.held_x, ref.held_x)
     with pytest.raises(ValueError, match="held_out_noises"):
         dpm.optimize_solver(model, 5, reference=ref, held_out_noises=4)
+    with pytest.raises(ValueError, match=r"give reference or the pilots \(pilots, seed\)"):
+        dpm.optimize_solvers(model, [4, 5], reference=ref, pilots=99, seed=7)
     with pytest.raises(ValueError, match="held_out_noises must be >= 0; got -1"):
         dpm.pilot_reference(model, pilots=4, held_out_noises=-1)
 

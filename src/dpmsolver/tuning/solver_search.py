@@ -375,16 +375,10 @@ def optimize_solvers(
     if isinstance(budgets, int) or not isinstance(budgets, Sequence) or not budgets:
         raise TypeError(f"budgets must be a non-empty list of call counts; got {budgets!r}")
     ordered = sorted({check_int("budgets", b, 2) for b in budgets})
-    if reference is None:
-        reference = pilot_reference(
-            check_model(model),
-            shape=shape,
-            pilots=pilots,
-            seed=seed,
-            candidates=candidates,
-            substeps=substeps,
-            held_out_noises=held_out_noises,
-        )
+    reference = _reference_for(
+        check_model(model), reference, shape, None, pilots, seed, candidates, substeps,
+        held_out_noises,
+    )  # fmt: skip
     found: dict[int, TunedSolver] = {}
     for nfe in ordered:
         found[nfe] = optimize_solver(
