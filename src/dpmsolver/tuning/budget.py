@@ -139,7 +139,7 @@ class BudgetResult:
     """Per budget: the tuned solver against the best untuned setting, on held-out noises."""
 
     rows: list[BudgetRow]
-    reference_calls: int  # the shared pilot reference (0 when the solvers were given)
+    reference_calls: int  # the shared pilot reference, its extra noises too (0: solvers given)
     model_calls: int  # search calls, all budgets
     untuned: dict[int, list[tuple[float, str]]]  # nfe -> (error, setting and grid), sorted
     solvers: dict[int, TunedSolver] = field(default_factory=dict)  # nfe -> the tuned solver
@@ -293,7 +293,7 @@ def budget(
         solver = solvers[nfe]
         evals = solver.model_calls.get("evaluations", 0) + ref_evals // len(budgets)
         rows.append(scorer.row(nfe, solver, untuned[nfe], grid_err, evals))
-    ref_calls = 0 if pilots_ref is None else pilots_ref.model_calls
+    ref_calls = 0 if pilots_ref is None else pilots_ref.model_calls + pilots_ref.held_calls
     return BudgetResult(rows, ref_calls, spent, untuned, solvers)
 
 
