@@ -314,6 +314,32 @@ def test_the_cache_key_follows_what_the_tuning_depends_on(tmp_path: Path) -> Non
     assert (3 * 64 * 4 + 64) * 16 + max_calls_for(16) * 12 <= 50_000
 
 
+def test_the_tune_nodes_largest_pilots_leave_room_for_the_search(comfy: SimpleNamespace) -> None:
+    """At MAX_PILOTS the search budget the node gives still covers the screening at every
+    step count it offers: the search goes on to the model (which stops it here) instead of
+    refusing max_calls; one pilot more than the old cap would have been refused."""
+    from dpmsolver.comfyui.nodes import MAX_PILOTS, MAX_TUNED_STEPS
+    from dpmsolver.comfyui.tune import max_calls_for
+
+    class ModelCalledError(Exception):
+        pass
+
+    class Stops:
+        schedule = dpm.models.load("digits-exact").schedule
+        sample_shape = (1, 8, 8)
+
+        def __call__(self, *args: Any) -> torch.Tensor:
+            raise ModelCalledError
+
+    for steps in range(2, MAX_TUNED_STEPS + 1):
+        with pytest.raises(ModelCalledError):
+            dpm.optimize_solver(
+                Stops(), steps, pilots=MAX_PILOTS, max_calls=max_calls_for(MAX_PILOTS)
+            )
+    with pytest.raises(ValueError, match="is below the least this search costs"):
+        dpm.optimize_solver(Stops(), MAX_TUNED_STEPS, pilots=64, max_calls=max_calls_for(64))
+
+
 def test_the_tune_node_in_comfyui(comfy: SimpleNamespace, tmp_path: Path, monkeypatch: Any) -> None:
     """The node on a tiny model in ComfyUI's own ModelPatcher and CFGGuider: its SAMPLER +
     SIGMAS take `steps` model calls through SamplerCustom's path to a finite sample; a second
@@ -394,6 +420,11 @@ def test_install_writes_a_node_folder_comfyui_loads(
     assert main(["comfyui", "install", str(tmp_path)]) == 0
     assert (folder / "__init__.py").read_text() == text
     assert sorted(p.name for p in folder.iterdir()) == ["__init__.py"]  # no temporary left
+    # A temporary a killed install left is its own, not the user's.
+    from dpmsolver.tools.generation.files import tmp_path as temporary_of
+
+    temporary_of(folder / "__init__.py").write_text("half a file")
+    assert main(["comfyui", "install", str(tmp_path)]) == 0
 
 
 def test_install_refuses_what_is_not_its_own(tmp_path: Path, capsys: Any) -> None:

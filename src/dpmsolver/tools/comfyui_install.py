@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .generation.files import TMP_PREFIX, write_atomic
+
 __all__ = ["FOLDER", "MARKER", "install_node_folder"]
 
 FOLDER = "dpmsolver"
@@ -56,7 +58,12 @@ def install_node_folder(comfyui: str | os.PathLike[str]) -> Path:
     folder = nodes / FOLDER
     target = folder / "__init__.py"
     if folder.exists():
-        theirs = [p.name for p in folder.iterdir() if p.name not in ("__init__.py", "__pycache__")]
+        # A temporary of ours a killed run left is not the user's.
+        theirs = [
+            p.name
+            for p in folder.iterdir()
+            if p.name not in ("__init__.py", "__pycache__") and not p.name.startswith(TMP_PREFIX)
+        ]
         ours = target.is_file() and target.read_text(errors="replace").startswith(MARKER)
         if theirs or (target.exists() and not ours):
             raise ValueError(
@@ -65,7 +72,5 @@ def install_node_folder(comfyui: str | os.PathLike[str]) -> Path:
             )
     folder.mkdir(exist_ok=True)
     # Written whole, then renamed: a ComfyUI starting meanwhile never reads half a file.
-    temporary = folder / f".__init__.py.{os.getpid()}.tmp"
-    temporary.write_text(INIT)
-    os.replace(temporary, target)
+    write_atomic(target, INIT.encode())
     return target
