@@ -811,3 +811,20 @@ def test_a_flow_model_from_pure_noise_is_tuned_and_run_by_every_face() -> None:
     sigmas = tuned_sigmas(found, "flow")
     k = sample_tuned(denoiser, x, sigmas, solver=found, model_sampling="flow", disable=True)
     torch.testing.assert_close(k, native, rtol=1e-9, atol=1e-9)
+
+
+def test_counting_passes_on_what_the_model_says_of_itself() -> None:
+    """A counted model keeps the sample shape and the time's name in messages (the ComfyUI
+    tune node counts a k-diffusion denoiser, whose time is sigma)."""
+
+    class Named:
+        schedule = load("digits-exact").schedule
+        sample_shape = (1, 8, 8)
+        time_name = "sigma"
+
+    class Plain:
+        schedule = Named.schedule
+
+    counted = measure.counting(Named())[0]  # type: ignore[arg-type]
+    assert (counted.time_name, counted.sample_shape) == ("sigma", (1, 8, 8))  # type: ignore[attr-defined]
+    assert not hasattr(measure.counting(Plain())[0], "time_name")  # type: ignore[arg-type]

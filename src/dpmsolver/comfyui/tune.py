@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core import Level, Target
 from ..k_diffusion.denoiser import KDenoiser, extra_kwargs, sampling, schedule_for
+from ..tools.measure import counting
 from ..tools.progress import Progress
 from ..tuning import TunedSolver, optimize_solver
 from ..tuning.solver_search import held_out_count
@@ -38,19 +38,6 @@ def max_calls_for(pilots: int) -> int:
     reference = (3 * CANDIDATES * SUBSTEPS + CANDIDATES) * pilots
     tuning = pilots - held_out_count(pilots)
     return max(0, (MAX_EVALUATIONS - reference) // tuning)
-
-
-class _Counted:
-    """A DiffusionModel that reports each call (ComfyUI's progress bar, a time estimate)."""
-
-    def __init__(self, model: KDenoiser, on_call: Callable[[], None]) -> None:
-        self.model, self.on_call = model, on_call
-        self.schedule = model.schedule
-        self.time_name = "sigma"
-
-    def __call__(self, x: Tensor, level: Level, target: Target) -> Tensor:
-        self.on_call()
-        return self.model(x, level, target)
 
 
 def tune_in_sampler(
@@ -88,7 +75,7 @@ def tune_in_sampler(
             print(f"dpmsolver tune: {done[0]}/{total} calls, at most {left:.0f} s left")
 
     tuned = optimize_solver(
-        _Counted(denoiser, on_call),
+        counting(denoiser, on_call)[0],
         nfe,
         x_T=x,
         pilots=pilots,

@@ -64,9 +64,12 @@ class Counted:
         self.on_call = on_call
         self.schedule = model.schedule
         self.calls = calls
-        shape = getattr(model, "sample_shape", None)
-        if shape is not None:
-            self.sample_shape = shape
+        # What the model says of itself, passed on: its sample shape, and the name of its
+        # time in error messages.
+        for name in ("sample_shape", "time_name"):
+            value = getattr(model, name, None)
+            if value is not None:
+                setattr(self, name, value)
 
     def __call__(self, x: Tensor, level: Level, target: Target) -> Tensor:
         self.calls[0] += 1
