@@ -482,6 +482,35 @@ def test_dpm_fast_refuses_every_sde_argument_by_name() -> None:
             K.sample_dpm_fast(denoiser(), start(), 0.03, 14.6, 10, **given)
 
 
+@pytest.mark.parametrize(
+    ("sigmas", "options", "calls"),
+    [
+        ([80.0, 10.0, 2.0, 0.5, 0.1, 0.0], {}, 5),  # with the final denoising call
+        ([80.0, 10.0, 2.0, 0.5, 0.1], {}, 4),  # no final 0: 4 steps
+        ([80.0, 10.0, 2.0, 0.5, 0.1, 0.0], dict(analytic_first_step=True), 4),
+        ([80.0, 10.0, 2.0, 0.5, 0.1], dict(method="singlestep", order=2), 8),  # 4 steps of 2
+    ],
+)
+def test_sample_dpm_solver_progress_bar_ends_full(
+    record_bars: Callable[[Any], list[Any]],
+    sigmas: list[float],
+    options: dict[str, Any],
+    calls: int,
+) -> None:
+    """The bar counts the calls at the grid's sigmas, as the step callback does, and
+    reaches its total whatever the grid's end and the first step."""
+    import dpmsolver.k_diffusion.run as run
+
+    bars, made = record_bars(run), []
+    steps: list[int] = []
+    K.sample_dpm_solver(
+        denoiser(made), start(), torch.tensor(sigmas), callback=lambda d: steps.append(d["i"]),
+        **options,
+    )  # fmt: skip
+    assert len(made) == calls and len(bars) == 1
+    assert bars[0].total == bars[0].done == len(steps)
+
+
 def test_dpm_fast_progress_bar_ends_full(record_bars: Callable[[Any], list[Any]]) -> None:
     """The bar counts dpm_fast's steps (of up to 3 calls each) and reaches its total."""
     import dpmsolver.k_diffusion.samplers as named

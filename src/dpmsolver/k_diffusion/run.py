@@ -104,20 +104,12 @@ def sample_dpm_solver(
     kind = sampling(model, model_sampling)
     grid = _flow_start(grid, kind, check_float("eta", eta), algorithm)
     index = {s: i for i, s in enumerate(grid)}
-    progress = Progress(len(grid), disable)
     # The schedule's range only sets defaults: the grid is given.
     top = grid[0] if len(grid) > 1 or kind == "flow" else 2 * grid[0]
     low = grid[-1] if len(grid) > 1 else 0.5 * grid[0]
     schedule = schedule_for(kind, low, top)
-    denoiser = KDenoiser(model, schedule, extra, index, callback, progress)
-    denoiser.uncond = uncond
-    try:
-        if len(grid) == 1:  # one jump to sigma = 0: the denoised prediction, checked
-            check_state(x, None)
-            ev = Evaluator(denoiser, "data", True)
-            out = ev(x, schedule.levels(grid)[0], 0)
-            ev.raise_if_nonfinite()
-            return out
+    options = None  # one jump to sigma = 0: the denoised prediction
+    if len(grid) > 1:
         args: dict[str, Any] = dict(
             order=order,
             method=method,
@@ -135,14 +127,30 @@ def sample_dpm_solver(
         if solver is not None:
             given = dict(args, noise_sampler=noise_sampler, s_noise=s_noise)
             changed = [k for k, value in given.items() if value != SOLVER_DEFAULTS[k]]
-            return sample(denoiser, x, tuned_options(solver, grid, to_zero, kind, changed))
-        if method == "multistep":
-            # As in k-diffusion, a grid shorter than the order is run at the order it has
-            # room for (multistep warms up one order per step); the order given is checked
-            # first, with the options' own bounds.
-            SolverOptions.of(**args)
-            args["order"] = min(order, len(grid) - 1)
-        options = SolverOptions.of(timesteps=tuple(grid), denoise_to_zero=to_zero, **args)
+            options = tuned_options(solver, grid, to_zero, kind, changed)
+        else:
+            if method == "multistep":
+                # As in k-diffusion, a grid shorter than the order is run at the order it
+                # has room for (multistep warms up one order per step); the order given is
+                # checked first, with the options' own bounds.
+                SolverOptions.of(**args)
+                args["order"] = min(order, len(grid) - 1)
+            options = SolverOptions.of(timesteps=tuple(grid), denoise_to_zero=to_zero, **args)
+    # The bar counts the calls at the grid's sigmas (each step's first, and the final
+    # denoising one), as the step callback does; the analytic first step makes none.
+    at_grid = 1 if options is None else len(grid) - 1 + to_zero - options.analytic_first_step
+    progress = Progress(at_grid, disable)
+    denoiser = KDenoiser(model, schedule, extra, index, callback, progress)
+    denoiser.uncond = uncond
+    try:
+        if options is None:
+            check_state(x, None)
+            ev = Evaluator(denoiser, "data", True)
+            out = ev(x, schedule.levels(grid)[0], 0)
+            ev.raise_if_nonfinite()
+            return out
+        if solver is not None:
+            return sample(denoiser, x, options)
         noise = _noise(x, noise_sampler, s_noise, options.eta, extra)
         return sample(denoiser, x, options, noise_sampler=noise)
     finally:
