@@ -77,7 +77,7 @@ class SolverOptions:
             its time variable and integrated over the step in sigma, orders 1-3, noise
             form; see `deis_update`).
         skip_type: time grid: 'time_uniform', 'logSNR', 'time_quadratic', 'karras',
-            'exponential' or 'beta' (see `grids`).
+            'exponential', 'beta' or 'kl_optimal' (see `grids`).
         t_start: the start time; default schedule.t_max. t_start < t_end runs the ODE
             from data to noise (inversion).
         t_end: the end time; default schedule.t_min.

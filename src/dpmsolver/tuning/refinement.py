@@ -86,7 +86,7 @@ class PilotSearch:
             out = Sampler(self.model, options, check_finite=False)(x)
         except ValueError:
             return math.inf
-        if not bool(torch.isfinite(out).all()):
+        if trim and not bool(torch.isfinite(out).all()):
             return math.inf  # the trim must not leave out a state the solver lost
         e = trimmed_rms(out, target, trim) if trim else rms(out, target)
         return e if math.isfinite(e) else math.inf
