@@ -314,6 +314,31 @@ def test_the_cache_key_follows_what_the_tuning_depends_on(tmp_path: Path) -> Non
     assert (3 * 64 * 4 + 64) * 16 + max_calls_for(16) * 12 <= 50_000
 
 
+def test_the_cache_key_tells_two_fine_tunes_of_one_model_apart(
+    comfy: SimpleNamespace, tmp_path: Path
+) -> None:
+    """Same class, names and shapes, different weights: different cache files."""
+    from dpmsolver.comfyui.nodes import model_identity
+    from dpmsolver.comfyui.tune import cache_path
+
+    sampling = SimpleNamespace(sigma_min=0.03, sigma_max=14.6)
+
+    def patched(net: torch.nn.Module) -> SimpleNamespace:
+        return SimpleNamespace(model=net, get_model_object=lambda name: sampling)
+
+    base = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
+    tuned = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
+    tuned.load_state_dict(base.state_dict())
+    assert cache_path(dict(model=model_identity(patched(base))), tmp_path) == cache_path(
+        dict(model=model_identity(patched(tuned))), tmp_path
+    )
+    with torch.no_grad():
+        tuned[1].weight[0, 3] += 0.01  # the last value of a small tensor
+    assert cache_path(dict(model=model_identity(patched(base))), tmp_path) != cache_path(
+        dict(model=model_identity(patched(tuned))), tmp_path
+    )
+
+
 def test_the_tune_nodes_largest_pilots_leave_room_for_the_search(comfy: SimpleNamespace) -> None:
     """At MAX_PILOTS the search budget the node gives still covers the screening at every
     step count it offers: the search goes on to the model (which stops it here) instead of

@@ -188,19 +188,27 @@ def run_tuning(
 
 
 def model_identity(model: Any) -> dict[str, Any]:
-    """What identifies a ComfyUI model for the cache: its class, weights' names and shapes,
-    patches (LoRA) and model sampling (a ModelSampling* node changes it)."""
+    """What identifies a ComfyUI model for the cache: its class, weights' names, shapes and
+    a few values of each (two fine-tunes of one architecture differ there, not in their
+    names), patches (LoRA) and model sampling (a ModelSampling* node changes it)."""
     base = model.model
     ms = model.get_model_object("model_sampling")
-    state = base.state_dict()
+    state = sorted(base.state_dict().items())[:4096]
     return dict(
         model=type(base).__name__,
-        weights=[[k, list(v.shape)] for k, v in sorted(state.items())[:4096]],
+        weights=[[k, list(v.shape)] for k, v in state],
+        values=[_spread(v) for _, v in state],
         patches=str(getattr(model, "patches_uuid", "")) if getattr(model, "patches", None) else "",
         sampling=[c.__name__ for c in type(ms).__mro__[:4]],
         range=[float(ms.sigma_min), float(ms.sigma_max)],
         shift=float(getattr(ms, "shift", 0.0)),
     )
+
+
+def _spread(weight: torch.Tensor, count: int = 8) -> torch.Tensor:
+    """`count` values spread over a weight (all of a smaller one), on the CPU."""
+    flat = weight.detach().flatten()
+    return flat[:: max(1, flat.numel() // count)][:count].to("cpu", torch.float32)
 
 
 def _progress_bar() -> Any:
