@@ -217,6 +217,11 @@ def test_our_grids_are_comfyui_schedulers(comfy: SimpleNamespace, grid: str) -> 
         elif skip != "logSNR":
             assert float(sigmas[0]) == 1.0
             assert float(sigmas[-2]) == pytest.approx(float(ms.sigma_min), rel=1e-5)
+        else:  # uniform in lambda = log((1 - s) / s), from just below pure noise
+            s = sigmas[:-1].double()
+            steps = torch.log((1 - s) / s).diff()
+            torch.testing.assert_close(steps, steps.mean().expand(9), rtol=1e-4, atol=0)
+            assert float(sigmas[0]) < 1.0
 
 
 def test_the_sampler_node_and_the_sigmas_node(comfy: SimpleNamespace) -> None:
