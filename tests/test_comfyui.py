@@ -279,20 +279,23 @@ def test_tuning_inside_a_sampler_call(comfy: SimpleNamespace) -> None:
     noised by ComfyUI) instead of sampling; the result runs through KSAMPLER with its own
     sigmas in `nfe` calls and equals the k-diffusion face's run of the tuned solver."""
     from dpmsolver.comfyui.samplers import sampler_function
-    from dpmsolver.comfyui.tune import tune_in_sampler
+    from dpmsolver.comfyui.tune import MAX_EVALUATIONS, max_calls_for, tune_in_sampler
     from dpmsolver.k_diffusion import sample_tuned, tuned_sigmas
 
     for kind, ms in model_samplings(comfy).items():
         found: list[dpm.TunedSolver] = []
         tuner = comfy.samplers.KSAMPLER(
             tune_in_sampler,
-            extra_options=dict(nfe=4, found=found, families=["dpm++2m"], iterations=1),
+            extra_options=dict(
+                nfe=4, found=found, max_calls=max_calls_for(8), families=["dpm++2m"], iterations=1
+            ),
         )
         sigmas = torch.tensor([float(ms.sigma_max), float(ms.sigma_min), 0.0])
         pilots = noise(8)
         tuner.sample(Guider(ms, kind == "flow"), sigmas, {}, None, pilots, torch.zeros_like(pilots))
         (tuned,) = found
-        assert tuned.pilots + tuned.held_out == 8 and tuned.model_calls["evaluations"] > 0
+        assert tuned.pilots + tuned.held_out == 8
+        assert 0 < tuned.model_calls["evaluations"] <= MAX_EVALUATIONS
         grid = tuned_sigmas(tuned, "flow" if kind == "flow" else "ve").float()
         run = comfy.samplers.KSAMPLER(sampler_function(dict(solver=tuned)))
         guider = Guider(ms, kind == "flow")

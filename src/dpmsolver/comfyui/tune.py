@@ -29,13 +29,14 @@ __all__ = ["MAX_EVALUATIONS", "cache_path", "max_calls_for", "tune_in_sampler"]
 MAX_EVALUATIONS = 50_000
 # The pilot reference's size (candidates, DPM-Solver-3 steps per candidate interval).
 CANDIDATES, SUBSTEPS = 64, 4
+REFERENCE_CALLS = 3 * CANDIDATES * SUBSTEPS + CANDIDATES  # `pilot_reference`'s cost
 
 
 def max_calls_for(pilots: int) -> int:
     """The search's call budget that keeps a tuning on `pilots` latents within
     MAX_EVALUATIONS: the reference's calls are on every pilot, the search's on the tuning
     three quarters."""
-    reference = (3 * CANDIDATES * SUBSTEPS + CANDIDATES) * pilots
+    reference = REFERENCE_CALLS * pilots
     tuning = pilots - held_out_count(pilots)
     return max(0, (MAX_EVALUATIONS - reference) // tuning)
 
@@ -50,20 +51,22 @@ def tune_in_sampler(
     *,
     nfe: int,
     found: list[TunedSolver],
+    max_calls: int,
     progress: Callable[[int, int], None] | None = None,
     **options: Any,
 ) -> Tensor:
     """A sampler function that tunes instead of sampling: `optimize_solver` with `nfe`
     calls from sigmas[0] to the last positive sigma, the batch x (the pilots, noised by
     ComfyUI) as pilot states; the result is appended to `found` and x returned unchanged.
-    `progress(done, total)` is called at every model call; `options` are optimize_solver's."""
+    `progress(done, total)` is called at every model call; `max_calls` and `options` are
+    optimize_solver's."""
     kind = sampling(model, None)
     positive = [float(s) for s in sigmas.tolist() if s > 0]
     schedule = schedule_for(kind, positive[-1], positive[0])
     hidden = Progress(0, True)
     denoiser = KDenoiser(model, schedule, extra_kwargs(extra_args), {}, None, hidden)
     pilots = int(x.shape[0])
-    total = 3 * CANDIDATES * SUBSTEPS + CANDIDATES + options.get("max_calls", 3500)
+    total = REFERENCE_CALLS + max_calls
     start, done = time.perf_counter(), [0]
 
     def on_call() -> None:
@@ -84,6 +87,7 @@ def tune_in_sampler(
         # The batch ComfyUI noised is all the node's pilots: MAX_EVALUATIONS has no room
         # for extra held-out noises beside them.
         held_out_noises=0,
+        max_calls=max_calls,
         **options,
     )
     found.append(tuned)
