@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,8 @@ from problems import reference_solution
 
 from dpmsolver.models import load
 from dpmsolver.tools import bench, measure
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_reference_solve_agrees_with_scipy() -> None:
@@ -68,7 +73,6 @@ def test_plot_ticks_the_calls_as_plain_integers() -> None:
     """The calls axis is ticked at the calls run, labelled 4, 5, ... 50 (a log axis left
     alone labels them 5x10^0 and adds minor labels)."""
     pytest.importorskip("matplotlib")
-    import matplotlib.pyplot as plt
 
     calls = [4, 5, 6, 8, 10, 15, 20, 25, 50]
     rows = [
@@ -77,11 +81,26 @@ def test_plot_ticks_the_calls_as_plain_integers() -> None:
         for nfe in calls
     ]
     fig = bench.BenchResult(rows, 60, 0.0, "logSNR").figure()
-    try:
-        (ax,) = fig.axes
-        fig.canvas.draw()
-        assert list(ax.get_xticks()) == calls
-        assert [t.get_text() for t in ax.get_xticklabels()] == [str(c) for c in calls]
-        assert [t.get_text() for t in ax.get_xticklabels(minor=True)] == []
-    finally:
-        plt.close(fig)
+    (ax,) = fig.axes
+    fig.canvas.draw()
+    assert list(ax.get_xticks()) == calls
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(c) for c in calls]
+    assert [t.get_text() for t in ax.get_xticklabels(minor=True)] == []
+    assert getattr(fig, "number", None) is None  # not a pyplot figure: nothing left open
+
+
+def test_the_plot_leaves_the_callers_backend(tmp_path: Path) -> None:
+    """plot() draws without pyplot: a notebook's (here: svg) backend stays selected."""
+    pytest.importorskip("matplotlib")
+    script = (
+        "import matplotlib; matplotlib.use('svg')\n"
+        "from dpmsolver.tools import bench\n"
+        "rows = [bench.Row('ddim', n, n, 1.0 / n, 1.0, 0.0) for n in (4, 8)]\n"
+        f"bench.BenchResult(rows, 60, 0.0, 'logSNR').plot({str(tmp_path / 'b.png')!r})\n"
+        "import sys; print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["svg", "False"]
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -134,13 +134,14 @@ class BenchResult:
         per solver; the calls axis ticked at the calls run, as plain integers (a log axis
         would label them 5x10^0). Needs matplotlib (the plot extra)."""
         with needs_extra("plot", "BenchResult.plot"):
-            import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+            import matplotlib  # noqa: F401 (only the extra's check)
+        # A Figure without pyplot: no backend is chosen for the caller (a notebook keeps
+        # its own), and nothing is left open.
+        from matplotlib.figure import Figure
         from matplotlib.ticker import NullLocator
 
-        fig, ax = plt.subplots(figsize=(6, 4.2))
+        fig = Figure(figsize=(6, 4.2))
+        ax = fig.add_subplot()
         for name in dict.fromkeys(r.solver for r in self.rows):
             pts = sorted((r.nfe, r.rms_error) for r in self.rows if r.solver == name)
             ax.loglog([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
@@ -157,11 +158,7 @@ class BenchResult:
 
     def plot(self, path: str | Path) -> None:
         """Write `figure` to `path` (needs matplotlib)."""
-        fig = self.figure()  # (selects the Agg backend before pyplot is imported here)
-        import matplotlib.pyplot as plt
-
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        self.figure().savefig(path, dpi=120)
 
 
 def run(
