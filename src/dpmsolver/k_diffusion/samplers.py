@@ -457,13 +457,10 @@ def sample_dpm_fast(
             f"None (got {', '.join(sde)}); for an SDE use sample_dpmpp_sde or "
             "sample_dpmpp_3m_sde"
         )
-    options: dict[str, Any] = dict(order=3, steps=n, method="singlestep", algorithm="dpmsolver")
-    # The bar counts steps (each of up to 3 calls), as the step callback does.
-    steps = SolverOptions.of(**options).num_steps()
+    options = dict(order=3, steps=n, method="singlestep", algorithm="dpmsolver", skip_type="logSNR")
     return _range_run(
-        model, x, sigma_min, sigma_max, extra_args, callback, disable, model_sampling,
-        Progress(steps, disable), dict(options, skip_type="logSNR"),
-    )  # fmt: skip
+        model, x, sigma_min, sigma_max, extra_args, callback, disable, model_sampling, options
+    )
 
 
 def sample_dpm_adaptive(
@@ -488,9 +485,8 @@ def sample_dpm_adaptive(
     check_sigma_range(sigma_min, sigma_max)
     options = dict(order=order, method="adaptive", algorithm=algorithm, atol=atol, rtol=rtol)
     return _range_run(
-        model, x, sigma_min, sigma_max, extra_args, callback, disable, model_sampling,
-        None, options,
-    )  # fmt: skip
+        model, x, sigma_min, sigma_max, extra_args, callback, disable, model_sampling, options
+    )
 
 
 def _range_run(
@@ -502,13 +498,13 @@ def _range_run(
     callback: KCallback | None,
     disable: bool | None,
     model_sampling: str | None,
-    progress: Progress | None,
     options: dict[str, Any],
 ) -> Tensor:
     """A run of the samplers that plan their own steps over a sigma range (dpm_fast,
     adaptive): k-diffusion's callback dict after each step, with its last denoised
-    prediction; `progress` (if any) advanced per step. On a flow model a range from
-    sigma = 1 starts at 1 - 1e-4, as the other samplers' grids do."""
+    prediction; a bar over the steps where their number is known (not adaptive's). On a
+    flow model a range from sigma = 1 starts at 1 - 1e-4, as the other samplers' grids
+    do."""
     check_callback(callback)
     kind = sampling(model, model_sampling)
     if kind == "flow" and sigma_max >= 1.0:
@@ -516,12 +512,15 @@ def _range_run(
         # adaptive step can start; start where ComfyUI starts its SDE samplers.
         sigma_max = FLOW_SDE_START
     schedule = schedule_for(kind, sigma_min, sigma_max)
-    bar = progress if progress is not None else Progress(0, disable)
+    run = SolverOptions.of(t_start=sigma_max, t_end=sigma_min, **options)
+    # The bar counts steps (each of up to 3 calls for dpm_fast), as the step callback does.
+    steps = run.num_steps()
+    bar = Progress(steps or 0, disable)
     denoiser = KDenoiser(model, schedule, extra_kwargs(extra_args), {}, None, bar)
 
     def on_step(step: int, t: float, x_t: Tensor) -> None:
-        if progress is not None and step > 0:
-            progress.update()
+        if steps is not None and step > 0:
+            bar.update()
         if step > 0 and callback is not None and denoiser.last is not None:
             sigma = x_t.new_tensor(t)
             callback(
@@ -535,7 +534,6 @@ def _range_run(
             )
 
     try:
-        run = SolverOptions.of(t_start=sigma_max, t_end=sigma_min, **options)
         return sample(denoiser, x, run, callback=on_step)
     finally:
         bar.close()
