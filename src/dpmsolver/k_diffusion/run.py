@@ -108,34 +108,22 @@ def sample_dpm_solver(
     top = grid[0] if len(grid) > 1 or kind == "flow" else 2 * grid[0]
     low = grid[-1] if len(grid) > 1 else 0.5 * grid[0]
     schedule = schedule_for(kind, low, top)
-    options = None  # one jump to sigma = 0: the denoised prediction
-    if len(grid) > 1:
-        args: dict[str, Any] = dict(
-            order=order,
-            method=method,
-            algorithm=algorithm,
-            solver_type=solver_type,
-            lower_order_final=lower_order_final,
-            multistep3=multistep3,
-            corrector=corrector,
-            corrector_variant=corrector_variant,
-            eta=eta,
-            ancestral=ancestral,
-            cfg_pp=cfg_pp,
-            analytic_first_step=analytic_first_step,
-        )
-        if solver is not None:
-            given = dict(args, noise_sampler=noise_sampler, s_noise=s_noise)
-            changed = [k for k, value in given.items() if value != SOLVER_DEFAULTS[k]]
-            options = tuned_options(solver, grid, to_zero, kind, changed)
-        else:
-            if method == "multistep":
-                # As in k-diffusion, a grid shorter than the order is run at the order it
-                # has room for (multistep warms up one order per step); the order given is
-                # checked first, with the options' own bounds.
-                SolverOptions.of(**args)
-                args["order"] = min(order, len(grid) - 1)
-            options = SolverOptions.of(timesteps=tuple(grid), denoise_to_zero=to_zero, **args)
+    args: dict[str, Any] = dict(
+        order=order,
+        method=method,
+        algorithm=algorithm,
+        solver_type=solver_type,
+        lower_order_final=lower_order_final,
+        multistep3=multistep3,
+        corrector=corrector,
+        corrector_variant=corrector_variant,
+        eta=eta,
+        ancestral=ancestral,
+        cfg_pp=cfg_pp,
+        analytic_first_step=analytic_first_step,
+    )
+    given = dict(args, noise_sampler=noise_sampler, s_noise=s_noise)
+    options = _run_options(grid, to_zero, kind, solver, args, given)
     # The bar counts the calls at the grid's sigmas (each step's first, and the final
     # denoising one), as the step callback does; the analytic first step makes none.
     at_grid = 1 if options is None else len(grid) - 1 + to_zero - options.analytic_first_step
@@ -155,6 +143,31 @@ def sample_dpm_solver(
         return sample(denoiser, x, options, noise_sampler=noise)
     finally:
         progress.close()
+
+
+def _run_options(
+    grid: list[float],
+    to_zero: bool,
+    kind: str,
+    solver: Any,
+    args: dict[str, Any],
+    given: dict[str, Any],
+) -> SolverOptions | None:
+    """The run's options on `grid`: the tuned solver's (refusing `given` options that
+    differ from the defaults) or `args`'; None for a one-jump grid (the denoised
+    prediction at its one sigma)."""
+    if len(grid) == 1:
+        return None
+    if solver is not None:
+        changed = [k for k, value in given.items() if value != SOLVER_DEFAULTS[k]]
+        return tuned_options(solver, grid, to_zero, kind, changed)
+    if args["method"] == "multistep":
+        # As in k-diffusion, a grid shorter than the order is run at the order it has
+        # room for (multistep warms up one order per step); the order given is checked
+        # first, with the options' own bounds.
+        SolverOptions.of(**args)
+        args = dict(args, order=min(args["order"], len(grid) - 1))
+    return SolverOptions.of(timesteps=tuple(grid), denoise_to_zero=to_zero, **args)
 
 
 def _flow_start(grid: list[float], kind: str, eta: float, algorithm: str) -> list[float]:
