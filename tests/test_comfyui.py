@@ -224,6 +224,84 @@ def test_our_grids_are_comfyui_schedulers(comfy: SimpleNamespace, grid: str) -> 
             assert float(sigmas[0]) < 1.0
 
 
+class VGuider(Guider):
+    """A v-prediction model as ComfyUI's BaseModel.apply_model runs it: the network sees
+    model_sampling.calculate_input(sigma, x) and predicts v = alpha eps - sigma_vp x0 of the
+    digits mixture; the model sampling's calculate_denoised turns v into the denoised
+    prediction (in float64). Through V_PREDICTION's that is the mixture's x0 (the plain
+    Guider's), through EPS's not."""
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
+        self.calls += 1
+        ms = self.inner_model.model_sampling
+        s, z = sigma.double(), x.double()
+        xc = ms.calculate_input(s, z)  # alpha x0 + sigma_vp eps
+        level = float(s.reshape(-1)[0])
+        alpha = 1.0 / (1.0 + level * level) ** 0.5
+        sigma_vp = level * alpha
+        x0 = self.gmm.posterior_mean(xc, alpha, sigma_vp)
+        v = alpha * (xc - alpha * x0) / sigma_vp - sigma_vp * x0
+        return ms.calculate_denoised(s, v, z).to(x.dtype)
+
+
+def v_model_sampling(comfy: SimpleNamespace) -> Any:
+    """A V-prediction model's sampling (SD 2.x-v): real ComfyUI's own composition of
+    ModelSamplingDiscrete with V_PREDICTION (model_base.model_sampling), or the stand-in's
+    classes composed the same way."""
+    ms = comfy.model_sampling
+    if comfy.real:
+        import comfy.model_base as model_base  # `as`: keeps `comfy`, the fixture
+
+        return model_base.model_sampling(None, model_base.ModelType.V_PREDICTION)
+
+    class V(ms.ModelSamplingDiscrete, ms.V_PREDICTION):
+        pass
+
+    return V()
+
+
+@pytest.mark.parametrize("name", ["dpmsolver_2m", "dpmsolver_ipndm"])
+def test_v_prediction_models_sample_through_ksampler(comfy: SimpleNamespace, name: str) -> None:
+    """A V-prediction model (ModelSamplingDiscrete with V_PREDICTION): not a flow model;
+    our grids give it the sigmas of the EPS model with the same table; KSampler with a
+    v-predicting network equals dpmsolver.k_diffusion's run on the mixture's x0 prediction
+    (1e-6), one call per sigma, and the same network read as EPS gives another sample."""
+    from dpmsolver.comfyui.samplers import is_flow
+    from dpmsolver.k_diffusion import sample_dpm_solver
+
+    v_ms, eps_ms = v_model_sampling(comfy), model_samplings(comfy)["vp"]
+    assert comfy.model_sampling.V_PREDICTION in type(v_ms).__mro__
+    assert not is_flow(v_ms)
+    assert torch.equal(v_ms.sigmas, eps_ms.sigmas)
+    for grid in comfy.pack.GRIDS:
+        sigmas = comfy.samplers.calculate_sigmas(v_ms, grid, 10)
+        assert torch.equal(sigmas, comfy.samplers.calculate_sigmas(eps_ms, grid, 10)), grid
+    model = SimpleNamespace(get_model_object=lambda name: v_ms)
+    (node_sigmas,) = comfy.pack.NODE_CLASS_MAPPINGS["DPMSolverSigmas"]().get_sigmas(
+        model, "logSNR", 8
+    )
+    sigmas = comfy.samplers.calculate_sigmas(v_ms, "dpmsolver_logsnr", 8)
+    assert torch.equal(node_sigmas, sigmas)
+    assert float(sigmas[0]) == pytest.approx(float(v_ms.sigma_max), rel=1e-6)  # max_denoise
+    x, latent = noise(), torch.zeros(4, 1, 8, 8)
+    extra = {"seed": 3, "model_options": {}}
+    guider = VGuider(v_ms, False)
+    out = comfy.samplers.ksampler(name).sample(guider, sigmas, dict(extra), None, x, latent)
+    assert guider.calls == len(sigmas) - 1
+    reference = Guider(v_ms, False)  # the mixture's x0 itself, no v
+    wrapped = lambda z, s, **kw: reference(z, s, **kw)  # noqa: E731
+    start = x * (1 + sigmas[0] ** 2) ** 0.5  # EPS's (and V's) noise scaling from the top
+    expected = sample_dpm_solver(
+        wrapped, start, sigmas, dict(extra), disable=True, model_sampling="ve", **PROMISED[name]
+    )
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    # The network's v read as an EPS model's output: another denoiser, another sample.
+    as_eps = comfy.samplers.ksampler(name).sample(
+        VGuider(eps_ms, False), sigmas, dict(extra), None, x, latent
+    )
+    assert float((as_eps - out).abs().max()) > 0.1
+
+
 def test_the_sampler_node_and_the_sigmas_node(comfy: SimpleNamespace) -> None:
     nodes = comfy.pack.NODE_CLASS_MAPPINGS
     (sampler,) = nodes["DPMSolverSampler"]().get_sampler(
@@ -349,6 +427,34 @@ def test_the_cache_key_tells_two_fine_tunes_of_one_model_apart(
     )
 
 
+def test_the_cache_folder_is_the_variable_then_comfyuis_user_folder_then_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cache_path without a folder: $DPMSOLVER_COMFYUI_CACHE when set (ComfyUI's
+    folder_paths loaded or not), else ComfyUI's user folder / dpmsolver when folder_paths is
+    loaded (and has get_user_directory), else ~/.cache/dpmsolver/comfyui; a given folder
+    before all of them."""
+    from dpmsolver.comfyui.tune import cache_path
+
+    parts = dict(cfg=7.0, steps=8)
+    name = cache_path(parts, tmp_path).name
+    assert len(name) == len("tuned-.json") + 24 and name.startswith("tuned-")
+    folder_paths = ModuleType("folder_paths")
+    folder_paths.get_user_directory = lambda: str(tmp_path / "user")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "folder_paths", folder_paths)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DPMSOLVER_COMFYUI_CACHE", str(tmp_path / "variable"))
+    assert cache_path(parts) == tmp_path / "variable" / name
+    assert cache_path(parts, tmp_path / "given") == tmp_path / "given" / name
+    monkeypatch.delenv("DPMSOLVER_COMFYUI_CACHE")
+    assert cache_path(parts) == tmp_path / "user" / "dpmsolver" / name
+    # A folder_paths without get_user_directory (not ComfyUI's): the home folder.
+    monkeypatch.setitem(sys.modules, "folder_paths", ModuleType("folder_paths"))
+    assert cache_path(parts) == tmp_path / "home" / ".cache" / "dpmsolver" / "comfyui" / name
+    monkeypatch.delitem(sys.modules, "folder_paths")
+    assert cache_path(parts) == tmp_path / "home" / ".cache" / "dpmsolver" / "comfyui" / name
+
+
 def test_the_tune_nodes_largest_pilots_leave_room_for_the_search(comfy: SimpleNamespace) -> None:
     """At MAX_PILOTS the search budget the node gives still covers the screening at every
     step count it offers: the search goes on to the model (which stops it here) instead of
@@ -423,6 +529,86 @@ def test_the_tune_node_in_comfyui(comfy: SimpleNamespace, tmp_path: Path, monkey
     out = guider.sample(x, latent["samples"], again, sigmas, seed=1, disable_pbar=True)
     assert len(calls) == 4  # one UNet call per step: ComfyUI batches cond and uncond
     assert bool(torch.isfinite(out).all())
+
+
+def test_the_sampler_nodes_cfg_pp_in_comfyuis_cfg_guider(comfy: SimpleNamespace) -> None:
+    """The DPMSolverSampler node with cfg_pp=True (order 2) in ComfyUI's own CFGGuider and
+    ModelPatcher, on a tiny model whose prediction depends on the conditioning: it reads the
+    unconditional prediction through ComfyUI's post-CFG hook (one UNet call on the batched
+    cond and uncond per sigma, cfg 1 included) and equals ComfyUI's own dpmpp_2m_cfg_pp
+    (1e-5); it differs from cfg_pp=False, except at cfg 0, where the guided prediction is
+    the unconditional one and CFG++ is its plain solver (1e-5: float32 rounding)."""
+    if not comfy.real:
+        pytest.skip("needs ComfyUI's CFGGuider, ModelPatcher and dpmpp_2m_cfg_pp (not stood in)")
+    # `as` names: a plain `import comfy.x` would rebind `comfy`, the fixture.
+    import comfy.latent_formats as latent_formats
+    import comfy.model_base as model_base
+    import comfy.model_patcher as model_patcher
+    import comfy.samplers as comfy_samplers
+    import comfy.supported_models_base as supported_models_base
+
+    batches: list[int] = []
+
+    class TinyUNet(torch.nn.Module):
+        def __init__(self, **_: Any) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(4, 4, 1)
+            with torch.no_grad():  # fixed weights: a permutation of the channels
+                self.conv.weight.copy_(torch.eye(4).flip(0).reshape(4, 4, 1, 1))
+                self.conv.bias.zero_()
+            self.dtype = torch.float32
+
+        def forward(
+            self, x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, **_: Any
+        ) -> torch.Tensor:
+            batches.append(int(x.shape[0]))
+            # eps of data N(mean, 1) (x = alpha x0 + sigma_vp eps), mean 0.5 for the
+            # positive conditioning, 0 for the negative, with a nonlinear term.
+            sigma = base.model_sampling.sigma(timesteps).reshape(-1, 1, 1, 1)
+            alpha = (1 + sigma**2) ** -0.5
+            mean = 0.5 * context.mean(dim=(1, 2)).reshape(-1, 1, 1, 1)
+            return sigma * alpha * (x - alpha * mean + 0.1 * torch.tanh(self.conv(x)))
+
+    class Config(supported_models_base.BASE):
+        unet_config: ClassVar[dict[str, Any]] = {}
+        latent_format = latent_formats.SD15
+
+    base = model_base.BaseModel(Config({}), unet_model=TinyUNet)
+    cpu = torch.device("cpu")
+    model = model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+    positive = [[torch.ones(1, 77, 768), {}]]
+    negative = [[torch.zeros(1, 77, 768), {}]]
+    # 16 steps: no lowered final order (below 15 steps), as dpmpp_2m_cfg_pp never lowers it.
+    sigmas = comfy_samplers.calculate_sigmas(model.get_model_object("model_sampling"), "karras", 16)
+
+    def run(sampler: Any, cfg: float) -> tuple[torch.Tensor, list[int]]:
+        guider = comfy_samplers.CFGGuider(model)
+        guider.set_conds(positive, negative)
+        guider.set_cfg(cfg)
+        batches.clear()
+        x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+        latent = torch.zeros(1, 4, 8, 8)
+        out = guider.sample(x, latent, sampler, sigmas, seed=1, disable_pbar=True)
+        assert bool(torch.isfinite(out).all())
+        return out, list(batches)
+
+    node = comfy.pack.NODE_CLASS_MAPPINGS["DPMSolverSampler"]()
+    options = dict(
+        algorithm="dpmsolver++", order=2, method="multistep", corrector="off",
+        analytic_first_step=False, eta=0.0, s_noise=1.0,
+    )  # fmt: skip
+    (pp,) = node.get_sampler(cfg_pp=True, **options)
+    (plain,) = node.get_sampler(cfg_pp=False, **options)
+    theirs = comfy_samplers.ksampler("dpmpp_2m_cfg_pp")
+    for cfg in (1.0, 3.0):
+        ours, calls = run(pp, cfg)
+        assert calls == [2] * 16  # cond and uncond in one batch, even at cfg 1
+        torch.testing.assert_close(ours, run(theirs, cfg)[0], rtol=1e-5, atol=1e-5)
+        guided, calls = run(plain, cfg)
+        assert calls == ([1] if cfg == 1.0 else [2]) * 16  # ComfyUI's cfg 1 shortcut
+        assert float((ours - guided).abs().max()) > 1.0
+    # float32 samples of up to ~20 (ComfyUI's latent scaling): rounding of ~1e-5.
+    torch.testing.assert_close(run(pp, 0.0)[0], run(plain, 0.0)[0], rtol=1e-5, atol=1e-5)
 
 
 # -- install ----------------------------------------------------------------------------------

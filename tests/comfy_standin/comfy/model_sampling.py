@@ -1,18 +1,41 @@
-"""ComfyUI's model sampling classes, as far as the tests use them: EPS (VP models) and
-CONST (flow matching) predictions, a discrete VP table of sigmas and a shifted flow."""
+"""ComfyUI's model sampling classes, as far as the tests use them: EPS and V_PREDICTION
+(VP models) and CONST (flow matching) predictions, a discrete VP table of sigmas and a
+shifted flow."""
 
 from __future__ import annotations
 
 import torch
 
 
+def _per_row(sigma, ndim):
+    """sigma broadcastable against a batch of `ndim` dimensions (one value or one per row)."""
+    return sigma.reshape(()) if sigma.numel() == 1 else sigma.reshape(-1, *[1] * (ndim - 1))
+
+
 class EPS:
+    # The network sees x / sqrt(sigma^2 + sigma_data^2) and predicts eps: x0 = x - sigma eps.
+    def calculate_input(self, sigma, noise):
+        s = _per_row(sigma, noise.ndim)
+        return noise * (s * s + self.sigma_data**2) ** -0.5
+
+    def calculate_denoised(self, sigma, model_output, model_input):
+        return model_input - _per_row(sigma, model_output.ndim) * model_output
+
     def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
         noise = noise * torch.sqrt(1.0 + sigma**2.0) if max_denoise else noise * sigma
         return noise + latent_image
 
     def inverse_noise_scaling(self, sigma, latent):
         return latent
+
+
+class V_PREDICTION(EPS):
+    # The network predicts v (Salimans and Ho, 2022); in VE terms with c^2 = sigma^2 +
+    # sigma_data^2: x0 = x sigma_data^2 / c^2 - v sigma sigma_data / c.
+    def calculate_denoised(self, sigma, model_output, model_input):
+        s, d = _per_row(sigma, model_output.ndim), self.sigma_data
+        c2 = s * s + d * d
+        return model_input * (d * d / c2) - model_output * (s * d * c2**-0.5)
 
 
 class CONST:
@@ -30,6 +53,7 @@ class ModelSamplingDiscrete(EPS):
         betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
         ac = torch.cumprod(1.0 - betas, 0)
         self.sigmas = (((1 - ac) / ac) ** 0.5).float()
+        self.sigma_data = 1.0
 
     @property
     def sigma_min(self) -> torch.Tensor:
