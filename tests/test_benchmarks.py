@@ -41,6 +41,13 @@ QUICK = {
         ],
         "Best setting per model-call budget",
     ),
+    "per_sample_ceiling.py": (
+        [
+            *("--models", "digits-exact", "--budgets", "4", "--settings", "dpm++2m"),
+            *("--reference-nfe", "300", "--n", "4", "--iterations", "2"),
+        ],
+        "Per-noise oracles",
+    ),
     "sde.py": (
         ["--n", "128", "--steps", "5", "--strong-steps", "10,20", "--reference-steps", "100"],
         "Strong convergence on one Brownian path",
@@ -128,6 +135,20 @@ def test_coefficient_ceiling_extensions_never_lose_on_their_own_pilots() -> None
     # Leaving out the worst noises can only lower the RMS error, and the share is a share.
     share, rms_kept = float(tails[0][1]), float(tails[0][2])
     assert 0.0 < share <= 1.0 and rms_kept <= tuned_held
+
+
+def test_per_sample_oracles_never_lose_to_the_tuned_solver() -> None:
+    """Each oracle starts from the tuned solver on each noise and keeps a Levenberg-Marquardt
+    step only when it lowers that noise's error, which is the error it is scored by: its
+    RMS error is at most the tuned solver's, and the printed ratios are the errors'."""
+    out = run_quick("per_sample_ceiling.py", QUICK["per_sample_ceiling.py"][0], "/chosen")
+    rows = [line.split() for line in out.splitlines() if line.startswith("digits-exact ")]
+    assert len(rows) == 1 and len(rows[0]) == 11
+    tuned, chosen, ratio, grid, grid_ratio, _, full, full_ratio, _ = map(float, rows[0][2:])
+    assert math.isclose(ratio, tuned / chosen, abs_tol=0.006)  # printed to 2 decimals
+    assert grid <= tuned * (1 + 1e-3) and full <= tuned * (1 + 1e-3)  # 3 printed digits
+    assert grid_ratio <= 1.0 and full_ratio <= 1.0
+    assert math.isclose(full_ratio, full / tuned, abs_tol=0.006)
 
 
 @pytest.mark.parametrize("script", ["accuracy.py", "diffusers_schedulers.py", "low_budget.py"])
