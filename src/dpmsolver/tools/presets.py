@@ -124,8 +124,8 @@ ELSEWHERE: dict[str, str] = {
         for grid in ("karras", "exponential", "kl_optimal", "beta", "logSNR", "time_uniform")
     },
 }
-# Grid suffixes of A1111's names ("DPM++ 2M Karras").
-GRID_SUFFIXES = {"karras": "karras", "exponential": "exponential"}
+# Grid suffixes of A1111's names ("DPM++ 2M Karras"), each our skip_type of that name.
+GRID_SUFFIXES = ("karras", "exponential")
 
 
 class Resolved(NamedTuple):
@@ -155,9 +155,9 @@ def resolve(name: str, what: str = "solver") -> Resolved:
         raise TypeError(f"{what} must be a solver name (str); got {type(name).__name__}")
     table = _table()
     key, grid = _key(name), None
-    for suffix, skip_type in GRID_SUFFIXES.items():
+    for suffix in GRID_SUFFIXES:
         if key.endswith(suffix) and key[: -len(suffix)] in table:
-            key, grid = key[: -len(suffix)], skip_type
+            key, grid = key[: -len(suffix)], suffix
     if key in table:
         return Resolved(table[key], grid)
     prefix = "" if what == "solver" else f"{what}: "  # the argument, where it is one
