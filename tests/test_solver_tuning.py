@@ -20,6 +20,7 @@ from dpmsolver.core import SolverOptions, make_plan, time_grid
 from dpmsolver.models import TUNED_NFE, load, tuned_solver
 from dpmsolver.tools import measure
 from dpmsolver.tools.presets import SOLVERS
+from dpmsolver.tuning.budget import budget
 from dpmsolver.tuning.refinement import HELD_OUT_MEASURE
 from dpmsolver.tuning.solver_search import HELD_OUT_NOISES
 
@@ -296,6 +297,34 @@ def test_trimmed_rms_leaves_out_the_worst_samples() -> None:
     assert measure.trimmed_rms(a[:9], b[:9], 0.1) == pytest.approx(measure.rms(a[:9], b[:9]))
     with pytest.raises(ValueError, match=r"trim must be a fraction in \[0, 1\); got 1.0"):
         measure.trimmed_rms(a, b, 1.0)
+
+
+def test_frechet_distance_of_shifted_and_scaled_sets() -> None:
+    """Closed forms: a set and its shift by c share a covariance S, so the distance is
+    |c|^2; a set and its scaling by 2 (covariance 4 S) give |mu|^2 + Tr(S + 4 S - 2 * 2 S)
+    = |mu|^2 + Tr(S). Fewer than 2 samples fit no covariance: refused, naming the set."""
+    a = torch.randn(50, 2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    c = torch.tensor([0.5, -1.0, 2.0, 0.0, 1.5, -0.25], dtype=torch.float64)
+    assert measure.frechet_distance(a, a + c.reshape(2, 3)) == pytest.approx(
+        float(c.pow(2).sum()), rel=1e-9
+    )
+    flat = a.reshape(50, -1)
+    expected = flat.mean(0).pow(2).sum() + torch.cov(flat.T).trace()
+    assert measure.frechet_distance(a, 2 * a) == pytest.approx(float(expected), rel=1e-9)
+    with pytest.raises(ValueError, match=r"b must hold 2 samples at least .* got \(1, 2, 3\)"):
+        measure.frechet_distance(a, a[:1])
+    with pytest.raises(ValueError, match="a must hold 2 samples at least"):
+        measure.frechet_distance(torch.tensor(1.0), a)
+
+
+def test_budget_refuses_too_few_noises_for_the_frechet_distance() -> None:
+    """At the Frechet budgets (4-6 calls) each half of the held-out noises needs 2 samples;
+    the refusal comes before any model call."""
+    model = load("digits-exact")
+    with pytest.raises(ValueError, match=r"n must be >= 4 with a budget in \(4, 5, 6\).*got 3"):
+        budget(model, [8, 4], n=3)
+    with pytest.raises(ValueError, match="n must be >= 1; got 0"):
+        budget(model, [8], n=0)
 
 
 @pytest.mark.parametrize("family", ["dpm++2m+c+afs", "ipndm3+afs", "dpm++3m"])

@@ -32,7 +32,14 @@ def trimmed_rms(a: Tensor, b: Tensor, trim: float) -> float:
 def frechet_distance(a: Tensor, b: Tensor) -> float:
     """The Frechet distance between Gaussians fitted to two sample sets (rows are samples,
     flattened; what FID computes on features): |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a^1/2
-    S_b S_a^1/2)^1/2), in float64."""
+    S_b S_a^1/2)^1/2), in float64. Each set needs 2 samples at least (a covariance)."""
+    for name, t in (("a", a), ("b", b)):
+        if not isinstance(t, Tensor) or t.dim() < 1 or t.shape[0] < 2:
+            got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(
+                f"frechet_distance: {name} must hold 2 samples at least (rows), to fit a "
+                f"covariance; got {got}"
+            )
     xa, xb = (t.reshape(t.shape[0], -1).double() for t in (a, b))
     mu_a, mu_b = xa.mean(0), xb.mean(0)
     s_a, s_b = torch.cov(xa.T), torch.cov(xb.T)

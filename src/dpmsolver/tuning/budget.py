@@ -265,6 +265,12 @@ def budget(
             raise ValueError(f"grids: unknown {g!r}; choose from {allowed}")
     for b in budgets:
         check_int("budgets", b, 2)
+    check_int("n", n, 1)
+    if n < 4 and any(b in FRECHET_BUDGETS for b in budgets):
+        raise ValueError(
+            f"n must be >= 4 with a budget in {FRECHET_BUDGETS}: the Frechet distance there "
+            f"fits a covariance to each half of the held-out noises; got {n}"
+        )
     test_x = start_noise(model, n, seed, shape)
     test_ref = reference(model, test_x, reference_nfe)
     pilots_ref = None
