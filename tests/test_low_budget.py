@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import math
 
 import numpy as np
 import pytest
@@ -344,6 +345,9 @@ def test_budget_search_and_cli(tmp_path, capsys) -> None:
     shipped = tuned_solver("digits-exact", 4)  # the CLI runs the shipped solver
     assert saved["nfe"] == 4 and saved["times"] == shipped.times
     assert saved["coefficients"] == shipped.coefficients
+    # The shipped solver is compared with the untuned setting chosen on its tuning pilots.
+    assert saved["chosen"] != "-" and math.isfinite(saved["chosen_error"])
+    assert saved["chosen_error"] >= saved["baseline_error"]  # the best on the held-out noises
     with pytest.raises(ValueError, match="budgets"):
         budget.budget(model, [1])
     with pytest.raises(ValueError, match="grids: unknown 'nope'"):

@@ -139,7 +139,9 @@ class BudgetResult:
     """Per budget: the tuned solver against the best untuned setting, on held-out noises."""
 
     rows: list[BudgetRow]
-    reference_calls: int  # the shared pilot reference, its extra noises too (0: solvers given)
+    # The shared pilot reference's calls, its extra noises' too (0 when it tuned nothing:
+    # solvers given and no grid-only tuning; it then only chose the chosen untuned setting).
+    reference_calls: int
     model_calls: int  # search calls, all budgets
     untuned: dict[int, list[tuple[float, str]]]  # nfe -> (error, setting and grid), sorted
     solvers: dict[int, TunedSolver] = field(default_factory=dict)  # nfe -> the tuned solver
@@ -252,7 +254,8 @@ def budget(
     reference for all budgets, each never worse than the smaller ones on the held-out
     pilots); with `grid_only`, `optimize_solver(..., tune_coefficients=False)` too.
     Untuned: every setting of `settings` on every grid of `grids` (see `untuned_grid`);
-    the comparators are the best of them chosen on the tuning pilots, the best fixed
+    the comparators are the best of them chosen on the tuning pilots (the pilots' reference
+    is built for that even when every solver is given), the best fixed
     published setting (`PUBLISHED_SETTINGS`) and the best chosen on the held-out noises.
     Everything is scored on `n` held-out noises from `seed` against a `reference_nfe`-call
     reference; at `FRECHET_BUDGETS` the Frechet distance of the samples from the first half
@@ -273,11 +276,12 @@ def budget(
         )
     test_x = start_noise(model, n, seed, shape)
     test_ref = reference(model, test_x, reference_nfe)
-    pilots_ref = None
-    if tuned is None or any(b not in tuned for b in budgets) or grid_only:
-        pilots_ref = pilot_reference(
-            model, shape=shape, pilots=pilots, seed=tune_seed, held_out_noises=HELD_OUT_NOISES
-        )
+    # The pilots' reference: the tunings run on it, and the chosen untuned setting is
+    # chosen on its tuning pilots (so it is built for given solvers too).
+    pilots_ref = pilot_reference(
+        model, shape=shape, pilots=pilots, seed=tune_seed, held_out_noises=HELD_OUT_NOISES
+    )
+    tunes = tuned is None or any(b not in tuned for b in budgets) or grid_only
     solvers = dict(tuned or {})
     spent = 0
     if any(b not in solvers for b in budgets):
@@ -286,11 +290,11 @@ def budget(
         solvers = {b: solvers.get(b, found[b]) for b in budgets}
     scorer = _Scorer(model, test_x, test_ref, pilots_ref)
     rows, untuned = [], {}
-    ref_evals = 0 if pilots_ref is None else pilots_ref.evaluations
+    ref_evals = pilots_ref.evaluations if tunes else 0  # shared by the tunings it served
     for nfe in budgets:
         untuned[nfe] = scorer.untuned(settings, grids, nfe)
         grid_err = math.nan
-        if grid_only and pilots_ref is not None:
+        if grid_only:
             plain = optimize_solver(
                 model, nfe, reference=pilots_ref, max_calls=max_calls, tune_coefficients=False
             )
@@ -299,7 +303,7 @@ def budget(
         solver = solvers[nfe]
         evals = solver.model_calls.get("evaluations", 0) + ref_evals // len(budgets)
         rows.append(scorer.row(nfe, solver, untuned[nfe], grid_err, evals))
-    ref_calls = 0 if pilots_ref is None else pilots_ref.model_calls + pilots_ref.held_calls
+    ref_calls = pilots_ref.model_calls + pilots_ref.held_calls if tunes else 0
     return BudgetResult(rows, ref_calls, spent, untuned, solvers)
 
 
@@ -308,7 +312,7 @@ class _Scorer:
     settings on each, and a budget's row."""
 
     def __init__(
-        self, model: DiffusionModel, test_x: Any, test_ref: Any, pilots_ref: PilotReference | None
+        self, model: DiffusionModel, test_x: Any, test_ref: Any, pilots_ref: PilotReference
     ) -> None:
         self.model, self.x, self.ref = model, test_x, test_ref
         self.pilots_ref = pilots_ref
@@ -320,8 +324,6 @@ class _Scorer:
 
     def on_pilots(self, options: SolverOptions) -> float:
         ref = self.pilots_ref
-        if ref is None:
-            return math.inf
         held = held_out_count(ref.pilots)  # the pilots optimize_solver tunes on
         x, end = ref.x_start[: ref.pilots - held], ref.end[: ref.pilots - held]
         err = rms(sample(self.model, x, options), end)
