@@ -311,20 +311,23 @@ def test_frechet_distance_of_shifted_and_scaled_sets() -> None:
     flat = a.reshape(50, -1)
     expected = flat.mean(0).pow(2).sum() + torch.cov(flat.T).trace()
     assert measure.frechet_distance(a, 2 * a) == pytest.approx(float(expected), rel=1e-9)
-    with pytest.raises(ValueError, match=r"b must hold 2 samples at least .* got \(1, 2, 3\)"):
+    with pytest.raises(ValueError, match=r"b must hold 2 samples at least .* shape \(1, 2, 3\)"):
         measure.frechet_distance(a, a[:1])
-    with pytest.raises(ValueError, match="a must hold 2 samples at least"):
+    with pytest.raises(ValueError, match=r"a must hold 2 samples at least .* shape \(\)"):
         measure.frechet_distance(torch.tensor(1.0), a)
+    with pytest.raises(TypeError, match="b must be a tensor; got list"):
+        measure.frechet_distance(a, [1.0, 2.0])
 
 
 def test_budget_refuses_too_few_noises_for_the_frechet_distance() -> None:
     """At the Frechet budgets (4-6 calls) each half of the held-out noises needs 2 samples;
     the refusal comes before any model call."""
-    model = load("digits-exact")
+    model, calls = measure.counting(load("digits-exact"))
     with pytest.raises(ValueError, match=r"n must be >= 4 with a budget in \(4, 5, 6\).*got 3"):
         budget(model, [8, 4], n=3)
     with pytest.raises(ValueError, match="n must be >= 1; got 0"):
         budget(model, [8], n=0)
+    assert calls[0] == 0
 
 
 @pytest.mark.parametrize("family", ["dpm++2m+c+afs", "ipndm3+afs", "dpm++3m"])

@@ -97,7 +97,8 @@ def tune_in_sampler(
 def cache_path(parts: dict[str, Any], folder: str | os.PathLike[str] | None = None) -> Path:
     """The cache file of a tuning: a hash of its inputs (`parts`: the model's identity, the
     conditioning, guidance, size, budget, pilots, seed) in `folder` (default
-    $DPMSOLVER_COMFYUI_CACHE, else ComfyUI's user folder, else ~/.cache/dpmsolver)."""
+    $DPMSOLVER_COMFYUI_CACHE, else ComfyUI's user folder / dpmsolver, else
+    ~/.cache/dpmsolver/comfyui)."""
     digest = hashlib.sha256()
     for key in sorted(parts):
         digest.update(key.encode())

@@ -34,11 +34,12 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
     flattened; what FID computes on features): |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a^1/2
     S_b S_a^1/2)^1/2), in float64. Each set needs 2 samples at least (a covariance)."""
     for name, t in (("a", a), ("b", b)):
-        if not isinstance(t, Tensor) or t.dim() < 1 or t.shape[0] < 2:
-            got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+        if not isinstance(t, Tensor):
+            raise TypeError(f"frechet_distance: {name} must be a tensor; got {type(t).__name__}")
+        if t.dim() < 1 or t.shape[0] < 2:
             raise ValueError(
                 f"frechet_distance: {name} must hold 2 samples at least (rows), to fit a "
-                f"covariance; got {got}"
+                f"covariance; got shape {tuple(t.shape)}"
             )
     xa, xb = (t.reshape(t.shape[0], -1).double() for t in (a, b))
     mu_a, mu_b = xa.mean(0), xb.mean(0)
