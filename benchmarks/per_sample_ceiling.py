@@ -11,7 +11,9 @@ noise's own reference end state:
   per-sample choice of evaluation times could reach with a perfect predictor);
 - its own grid and coefficients: every parameter of the tuned solver, per noise.
 These are oracles: they see the answer, so no predictor of a noise's step or coefficients
-can do better than they do. It prints the RMS error over the noises of the tuned solver,
+can do better than they do. The second fits as many parameters per noise as the noise has
+coordinates, or nearly (both are printed), so it is a loose bound: it shows room, not what
+a predictor could reach. It prints the RMS error over the noises of the tuned solver,
 of the untuned setting chosen on the tuning pilots (as `low_budget.py` chooses it), and of
 each oracle, with the oracles' ratios to the tuned and to the chosen untuned error.
 
@@ -52,8 +54,13 @@ def fit_one(
     """The squared error (mean over coordinates) of `options` refined on one noise `x`
     against its reference end state `end`: the grid, and with `coefficients` the per-step
     coefficients too."""
-    one = PilotReference(x, [], [], [end], [], 0, None, 1)
-    search = PilotSearch(model, one, 1, max_calls=10**9)
+    # PilotSearch reads only the states and their end states: a reference of one noise
+    # without its trajectory (not one for pilot_reference's other uses).
+    one = PilotReference(
+        x_start=x, times=[], levels=[], states=[end], outputs=[], model_calls=0, seed=None,
+        substeps=1,
+    )  # fmt: skip
+    search = PilotSearch(model, one, n_tune=1, max_calls=10**9)
     fitted = search.refine(options, iterations, 0.0, coefficients)
     out = Sampler(model, fitted, check_finite=False)(x)
     return float((out - end).double().pow(2).mean())
@@ -77,19 +84,18 @@ def main() -> None:
     print(
         f"{'model':<13}{'NFE':>4}  {'tuned':>9}{'chosen':>10}{'/chosen':>8}  "
         f"{'own grid':>9}{'/tuned':>7}{'/chosen':>8}  {'own grid+coef':>13}{'/tuned':>7}"
-        f"{'/chosen':>8}"
+        f"{'/chosen':>8}{'params':>7}{'size':>5}"
     )
     for name in args.models.split(","):
         start = time.perf_counter()
         model = load(name)
         shipped = {b: tuned_solver(name, b) for b in budgets}
-        # The chosen untuned setting needs the tuning pilots' reference, which budget()
-        # builds beside its grid-only tuning; the tuned solvers are the shipped ones.
         result = budget.budget(
             model,
             budgets,
             n=args.n,
             tuned=shipped,
+            grid_only=False,
             settings=args.settings.split(","),
             reference_nfe=args.reference_nfe,
         )
@@ -98,6 +104,12 @@ def main() -> None:
         with torch.no_grad():
             for row in result.rows:
                 options = shipped[row.nfe].solver()
+                # What each noise's fit moves (inner grid points and coefficients) against
+                # the numbers it is fitted to (one sample's coordinates).
+                params = (
+                    len(options.timesteps or ()) - 2 + sum(map(len, options.coefficients or ()))
+                )
+                size = test_x[0].numel()
                 found = {
                     coefficients: [
                         fit_one(
@@ -117,13 +129,14 @@ def main() -> None:
                 print(
                     f"{name:<13}{row.nfe:>4}  {tuned:>9.2e}{chosen:>10.2e}{tuned / chosen:>8.2f}"
                     f"  {grid:>9.2e}{grid / tuned:>7.2f}{grid / chosen:>8.2f}  "
-                    f"{full:>13.2e}{full / tuned:>7.2f}{full / chosen:>8.2f}"
+                    f"{full:>13.2e}{full / tuned:>7.2f}{full / chosen:>8.2f}{params:>7}{size:>5}"
                 )
         print(f"({name}: {time.perf_counter() - start:.0f} s)")
     print(
         "(own grid: each noise's inner grid points fitted to its own reference end state, the "
         "tuned coefficients kept; own grid+coef: every parameter of the tuned solver fitted "
-        f"per noise; {args.n} noises from seed 1, as low_budget.py's first {args.n}; target "
+        "per noise, params of them to the size numbers of one noise's end state; "
+        f"{args.n} noises from seed 1, as low_budget.py's first {args.n}; target "
         "at 4-10 calls: /chosen <= 0.50)"
     )
 

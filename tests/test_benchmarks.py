@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from dpmsolver.models import tuned_solver
+
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = {
     "coefficient_ceiling.py": (
@@ -143,12 +145,19 @@ def test_per_sample_oracles_never_lose_to_the_tuned_solver() -> None:
     RMS error is at most the tuned solver's, and the printed ratios are the errors'."""
     out = run_quick("per_sample_ceiling.py", QUICK["per_sample_ceiling.py"][0], "/chosen")
     rows = [line.split() for line in out.splitlines() if line.startswith("digits-exact ")]
-    assert len(rows) == 1 and len(rows[0]) == 11
-    tuned, chosen, ratio, grid, grid_ratio, _, full, full_ratio, _ = map(float, rows[0][2:])
+    assert len(rows) == 1 and len(rows[0]) == 13
+    tuned, chosen, ratio, grid, grid_ratio, _, full, full_ratio, _ = map(float, rows[0][2:11])
+    params, size = int(rows[0][11]), int(rows[0][12])
     assert math.isclose(ratio, tuned / chosen, abs_tol=0.006)  # printed to 2 decimals
     assert grid <= tuned * (1 + 1e-3) and full <= tuned * (1 + 1e-3)  # 3 printed digits
-    assert grid_ratio <= 1.0 and full_ratio <= 1.0
+    assert math.isclose(grid_ratio, grid / tuned, abs_tol=0.006) and grid_ratio <= 1.0
     assert math.isclose(full_ratio, full / tuned, abs_tol=0.006)
+    # The fits do move: every parameter, fitted per noise, lowers the error.
+    assert full < tuned
+    # The shipped 4-call solver's inner grid points and coefficients; 8 x 8 digits.
+    shipped = tuned_solver("digits-exact", 4)
+    inner = len(shipped.times) - 2
+    assert params == inner + sum(map(len, shipped.coefficients or [])) and size == 64
 
 
 @pytest.mark.parametrize("script", ["accuracy.py", "diffusers_schedulers.py", "low_budget.py"])
