@@ -481,18 +481,31 @@ def test_the_tune_nodes_largest_pilots_leave_room_for_the_search(comfy: SimpleNa
         dpm.optimize_solver(Stops(), MAX_TUNED_STEPS, pilots=64, max_calls=max_calls_for(64))
 
 
+def comfyui_model(unet: type[torch.nn.Module]) -> Any:
+    """Real ComfyUI only: a BaseModel (SD 1.5's latent format) whose network is `unet`, in a
+    ModelPatcher on the CPU, as a checkpoint loader gives it."""
+    # `as` names: a plain `import comfy.x` would rebind `comfy`, the fixture, in its callers.
+    import comfy.latent_formats as latent_formats
+    import comfy.model_base as model_base
+    import comfy.model_patcher as model_patcher
+    import comfy.supported_models_base as supported_models_base
+
+    class Config(supported_models_base.BASE):
+        unet_config: ClassVar[dict[str, Any]] = {}
+        latent_format = latent_formats.SD15
+
+    base = model_base.BaseModel(Config({}), unet_model=unet)
+    cpu = torch.device("cpu")
+    return model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+
+
 def test_the_tune_node_in_comfyui(comfy: SimpleNamespace, tmp_path: Path, monkeypatch: Any) -> None:
     """The node on a tiny model in ComfyUI's own ModelPatcher and CFGGuider: its SAMPLER +
     SIGMAS take `steps` model calls through SamplerCustom's path to a finite sample; a second
     tuning reads the cache (no model call)."""
     if not comfy.real:
         pytest.skip("needs ComfyUI's CFGGuider and ModelPatcher (the stand-in has neither)")
-    # `as` names: a plain `import comfy.x` would rebind `comfy`, the fixture.
-    import comfy.latent_formats as latent_formats
-    import comfy.model_base as model_base
-    import comfy.model_patcher as model_patcher
-    import comfy.samplers as comfy_samplers
-    import comfy.supported_models_base as supported_models_base
+    import comfy.samplers as comfy_samplers  # `as`: keeps `comfy`, the fixture
 
     calls: list[int] = []
 
@@ -506,13 +519,7 @@ def test_the_tune_node_in_comfyui(comfy: SimpleNamespace, tmp_path: Path, monkey
             calls.append(1)
             return 0.1 * x + 0.01 * self.conv(x)
 
-    class Config(supported_models_base.BASE):
-        unet_config: ClassVar[dict[str, Any]] = {}
-        latent_format = latent_formats.SD15
-
-    base = model_base.BaseModel(Config({}), unet_model=TinyUNet)
-    cpu = torch.device("cpu")
-    model = model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+    model = comfyui_model(TinyUNet)
     cond = [[torch.zeros(1, 77, 768), {}]]
     latent = {"samples": torch.zeros(1, 4, 8, 8)}
     monkeypatch.setenv("DPMSOLVER_COMFYUI_CACHE", str(tmp_path))
@@ -540,12 +547,7 @@ def test_the_sampler_nodes_cfg_pp_in_comfyuis_cfg_guider(comfy: SimpleNamespace)
     the unconditional one and CFG++ is its plain solver (1e-5: float32 rounding)."""
     if not comfy.real:
         pytest.skip("needs ComfyUI's CFGGuider, ModelPatcher and dpmpp_2m_cfg_pp (not stood in)")
-    # `as` names: a plain `import comfy.x` would rebind `comfy`, the fixture.
-    import comfy.latent_formats as latent_formats
-    import comfy.model_base as model_base
-    import comfy.model_patcher as model_patcher
-    import comfy.samplers as comfy_samplers
-    import comfy.supported_models_base as supported_models_base
+    import comfy.samplers as comfy_samplers  # `as`: keeps `comfy`, the fixture
 
     batches: list[int] = []
 
@@ -564,18 +566,12 @@ def test_the_sampler_nodes_cfg_pp_in_comfyuis_cfg_guider(comfy: SimpleNamespace)
             batches.append(int(x.shape[0]))
             # eps of data N(mean, 1) (x = alpha x0 + sigma_vp eps), mean 0.5 for the
             # positive conditioning, 0 for the negative, with a nonlinear term.
-            sigma = base.model_sampling.sigma(timesteps).reshape(-1, 1, 1, 1)
+            sigma = model.model.model_sampling.sigma(timesteps).reshape(-1, 1, 1, 1)
             alpha = (1 + sigma**2) ** -0.5
             mean = 0.5 * context.mean(dim=(1, 2)).reshape(-1, 1, 1, 1)
             return sigma * alpha * (x - alpha * mean + 0.1 * torch.tanh(self.conv(x)))
 
-    class Config(supported_models_base.BASE):
-        unet_config: ClassVar[dict[str, Any]] = {}
-        latent_format = latent_formats.SD15
-
-    base = model_base.BaseModel(Config({}), unet_model=TinyUNet)
-    cpu = torch.device("cpu")
-    model = model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+    model = comfyui_model(TinyUNet)
     positive = [[torch.ones(1, 77, 768), {}]]
     negative = [[torch.zeros(1, 77, 768), {}]]
     # 16 steps: no lowered final order (below 15 steps), as dpmpp_2m_cfg_pp never lowers it.
