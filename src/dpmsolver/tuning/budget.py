@@ -276,12 +276,17 @@ def budget(
         )
     test_x = start_noise(model, n, seed, shape)
     test_ref = reference(model, test_x, reference_nfe)
-    # The pilots' reference: the tunings run on it, and the chosen untuned setting is
-    # chosen on its tuning pilots (so it is built for given solvers too).
-    pilots_ref = pilot_reference(
-        model, shape=shape, pilots=pilots, seed=tune_seed, held_out_noises=HELD_OUT_NOISES
-    )
     tunes = tuned is None or any(b not in tuned for b in budgets) or grid_only
+    # The pilots' reference: the tunings run on it, and the chosen untuned setting is
+    # chosen on its tuning pilots (so it is built for given solvers too, without the extra
+    # held-out noises, which only a tuning uses; the pilots are the same rows either way).
+    pilots_ref = pilot_reference(
+        model,
+        shape=shape,
+        pilots=pilots,
+        seed=tune_seed,
+        held_out_noises=HELD_OUT_NOISES if tunes else 0,
+    )
     solvers = dict(tuned or {})
     spent = 0
     if any(b not in solvers for b in budgets):
