@@ -297,6 +297,10 @@ def test_trimmed_rms_leaves_out_the_worst_samples() -> None:
     assert measure.trimmed_rms(a[:9], b[:9], 0.1) == pytest.approx(measure.rms(a[:9], b[:9]))
     with pytest.raises(ValueError, match=r"trim must be a fraction in \[0, 1\); got 1.0"):
         measure.trimmed_rms(a, b, 1.0)
+    # A lost sample (NaN or inf) is never the one trimmed away.
+    for lost in (math.nan, math.inf):
+        b[3, 1] = lost
+        assert measure.trimmed_rms(a, b, 0.1) == math.inf
 
 
 def test_frechet_distance_of_shifted_and_scaled_sets() -> None:

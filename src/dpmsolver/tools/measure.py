@@ -3,6 +3,7 @@ counting model calls."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -21,10 +22,13 @@ def rms(a: Tensor, b: Tensor) -> float:
 
 def trimmed_rms(a: Tensor, b: Tensor, trim: float) -> float:
     """RMS of a - b over the samples (the first dimension) without the worst int(trim * n)
-    of them (none of fewer than 1 / trim samples), in float64."""
+    of them (none of fewer than 1 / trim samples), in float64; inf if any sample's error is
+    not finite (a lost sample is never trimmed away)."""
     if not 0.0 <= trim < 1.0:
         raise ValueError(f"trim must be a fraction in [0, 1); got {trim}")
     per = (a - b).double().pow(2).reshape(a.shape[0], -1).mean(1)
+    if not bool(torch.isfinite(per).all()):
+        return math.inf
     kept = per.sort().values[: per.numel() - int(trim * per.numel())]
     return float(kept.mean().sqrt())
 
