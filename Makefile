@@ -79,6 +79,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/low_budget.py --plot docs/images/low_budget.png \
 		> docs/benchmarks/low_budget.txt
 	$(BIN)/python benchmarks/coefficient_ceiling.py > docs/benchmarks/coefficient_ceiling.txt
+	$(BIN)/python benchmarks/per_sample_ceiling.py > docs/benchmarks/per_sample_ceiling.txt
 	$(BIN)/python benchmarks/overhead.py --compile --rounds 45 > docs/benchmarks/overhead.txt
 	$(BIN)/python benchmarks/sde.py > docs/benchmarks/sde.txt
 	$(BIN)/python examples/trajectories_2d.py --out docs/images/trajectories_2d.png
