@@ -21,8 +21,8 @@ CATEGORY = "sampling/custom_sampling"
 # Where tuning pays (benchmarks/comfyui_samplers.py): above 10 calls the tuned sampler was
 # mostly worse than ComfyUI's best sampler, and our untuned dpmsolver_ipndm as good.
 MAX_TUNED_STEPS = 10
-# The most pilots whose reference leaves the search, within MAX_EVALUATIONS, the calls its
-# screening needs at MAX_TUNED_STEPS (tested).
+# A round cap on the pilots whose reference leaves the search, within MAX_EVALUATIONS, the
+# calls its screening needs at MAX_TUNED_STEPS (tested; a few more would still fit).
 MAX_PILOTS = 32
 
 
