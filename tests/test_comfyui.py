@@ -662,6 +662,16 @@ def test_install_refuses_what_is_not_its_own(tmp_path: Path, capsys: Any) -> Non
     assert (folder / "__init__.py").read_text() == "# my own pack\n"  # untouched
     assert main(["comfyui", "install", str(tmp_path / "missing")]) == 2
     assert "not a folder" in capsys.readouterr().err
+    # A temporary file a killed install left beside our own __init__.py is not the user's.
+    from dpmsolver.tools.generation.files import TMP_PREFIX
+
+    (folder / "__init__.py").unlink()
+    assert main(["comfyui", "install", str(tmp_path)]) == 0
+    (folder / f"{TMP_PREFIX}123-__init__.py").write_text("half a file")
+    assert main(["comfyui", "install", str(tmp_path)]) == 0
+    (folder / "notes.txt").write_text("mine\n")
+    assert main(["comfyui", "install", str(tmp_path)]) == 2
+    assert "did not write (notes.txt)" in capsys.readouterr().err
 
 
 def test_the_node_folder_says_how_to_install_dpmsolver(tmp_path: Path) -> None:
