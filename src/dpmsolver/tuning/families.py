@@ -6,7 +6,7 @@ where the pilots do)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..core import NoiseSchedule, SolverOptions, time_grid
@@ -47,6 +47,13 @@ STANDARD_GRIDS = ("time_uniform", "time_quadratic", "logSNR", "karras")
 FAMILY_KEYS = ("algorithm", "order", "method", "corrector", "analytic_first_step")
 # Options that only some families have: applied to those, checked alone.
 PER_FAMILY = {"corrector_variant": VARIANTS, "multistep3": MULTISTEP3}
+# Which families have each of them, and the family options that, given by the caller,
+# make it apply as given to every family searched (one that refuses it is passed over).
+_HAS: dict[str, Callable[[SolverOptions], bool]] = {
+    "corrector_variant": lambda o: o.corrector != "off",
+    "multistep3": lambda o: o.order == 3 and o.algorithm in ("dpmsolver++", "dpmsolver"),
+}
+_DECIDED_BY = {"corrector_variant": ("corrector",), "multistep3": ("algorithm", "order")}
 
 
 def search_families(
@@ -78,12 +85,11 @@ def search_families(
             continue
         # Options that only some families have (the corrector's B(h), the third-order
         # rule's form) apply to those that have them.
-        own = dict(options)
-        if opts.corrector == "off" and "corrector" not in options:
-            own.pop("corrector_variant", None)
-        third = opts.order == 3 and opts.algorithm in ("dpmsolver++", "dpmsolver")
-        if not third and "algorithm" not in options and "order" not in options:
-            own.pop("multistep3", None)
+        own = {
+            key: value
+            for key, value in options.items()
+            if key not in _HAS or _HAS[key](opts) or any(k in options for k in _DECIDED_BY[key])
+        }
         try:
             merged = SolverOptions.of(opts, **own) if own else opts
         except ValueError:
@@ -93,10 +99,7 @@ def search_families(
             found.append((label, merged))
     if not found and options:
         found = [("given", given)]
-    for key, has in (
-        ("corrector_variant", lambda o: o.corrector != "off"),
-        ("multistep3", lambda o: o.order == 3 and o.algorithm in ("dpmsolver++", "dpmsolver")),
-    ):
+    for key, has in _HAS.items():
         if key in options and not any(has(o) for _, o in found):
             raise ValueError(
                 f"{key}={options[key]!r} applies to families that have it; none of those "
