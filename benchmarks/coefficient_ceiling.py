@@ -43,7 +43,7 @@ from dpmsolver.tools.measure import reference, rms
 from dpmsolver.tools.presets import SOLVERS
 from dpmsolver.tuning import budget
 
-# The models whose tuned solvers this study extends (any of HELD_OUT's with --models).
+# The models whose tuned solvers this study extends (any built-in model with --models).
 MODELS = ("digits-exact", "digits-net")
 
 

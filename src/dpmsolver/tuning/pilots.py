@@ -147,7 +147,7 @@ def pilot_reference(
 
     `held_out_noises` more states x_T = sigma_T N(0, I) (rows n.. of what `seed` draws,
     n the pilots, also beside a given x_T) get their end state only, by
-    the same fine solver on candidates // 2 times: 3 * (candidates // 2) * substeps calls
+    the same fine solver on m = max(2, candidates // 2) times: 3 * m * substeps calls
     on that batch (`held_x`, `held_end`, `held_calls`)."""
     model = check_model(model)
     check_int("candidates", candidates, 2)

@@ -369,7 +369,7 @@ def optimize_solvers(
 ) -> dict[int, TunedSolver]:
     """`optimize_solver` for several budgets of one model, together: one pilot reference
     for all (its calls paid once), and each budget's result never worse on the held-out
-    pilots than the smaller budgets' (`smaller`), so the errors are monotone in the budget.
+    states than the smaller budgets' (`smaller`), so the errors are monotone in the budget.
     Returns {budget: TunedSolver}; a budget may keep a smaller budget's solver (its `nfe`
     says how many calls it takes). `**options` are `optimize_solver`'s."""
     if isinstance(budgets, int) or not isinstance(budgets, Sequence) or not budgets:
