@@ -304,6 +304,61 @@ def test_v_prediction_models_sample_through_ksampler(comfy: SimpleNamespace, nam
     assert float((as_eps - out).abs().max()) > 0.1
 
 
+class GuidedGuider(Guider):
+    """ComfyUI's CFGGuider as the sampler sees it (VP): the mixture's prediction as the
+    unconditional one, the condition pushing it, guidance at `scale`, then the post-CFG
+    functions of model_options; called without model_options (a plain k-diffusion model)
+    it keeps the unconditional prediction in `uncond_denoised` instead."""
+
+    def __init__(self, model_sampling: Any, scale: float) -> None:
+        super().__init__(model_sampling, False)
+        self.scale = scale
+
+    def __call__(
+        self, x: torch.Tensor, sigma: torch.Tensor, model_options: Any = None, **_: Any
+    ) -> torch.Tensor:
+        d_u = super().__call__(x, sigma)
+        s = float(sigma.reshape(-1)[0])
+        d_c = d_u + 0.3 * torch.tanh(x / (1 + s * s) ** 0.5)
+        denoised = d_u + self.scale * (d_c - d_u)
+        if model_options is None:
+            self.uncond_denoised = d_u
+        for fn in (model_options or {}).get("sampler_post_cfg_function", []):
+            denoised = fn({"denoised": denoised, "cond_denoised": d_c, "uncond_denoised": d_u})
+        return denoised
+
+
+@pytest.mark.parametrize("scale", [1.0, 4.0])
+def test_the_sampler_nodes_cfg_pp_reads_comfyuis_post_cfg_hook(
+    comfy: SimpleNamespace, scale: float
+) -> None:
+    """The DPM-Solver node with cfg_pp=True through KSAMPLER (both modes): the
+    unconditional prediction comes from the post-CFG hook it adds to model_options (the
+    caller's options untouched), and the run equals ComfyUI's CFG++ 2M formula re-derived
+    in test_k_diffusion_sde (1e-5) on 16 karras sigmas, unlike cfg_pp=False."""
+    from test_k_diffusion_sde import comfy_2m_cfg_pp
+
+    ms = model_samplings(comfy)["vp"]
+    sigmas = comfy.samplers.calculate_sigmas(ms, "karras", 16)
+    node = comfy.pack.NODE_CLASS_MAPPINGS["DPMSolverSampler"]()
+    options = dict(
+        algorithm="dpmsolver++", order=2, method="multistep", corrector="off",
+        analytic_first_step=False, eta=0.0, s_noise=1.0,
+    )  # fmt: skip
+    x, latent = noise(), torch.zeros(4, 1, 8, 8)
+    runs = {}
+    for cfg_pp in (True, False):
+        (sampler,) = node.get_sampler(cfg_pp=cfg_pp, **options)
+        model_options: dict[str, Any] = {}
+        extra = {"model_options": model_options, "seed": 0}
+        runs[cfg_pp] = sampler.sample(GuidedGuider(ms, scale), sigmas, extra, None, x, latent)
+        assert model_options == {}
+    start = ms.noise_scaling(sigmas[0], x, latent, True)
+    expected = comfy_2m_cfg_pp(GuidedGuider(ms, scale), start, sigmas.tolist(), {})
+    torch.testing.assert_close(runs[True], expected, rtol=1e-5, atol=1e-5)
+    assert float((runs[True] - runs[False]).abs().max()) > 0.01
+
+
 def test_the_sampler_node_and_the_sigmas_node(comfy: SimpleNamespace) -> None:
     nodes = comfy.pack.NODE_CLASS_MAPPINGS
     (sampler,) = nodes["DPMSolverSampler"]().get_sampler(
